@@ -1,0 +1,6 @@
+"""The REST API: blueprints over the runtime, and JSON errors for every failure."""
+
+from .errors import api_error, register_error_handlers
+from .world import bp as world_bp
+
+__all__ = ["api_error", "register_error_handlers", "world_bp"]

@@ -1,0 +1,348 @@
+"""Fixed-rate tick scheduling on a monotonic clock: tick k is due at t0 + k * period.
+
+One long-lived thread per world calls ``on_tick`` at each deadline. Deadlines come from the
+anchor, never from "now + period", so a tick's own cost never shifts later ticks (no drift).
+Overruns follow a declared policy; pause, resume, step(n) and set_rate(hz) work at run time.
+The clock source is pluggable so tests can drive time by hand (:class:`ManualClock`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from .errors import WorldLoopError
+
+log = logging.getLogger("worldloop.clock")
+
+MAX_RATE_HZ = 1000.0
+
+
+class OverrunPolicy(str, Enum):
+    """What the loop does when it falls a whole period or more behind schedule."""
+
+    CATCH_UP = "catch_up"
+    """Run the missed ticks back to back, at most ``max_catch_up`` of them; drop the rest."""
+    SKIP = "skip"
+    """Drop every missed slot and run the next tick on the current slot."""
+
+
+class ClockStateError(WorldLoopError):
+    """A clock control was used in a state that does not allow it (e.g. step while running)."""
+
+    code = "clock_state"
+    status = 409
+
+
+class Clock(Protocol):
+    """A source of monotonic time that a ticker can sleep on."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+    def wait(self, cv: threading.Condition, deadline: float) -> None:
+        """Block on ``cv`` (held by the caller) until ``deadline`` or a notify, whichever first."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and a timed condition wait."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, cv: threading.Condition, deadline: float) -> None:
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            cv.wait(delay)
+
+
+class ManualClock:
+    """A clock that moves only when told to: tests advance it and the ticker follows."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = start
+        self._lock = threading.Lock()
+        self._waiters: set[threading.Condition] = set()
+
+    def now(self) -> float:
+        return self._t
+
+    def wait(self, cv: threading.Condition, deadline: float) -> None:
+        with self._lock:  # register before checking, so an advance() in between is not lost
+            self._waiters.add(cv)
+        if self._t < deadline:
+            cv.wait()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every ticker sleeping on this clock."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock cannot go back")
+        self._t += seconds
+        with self._lock:
+            waiters = list(self._waiters)
+        for cv in waiters:
+            with cv:
+                cv.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class TickInfo:
+    """When a tick was due and when it actually started (both on the ticker's clock)."""
+
+    slot: int
+    scheduled: float
+    started: float
+    period: float
+    manual: bool = False
+    """True for ticks run by ``step(n)`` while paused: they have no schedule to be late for."""
+
+    @property
+    def lateness(self) -> float:
+        return 0.0 if self.manual else max(0.0, self.started - self.scheduled)
+
+
+@dataclass(frozen=True, slots=True)
+class TickerStats:
+    """Counters of a ticker, read without locks (a consistent copy made by the loop)."""
+
+    ticks: int
+    overruns: int
+    skipped: int
+    errors: int
+    rate_hz: float
+    paused: bool
+    running: bool
+    last_lateness: float
+    last_duration: float
+
+
+class Ticker:
+    """Runs ``on_tick`` on a fixed-rate schedule in one long-lived thread."""
+
+    def __init__(
+        self,
+        on_tick: Callable[[TickInfo], None],
+        rate_hz: float,
+        *,
+        clock: Clock | None = None,
+        policy: OverrunPolicy | str = OverrunPolicy.CATCH_UP,
+        max_catch_up: int = 5,
+        name: str = "worldloop-ticker",
+        start_paused: bool = False,
+    ) -> None:
+        _check_rate(rate_hz)
+        if max_catch_up < 0:
+            raise ValueError("max_catch_up must be >= 0")
+        self._on_tick = on_tick
+        self._clock: Clock = clock or MonotonicClock()
+        self._policy = OverrunPolicy(policy)
+        self._max_catch_up = max_catch_up
+        self._name = name
+        self._cv = threading.Condition()
+        self._period = 1.0 / rate_hz
+        self._t0 = 0.0
+        self._k = 0
+        self._paused = start_paused
+        self._stopping = False
+        self._steps: list[tuple[int, Future[int]]] = []
+        self._thread: threading.Thread | None = None
+        self._ticks = 0
+        self._overruns = 0
+        self._skipped = 0
+        self._errors = 0
+        self._last_lateness = 0.0
+        self._last_duration = 0.0
+        self._tick_cv = threading.Condition()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop thread; the first tick is due at once."""
+        with self._cv:
+            if self._thread is not None:
+                raise ClockStateError("ticker already started")
+            self._t0 = self._clock.now()
+            self._k = 0
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Ask the loop to end and wait up to ``timeout`` s; True if it ended in time."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        t = self._thread
+        return t is not None and t.is_alive() and not self._stopping
+
+    # -- controls --------------------------------------------------------------------------
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self._period
+
+    @property
+    def period(self) -> float:
+        return self._period
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def policy(self) -> OverrunPolicy:
+        return self._policy
+
+    def set_rate(self, rate_hz: float) -> None:
+        """Change the rate; the schedule is re-anchored at the next due tick."""
+        _check_rate(rate_hz)
+        with self._cv:
+            next_due = self._t0 + self._k * self._period
+            self._t0 = next_due
+            self._k = 0
+            self._period = 1.0 / rate_hz
+            self._cv.notify_all()
+
+    def pause(self) -> None:
+        with self._cv:
+            self._paused = True
+            self._cv.notify_all()
+
+    def resume(self) -> None:
+        """Resume ticking; the schedule restarts now, so a pause is never "caught up"."""
+        with self._cv:
+            if not self._paused:
+                return
+            self._paused = False
+            self._t0 = self._clock.now()
+            self._k = 0
+            self._cv.notify_all()
+
+    def step(self, n: int = 1) -> Future[int]:
+        """Run ``n`` ticks now, while paused. The future resolves to the tick count afterwards."""
+        if n < 1:
+            raise ValueError("step count must be >= 1")
+        fut: Future[int] = Future()
+        with self._cv:
+            if not self._paused:
+                raise ClockStateError("step() needs the world to be paused first")
+            if self._stopping or self._thread is None:
+                raise ClockStateError("the ticker is not running")
+            self._steps.append((n, fut))
+            self._cv.notify_all()
+        return fut
+
+    # -- observation ----------------------------------------------------------------------
+
+    def stats(self) -> TickerStats:
+        return TickerStats(
+            ticks=self._ticks,
+            overruns=self._overruns,
+            skipped=self._skipped,
+            errors=self._errors,
+            rate_hz=self.rate_hz,
+            paused=self._paused,
+            running=self.running,
+            last_lateness=self._last_lateness,
+            last_duration=self._last_duration,
+        )
+
+    def wait_for_ticks(self, count: int, timeout: float) -> bool:
+        """Block until at least ``count`` ticks have run in total; False on timeout."""
+        with self._tick_cv:
+            return self._tick_cv.wait_for(lambda: self._ticks >= count, timeout)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        log.debug("ticker %s started at %.1f Hz", self._name, self.rate_hz)
+        try:
+            while True:
+                info = self._next_tick()
+                if info is None:
+                    break
+                self._execute(info)
+        finally:
+            with self._cv:
+                steps, self._steps = self._steps, []
+            for _, fut in steps:
+                fut.cancel()
+            log.debug("ticker %s stopped after %d ticks", self._name, self._ticks)
+
+    def _next_tick(self) -> TickInfo | None:
+        """Wait (releasing the control lock) until a tick is due; None when stopping."""
+        with self._cv:
+            while True:
+                if self._stopping:
+                    return None
+                if self._paused:
+                    if self._steps:
+                        now = self._clock.now()
+                        return TickInfo(-1, now, now, self._period, manual=True)
+                    self._cv.wait()
+                    continue
+                due = self._t0 + self._k * self._period
+                now = self._clock.now()
+                if now < due:
+                    self._clock.wait(self._cv, due)
+                    continue
+                behind = int(math.floor((now - due) / self._period))
+                if behind >= 1:
+                    self._overruns += 1
+                    drop = behind if self._policy is OverrunPolicy.SKIP else behind - self._max_catch_up
+                    if drop > 0:
+                        self._k += drop
+                        self._skipped += drop
+                        due = self._t0 + self._k * self._period
+                info = TickInfo(self._k, due, now, self._period)
+                self._k += 1
+                return info
+
+    def _execute(self, info: TickInfo) -> None:
+        try:
+            self._on_tick(info)
+        except Exception:
+            self._errors += 1
+            log.exception("tick failed (ticker %s); the loop goes on", self._name)
+        self._last_lateness = info.lateness
+        self._last_duration = self._clock.now() - info.started
+        with self._tick_cv:
+            self._ticks += 1
+            self._tick_cv.notify_all()
+        if info.manual:
+            self._finish_step()
+
+    def _finish_step(self) -> None:
+        with self._cv:
+            if not self._steps:
+                return
+            n, fut = self._steps[0]
+            if n > 1:
+                self._steps[0] = (n - 1, fut)
+                return
+            self._steps.pop(0)
+        fut.set_result(self._ticks)
+
+
+def _check_rate(rate_hz: float) -> None:
+    if not isinstance(rate_hz, int | float) or isinstance(rate_hz, bool):
+        raise ValueError("rate must be a number of ticks per second")
+    if not math.isfinite(rate_hz) or rate_hz <= 0 or rate_hz > MAX_RATE_HZ:
+        raise ValueError(f"rate must be > 0 and <= {MAX_RATE_HZ:g} Hz, got {rate_hz!r}")

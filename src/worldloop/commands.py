@@ -1,0 +1,181 @@
+"""Commands in: the envelope, sequencing, a bounded queue, and tickets that resolve when applied.
+
+Request threads validate a command and put it on the queue; the loop thread drains the queue in
+arrival order at the next tick. A full queue raises :class:`QueueFull` (backpressure) instead of
+growing without bound. Each command gets a :class:`CommandTicket` that the submitter can wait on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import QueueFull
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One validated command, ready for the loop. ``seq`` orders it among all commands."""
+
+    id: str
+    seq: int
+    type: str
+    payload: Mapping[str, Any]
+    actor: str | None = None
+    submitted_at: float = field(default=0.0, compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-able form kept in the journal and replayed on recovery."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "type": self.type,
+            "payload": dict(self.payload),
+            "actor": self.actor,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Command:
+        return cls(
+            id=str(record["id"]),
+            seq=int(record["seq"]),
+            type=str(record["type"]),
+            payload=dict(record.get("payload") or {}),
+            actor=record.get("actor"),
+        )
+
+
+class CommandStatus(str, Enum):
+    QUEUED = "queued"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What applying one command did: a result, or a rejection with a reason."""
+
+    command: Command
+    ok: bool
+    result: Any = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_details: Mapping[str, Any] | None = None
+
+
+class CommandTicket:
+    """The submitter's handle on a command: its status, tick and result once the loop is done."""
+
+    __slots__ = ("_done", "command", "outcome", "status", "tick")
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+        self.status = CommandStatus.QUEUED
+        self.tick: int | None = None
+        self.outcome: Outcome | None = None
+        self._done = threading.Event()
+
+    @property
+    def id(self) -> str:
+        return self.command.id
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the command is applied or rejected; False on timeout."""
+        return self._done.wait(timeout)
+
+    def resolve(self, outcome: Outcome, tick: int) -> None:
+        """Called by the loop once the tick holding this command is durable."""
+        self.outcome = outcome
+        self.tick = tick
+        self.status = CommandStatus.APPLIED if outcome.ok else CommandStatus.REJECTED
+        self._done.set()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "command_id": self.command.id,
+            "type": self.command.type,
+            "status": self.status.value,
+            "tick": self.tick,
+        }
+        o = self.outcome
+        if o is not None:
+            if o.ok:
+                data["result"] = o.result
+            else:
+                data["error"] = {
+                    "code": o.error_code,
+                    "message": o.error_message,
+                    "details": dict(o.error_details or {}),
+                }
+        return data
+
+
+class CommandQueue:
+    """A bounded FIFO of commands with global sequencing; put never blocks, it refuses."""
+
+    def __init__(self, maxsize: int, *, history: int = 100_000) -> None:
+        if maxsize < 1:
+            raise ValueError("queue size must be >= 1")
+        self.maxsize = maxsize
+        self._items: deque[CommandTicket] = deque()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._history: OrderedDict[str, CommandTicket] = OrderedDict()
+        self._history_max = history
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def set_last_seq(self, seq: int) -> None:
+        """Continue numbering after ``seq`` (used after recovery)."""
+        with self._lock:
+            self._seq = max(self._seq, seq)
+
+    def put(self, type_: str, payload: Mapping[str, Any], actor: str | None = None) -> CommandTicket:
+        """Sequence and enqueue a validated command; raise QueueFull when at capacity."""
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                raise QueueFull(
+                    f"command queue is full ({self.maxsize} waiting); retry shortly",
+                    details={"capacity": self.maxsize},
+                )
+            self._seq += 1
+            cmd = Command(
+                id=uuid.uuid4().hex,
+                seq=self._seq,
+                type=type_,
+                payload=payload,
+                actor=actor,
+                submitted_at=time.time(),
+            )
+            ticket = CommandTicket(cmd)
+            self._items.append(ticket)
+            self._history[cmd.id] = ticket
+            while len(self._history) > self._history_max:
+                self._history.popitem(last=False)
+        return ticket
+
+    def drain(self, limit: int | None = None) -> list[CommandTicket]:
+        """Take up to ``limit`` commands in arrival order (all when None)."""
+        with self._lock:
+            n = len(self._items) if limit is None else min(limit, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
+    def get(self, command_id: str) -> CommandTicket | None:
+        """A recent ticket by command id (the last ``history`` commands are kept)."""
+        with self._lock:
+            return self._history.get(command_id)

@@ -1,0 +1,207 @@
+"""One running world: ties the ticker, the world, the command queue, snapshots, store and lease.
+
+The loop thread is the only writer. Each tick it drains the queue in arrival order, steps the
+world (commands, then systems), makes the tick durable, publishes an immutable snapshot with one
+reference swap, and only then resolves the submitters' tickets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
+from .commands import CommandQueue, CommandTicket, Outcome
+from .errors import WorldNotRunning
+from .lease import Lease, MemoryLease
+from .snapshot import Snapshot, SnapshotBoard, freeze_arrays
+from .store import Store
+from .world import World
+
+log = logging.getLogger("worldloop.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick did, handed to after-tick listeners (metrics, jobs, streams)."""
+
+    tick: int
+    info: TickInfo
+    outcomes: tuple[Outcome, ...]
+    duration: float
+    queue_depth: int
+    snapshot: Snapshot
+
+
+class WorldRuntime:
+    """Runs one world on its own loop thread; the public face the API and extension use."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        rate_hz: float = 20.0,
+        clock: Clock | None = None,
+        policy: OverrunPolicy | str = OverrunPolicy.CATCH_UP,
+        max_catch_up: int = 5,
+        queue_size: int = 10_000,
+        max_commands_per_tick: int = 10_000,
+        lease: Lease | None = None,
+        store: Store | None = None,
+        start_paused: bool = False,
+        shutdown_timeout: float = 2.0,
+    ) -> None:
+        self.world = world
+        self.name = world.name
+        self.queue = CommandQueue(queue_size)
+        self.board = SnapshotBoard()
+        self.lease: Lease = lease or MemoryLease(world.name)
+        self.store = store
+        self.max_commands_per_tick = max_commands_per_tick
+        self.shutdown_timeout = shutdown_timeout
+        self.ticker = Ticker(
+            self._on_tick,
+            rate_hz,
+            clock=clock,
+            policy=policy,
+            max_catch_up=max_catch_up,
+            name=f"worldloop-{world.name}",
+            start_paused=start_paused,
+        )
+        self.before_tick: list[Callable[[TickInfo], None]] = []
+        self.after_tick: list[Callable[[TickReport], None]] = []
+        self.applied: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.hook_errors = 0
+        self.last_tick_duration = 0.0
+        self.last_tick_at: float | None = None
+        self._state_lock = threading.Lock()
+        self._running = False
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running and self.ticker.running
+
+    def start(self) -> None:
+        """Take the lease, publish the current state, and start ticking."""
+        with self._state_lock:
+            if self._running:
+                return
+            if self._stopped:
+                raise WorldNotRunning("a stopped runtime cannot be started again; make a new one")
+            self.lease.acquire()
+            try:
+                self._publish()
+                self.ticker.start()
+            except BaseException:
+                self.lease.release()
+                raise
+            self._running = True
+        log.info("world %r started at %.3g Hz (pid lease held)", self.name, self.ticker.rate_hz)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop ticking within ``timeout`` s, refuse what is still queued, release the lease."""
+        with self._state_lock:
+            if not self._running:
+                return True
+            self._running = False
+            self._stopped = True
+        ok = self.ticker.stop(self.shutdown_timeout if timeout is None else timeout)
+        if not ok:
+            log.error("world %r: loop did not stop within the bound; abandoning it", self.name)
+        for ticket in self.queue.drain():
+            ticket.resolve(
+                Outcome(ticket.command, False, None, "world_stopped", "the world stopped before this command ran"),
+                self.world.tick,
+            )
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:
+                log.exception("world %r: closing the store failed", self.name)
+        self.lease.release()
+        log.info("world %r stopped at tick %d", self.name, self.world.tick)
+        return ok
+
+    # -- commands and snapshots ------------------------------------------------------------
+
+    def submit(self, type_: str, payload: Mapping[str, Any], actor: str | None = None) -> CommandTicket:
+        """Validate (in the caller's thread) and queue a command; raises on invalid or full."""
+        if not self._running:
+            raise WorldNotRunning(f"world {self.name!r} is not running in this process")
+        normalized = self.world.validate(type_, payload, actor)
+        return self.queue.put(type_, normalized, actor)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        snap = self.board.latest
+        if snap is None:
+            raise WorldNotRunning(f"world {self.name!r} has not published a snapshot yet")
+        return snap
+
+    def wait_for_snapshot(self, after_tick: int, timeout: float) -> Snapshot:
+        """The first snapshot newer than ``after_tick``, or the latest one after ``timeout`` s."""
+        self.board.wait_after(after_tick, timeout)
+        return self.snapshot
+
+    # -- clock controls --------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.ticker.pause()
+
+    def resume(self) -> None:
+        self.ticker.resume()
+
+    def step(self, n: int = 1, timeout: float | None = 10.0) -> int:
+        """Run ``n`` ticks while paused and return the world tick after them."""
+        self.ticker.step(n).result(timeout)
+        return self.world.tick
+
+    def set_rate(self, rate_hz: float) -> None:
+        self.ticker.set_rate(rate_hz)
+
+    def stats(self) -> TickerStats:
+        return self.ticker.stats()
+
+    # -- the tick --------------------------------------------------------------------------
+
+    def _on_tick(self, info: TickInfo) -> None:
+        for hook in self.before_tick:
+            self._run_hook(hook, info)
+        started = time.perf_counter()
+        tickets = self.queue.drain(self.max_commands_per_tick)
+        outcomes = self.world.step([t.command for t in tickets])
+        tick = self.world.tick
+        if self.store is not None:
+            self.store.append(self.name, tick, [o.command.to_record() for o in outcomes], None)
+        snap = self._publish()
+        for ticket, outcome in zip(tickets, outcomes, strict=True):
+            (self.applied if outcome.ok else self.rejected)[ticket.command.type] += 1
+            ticket.resolve(outcome, tick)
+        self.last_tick_duration = time.perf_counter() - started
+        self.last_tick_at = time.time()
+        if self.after_tick:
+            report = TickReport(tick, info, tuple(outcomes), self.last_tick_duration, len(self.queue), snap)
+            for listener in self.after_tick:
+                self._run_hook(listener, report)
+
+    def _publish(self) -> Snapshot:
+        w = self.world
+        snap = Snapshot(self.name, w.tick, w.sim_time, freeze_arrays(w.view()), w.summary())
+        self.board.publish(snap)
+        return snap
+
+    def _run_hook(self, hook: Callable[[Any], None], arg: Any) -> None:
+        try:
+            hook(arg)
+        except Exception:
+            self.hook_errors += 1
+            log.exception("world %r: tick hook %r failed at tick %d", self.name, hook, self.world.tick)

@@ -1,0 +1,129 @@
+"""Snapshots out: an immutable view of the world after a tick, serialized at most once.
+
+The loop builds a :class:`Snapshot` after each tick and publishes it by swapping one reference,
+so readers never take a lock the tick holds. Serialization (and any other derived value) is
+computed lazily, once per snapshot, however many readers ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON with NumPy support; the one encoder used for every snapshot."""
+    return json.dumps(data, default=_default, separators=(",", ":"), allow_nan=False).encode()
+
+
+def freeze_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy NumPy arrays (recursively through dicts) and make the copies read-only."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, np.ndarray):
+            arr = value.copy()
+            arr.flags.writeable = False
+            out[key] = arr
+        elif isinstance(value, Mapping):
+            out[key] = freeze_arrays(value)
+        else:
+            out[key] = value
+    return out
+
+
+class Snapshot:
+    """The world as it was after ``tick``: data, plus lazily cached derived values."""
+
+    __slots__ = ("_cache", "_lock", "created_at", "data", "sim_time", "summary", "tick", "world")
+
+    def __init__(
+        self,
+        world: str,
+        tick: int,
+        sim_time: float,
+        data: Mapping[str, Any],
+        summary: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> None:
+        self.world = world
+        self.tick = tick
+        self.sim_time = sim_time
+        self.data = data
+        self.summary: Mapping[str, Any] = summary or {}
+        self.created_at = time.time() if created_at is None else created_at
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.world}-{self.tick}"'
+
+    def cached(self, key: str, compute: Callable[[Snapshot], T]) -> T:
+        """Compute a derived value once per snapshot; concurrent callers wait for the first."""
+        try:
+            return self._cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = compute(self)
+            return self._cache[key]  # type: ignore[no-any-return]
+
+    def to_json(self) -> bytes:
+        """The whole snapshot as JSON bytes, serialized once."""
+        return self.cached("json", lambda s: dumps(s.envelope()))
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "world": self.world,
+            "tick": self.tick,
+            "sim_time": self.sim_time,
+            "created_at": self.created_at,
+            "summary": self.summary,
+            "data": self.data,
+        }
+
+
+class SnapshotBoard:
+    """Holds the latest snapshot; readers get it without locks and may wait for a newer one."""
+
+    def __init__(self) -> None:
+        self._latest: Snapshot | None = None
+        self._cv = threading.Condition()
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self._latest
+
+    def publish(self, snap: Snapshot) -> None:
+        self._latest = snap  # one reference swap: atomic for readers
+        with self._cv:
+            self._cv.notify_all()
+
+    def wait_after(self, tick: int, timeout: float) -> Snapshot | None:
+        """Return the first snapshot with tick > ``tick``, or the latest one on timeout."""
+        snap = self._latest
+        if snap is not None and snap.tick > tick:
+            return snap
+        with self._cv:
+            self._cv.wait_for(lambda: self._latest is not None and self._latest.tick > tick, timeout)
+        return self._latest

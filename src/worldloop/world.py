@@ -1,0 +1,155 @@
+"""The World base: state, ordered systems, command application, and a state hash.
+
+A concrete world keeps all of its state in plain values and NumPy arrays (random generator
+included), so that ``step(state, commands)`` is deterministic and the state can be saved,
+restored and hashed. Only the loop thread ever calls ``step``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .commands import Command, Outcome
+from .errors import CommandInvalid, CommandRejected, WorldLoopError
+
+log = logging.getLogger("worldloop.world")
+
+StateValue = np.ndarray | int | float | str | bool | None
+State = dict[str, StateValue]
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """One named step of the simulation, run every tick in declared order."""
+
+    name: str
+    run: Callable[[], None]
+
+
+class World(ABC):
+    """Base class for a world. Subclasses define commands, systems, state and a view."""
+
+    name: ClassVar[str] = "world"
+    dt: float = 0.05
+    """Simulation seconds per tick: simulation time is ``tick * dt``, never wall time."""
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.system_errors: Counter[str] = Counter()
+        self.logger = log
+
+    # -- to be defined by a world ---------------------------------------------------------
+
+    @abstractmethod
+    def validate(self, type_: str, payload: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
+        """Check a command's shape in the request thread; return the normalized payload.
+
+        Must not read live state (that belongs to the loop thread); raise CommandInvalid.
+        """
+
+    @abstractmethod
+    def apply(self, command: Command) -> Any:
+        """Apply one command to the live state; return a JSON-able result or raise CommandRejected."""
+
+    @abstractmethod
+    def systems(self) -> Sequence[System]:
+        """The systems to run each tick, in order."""
+
+    @abstractmethod
+    def get_state(self) -> State:
+        """Everything needed to reproduce the world exactly (arrays are not copied)."""
+
+    @abstractmethod
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the live state with ``state`` (as returned by get_state)."""
+
+    @abstractmethod
+    def view(self) -> dict[str, Any]:
+        """The data published in a snapshot. Arrays are copied and frozen by the runtime."""
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-able summary for GET /world."""
+        return {}
+
+    # -- provided ---------------------------------------------------------------------------
+
+    @property
+    def sim_time(self) -> float:
+        return self.tick * self.dt
+
+    def step(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Advance one tick: apply commands in order, run the systems, count the tick."""
+        outcomes = [self._apply_contained(cmd) for cmd in commands]
+        for system in self.systems():
+            try:
+                system.run()
+            except Exception:
+                self.system_errors[system.name] += 1
+                self.logger.exception("system %r failed at tick %d; the loop goes on", system.name, self.tick)
+        self.tick += 1
+        return outcomes
+
+    def _apply_contained(self, cmd: Command) -> Outcome:
+        try:
+            result = self.apply(cmd)
+        except (CommandRejected, CommandInvalid) as exc:
+            return Outcome(cmd, False, None, exc.code, exc.message, exc.details)
+        except WorldLoopError as exc:
+            return Outcome(cmd, False, None, exc.code, exc.message, exc.details)
+        except Exception as exc:
+            self.logger.exception("command %s (%s) failed at tick %d", cmd.id, cmd.type, self.tick)
+            return Outcome(cmd, False, None, "command_failed", f"command failed: {type(exc).__name__}", {})
+        return Outcome(cmd, True, result)
+
+    def full_state(self) -> State:
+        """get_state plus the tick counter."""
+        state = dict(self.get_state())
+        state["__tick__"] = self.tick
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Inverse of full_state."""
+        rest = dict(state)
+        self.tick = int(rest.pop("__tick__", 0))  # type: ignore[arg-type]
+        self.set_state(rest)
+
+    def state_hash(self) -> str:
+        """SHA-256 over the full state in a canonical order: equal hashes mean equal worlds."""
+        return hash_state(self.full_state())
+
+
+def hash_state(state: Mapping[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        h.update(key.encode())
+        h.update(b"\0")
+        if isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        else:
+            h.update(json.dumps(value, sort_keys=True).encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def rng_state(rng: np.random.Generator) -> str:
+    """The generator's full state as a JSON string (part of the world state)."""
+    return json.dumps(rng.bit_generator.state, sort_keys=True)
+
+
+def rng_from_state(state: str) -> np.random.Generator:
+    data = json.loads(state)
+    bitgen = getattr(np.random, data["bit_generator"])()
+    bitgen.state = data
+    return np.random.Generator(bitgen)

@@ -1,0 +1,34 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from worldloop import ManualClock
+
+
+@pytest.fixture
+def manual_clock() -> ManualClock:
+    return ManualClock(start=1000.0)
+
+
+@pytest.fixture
+def app(tmp_path) -> Iterator[Flask]:
+    """The demo app on a temporary instance folder, loop running on the real clock."""
+    from worldloop.demo import create_app
+
+    os.environ.pop("WERKZEUG_RUN_MAIN", None)
+    flask_app = create_app(
+        {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False}, instance_path=str(tmp_path / "instance")
+    )
+    yield flask_app
+    flask_app.extensions["worldloop"].stop()
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()

@@ -1,0 +1,153 @@
+"""Shared test helpers: waiting on conditions, free ports, and real server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the condition may not be checkable yet (server starting)
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last_exc!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a server subprocess: this checkout's src first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
+    """A small JSON HTTP client (status, headers, decoded body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status, hdrs = resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        raw, status, hdrs = err.read(), err.code, dict(err.headers)
+    try:
+        return status, hdrs, json.loads(raw) if raw else None
+    except ValueError:
+        return status, hdrs, raw
+
+
+class Server:
+    """A real server process in its own process group, stopped (and reaped) on exit."""
+
+    def __init__(self, argv: Sequence[str], *, port: int, env: dict[str, str], cwd: Path,
+                 log_path: Path) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(argv), env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kw: Any) -> tuple[int, dict[str, str], Any]:
+        return http("GET", self.base + path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
+        return http("POST", self.base + path, body, **kw)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log}")
+            return self.get("/api/v1/world", timeout=2)[0] == 200
+
+        try:
+            wait_for(up, timeout, 0.1, "server to answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{self.log}") from None
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal_group(signal.SIGKILL)
+                self.proc.wait(5)
+        self.signal_group(signal.SIGKILL)  # any orphans left in the group
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_server(argv: Sequence[str], tmp_path: Path, *, port: int | None = None,
+                   env: dict[str, str] | None = None, ready: bool = True,
+                   name: str = "server") -> Iterator[Server]:
+    port = port or free_port()
+    full_env = child_env(WORLDLOOP_INSTANCE_PATH=str(tmp_path / "instance"), **(env or {}))
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    srv = Server(argv, port=port, env=full_env, cwd=tmp_path, log_path=tmp_path / f"{name}.log")
+    try:
+        if ready:
+            srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def flask_argv(*extra: str) -> list[str]:
+    return [str(BIN / "flask"), "--app", "worldloop.demo:create_app", "run", "--host", "127.0.0.1",
+            "--port", "{port}", *extra]
+
+
+def gunicorn_argv(*extra: str) -> list[str]:
+    return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *extra, "worldloop.demo:create_app()"]
+
+
+def service_required(name: str) -> bool:
+    """Under CI=true a missing service fails the test; elsewhere it skips."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
