@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "WORLDLOOP_SHUTDOWN_TIMEOUT": 2.0,
     "WORLDLOOP_LEASE_WAIT": None,
     "WORLDLOOP_HANDLE_SIGNALS": True,
+    "WORLDLOOP_ADMIN_TOKEN": None,
 }
 
 # Extensions that must stop at exit; weak so tests that drop an app do not leak it.

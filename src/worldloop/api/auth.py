@@ -1,0 +1,64 @@
+"""Bearer-token checks for the API: the admin token comes from config or the environment."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import current_app, request
+
+from ..errors import WorldLoopError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Unauthorized(WorldLoopError):
+    """No usable credentials were sent."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(WorldLoopError):
+    """Credentials were sent but do not allow this action."""
+
+    code = "forbidden"
+    status = 403
+
+
+def bearer_token() -> str:
+    """The request's bearer token; Unauthorized when the header is missing or malformed."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send 'Authorization: Bearer <token>'")
+    return token
+
+
+def admin_token() -> str | None:
+    token = current_app.config.get("WORLDLOOP_ADMIN_TOKEN")
+    return str(token) if token else None
+
+
+def check_admin() -> None:
+    """Raise unless the request carries the configured admin token."""
+    expected = admin_token()
+    token = bearer_token()
+    if expected is None:
+        raise Forbidden("the admin API is disabled: set WORLDLOOP_ADMIN_TOKEN")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("this token is not the admin token")
+
+
+def require_admin(fn: F) -> F:
+    """Decorator for admin-only endpoints."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        check_admin()
+        return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
