@@ -23,7 +23,8 @@ def app(tmp_path) -> Iterator[Flask]:
 
     os.environ.pop("WERKZEUG_RUN_MAIN", None)
     flask_app = create_app(
-        {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False}, instance_path=str(tmp_path / "instance")
+        {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False},
+        instance_path=str(tmp_path / "instance"),
     )
     yield flask_app
     flask_app.extensions["worldloop"].stop()

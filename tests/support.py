@@ -22,7 +22,9 @@ BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -34,7 +36,9 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         except Exception as exc:  # the condition may not be checkable yet (server starting)
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last_exc!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate}: {last_exc!r}"
+    )
 
 
 def free_port() -> int:
@@ -52,8 +56,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 10.0) -> tuple[int, dict[str, str], Any]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], Any]:
     """A small JSON HTTP client (status, headers, decoded body)."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
@@ -74,14 +83,19 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 class Server:
     """A real server process in its own process group, stopped (and reaped) on exit."""
 
-    def __init__(self, argv: Sequence[str], *, port: int, env: dict[str, str], cwd: Path,
-                 log_path: Path) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, port: int, env: dict[str, str], cwd: Path, log_path: Path
+    ) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+            list(argv),
+            env=env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -124,9 +138,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(argv: Sequence[str], tmp_path: Path, *, port: int | None = None,
-                   env: dict[str, str] | None = None, ready: bool = True,
-                   name: str = "server") -> Iterator[Server]:
+def running_server(
+    argv: Sequence[str],
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+    name: str = "server",
+) -> Iterator[Server]:
     port = port or free_port()
     full_env = child_env(WORLDLOOP_INSTANCE_PATH=str(tmp_path / "instance"), **(env or {}))
     argv = [a.replace("{port}", str(port)) for a in argv]
@@ -140,12 +160,27 @@ def running_server(argv: Sequence[str], tmp_path: Path, *, port: int | None = No
 
 
 def flask_argv(*extra: str) -> list[str]:
-    return [str(BIN / "flask"), "--app", "worldloop.demo:create_app", "run", "--host", "127.0.0.1",
-            "--port", "{port}", *extra]
+    return [
+        str(BIN / "flask"),
+        "--app",
+        "worldloop.demo:create_app",
+        "run",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        *extra,
+    ]
 
 
 def gunicorn_argv(*extra: str) -> list[str]:
-    return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *extra, "worldloop.demo:create_app()"]
+    return [
+        str(BIN / "gunicorn"),
+        "--bind",
+        "127.0.0.1:{port}",
+        *extra,
+        "worldloop.demo:create_app()",
+    ]
 
 
 def service_required(name: str) -> bool:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from .errors import WorldLoopError
@@ -25,7 +25,7 @@ log = logging.getLogger("worldloop.clock")
 MAX_RATE_HZ = 1000.0
 
 
-class OverrunPolicy(str, Enum):
+class OverrunPolicy(StrEnum):
     """What the loop does when it falls a whole period or more behind schedule."""
 
     CATCH_UP = "catch_up"
@@ -303,10 +303,14 @@ class Ticker:
                 if now < due:
                     self._clock.wait(self._cv, due)
                     continue
-                behind = int(math.floor((now - due) / self._period))
+                behind = math.floor((now - due) / self._period)
                 if behind >= 1:
                     self._overruns += 1
-                    drop = behind if self._policy is OverrunPolicy.SKIP else behind - self._max_catch_up
+                    drop = (
+                        behind
+                        if self._policy is OverrunPolicy.SKIP
+                        else behind - self._max_catch_up
+                    )
                     if drop > 0:
                         self._k += drop
                         self._skipped += drop

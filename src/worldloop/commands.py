@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from .errors import QueueFull
@@ -51,7 +51,7 @@ class Command:
         )
 
 
-class CommandStatus(str, Enum):
+class CommandStatus(StrEnum):
     QUEUED = "queued"
     APPLIED = "applied"
     REJECTED = "rejected"
@@ -145,7 +145,9 @@ class CommandQueue:
         with self._lock:
             self._seq = max(self._seq, seq)
 
-    def put(self, type_: str, payload: Mapping[str, Any], actor: str | None = None) -> CommandTicket:
+    def put(
+        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+    ) -> CommandTicket:
         """Sequence and enqueue a validated command; raise QueueFull when at capacity."""
         with self._lock:
             if len(self._items) >= self.maxsize:

@@ -112,15 +112,21 @@ class WorldLoop:
         if policy in (False, None, "never", "manual"):
             return
         if policy not in (True, "auto", "lazy", "eager"):
-            raise ConfigError(f"WORLDLOOP_AUTOSTART must be auto, eager, lazy or never, not {policy!r}")
+            raise ConfigError(
+                f"WORLDLOOP_AUTOSTART must be auto, eager, lazy or never, not {policy!r}"
+            )
         if policy == "lazy":
             app.before_request(self._start_lazily)
             return
         if policy == "auto" and self.role == "reloader-parent":
-            log.info("worldloop: not starting in the reloader's watcher process (pid %d)", os.getpid())
+            log.info(
+                "worldloop: not starting in the reloader's watcher process (pid %d)", os.getpid()
+            )
             return
         if policy == "auto" and self.role == "prefork-master":
-            log.info("worldloop: pre-fork master (pid %d); the world starts in the worker", os.getpid())
+            log.info(
+                "worldloop: pre-fork master (pid %d); the world starts in the worker", os.getpid()
+            )
             os.register_at_fork(after_in_child=self._start_in_forked_worker)
             return
         self.start()

@@ -119,7 +119,13 @@ class WorldRuntime:
             log.error("world %r: loop did not stop within the bound; abandoning it", self.name)
         for ticket in self.queue.drain():
             ticket.resolve(
-                Outcome(ticket.command, False, None, "world_stopped", "the world stopped before this command ran"),
+                Outcome(
+                    ticket.command,
+                    False,
+                    None,
+                    "world_stopped",
+                    "the world stopped before this command ran",
+                ),
                 self.world.tick,
             )
         if self.store is not None:
@@ -133,7 +139,9 @@ class WorldRuntime:
 
     # -- commands and snapshots ------------------------------------------------------------
 
-    def submit(self, type_: str, payload: Mapping[str, Any], actor: str | None = None) -> CommandTicket:
+    def submit(
+        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+    ) -> CommandTicket:
         """Validate (in the caller's thread) and queue a command; raises on invalid or full."""
         if not self._running:
             raise WorldNotRunning(f"world {self.name!r} is not running in this process")
@@ -189,7 +197,9 @@ class WorldRuntime:
         self.last_tick_duration = time.perf_counter() - started
         self.last_tick_at = time.time()
         if self.after_tick:
-            report = TickReport(tick, info, tuple(outcomes), self.last_tick_duration, len(self.queue), snap)
+            report = TickReport(
+                tick, info, tuple(outcomes), self.last_tick_duration, len(self.queue), snap
+            )
             for listener in self.after_tick:
                 self._run_hook(listener, report)
 
@@ -204,4 +214,6 @@ class WorldRuntime:
             hook(arg)
         except Exception:
             self.hook_errors += 1
-            log.exception("world %r: tick hook %r failed at tick %d", self.name, hook, self.world.tick)
+            log.exception(
+                "world %r: tick hook %r failed at tick %d", self.name, hook, self.world.tick
+            )

@@ -125,5 +125,7 @@ class SnapshotBoard:
         if snap is not None and snap.tick > tick:
             return snap
         with self._cv:
-            self._cv.wait_for(lambda: self._latest is not None and self._latest.tick > tick, timeout)
+            self._cv.wait_for(
+                lambda: self._latest is not None and self._latest.tick > tick, timeout
+            )
         return self._latest

@@ -14,12 +14,15 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .commands import Command, Outcome
 from .errors import CommandInvalid, CommandRejected, WorldLoopError
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 log = logging.getLogger("worldloop.world")
 
@@ -58,7 +61,7 @@ class World(ABC):
 
     @abstractmethod
     def apply(self, command: Command) -> Any:
-        """Apply one command to the live state; return a JSON-able result or raise CommandRejected."""
+        """Apply one command to return a JSON-able result or raise CommandRejected."""
 
     @abstractmethod
     def systems(self) -> Sequence[System]:
@@ -80,6 +83,19 @@ class World(ABC):
         """A small JSON-able summary for GET /world."""
         return {}
 
+    def view_region(
+        self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
+    ) -> dict[str, Any]:
+        """A viewport-limited JSON-able frame of a published snapshot, for streams and viewers.
+
+        Runs on reader threads: it must read only ``snapshot``, never the live world.
+        """
+        return {
+            "tick": snapshot.tick,
+            "sim_time": snapshot.sim_time,
+            "summary": dict(snapshot.summary),
+        }
+
     # -- provided ---------------------------------------------------------------------------
 
     @property
@@ -94,7 +110,9 @@ class World(ABC):
                 system.run()
             except Exception:
                 self.system_errors[system.name] += 1
-                self.logger.exception("system %r failed at tick %d; the loop goes on", system.name, self.tick)
+                self.logger.exception(
+                    "system %r failed at tick %d; the loop goes on", system.name, self.tick
+                )
         self.tick += 1
         return outcomes
 
@@ -107,7 +125,9 @@ class World(ABC):
             return Outcome(cmd, False, None, exc.code, exc.message, exc.details)
         except Exception as exc:
             self.logger.exception("command %s (%s) failed at tick %d", cmd.id, cmd.type, self.tick)
-            return Outcome(cmd, False, None, "command_failed", f"command failed: {type(exc).__name__}", {})
+            return Outcome(
+                cmd, False, None, "command_failed", f"command failed: {type(exc).__name__}", {}
+            )
         return Outcome(cmd, True, result)
 
     def full_state(self) -> State:
@@ -119,7 +139,7 @@ class World(ABC):
     def restore(self, state: Mapping[str, Any]) -> None:
         """Inverse of full_state."""
         rest = dict(state)
-        self.tick = int(rest.pop("__tick__", 0))  # type: ignore[arg-type]
+        self.tick = int(rest.pop("__tick__", 0))
         self.set_state(rest)
 
     def state_hash(self) -> str:

@@ -13,7 +13,9 @@ from ..errors import WorldLoopError
 log = logging.getLogger("worldloop.api")
 
 
-def api_error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+def api_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
     resp = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     resp.status_code = status
     return resp

@@ -18,7 +18,9 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
 
     State files live in ``instance_path`` (default: $WORLDLOOP_INSTANCE_PATH, else ./instance).
     """
-    instance = instance_path or os.environ.get("WORLDLOOP_INSTANCE_PATH") or os.path.abspath("instance")
+    instance = (
+        instance_path or os.environ.get("WORLDLOOP_INSTANCE_PATH") or os.path.abspath("instance")
+    )
     app = Flask(__name__, instance_path=instance)
     app.config.update(_prefixed_env())
     if config:

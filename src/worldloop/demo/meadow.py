@@ -20,7 +20,9 @@ class Meadow(World):
 
     name: ClassVar[str] = "meadow"
 
-    def __init__(self, *, width: float = 1000.0, height: float = 1000.0, entities: int = 200, seed: int = 0) -> None:
+    def __init__(
+        self, *, width: float = 1000.0, height: float = 1000.0, entities: int = 200, seed: int = 0
+    ) -> None:
         super().__init__()
         self.width = float(width)
         self.height = float(height)
@@ -39,7 +41,9 @@ class Meadow(World):
             raise CommandInvalid("payload must be an object")
         eid = payload.get("entity_id")
         if not isinstance(eid, int) or isinstance(eid, bool) or eid < 1:
-            raise CommandInvalid("entity_id must be a positive integer", details={"field": "entity_id"})
+            raise CommandInvalid(
+                "entity_id must be a positive integer", details={"field": "entity_id"}
+            )
         out: dict[str, Any] = {"entity_id": eid}
         for key in ("vx", "vy"):
             v = payload.get(key)

@@ -18,7 +18,9 @@ class FileLease:
     runner never blocks its successor. The file records the holder's pid for the error message.
     """
 
-    def __init__(self, path: str | os.PathLike[str], world: str = "world", wait: float = 0.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], world: str = "world", wait: float = 0.0
+    ) -> None:
         self.path = Path(path)
         self.world = world
         self.wait = wait
@@ -53,7 +55,8 @@ class FileLease:
                 raise WorldLockedError(
                     f"world {self.world!r} is already running in another process (pid {holder}) "
                     f"on this store; the embedded mode runs one process per store. Serve it from "
-                    f"one process (e.g. gunicorn -w 1 --threads 8) or use the redis mode to scale out.",
+                    f"one process (e.g. gunicorn -w 1 --threads 8) or use the redis mode "
+                    "to scale out.",
                     details={"lock_file": str(self.path), "holder_pid": holder},
                 ) from None
         os.ftruncate(fd, 0)

@@ -26,11 +26,15 @@ class Store(Protocol):
         """The latest snapshot and every journaled tick after it."""
         ...
 
-    def append(self, world: str, tick: int, records: Sequence[Mapping[str, Any]], state_hash: str | None) -> None:
-        """Durably record the commands applied in ``tick`` (one transaction). Empty ticks may be skipped."""
+    def append(
+        self, world: str, tick: int, records: Sequence[Mapping[str, Any]], state_hash: str | None
+    ) -> None:
+        """Durably record the commands applied in ``tick``, in one transaction."""
         ...
 
-    def save_snapshot(self, world: str, tick: int, state: Mapping[str, Any], state_hash: str) -> None:
+    def save_snapshot(
+        self, world: str, tick: int, state: Mapping[str, Any], state_hash: str
+    ) -> None:
         """Durably store a full state as of the end of ``tick``."""
         ...
 
