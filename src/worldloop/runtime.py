@@ -8,6 +8,7 @@ reference swap, and only then resolves the submitters' tickets.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -105,7 +106,13 @@ class WorldRuntime:
                 self.lease.release()
                 raise
             self._running = True
-        log.info("world %r started at %.3g Hz (pid lease held)", self.name, self.ticker.rate_hz)
+        log.info(
+            "world %r started at tick %d, %.3g Hz, in pid %d",
+            self.name,
+            self.world.tick,
+            self.ticker.rate_hz,
+            os.getpid(),
+        )
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop ticking within ``timeout`` s, refuse what is still queued, release the lease."""
@@ -134,7 +141,7 @@ class WorldRuntime:
             except Exception:
                 log.exception("world %r: closing the store failed", self.name)
         self.lease.release()
-        log.info("world %r stopped at tick %d", self.name, self.world.tick)
+        log.info("world %r stopped at tick %d in pid %d", self.name, self.world.tick, os.getpid())
         return ok
 
     # -- commands and snapshots ------------------------------------------------------------

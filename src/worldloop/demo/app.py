@@ -25,6 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.update(_prefixed_env())
     if config:
         app.config.update(config)
+    _configure_logging()
     register_error_handlers(app)
     app.register_blueprint(world_bp)
     WorldLoop(app, world=create_world)
@@ -43,3 +44,14 @@ def _loads(value: str) -> Any:
 def _prefixed_env() -> dict[str, Any]:
     """WORLDLOOP_* and MEADOW_* environment variables, JSON-decoded when they parse."""
     return {k: _loads(v) for k, v in os.environ.items() if k.startswith(("WORLDLOOP_", "MEADOW_"))}
+
+
+def _configure_logging() -> None:
+    """Send worldloop's INFO lines to stderr when the host program configured nothing."""
+    import logging
+
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
