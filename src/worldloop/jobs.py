@@ -20,15 +20,16 @@ cron, the world tick for intervals in ticks), so tests drive them by hand.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import math
+import queue
 import re
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -436,7 +437,7 @@ class JobScheduler:
         self._jobs: dict[str, _JobState] = {}
         self._lock = threading.Lock()
         self._mine: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _WorkerPool | None = None
         self._closed = False
 
     # -- registration ---------------------------------------------------------------------
@@ -553,7 +554,8 @@ class JobScheduler:
             "paused": st.paused,
             "running": len(st.active),
             "next_run": None if st.paused else _slot_out(st.next_run, basis),
-            "last_run": _slot_out(st.last_slot, basis),
+            "last_slot": _slot_out(st.last_slot, basis),
+            "last_run": None if st.last_result is None else _iso(st.last_result.finished_at),
             "last_result": None if st.last_result is None else st.last_result.to_dict(),
             "runs": st.runs,
             "errors": st.errors,
@@ -694,10 +696,10 @@ class JobScheduler:
         if self._closed:
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="worldloop-job")
+            self._pool = _WorkerPool(self.workers)
         run = _Run(ctx, self.monotonic())
         st.active.append(run)
-        self._pool.submit(self._run_background, st, run, snapshot)
+        self._pool.submit(functools.partial(self._run_background, st, run, snapshot))
 
     def _run_background(self, st: _JobState, run: _Run, snapshot: Snapshot) -> None:
         spec, ctx = st.spec, run.ctx
@@ -755,7 +757,7 @@ class JobScheduler:
                             ),
                         )
 
-    def shutdown(self, wait: float = 2.0) -> None:
+    def shutdown(self, wait: float = 1.0) -> None:
         """Stop scheduling, tell running background jobs to cancel, and drop queued ones."""
         with self._lock:
             self._closed = True
@@ -764,10 +766,50 @@ class JobScheduler:
                 for run in st.active:
                     run.ctx.cancelled.set()
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            deadline = time.monotonic() + wait
-            for t in list(getattr(pool, "_threads", ())):
-                t.join(max(0.0, deadline - time.monotonic()))
+            pool.shutdown(wait)
+
+
+class _WorkerPool:
+    """A fixed number of daemon worker threads fed by a queue.
+
+    Daemon threads, unlike ThreadPoolExecutor's, cannot hold the process open at exit: a hung
+    background job must not break the bounded shutdown. The queue stays short because each
+    job's runs are capped by its ``max_concurrent``.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ConfigError("WORLDLOOP_JOB_WORKERS must be >= 1")
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"worldloop-job-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def _work(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            fn()  # the job wrapper catches and records everything
+
+    def shutdown(self, wait: float) -> None:
+        """Drop queued work, stop the workers, and wait up to ``wait`` s for running ones."""
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + wait
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Handler:
@@ -893,3 +935,45 @@ def load_config_jobs(entries: Iterable[Mapping[str, Any]] | None) -> list[JobSpe
     if isinstance(entries, str | bytes | Mapping):
         raise ConfigError("WORLDLOOP_JOBS must be a list of objects")
     return [spec_from_config(e) for e in entries]
+
+
+class JobsCollector:
+    """A prometheus_client collector for a scheduler's jobs.
+
+    Register it on the registry that /metrics serves: ``registry.register(JobsCollector(s))``.
+    """
+
+    def __init__(self, scheduler: JobScheduler) -> None:
+        self.scheduler = scheduler
+
+    def describe(self) -> list[Any]:
+        return []  # collected lazily: the set of jobs can grow after registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["job", "kind"]
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+            "runs": CounterMetricFamily(
+                "worldloop_job_runs", "Finished job runs (any result)", labels=labels
+            ),
+            "errors": CounterMetricFamily(
+                "worldloop_job_errors", "Job runs that raised or timed out", labels=labels
+            ),
+            "skipped": CounterMetricFamily(
+                "worldloop_job_skipped_slots", "Schedule slots skipped or coalesced", labels=labels
+            ),
+            "timeouts": CounterMetricFamily(
+                "worldloop_job_timeouts", "Job runs that went past their timeout", labels=labels
+            ),
+            "running": GaugeMetricFamily(
+                "worldloop_job_running", "Background runs in flight", labels=labels
+            ),
+            "paused": GaugeMetricFamily(
+                "worldloop_job_paused", "1 when the job is paused", labels=labels
+            ),
+        }
+        for name, kind, values in self.scheduler.counters():
+            for key, family in families.items():
+                family.add_metric([name, kind], values[key])
+        yield from families.values()
