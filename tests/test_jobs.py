@@ -256,8 +256,7 @@ def test_replaying_the_journal_reaches_the_job_and_reproduces_the_state(harness:
     fresh = Tally()
     replayer = JobScheduler()
     setup(replayer)
-    rt = WorldRuntime(fresh, lease=MemoryLease(f"replay-{uuid.uuid4().hex}"))
-    replayer.attach(rt)
+    replayer.bind(fresh)  # what init_app does before the runtime (and any recovery) exists
     fresh.restore(start_state)
     for _tick, records in h.journal:
         outcomes = fresh.step([Command.from_record(r) for r in records])

@@ -76,6 +76,11 @@ class WorldLoop:
         if not isinstance(built, World):
             raise ConfigError("the world factory must return a worldloop.World")
         self.role = serving_role()
+        # Jobs first: the world must know their commands before any journal replay.
+        self.jobs.workers = int(cfg["WORLDLOOP_JOB_WORKERS"])
+        for spec in load_config_jobs(cfg["WORLDLOOP_JOBS"]):
+            self.jobs.add(spec)
+        self.jobs.bind(built)
         self.runtime = WorldRuntime(
             built,
             rate_hz=float(cfg["WORLDLOOP_RATE_HZ"]),
@@ -87,9 +92,6 @@ class WorldLoop:
             start_paused=bool(cfg["WORLDLOOP_START_PAUSED"]),
             shutdown_timeout=float(cfg["WORLDLOOP_SHUTDOWN_TIMEOUT"]),
         )
-        self.jobs.workers = int(cfg["WORLDLOOP_JOB_WORKERS"])
-        for spec in load_config_jobs(cfg["WORLDLOOP_JOBS"]):
-            self.jobs.add(spec)
         self.jobs.attach(self.runtime)
         app.extensions["worldloop"] = self
         _live.add(self)

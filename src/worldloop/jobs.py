@@ -405,6 +405,7 @@ class _JobState:
     """Command id of the scheduled claim or world run still waiting for its tick."""
     pending_ctx: JobContext | None = None
     next_run: float | None = None
+    next_base: float | None = None
     runs: int = 0
     errors: int = 0
     skipped: int = 0
@@ -434,6 +435,7 @@ class JobScheduler:
         """Clock that background timeouts are measured on."""
         self.workers = workers
         self.runtime: WorldRuntime | None = None
+        self._world: World | None = None
         self._jobs: dict[str, _JobState] = {}
         self._lock = threading.Lock()
         self._mine: set[str] = set()
@@ -451,8 +453,8 @@ class JobScheduler:
             if spec.name in self._jobs:
                 raise ConfigError(f"a job named {spec.name!r} is already registered")
             self._jobs[spec.name] = _JobState(spec)
-        if self.runtime is not None:
-            self._register_handler(self.runtime.world, spec)
+        if self._world is not None:
+            self._register_handler(self._world, spec)
         return spec
 
     def job(
@@ -466,13 +468,20 @@ class JobScheduler:
 
         return decorate
 
+    def bind(self, world: World) -> None:
+        """Teach ``world`` the jobs' commands (``job:<name>``), e.g. before a journal replay."""
+        if self._world is not None and self._world is not world:
+            raise ConfigError("this job scheduler already belongs to another world")
+        self._world = world
+        for st in list(self._jobs.values()):
+            self._register_handler(world, st.spec)
+
     def attach(self, runtime: WorldRuntime) -> None:
         """Drive the jobs from ``runtime``'s loop (only the lease holder's loop ever runs)."""
         if self.runtime is not None:
             raise ConfigError("this job scheduler is already attached to a world")
+        self.bind(runtime.world)
         self.runtime = runtime
-        for st in self._jobs.values():
-            self._register_handler(runtime.world, st.spec)
         runtime.before_tick.append(self._before_tick)
         runtime.after_tick.append(self._after_tick)
         runtime.on_stop.append(self.shutdown)
@@ -612,8 +621,9 @@ class JobScheduler:
         if recorded is not None:
             st.last_slot = recorded
         base = st.floor if recorded is None else max(st.floor, recorded)
-        first = spec.schedule.next_after(base)
-        st.next_run = first
+        if base != st.next_base or st.next_run is None:  # cron look-ups are not free: cache
+            st.next_base, st.next_run = base, spec.schedule.next_after(base)
+        first = st.next_run
         if st.paused or st.pending is not None or first > t:
             return
         latest = spec.schedule.latest_at_or_before(t)
