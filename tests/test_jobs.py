@@ -524,20 +524,29 @@ def test_a_restarted_world_does_not_rerun_a_slot(harness: Any) -> None:
     state = h.world.full_state()
     h.stop()
 
-    # The successor starts from the saved state, at the same wall time: nothing reruns.
+    # A successor whose clock is a little behind (failover to another machine): the slot
+    # T0+10 comes round again on its clock, but the world state says it already ran.
     world2 = Tally()
     world2.restore(state)
     h2 = harness(setup, world2)
-    h2.wall.t = h.wall.t
+    h2.wall.t = T0 + 9.7
+    h2.step()
+    h2.wall.advance(0.5)
     h2.step(3)
     assert [e[1] for e in world2.events] == [T0 + 10]
     assert bg_slots == [T0 + 10]
-    # Later, after downtime, the missed slots coalesce into one run each.
-    h2.wall.advance(25)
-    h2.step()
+    h2.stop()
+
+    # A successor after downtime: the slots it missed (T0+20, T0+30) coalesce into one run.
+    world3 = Tally()
+    world3.restore(state)
+    h3 = harness(setup, world3)
+    h3.wall.t = T0 + 35.5
+    h3.step(3)
     wait_for(lambda: len(bg_slots) == 2, 5)
-    assert [e[1] for e in world2.events] == [T0 + 10, T0 + 30]
+    assert [(e[1], e[3]) for e in world3.events] == [(T0 + 10, 0), (T0 + 30, 1)]  # (slot, missed)
     assert bg_slots == [T0 + 10, T0 + 30]
+    assert h3.status("w")["skipped"] == 1
 
 
 def test_a_duplicate_claim_for_a_slot_is_rejected(harness: Any) -> None:
