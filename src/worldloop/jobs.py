@@ -521,8 +521,9 @@ class JobScheduler:
         rt = self._require_runtime()
         ctx = JobContext(name, st.spec.kind, None, rt.world.tick, self.wall(), manual=True)
         if st.spec.kind is JobKind.WORLD:
-            ticket = rt.queue.put(st.spec.command_type, ctx.to_payload(), actor="admin")
-            self._mine.add(ticket.id)
+            with self._lock:  # the handler checks _mine under this lock: no race with the loop
+                ticket = rt.queue.put(st.spec.command_type, ctx.to_payload(), actor="admin")
+                self._mine.add(ticket.id)
             return {"job": name, "queued": True, "command_id": ticket.id}
         with self._lock:
             if len(st.active) >= st.spec.max_concurrent:
@@ -860,7 +861,9 @@ class _Handler:
             bool(p.get("manual", False)),
         )
         # Counters and logs belong to the live run; a journal replay re-applies silently.
-        st = self.scheduler._jobs.get(spec.name) if cmd.id in self.scheduler._mine else None
+        with self.scheduler._lock:
+            mine = cmd.id in self.scheduler._mine
+        st = self.scheduler._jobs.get(spec.name) if mine else None
         started = time.perf_counter()
         try:
             value = spec.func(world, ctx)
