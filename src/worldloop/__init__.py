@@ -13,6 +13,16 @@ from .errors import (
     WorldNotRunning,
 )
 from .extension import WorldLoop, get_runtime
+from .jobs import (
+    Cron,
+    Every,
+    EveryTicks,
+    JobContext,
+    JobKind,
+    JobScheduler,
+    JobSpec,
+    Misfire,
+)
 from .runtime import TickReport, WorldRuntime
 from .snapshot import Snapshot
 from .world import System, World
@@ -24,7 +34,15 @@ __all__ = [
     "CommandRejected",
     "CommandTicket",
     "ConfigError",
+    "Cron",
+    "Every",
+    "EveryTicks",
+    "JobContext",
+    "JobKind",
+    "JobScheduler",
+    "JobSpec",
     "ManualClock",
+    "Misfire",
     "MonotonicClock",
     "Outcome",
     "OverrunPolicy",

@@ -21,6 +21,7 @@ from flask import Flask, current_app
 
 from .clock import OverrunPolicy
 from .errors import ConfigError, WorldLockedError
+from .jobs import JobContext, JobScheduler, load_config_jobs
 from .lease import FileLease, Lease, MemoryLease
 from .runtime import WorldRuntime
 from .world import World
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "WORLDLOOP_LEASE_WAIT": None,
     "WORLDLOOP_HANDLE_SIGNALS": True,
     "WORLDLOOP_ADMIN_TOKEN": None,
+    "WORLDLOOP_JOBS": None,
+    "WORLDLOOP_JOB_WORKERS": 4,
 }
 
 # Extensions that must stop at exit; weak so tests that drop an app do not leak it.
@@ -57,6 +60,8 @@ class WorldLoop:
         self.world_factory = world
         self.runtime: WorldRuntime | None = None
         self.role = "unknown"
+        self.jobs = JobScheduler()
+        """Scheduled jobs of this world; register with :meth:`job` before the world starts."""
         self._start_lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -71,6 +76,11 @@ class WorldLoop:
         if not isinstance(built, World):
             raise ConfigError("the world factory must return a worldloop.World")
         self.role = serving_role()
+        # Jobs first: the world must know their commands before any journal replay.
+        self.jobs.workers = int(cfg["WORLDLOOP_JOB_WORKERS"])
+        for spec in load_config_jobs(cfg["WORLDLOOP_JOBS"]):
+            self.jobs.add(spec)
+        self.jobs.bind(built)
         self.runtime = WorldRuntime(
             built,
             rate_hz=float(cfg["WORLDLOOP_RATE_HZ"]),
@@ -82,9 +92,20 @@ class WorldLoop:
             start_paused=bool(cfg["WORLDLOOP_START_PAUSED"]),
             shutdown_timeout=float(cfg["WORLDLOOP_SHUTDOWN_TIMEOUT"]),
         )
+        self.jobs.attach(self.runtime)
         app.extensions["worldloop"] = self
         _live.add(self)
         self._start_by_policy(app)
+
+    def job(
+        self, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
+        """Register a scheduled job: ``@worldloop.job(every=60)`` or ``(cron=..., tz=...)``.
+
+        Options: kind ("world" | "background"), every / every_ticks / cron (+ tz), misfire
+        ("run_late" | "skip" | "coalesce"), max_concurrent, timeout, grace. See worldloop.jobs.
+        """
+        return self.jobs.job(name, **options)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class WorldRuntime:
         )
         self.before_tick: list[Callable[[TickInfo], None]] = []
         self.after_tick: list[Callable[[TickReport], None]] = []
+        self.on_stop: list[Callable[[], None]] = []
+        """Called once the loop has stopped, before the store closes (e.g. job worker pools)."""
         self.applied: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.hook_errors = 0
@@ -135,6 +137,11 @@ class WorldRuntime:
                 ),
                 self.world.tick,
             )
+        for hook in self.on_stop:
+            try:
+                hook()
+            except Exception:
+                log.exception("world %r: stop hook %r failed", self.name, hook)
         if self.store is not None:
             try:
                 self.store.close()

@@ -49,6 +49,10 @@ class World(ABC):
         self.tick = 0
         self.system_errors: Counter[str] = Counter()
         self.logger = log
+        self.command_handlers: dict[str, Callable[[Command], Any]] = {}
+        """Handlers consulted before ``apply`` by command type (scheduled jobs register here)."""
+        self.job_slots: dict[str, float] = {}
+        """Last schedule slot run per job: world state, so replay and failover never rerun one."""
 
     # -- to be defined by a world ---------------------------------------------------------
 
@@ -118,7 +122,8 @@ class World(ABC):
 
     def _apply_contained(self, cmd: Command) -> Outcome:
         try:
-            result = self.apply(cmd)
+            handler = self.command_handlers.get(cmd.type)
+            result = self.apply(cmd) if handler is None else handler(cmd)
         except (CommandRejected, CommandInvalid) as exc:
             return Outcome(cmd, False, None, exc.code, exc.message, exc.details)
         except WorldLoopError as exc:
@@ -131,15 +136,21 @@ class World(ABC):
         return Outcome(cmd, True, result)
 
     def full_state(self) -> State:
-        """get_state plus the tick counter."""
+        """get_state plus the tick counter (and the last job slots, when any job has run)."""
         state = dict(self.get_state())
         state["__tick__"] = self.tick
+        if self.job_slots:
+            state["__jobs__"] = json.dumps(self.job_slots, sort_keys=True)
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Inverse of full_state."""
         rest = dict(state)
         self.tick = int(rest.pop("__tick__", 0))
+        jobs = rest.pop("__jobs__", None)
+        self.job_slots = (
+            {str(k): float(v) for k, v in json.loads(str(jobs)).items()} if jobs else {}
+        )
         self.set_state(rest)
 
     def state_hash(self) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 
 from flask import Flask
 
-from ..api import register_error_handlers, world_bp
+from ..api import jobs_bp, register_error_handlers, world_bp
 from ..extension import WorldLoop
+from .jobs import bp as leaderboard_bp
+from .jobs import register_demo_jobs
 from .meadow import create_world
 
 
@@ -28,7 +30,12 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     _configure_logging()
     register_error_handlers(app)
     app.register_blueprint(world_bp)
-    WorldLoop(app, world=create_world)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(leaderboard_bp)
+    ext = WorldLoop(world=create_world)
+    if app.config.get("MEADOW_DEMO_JOBS", True):
+        register_demo_jobs(ext, app.instance_path, app.config)
+    ext.init_app(app)
     return app
 
 

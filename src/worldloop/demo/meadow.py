@@ -10,9 +10,12 @@ import numpy as np
 
 from ..commands import Command
 from ..errors import CommandInvalid, CommandRejected
+from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
 
 MAX_SPEED = 50.0
+GRASS_CELLS = 16
+"""The grass grid is GRASS_CELLS x GRASS_CELLS cells over the meadow."""
 
 
 class Meadow(World):
@@ -31,6 +34,8 @@ class Meadow(World):
         self.ids = np.arange(1, n + 1, dtype=np.int64)
         self.pos = self.rng.uniform(0, 1, (n, 2)) * np.array([self.width, self.height])
         self.vel = self.rng.normal(0, 5.0, (n, 2))
+        self.grass = np.zeros((GRASS_CELLS, GRASS_CELLS))
+        self.reseed_grass()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -75,6 +80,31 @@ class Meadow(World):
         self.pos += self.vel * self.dt
         np.mod(self.pos, (self.width, self.height), out=self.pos)
 
+    # -- hooks for scheduled jobs ----------------------------------------------------------
+
+    def reseed_grass(self) -> float:
+        """Re-seed the grass everywhere from the world's generator; returns the total grass.
+
+        The demo's nightly world job calls this on the loop thread (deterministic, replayed).
+        """
+        self.grass = self.rng.uniform(0.5, 1.0, (GRASS_CELLS, GRASS_CELLS))
+        return float(self.grass.sum())
+
+    @staticmethod
+    def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
+        """The top ``limit`` entities of a published snapshot (reads only the snapshot).
+
+        The minimal meadow ranks entities by how far north they stand; the demo's background
+        job writes this every minute.
+        """
+        ids = np.asarray(snapshot.data["ids"])
+        pos = np.asarray(snapshot.data["pos"])
+        order = np.argsort(-pos[:, 1], kind="stable")[: max(0, limit)]
+        return [
+            {"rank": r + 1, "entity_id": int(ids[i]), "score": round(float(pos[i, 1]), 3)}
+            for r, i in enumerate(order)
+        ]
+
     # -- state -----------------------------------------------------------------------------
 
     def get_state(self) -> State:
@@ -84,6 +114,7 @@ class Meadow(World):
             "ids": self.ids,
             "pos": self.pos,
             "vel": self.vel,
+            "grass": self.grass,
             "rng": rng_state(self.rng),
         }
 
@@ -93,13 +124,14 @@ class Meadow(World):
         self.ids = np.array(state["ids"], dtype=np.int64)
         self.pos = np.array(state["pos"], dtype=np.float64)
         self.vel = np.array(state["vel"], dtype=np.float64)
+        self.grass = np.array(state["grass"], dtype=np.float64)
         self.rng = rng_from_state(str(state["rng"]))
 
     def view(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "ids": self.ids, "pos": self.pos}
 
     def summary(self) -> dict[str, Any]:
-        return {"entity_count": len(self.ids)}
+        return {"entity_count": len(self.ids), "grass_total": round(float(self.grass.sum()), 3)}
 
 
 def create_world(config: Mapping[str, Any]) -> Meadow:
