@@ -9,6 +9,7 @@ GET /test/state returns the live tick and state hash while the world is paused.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,8 @@ def create_world(config: Mapping[str, Any]) -> Drift:
 
 def create_app() -> Flask:
     """The test server: config from WORLDLOOP_* environment variables."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = Flask(__name__, instance_path=os.environ["WORLDLOOP_INSTANCE_PATH"])
     for key, value in os.environ.items():
         if key.startswith(("WORLDLOOP_", "DRIFT_")):

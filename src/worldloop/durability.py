@@ -114,7 +114,7 @@ class Durability:
         *,
         snapshot_every: int = 1000,
         hash_every: int = 100,
-        retention_ticks: int = 12_000,
+        retention_ticks: int = 3000,
         retry_seconds: float = 5.0,
     ) -> None:
         self.store = store

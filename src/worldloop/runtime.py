@@ -58,7 +58,7 @@ class WorldRuntime:
         shutdown_timeout: float = 2.0,
         snapshot_every: int = 1000,
         hash_every: int = 100,
-        retention_ticks: int = 12_000,
+        retention_ticks: int = 3000,
         store_retry_seconds: float = 5.0,
     ) -> None:
         self.world = world
@@ -174,6 +174,18 @@ class WorldRuntime:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
         return self.queue.put(type_, normalized, actor)
+
+    def command_status(self, command_id: str) -> dict[str, Any] | None:
+        """A command as GET /commands/{id} shows it: a recent ticket, else the journal, else None.
+
+        The journal answers for commands applied before a restart (or evicted from history).
+        """
+        ticket = self.queue.get(command_id)
+        if ticket is not None:
+            return ticket.to_dict()
+        if self.store is not None:
+            return self.store.find_command(self.name, command_id)
+        return None
 
     @property
     def snapshot(self) -> Snapshot:

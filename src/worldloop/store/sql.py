@@ -482,8 +482,8 @@ class SqlStore:
         """Keep what rebuilds any tick from ``latest snapshot - retention_ticks`` onwards.
 
         The *base* is the newest snapshot at or before both the previous snapshot and
-        ``latest - retention_ticks``. Journal rows up to the base and snapshots other than
-        the base, the previous and the latest are deleted.
+        ``latest - retention_ticks``. Journal rows up to the base and snapshots older than it
+        are deleted, so every tick from the base to the head can still be rebuilt.
         """
         ticks = [s.tick for s in self.snapshots(world)]
         if len(ticks) < 2:
@@ -494,7 +494,7 @@ class SqlStore:
         if not older:
             return
         base = older[-1]
-        drop = [t for t in ticks if t not in (base, prev, latest)]
+        drop = [t for t in ticks if t < base]
         with self._write("pruning") as conn:
             if drop:
                 conn.execute(
