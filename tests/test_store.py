@@ -12,6 +12,7 @@ import pytest
 
 from tests.durability_app import Drift
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.support import wait_for
 from worldloop import StoreError, WorldRuntime
 from worldloop.store import SCHEMA_VERSION, SqlStore
 from worldloop.store.codec import decode_state, encode_state
@@ -107,8 +108,10 @@ def test_recovery_replays_the_journal_past_the_last_snapshot(store_target: Targe
     url, schema = store_target
     rt = make_runtime(url, schema, snapshot_every=10)
     rt.start()
-    run_ticks(rt, 26)
-    assert rt.durability is not None and rt.durability.drain(10)
+    assert rt.durability is not None
+    for n in (10, 10, 6):  # let each due snapshot finish (a busy writer defers the next one)
+        run_ticks(rt, n)
+        assert rt.durability.drain(10)
     tick, expected = rt.world.tick, rt.world.state_hash()
     # Crash-like: end the loop and drop the lease without stop()'s final snapshot.
     rt.ticker.stop()
@@ -285,3 +288,15 @@ def test_snapshots_are_written_off_the_loop_thread(tmp_path: Path) -> None:
         assert [s.tick for s in snaps] == [0, 3, 6, 9]
     finally:
         rt.stop()
+
+
+def test_the_demo_app_keeps_its_world_in_the_instance_folder(app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Default store: sqlite:///<instance>/worldloop.db, lease file beside it."""
+    rt = app.extensions["worldloop"].runtime
+    instance = tmp_path / "instance"
+    assert (instance / "worldloop.db").exists()
+    assert (instance / "worldloop.db.lock").exists()
+    assert rt.store is not None and rt.store.url == f"sqlite:///{instance / 'worldloop.db'}"
+    tick = rt.snapshot.tick
+    wait_for(lambda: rt.snapshot.tick > tick + 2, 10, what="a few ticks")
+    assert rt.store.head(rt.name) >= tick + 2

@@ -190,7 +190,7 @@ class SqlStore:
         else:
             if self.schema:
                 kwargs["execution_options"] = {"schema_translate_map": {None: self.schema}}
-            engine = create_engine(url, pool_pre_ping=True, **kwargs)
+            engine = create_engine(url, **kwargs)
         return engine
 
     def _prepare(self, engine: Engine) -> None:
