@@ -203,13 +203,29 @@ def test_damaged_store_files_give_a_clear_error(tmp_path: Path, damage: str) -> 
     assert not rt.lease.held  # a refused start leaves nothing running
 
 
-def test_a_corrupt_snapshot_blob_fails_its_checksum(tmp_path: Path) -> None:
+def test_a_corrupt_latest_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> None:
     path = _stored_world(tmp_path)
+    probe = make_runtime(f"sqlite:///{path}", None)
+    probe.start()
+    tick, expected = probe.world.tick, probe.world.state_hash()
+    probe.stop()
     with sqlite3.connect(path) as conn:
         conn.execute(
             "UPDATE worldloop_snapshots SET data = CAST(zeroblob(size) AS BLOB) "
             "WHERE tick = (SELECT max(tick) FROM worldloop_snapshots)"
         )
+    rt = make_runtime(f"sqlite:///{path}", None)
+    rt.start()
+    try:
+        assert rt.durability is not None and rt.durability.last_recovery is not None
+        assert rt.durability.last_recovery.snapshot_tick < tick
+        assert (rt.world.tick, rt.world.state_hash()) == (tick, expected)
+    finally:
+        rt.ticker.stop()
+        rt.durability.close()
+        rt.lease.release()
+    with sqlite3.connect(path) as conn:  # now every snapshot is damaged
+        conn.execute("UPDATE worldloop_snapshots SET data = CAST(zeroblob(size) AS BLOB)")
     with pytest.raises(StoreError, match="checksum"):
         make_runtime(f"sqlite:///{path}", None).start()
 
@@ -300,3 +316,42 @@ def test_the_demo_app_keeps_its_world_in_the_instance_folder(app, tmp_path: Path
     tick = rt.snapshot.tick
     wait_for(lambda: rt.snapshot.tick > tick + 2, 10, what="a few ticks")
     assert rt.store.head(rt.name) >= tick + 2
+
+
+@pytest.mark.postgres
+def test_a_dropped_database_connection_is_retried_without_loss(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL kills the store's sessions mid-run: the next write retries and goes on."""
+    require_postgres()
+    import psycopg
+
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    url = f"{PG_URL}?application_name={schema}"
+    rt = make_runtime(url, schema, snapshot_every=0)
+    try:
+        rt.start()
+        run_ticks(rt, 5)
+        dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (schema,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        ids = run_ticks(rt, 5)
+        assert rt.degraded is None
+        assert "failed (attempt 1), retrying" in caplog.text
+        tick, expected = rt.world.tick, rt.world.state_hash()
+        assert rt.stop()
+        rt2 = make_runtime(url, schema)
+        rt2.start()
+        try:
+            assert (rt2.world.tick, rt2.world.state_hash()) == (tick, expected)
+            assert all(rt2.command_status(i) is not None for i in ids)
+        finally:
+            rt2.stop()
+    finally:
+        rt.stop()
+        drop_pg_schema(schema)

@@ -139,14 +139,20 @@ class Durability:
     def recover(self, world: World, commands: CommandQueue) -> ReplayResult | None:
         """Bring ``world`` to its last durable tick (or store its initial state if new)."""
         started = time.perf_counter()
-        rec = self.store.load(world.name)
-        if rec.state is None:
-            state = copy_state(world)
-            self.store.save_snapshot(world.name, world.tick, state, hash_state(state))
-            self.last_snapshot_tick = world.tick
-            log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
-            return None
-        result = replay(world, rec)
+        try:
+            rec = self.store.load(world.name)
+            if rec.state is None:
+                state = copy_state(world)
+                self.store.save_snapshot(world.name, world.tick, state, hash_state(state))
+                self.last_snapshot_tick = world.tick
+                log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
+                return None
+            result = replay(world, rec)
+        except StoreError as exc:
+            snaps = self.store.snapshots(world.name)
+            if not snaps:
+                raise
+            rec, result = self._recover_from_older(world, snaps[-1].tick, exc)
         commands.set_last_seq(rec.last_seq)
         self.last_snapshot_tick = rec.snapshot_tick
         self.last_recovery = result
@@ -162,6 +168,38 @@ class Durability:
             time.perf_counter() - started,
         )
         return result
+
+    def _recover_from_older(
+        self, world: World, failed_tick: int, error: StoreError
+    ) -> tuple[Recovery, ReplayResult]:
+        """The latest snapshot cannot be used: rebuild from an older one plus more journal.
+
+        Only snapshots the journal still reaches are tried; the recorded hashes are checked
+        as always. If none works, the original error is raised.
+        """
+        for info in reversed(self.store.snapshots(world.name)):
+            if info.tick >= failed_tick:
+                continue
+            try:
+                rec = self.store.load(world.name, snapshot_tick=info.tick)
+                result = replay(world, rec)
+            except StoreError as exc:
+                log.error(
+                    "world %r: snapshot of tick %d unusable too: %s",
+                    world.name,
+                    info.tick,
+                    exc.message,
+                )
+                continue
+            log.error(
+                "world %r: the latest snapshot was unusable (%s); recovered from the snapshot "
+                "of tick %d and the journal instead",
+                world.name,
+                error.message,
+                info.tick,
+            )
+            return rec, result
+        raise error
 
     # -- every tick ---------------------------------------------------------------------------
 

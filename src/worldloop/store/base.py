@@ -48,8 +48,11 @@ class SnapshotInfo:
 class Store(Protocol):
     """A durable home for one or more worlds' journals and snapshots."""
 
-    def load(self, world: str) -> Recovery:
-        """The latest snapshot and every journaled tick after it."""
+    def load(
+        self, world: str, upto: int | None = None, *, snapshot_tick: int | None = None
+    ) -> Recovery:
+        """The latest snapshot (at or before ``upto``, or exactly ``snapshot_tick``) and every
+        journaled tick after it, up to ``upto`` or the head."""
         ...
 
     def append(
@@ -70,6 +73,10 @@ class Store(Protocol):
         self, world: str, tick: int, state: Mapping[str, Any], state_hash: str
     ) -> None:
         """Durably store a full state as of the end of ``tick``."""
+        ...
+
+    def snapshots(self, world: str) -> list[SnapshotInfo]:
+        """Stored snapshots of ``world`` (without data), oldest first."""
         ...
 
     def prune(self, world: str, retention_ticks: int) -> None:
