@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,17 @@ class Load:
                     {"type": "kick", "payload": payload},
                     timeout=5,
                 )
-            except OSError:
+            except (OSError, HTTPException):  # the server died mid-request
                 with self._lock:
                     self.errors += 1
                 if self.srv.proc.poll() is not None:
                     return
                 continue
-            if status == 200 and body["status"] in ("applied", "rejected"):
+            if (
+                status == 200
+                and isinstance(body, dict)
+                and body.get("status") in ("applied", "rejected")
+            ):
                 with self._lock:
                     self.acked[body["command_id"]] = (body["tick"], payload, body["status"])
 
