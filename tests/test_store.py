@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flask import Flask
 
 from tests.durability_app import Drift
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
@@ -306,7 +307,7 @@ def test_snapshots_are_written_off_the_loop_thread(tmp_path: Path) -> None:
         rt.stop()
 
 
-def test_the_demo_app_keeps_its_world_in_the_instance_folder(app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_demo_app_keeps_its_world_in_the_instance_folder(app: Flask, tmp_path: Path) -> None:
     """Default store: sqlite:///<instance>/worldloop.db, lease file beside it."""
     rt = app.extensions["worldloop"].runtime
     instance = tmp_path / "instance"
