@@ -24,6 +24,7 @@ from .errors import ConfigError, WorldLockedError
 from .jobs import JobContext, JobScheduler, load_config_jobs
 from .lease import FileLease, Lease, MemoryLease
 from .runtime import WorldRuntime
+from .store import SqlStore, Store, default_store_url
 from .world import World
 
 log = logging.getLogger("worldloop")
@@ -38,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "WORLDLOOP_QUEUE_SIZE": 10_000,
     "WORLDLOOP_MAX_COMMANDS_PER_TICK": 10_000,
     "WORLDLOOP_STORE_URL": None,
+    "WORLDLOOP_STORE_SCHEMA": None,
+    "WORLDLOOP_SNAPSHOT_EVERY": 1000,
+    "WORLDLOOP_HASH_EVERY": 100,
+    "WORLDLOOP_JOURNAL_RETENTION": 3000,
+    "WORLDLOOP_STORE_RETRY_SECONDS": 5.0,
     "WORLDLOOP_AUTOSTART": "auto",
     "WORLDLOOP_START_PAUSED": False,
     "WORLDLOOP_SHUTDOWN_TIMEOUT": 2.0,
@@ -91,6 +97,11 @@ class WorldLoop:
             lease=self._make_lease(app, built.name),
             start_paused=bool(cfg["WORLDLOOP_START_PAUSED"]),
             shutdown_timeout=float(cfg["WORLDLOOP_SHUTDOWN_TIMEOUT"]),
+            store=self._make_store(app),
+            snapshot_every=int(cfg["WORLDLOOP_SNAPSHOT_EVERY"]),
+            hash_every=int(cfg["WORLDLOOP_HASH_EVERY"]),
+            retention_ticks=int(cfg["WORLDLOOP_JOURNAL_RETENTION"]),
+            store_retry_seconds=float(cfg["WORLDLOOP_STORE_RETRY_SECONDS"]),
         )
         self.jobs.attach(self.runtime)
         app.extensions["worldloop"] = self
@@ -179,11 +190,21 @@ class WorldLoop:
         return FileLease(lock_path, world_name, wait=float(wait))
 
     @staticmethod
-    def _lock_path(app: Flask, world_name: str) -> Path | None:
+    def store_url(app: Flask) -> str:
+        """WORLDLOOP_STORE_URL, or the embedded default ``sqlite:///<instance>/worldloop.db``."""
         url = app.config["WORLDLOOP_STORE_URL"]
-        if url is None:
-            return Path(app.instance_path) / f"worldloop-{world_name}.lock"
-        url = str(url)
+        return default_store_url(app.instance_path) if url is None else str(url)
+
+    def _make_store(self, app: Flask) -> Store | None:
+        """The journal + snapshot store (not connected yet); None for ``memory://``."""
+        url = self.store_url(app)
+        if url == "memory://":
+            return None
+        return SqlStore(url, schema=app.config["WORLDLOOP_STORE_SCHEMA"])
+
+    @staticmethod
+    def _lock_path(app: Flask, world_name: str) -> Path | None:
+        url = WorldLoop.store_url(app)
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             return Path(url.removeprefix("sqlite:///") + ".lock")
         if url in ("memory://", "sqlite://", "sqlite:///:memory:"):

@@ -18,7 +18,8 @@ from typing import Any
 
 from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
 from .commands import CommandQueue, CommandTicket, Outcome
-from .errors import WorldNotRunning
+from .durability import Durability
+from .errors import StoreError, WorldNotRunning
 from .lease import Lease, MemoryLease
 from .snapshot import Snapshot, SnapshotBoard, freeze_arrays
 from .store import Store
@@ -56,6 +57,10 @@ class WorldRuntime:
         store: Store | None = None,
         start_paused: bool = False,
         shutdown_timeout: float = 2.0,
+        snapshot_every: int = 1000,
+        hash_every: int = 100,
+        retention_ticks: int = 3000,
+        store_retry_seconds: float = 5.0,
     ) -> None:
         self.world = world
         self.name = world.name
@@ -63,6 +68,17 @@ class WorldRuntime:
         self.board = SnapshotBoard()
         self.lease: Lease = lease or MemoryLease(world.name)
         self.store = store
+        self.durability: Durability | None = (
+            None
+            if store is None
+            else Durability(
+                store,
+                snapshot_every=snapshot_every,
+                hash_every=hash_every,
+                retention_ticks=retention_ticks,
+                retry_seconds=store_retry_seconds,
+            )
+        )
         self.max_commands_per_tick = max_commands_per_tick
         self.shutdown_timeout = shutdown_timeout
         self.ticker = Ticker(
@@ -93,6 +109,11 @@ class WorldRuntime:
     def running(self) -> bool:
         return self._running and self.ticker.running
 
+    @property
+    def degraded(self) -> str | None:
+        """Why the world cannot go on (the journal failed), or None when healthy."""
+        return None if self.durability is None else self.durability.failed
+
     def start(self) -> None:
         """Take the lease, publish the current state, and start ticking."""
         with self._state_lock:
@@ -102,6 +123,8 @@ class WorldRuntime:
                 raise WorldNotRunning("a stopped runtime cannot be started again; make a new one")
             self.lease.acquire()
             try:
+                if self.durability is not None:
+                    self.durability.recover(self.world, self.queue)
                 self._publish()
                 self.ticker.start()
             except BaseException:
@@ -142,9 +165,11 @@ class WorldRuntime:
                 hook()
             except Exception:
                 log.exception("world %r: stop hook %r failed", self.name, hook)
-        if self.store is not None:
+        if self.durability is not None:
             try:
-                self.store.close()
+                if ok:
+                    self.durability.final_snapshot(self.world)
+                self.durability.close()
             except Exception:
                 log.exception("world %r: closing the store failed", self.name)
         self.lease.release()
@@ -159,8 +184,22 @@ class WorldRuntime:
         """Validate (in the caller's thread) and queue a command; raises on invalid or full."""
         if not self._running:
             raise WorldNotRunning(f"world {self.name!r} is not running in this process")
+        if self.degraded:
+            raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
         return self.queue.put(type_, normalized, actor)
+
+    def command_status(self, command_id: str) -> dict[str, Any] | None:
+        """A command as GET /commands/{id} shows it: a recent ticket, else the journal, else None.
+
+        The journal answers for commands applied before a restart (or evicted from history).
+        """
+        ticket = self.queue.get(command_id)
+        if ticket is not None:
+            return ticket.to_dict()
+        if self.store is not None:
+            return self.store.find_command(self.name, command_id)
+        return None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -196,18 +235,27 @@ class WorldRuntime:
     # -- the tick --------------------------------------------------------------------------
 
     def _on_tick(self, info: TickInfo) -> None:
+        if self.degraded:  # halted: the journal failed, so no tick may run un-journaled
+            self._refuse(self.queue.drain(), self.degraded)
+            return
         for hook in self.before_tick:
             self._run_hook(hook, info)
         started = time.perf_counter()
         tickets = self.queue.drain(self.max_commands_per_tick)
         outcomes = self.world.step([t.command for t in tickets])
         tick = self.world.tick
-        if self.store is not None:
-            self.store.append(self.name, tick, [o.command.to_record() for o in outcomes], None)
+        if self.durability is not None:
+            try:
+                self.durability.record(self.world, outcomes)
+            except StoreError as exc:
+                self._halt(tickets, exc)
+                return
         snap = self._publish()
         for ticket, outcome in zip(tickets, outcomes, strict=True):
             (self.applied if outcome.ok else self.rejected)[ticket.command.type] += 1
             ticket.resolve(outcome, tick)
+        if self.durability is not None:
+            self.durability.after_tick(self.world)
         self.last_tick_duration = time.perf_counter() - started
         self.last_tick_at = time.time()
         if self.after_tick:
@@ -216,6 +264,31 @@ class WorldRuntime:
             )
             for listener in self.after_tick:
                 self._run_hook(listener, report)
+
+    def _halt(self, tickets: list[CommandTicket], exc: StoreError) -> None:
+        """The tick could not be journaled: refuse its commands and everything queued."""
+        log.critical(
+            "world %r halted at tick %d: %s. Nothing un-journaled was acknowledged; "
+            "restart to recover the last durable tick.",
+            self.name,
+            self.world.tick - 1,
+            exc.message,
+        )
+        self._refuse([*tickets, *self.queue.drain()], exc.message)
+
+    def _refuse(self, tickets: list[CommandTicket], reason: str) -> None:
+        for ticket in tickets:
+            ticket.resolve(
+                Outcome(
+                    ticket.command,
+                    False,
+                    None,
+                    "store_unavailable",
+                    "the journal could not be written; the command was not applied",
+                    {"reason": reason},
+                ),
+                self.world.tick - 1,
+            )
 
     def _publish(self) -> Snapshot:
         w = self.world

@@ -1,0 +1,358 @@
+"""The journal + snapshot store and in-process recovery, on real SQLite files and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from tests.durability_app import Drift
+from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.support import wait_for
+from worldloop import StoreError, WorldRuntime
+from worldloop.store import SCHEMA_VERSION, SqlStore
+from worldloop.store.codec import decode_state, encode_state
+from worldloop.world import hash_state
+
+Target = tuple[str, str | None]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """(url, schema) of an empty store: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'worldloop.db'}", None
+        return
+    require_postgres()
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield PG_URL, schema
+    finally:
+        drop_pg_schema(schema)
+
+
+def make_runtime(url: str, schema: str | None, **kw: object) -> WorldRuntime:
+    opts: dict[str, object] = {"snapshot_every": 10, "hash_every": 5, "retention_ticks": 1000}
+    opts.update(kw)
+    return WorldRuntime(
+        Drift(particles=16, seed=3),
+        store=SqlStore(url, schema=schema),
+        start_paused=True,
+        **opts,  # type: ignore[arg-type]
+    )
+
+
+def run_ticks(rt: WorldRuntime, ticks: int, per_tick: int = 2) -> list[str]:
+    """Step ``ticks`` ticks, submitting ``per_tick`` kicks before each; return their ids."""
+    ids = []
+    for t in range(ticks):
+        for j in range(per_tick):
+            i = (t * 7 + j) % 20  # 16..19 do not exist: rejected commands are journaled too
+            ids.append(rt.submit("kick", {"i": i, "dv": 0.5 + j}).id)
+        rt.step(1)
+    return ids
+
+
+def test_codec_round_trip_keeps_the_hash() -> None:
+    w = Drift(particles=100, seed=1)
+    w.step([])
+    state = w.full_state()
+    back = decode_state(encode_state(state))
+    assert hash_state(back) == hash_state(state)
+    assert isinstance(back["kicks"], int) and isinstance(back["x"], np.ndarray)
+
+
+def test_codec_rejects_garbage() -> None:
+    with pytest.raises(StoreError, match="corrupt"):
+        decode_state(b"not a snapshot at all")
+    data = encode_state(Drift().full_state())
+    with pytest.raises(StoreError, match="corrupt"):
+        decode_state(data[: len(data) // 2])
+
+
+def test_recovery_reproduces_state_after_clean_stop(store_target: Target) -> None:
+    url, schema = store_target
+    rt = make_runtime(url, schema)
+    rt.start()
+    ids = run_ticks(rt, 37)
+    tick, expected = rt.world.tick, rt.world.state_hash()
+    last_seq = rt.queue.last_seq
+    assert rt.stop()
+
+    rt2 = make_runtime(url, schema)
+    rt2.start()
+    try:
+        assert rt2.world.tick == tick == 37
+        assert rt2.world.state_hash() == expected
+        assert rt2.snapshot.tick == tick
+        assert rt2.queue.last_seq == last_seq  # sequence numbers continue
+        assert rt2.submit("kick", {"i": 1, "dv": 1.0}).command.seq == last_seq + 1
+        assert rt2.command_status(ids[0]) == rt2.store.find_command(  # type: ignore[union-attr]
+            "drift", ids[0]
+        )
+        found = rt2.command_status(ids[0])
+        assert found is not None and found["status"] == "applied" and found["tick"] == 1
+        rejected = [rt2.store.find_command("drift", i) for i in ids]  # type: ignore[union-attr]
+        assert any(r is not None and r["status"] == "rejected" for r in rejected)
+        assert rt2.store.find_command("drift", "nope") is None  # type: ignore[union-attr]
+    finally:
+        rt2.stop()
+
+
+def test_recovery_replays_the_journal_past_the_last_snapshot(store_target: Target) -> None:
+    """Without a final snapshot (as after a crash) the journal brings back every tick."""
+    url, schema = store_target
+    rt = make_runtime(url, schema, snapshot_every=10)
+    rt.start()
+    assert rt.durability is not None
+    for n in (10, 10, 6):  # let each due snapshot finish (a busy writer defers the next one)
+        run_ticks(rt, n)
+        assert rt.durability.drain(10)
+    tick, expected = rt.world.tick, rt.world.state_hash()
+    # Crash-like: end the loop and drop the lease without stop()'s final snapshot.
+    rt.ticker.stop()
+    rt.durability.close()
+    rt.lease.release()
+
+    store = SqlStore(url, schema=schema, readonly=True)
+    snaps = [s.tick for s in store.snapshots("drift")]
+    store.close()
+    assert max(snaps) == 20 and tick == 26
+
+    rt2 = make_runtime(url, schema)
+    rt2.start()
+    try:
+        assert rt2.durability is not None and rt2.durability.last_recovery is not None
+        rec = rt2.durability.last_recovery
+        assert (rec.snapshot_tick, rec.tick, rec.ticks) == (20, 26, 6)
+        assert rec.hashes_checked >= 2  # the snapshot's and tick 25's
+        assert rt2.world.state_hash() == expected
+    finally:
+        rt2.stop()
+
+
+def test_pruning_keeps_what_restore_needs(store_target: Target) -> None:
+    url, schema = store_target
+    rt = make_runtime(url, schema, snapshot_every=10, retention_ticks=25, hash_every=0)
+    hashes: dict[int, str] = {0: rt.world.state_hash()}
+    rt.after_tick.append(lambda report: hashes.__setitem__(report.tick, rt.world.state_hash()))
+    rt.start()
+    for _ in range(8):
+        run_ticks(rt, 10)
+        assert rt.durability is not None and rt.durability.drain(10)
+    assert rt.stop()
+
+    store = SqlStore(url, schema=schema, readonly=True)
+    try:
+        snaps = [s.tick for s in store.snapshots("drift")]
+        first, head, _count = store.journal_range("drift")
+        # latest 80, previous 70, base = newest snapshot <= min(70, 80 - 25) = 50
+        assert snaps == [50, 60, 70, 80]
+        assert head == 80 and first == 51
+        for tick in (50, 51, 63, 79, 80):
+            world = Drift()
+            from worldloop.durability import replay
+
+            replay(world, store.load("drift", upto=tick))
+            assert world.tick == tick and world.state_hash() == hashes[tick]
+        with pytest.raises(StoreError, match="no snapshot at or before tick 49"):
+            store.load("drift", upto=49)
+        with pytest.raises(StoreError, match="after the last journaled tick"):
+            store.load("drift", upto=81)
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    SqlStore(f"sqlite:///{path}").open()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE worldloop_schema SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this worldloop understands"):
+        SqlStore(f"sqlite:///{path}").open()
+
+
+def _stored_world(tmp_path: Path) -> Path:
+    path = tmp_path / "w.db"
+    rt = make_runtime(f"sqlite:///{path}", None, snapshot_every=5)
+    rt.start()
+    run_ticks(rt, 12)
+    assert rt.stop()
+    return path
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_damaged_store_files_give_a_clear_error(tmp_path: Path, damage: str) -> None:
+    path = _stored_world(tmp_path)
+    data = path.read_bytes()
+    assert len(data) > 8192
+    if damage == "garbage":
+        path.write_bytes(b"\x00garbage" * (len(data) // 8))
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(b"")
+    rt = make_runtime(f"sqlite:///{path}", None)
+    with pytest.raises(StoreError) as err:
+        rt.start()
+    assert str(path) in err.value.message or "corrupt" in err.value.message
+    assert not rt.lease.held  # a refused start leaves nothing running
+
+
+def test_a_corrupt_latest_snapshot_falls_back_to_an_older_one(tmp_path: Path) -> None:
+    path = _stored_world(tmp_path)
+    probe = make_runtime(f"sqlite:///{path}", None)
+    probe.start()
+    tick, expected = probe.world.tick, probe.world.state_hash()
+    probe.stop()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE worldloop_snapshots SET data = CAST(zeroblob(size) AS BLOB) "
+            "WHERE tick = (SELECT max(tick) FROM worldloop_snapshots)"
+        )
+    rt = make_runtime(f"sqlite:///{path}", None)
+    rt.start()
+    try:
+        assert rt.durability is not None and rt.durability.last_recovery is not None
+        assert rt.durability.last_recovery.snapshot_tick < tick
+        assert (rt.world.tick, rt.world.state_hash()) == (tick, expected)
+    finally:
+        rt.ticker.stop()
+        rt.durability.close()
+        rt.lease.release()
+    with sqlite3.connect(path) as conn:  # now every snapshot is damaged
+        conn.execute("UPDATE worldloop_snapshots SET data = CAST(zeroblob(size) AS BLOB)")
+    with pytest.raises(StoreError, match="checksum"):
+        make_runtime(f"sqlite:///{path}", None).start()
+
+
+def test_a_diverging_replay_is_refused(tmp_path: Path) -> None:
+    """A recorded hash that replay cannot reproduce stops the start instead of running on."""
+    path = tmp_path / "w.db"
+    rt = make_runtime(f"sqlite:///{path}", None, snapshot_every=100, hash_every=4)
+    rt.start()
+    run_ticks(rt, 10)
+    rt.ticker.stop()
+    assert rt.durability is not None
+    rt.durability.close()
+    rt.lease.release()
+    with sqlite3.connect(path) as conn:  # tamper with one journaled command
+        conn.execute(
+            "UPDATE worldloop_commands SET record = replace(record, '\"dv\":0.5', '\"dv\":0.25') "
+            "WHERE tick = 3"
+        )
+    with pytest.raises(StoreError, match="replay diverged at tick 4"):
+        make_runtime(f"sqlite:///{path}", None).start()
+
+
+def test_journal_failure_halts_without_acknowledging(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    store = SqlStore(f"sqlite:///{path}", busy_timeout=0.05)
+    rt = WorldRuntime(Drift(particles=8), store=store, start_paused=True, store_retry_seconds=0.3)
+    rt.start()
+    ok = rt.submit("kick", {"i": 1, "dv": 1.0})
+    rt.step(1)
+    assert ok.status == "applied"
+    durable_tick, durable_hash = rt.world.tick, rt.world.state_hash()
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: appends fail
+    try:
+        lost = rt.submit("kick", {"i": 2, "dv": 1.0})
+        rt.step(1)
+        assert lost.done and lost.status == "rejected"
+        assert lost.outcome is not None and lost.outcome.error_code == "store_unavailable"
+        assert rt.degraded is not None and "journal write" in rt.degraded
+        assert rt.snapshot.tick == durable_tick  # the un-journaled tick was never published
+        with pytest.raises(StoreError, match="halted"):
+            rt.submit("kick", {"i": 3, "dv": 1.0})
+        rt.step(1)  # no further tick runs
+        assert rt.world.tick == durable_tick + 1
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    rt.stop()  # no final snapshot of the diverged in-memory world
+
+    rt2 = WorldRuntime(Drift(particles=8), store=SqlStore(f"sqlite:///{path}"), start_paused=True)
+    rt2.start()
+    try:
+        assert rt2.world.tick == durable_tick
+        assert rt2.world.state_hash() == durable_hash
+        assert rt2.store is not None and rt2.store.find_command("drift", lost.id) is None
+        assert rt2.store.find_command("drift", ok.id) is not None
+    finally:
+        rt2.stop()
+
+
+def test_snapshots_are_written_off_the_loop_thread(tmp_path: Path) -> None:
+    rt = make_runtime(f"sqlite:///{tmp_path / 'w.db'}", None, snapshot_every=3)
+    rt.start()
+    try:
+        assert rt.durability is not None
+        for _ in range(3):  # a due snapshot is deferred while the writer is busy: let it finish
+            run_ticks(rt, 3, per_tick=0)
+            assert rt.durability.drain(10)
+        assert rt.durability.snapshots_written == 3
+        writer = rt.durability._writer
+        assert writer is not None and writer.name == "worldloop-snapshot-writer"
+        assert rt.store is not None
+        snaps = rt.store.snapshots("drift")  # type: ignore[attr-defined]
+        assert [s.tick for s in snaps] == [0, 3, 6, 9]
+    finally:
+        rt.stop()
+
+
+def test_the_demo_app_keeps_its_world_in_the_instance_folder(app: Flask, tmp_path: Path) -> None:
+    """Default store: sqlite:///<instance>/worldloop.db, lease file beside it."""
+    rt = app.extensions["worldloop"].runtime
+    instance = tmp_path / "instance"
+    assert (instance / "worldloop.db").exists()
+    assert (instance / "worldloop.db.lock").exists()
+    assert rt.store is not None and rt.store.url == f"sqlite:///{instance / 'worldloop.db'}"
+    tick = rt.snapshot.tick
+    wait_for(lambda: rt.snapshot.tick > tick + 2, 10, what="a few ticks")
+    assert rt.store.head(rt.name) >= tick + 2
+
+
+@pytest.mark.postgres
+def test_a_dropped_database_connection_is_retried_without_loss(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL kills the store's sessions mid-run: the next write retries and goes on."""
+    require_postgres()
+    import psycopg
+
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    url = f"{PG_URL}?application_name={schema}"
+    rt = make_runtime(url, schema, snapshot_every=0)
+    try:
+        rt.start()
+        run_ticks(rt, 5)
+        dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (schema,),
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        ids = run_ticks(rt, 5)
+        assert rt.degraded is None
+        assert "failed (attempt 1), retrying" in caplog.text
+        tick, expected = rt.world.tick, rt.world.state_hash()
+        assert rt.stop()
+        rt2 = make_runtime(url, schema)
+        rt2.start()
+        try:
+            assert (rt2.world.tick, rt2.world.state_hash()) == (tick, expected)
+            assert all(rt2.command_status(i) is not None for i in ids)
+        finally:
+            rt2.stop()
+    finally:
+        rt.stop()
+        drop_pg_schema(schema)
