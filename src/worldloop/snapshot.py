@@ -93,13 +93,14 @@ class Snapshot:
         return self.cached("json", lambda s: dumps(s.envelope()))
 
     def envelope(self) -> dict[str, Any]:
+        """The serialized form. Data keys starting with ``_`` are private (indexes, secrets)."""
         return {
             "world": self.world,
             "tick": self.tick,
             "sim_time": self.sim_time,
             "created_at": self.created_at,
             "summary": self.summary,
-            "data": self.data,
+            "data": {k: v for k, v in self.data.items() if not k.startswith("_")},
         }
 
 
