@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from ..api import register_error_handlers, world_bp
+from ..api.v1 import register_v1
 from ..extension import WorldLoop
 from .meadow import create_world
 
@@ -27,6 +28,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         app.config.update(config)
     register_error_handlers(app)
     app.register_blueprint(world_bp)
+    register_v1(app, errors=False)
     WorldLoop(app, world=create_world)
     return app
 

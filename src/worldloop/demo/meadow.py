@@ -20,7 +20,9 @@ from numpy.typing import NDArray
 
 from ..commands import Command
 from ..errors import CommandInvalid, CommandRejected
+from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
+from . import views
 from .spatial import SpatialGrid, torus_delta
 
 SHEEP = 0
@@ -518,11 +520,39 @@ class Meadow(World):
         }
 
     def view_region(
-        self, snapshot: Any, bbox: tuple[float, float, float, float] | None, limit: int
+        self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
     ) -> dict[str, Any]:
-        from .views import region_frame
+        return views.region_frame(snapshot, bbox, limit)
 
-        return region_frame(snapshot, bbox, limit)
+    # -- reader hooks for the player API (worldloop.api.protocols.PlayerWorld) ----------------
+
+    public_command_types: ClassVar[tuple[str, ...]] = PLAYER_COMMANDS
+
+    def join_command(
+        self, player_id: str, name: Any, token_hash: str
+    ) -> tuple[str, dict[str, Any]]:
+        """The internal command that makes a player's avatar (validated like any other)."""
+        return "join", {"player_id": player_id, "name": name, "token_hash": token_hash}
+
+    def player_for_token(self, snapshot: Snapshot, token_hash: str) -> str | None:
+        player_id: str | None = snapshot.data["_auth"].get(token_hash)
+        return player_id
+
+    def avatar_of(self, snapshot: Snapshot, player_id: str) -> int | None:
+        player = views.players_by_id(snapshot).get(player_id)
+        return None if player is None else int(player["entity_id"])
+
+    def find_entity(self, snapshot: Snapshot, entity_id: int) -> dict[str, Any] | None:
+        return views.find_entity(snapshot, entity_id)
+
+    def page_entities(
+        self,
+        snapshot: Snapshot,
+        bbox: tuple[float, float, float, float] | None,
+        limit: int,
+        after_id: int,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        return views.page_entities(snapshot, bbox, limit, after_id)
 
 
 # -- validation helpers (request threads: they read no live state) ----------------------------
