@@ -258,15 +258,19 @@ class Meadow(World):
         np.minimum(g, np.float32(self.params.grass_max), out=g)
 
     def _wander(self) -> None:
+        """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
         n = len(self.ids)
         if n == 0:
             return
-        noise = self.rng.standard_normal((n, 2), dtype=np.float32)
-        noise *= np.float32(self.params.wander)
-        self.vel += noise
-        speed = np.hypot(self.vel[:, 0], self.vel[:, 1])
+        kick = self.rng.random((n, 2), dtype=np.float32)
+        kick -= np.float32(0.5)
+        kick *= np.float32(self.params.wander * math.sqrt(12.0))
+        self.vel += kick
+        speed2 = np.einsum("ij,ij->i", self.vel, self.vel)
         vmax = self.params.sheep_speed
-        scale = np.minimum(1.0, vmax / np.maximum(speed, 1e-9))
+        np.maximum(speed2, vmax * vmax, out=speed2)
+        scale = np.sqrt(speed2, out=speed2)
+        np.divide(vmax, scale, out=scale)
         self.vel *= scale[:, None]
 
     def _flee(self) -> None:
@@ -306,24 +310,36 @@ class Meadow(World):
         self.vel[a[go]] = d[go] / dist[go][:, None] * self.params.avatar_speed
 
     def _movement(self) -> None:
-        self.pos += self.vel * self.dt
-        np.mod(self.pos, (self.width, self.height), out=self.pos)
-        # mod can round up to exactly the size for tiny negatives; keep it half-open
-        self.pos[self.pos[:, 0] >= self.width, 0] = 0.0
-        self.pos[self.pos[:, 1] >= self.height, 1] = 0.0
+        pos = self.pos
+        pos += self.vel * self.dt
+        # a tick moves far less than the world's size, so one wrap each way is enough
+        for axis, size in ((0, self.width), (1, self.height)):
+            col = pos[:, axis]
+            np.add(col, size, out=col, where=col < 0.0)
+            np.subtract(col, size, out=col, where=col >= size)
+            if col.size and (col.min() < 0.0 or col.max() >= size):
+                np.mod(col, size, out=col)
+                np.minimum(col, self._upper[axis], out=col)
 
     def _graze(self) -> None:
-        sheep = self.kind == SHEEP
-        if not sheep.any():
+        n_sheep = len(self.ids) - self._avatars.size
+        if n_sheep == 0:
             return
         cells = self._cells()
         flat = self.grass.reshape(-1)
         bite = self.params.bite
-        demand = np.bincount(cells[sheep], minlength=flat.size) * bite
-        share = np.minimum(1.0, flat / np.maximum(demand, 1e-12))
-        eaten = np.where(sheep, bite * share[cells], 0.0)
-        self.energy += eaten * self.params.food_energy
-        flat -= np.minimum(flat, demand * share).astype(np.float32)
+        sheep_cells = cells if self._avatars.size == 0 else cells[self.kind == SHEEP]
+        demand = np.bincount(sheep_cells, minlength=flat.size).astype(np.float32)
+        demand *= np.float32(bite)
+        share = np.minimum(np.float32(1.0), flat / np.maximum(demand, np.float32(1e-12)))
+        eaten = share[cells].astype(np.float64)
+        eaten *= bite * self.params.food_energy
+        if self._avatars.size:
+            eaten[self._avatars] = 0.0
+        self.energy += eaten
+        demand *= share
+        np.minimum(demand, flat, out=demand)
+        flat -= demand
 
     def _life(self) -> None:
         """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
@@ -382,6 +398,9 @@ class Meadow(World):
         bucket = max(self.params.cell, self.params.flee_radius)
         self.grid = SpatialGrid.build(self.pos, self.width, self.height, bucket)
         self._avatars = np.flatnonzero(self.kind == AVATAR)
+        self._upper = np.array(
+            [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64
+        )
 
     def reseed_grass(self) -> dict[str, Any]:
         """Regrow every cell to a random level (for scheduled jobs); returns the new total."""
