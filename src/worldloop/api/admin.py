@@ -105,8 +105,9 @@ def _checkpoint(rt: WorldRuntime) -> dict[str, Any]:
     state = world.full_state()
     digest = world.state_hash()
     stored = False
-    if rt.store is not None:
-        rt.store.save_snapshot(rt.name, world.tick, state, digest)
+    store = getattr(rt, "store", None)
+    if store is not None:
+        store.save_snapshot(rt.name, world.tick, state, digest)
         stored = True
     return {"tick": world.tick, "state_hash": digest, "stored": stored}
 
