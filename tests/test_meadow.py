@@ -271,3 +271,23 @@ def test_reader_views_of_a_snapshot() -> None:
     # private keys never reach the serialized snapshot
     body = snap.to_json()
     assert b"token_hash" not in body and b"_auth" not in body and b"a" * 64 not in body
+
+
+def test_pairs_within_matches_brute_force_for_many_centers() -> None:
+    rng = np.random.default_rng(1)
+    for w, h, bucket, r in [
+        (300.0, 200.0, 25.0, 25.0),
+        (60.0, 40.0, 25.0, 25.0),
+        (500.0, 500.0, 10.0, 33.0),
+    ]:
+        pos = rng.uniform(0, 1, (3000, 2)) * [w, h]
+        centers = rng.uniform(0, 1, (40, 2)) * [w, h]
+        grid = SpatialGrid.build(pos, w, h, bucket)
+        who, idx, d = grid.pairs_within(pos, centers, r)
+        got = sorted(zip(who.tolist(), idx.tolist(), strict=True))
+        want = []
+        for c in range(len(centers)):
+            dd = torus_delta(pos, centers[c], w, h)
+            want += [(c, int(i)) for i in np.flatnonzero(np.hypot(dd[:, 0], dd[:, 1]) <= r)]
+        assert got == sorted(want)
+        assert np.allclose(d, torus_delta(pos[idx], centers[who], w, h))

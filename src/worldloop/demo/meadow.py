@@ -122,6 +122,9 @@ class Meadow(World):
         self.chat: list[dict[str, Any]] = []
         self.births = 0
         self.deaths = 0
+        self._views_cache: (
+            tuple[int, tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]] | None
+        ) = None
         self._reindex()
 
     # -- commands --------------------------------------------------------------------------
@@ -274,20 +277,18 @@ class Meadow(World):
         self.vel *= scale[:, None]
 
     def _flee(self) -> None:
-        """Sheep near an avatar are pushed away from it (a neighbour query per avatar)."""
+        """Sheep near an avatar are pushed away from it (one neighbour query for all avatars)."""
         avatars = self._avatars
         if avatars.size == 0:
             return
-        r, push = self.params.flee_radius, self.params.flee_push
-        for a in avatars.tolist():
-            ax, ay = float(self.pos[a, 0]), float(self.pos[a, 1])
-            near = self.grid.query_radius(self.pos, ax, ay, r)
-            near = near[self.kind[near] == SHEEP]
-            if near.size == 0:
-                continue
-            d = torus_delta(self.pos[near], self.pos[a], self.width, self.height)
-            dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
-            self.vel[near] += d * (push / dist)[:, None]
+        _who, near, d = self.grid.pairs_within(self.pos, self.pos[avatars], self.params.flee_radius)
+        sheep = self.kind[near] == SHEEP
+        near, d = near[sheep], d[sheep]
+        if near.size == 0:
+            return
+        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
+        push = d * (self.params.flee_push / dist)[:, None]
+        np.add.at(self.vel, near, push)  # a sheep near two avatars is pushed by both
 
     def _steer_avatars(self) -> None:
         a = self._avatars
@@ -486,13 +487,14 @@ class Meadow(World):
         self.players = json.loads(str(state["players"]))
         self.chat = json.loads(str(state["chat"]))
         self.rng = rng_from_state(str(state["rng"]))
+        self._views_cache = None
         self._reindex()
 
     # -- what readers see ------------------------------------------------------------------
 
     def view(self) -> dict[str, Any]:
         """The published data. Keys starting with ``_`` are private: never serialized."""
-        owner = {int(p["entity_id"]): pid for pid, p in self.players.items()}
+        players, auth, owner = self._player_views()
         return {
             "width": self.width,
             "height": self.height,
@@ -505,17 +507,9 @@ class Meadow(World):
                 "energy": self.energy,
                 "age": self.age,
             },
-            "players": [
-                {
-                    "player_id": pid,
-                    "name": p["name"],
-                    "entity_id": int(p["entity_id"]),
-                    "joined_tick": int(p["joined_tick"]),
-                }
-                for pid, p in sorted(self.players.items())
-            ],
+            "players": players,
             "chat": [dict(line) for line in self.chat],
-            "_auth": {p["token_hash"]: pid for pid, p in self.players.items()},
+            "_auth": auth,
             "_owner": owner,
             "_grid": {
                 "cols": self.grid.cols,
@@ -524,6 +518,31 @@ class Meadow(World):
                 "starts": self.grid.starts,
             },
         }
+
+    def _player_views(
+        self,
+    ) -> tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]:
+        """Reader-side player tables, rebuilt only when the set of players changes.
+
+        Snapshots share them, so they are treated as immutable once built.
+        """
+        key = len(self.players)
+        cached = self._views_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        players = [
+            {
+                "player_id": pid,
+                "name": p["name"],
+                "entity_id": int(p["entity_id"]),
+                "joined_tick": int(p["joined_tick"]),
+            }
+            for pid, p in sorted(self.players.items())
+        ]
+        auth = {p["token_hash"]: pid for pid, p in self.players.items()}
+        owner = {int(p["entity_id"]): pid for pid, p in self.players.items()}
+        self._views_cache = (key, (players, auth, owner))
+        return players, auth, owner
 
     def summary(self) -> dict[str, Any]:
         n = len(self.ids)

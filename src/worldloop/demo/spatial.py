@@ -33,9 +33,9 @@ class SpatialGrid:
     def build(
         cls, pos: NDArray[np.float64], width: float, height: float, bucket: float
     ) -> SpatialGrid:
-        """Bucket ``pos`` (n x 2, in [0, width) x [0, height)) into cells of about ``bucket``."""
-        cols = max(1, min(MAX_BUCKETS_PER_SIDE, math.ceil(width / bucket)))
-        rows = max(1, min(MAX_BUCKETS_PER_SIDE, math.ceil(height / bucket)))
+        """Bucket ``pos`` (n x 2, in [0, width) x [0, height)) into cells >= ``bucket`` wide."""
+        cols = max(1, min(MAX_BUCKETS_PER_SIDE, math.floor(width / bucket)))
+        rows = max(1, min(MAX_BUCKETS_PER_SIDE, math.floor(height / bucket)))
         b = bucket_of(pos, width, height, cols, rows)
         order = np.argsort(b, kind="stable").astype(np.int32, copy=False)
         counts = np.bincount(b, minlength=cols * rows)
@@ -61,6 +61,47 @@ class SpatialGrid:
         if not parts:
             return np.empty(0, dtype=np.int32)
         return np.concatenate(parts)
+
+    def pairs_within(
+        self, pos: NDArray[np.float64], centers: NDArray[np.float64], radius: float
+    ) -> tuple[NDArray[np.intp], NDArray[np.int32], NDArray[np.float64]]:
+        """Every (center, entity) pair closer than ``radius``, for all centers at once.
+
+        Returns the center's row, the entity's index and the torus displacement center->entity.
+        Vectorized over centers: the neighbouring buckets of all centers are gathered in one go.
+        """
+        k = len(centers)
+        empty = (np.empty(0, np.intp), np.empty(0, np.int32), np.empty((0, 2)))
+        if k == 0 or len(self.order) == 0:
+            return empty
+        bw, bh = self.width / self.cols, self.height / self.rows
+        rx = min(self.cols // 2, math.ceil(radius / bw))
+        ry = min(self.rows // 2, math.ceil(radius / bh))
+        cx = np.minimum((centers[:, 0] / bw).astype(np.intp), self.cols - 1)
+        cy = np.minimum((centers[:, 1] / bh).astype(np.intp), self.rows - 1)
+        dx = np.arange(-rx, rx + 1)
+        dy = np.arange(-ry, ry + 1)
+        if 2 * rx + 1 > self.cols:
+            dx = dx[: self.cols]
+        if 2 * ry + 1 > self.rows:
+            dy = dy[: self.rows]
+        bx = (cx[:, None, None] + dx[None, None, :]) % self.cols
+        by = (cy[:, None, None] + dy[None, :, None]) % self.rows
+        per_center = (by * self.cols + bx).reshape(k, -1)
+        owner = np.repeat(np.arange(k), per_center.shape[1])
+        buckets = per_center.reshape(-1)
+        lo = self.starts[buckets].astype(np.intp)
+        counts = self.starts[buckets + 1].astype(np.intp) - lo
+        total = int(counts.sum())
+        if total == 0:
+            return empty
+        # positions of every bucket member in ``order``, without a Python loop over buckets
+        offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
+        cand = self.order[offsets]
+        who = np.repeat(owner, counts)
+        d = torus_delta(pos[cand], centers[who], self.width, self.height)
+        near = np.einsum("ij,ij->i", d, d) <= radius * radius
+        return who[near], cand[near], d[near]
 
     def query_radius(
         self, pos: NDArray[np.float64], x: float, y: float, radius: float
