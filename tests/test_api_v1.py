@@ -109,7 +109,16 @@ def test_join_returns_token_once_and_makes_an_avatar(app: Flask, client: FlaskCl
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "   "}, {"name": "x" * 33}, {"name": 5}, {"name": None}],
+    [
+        {},
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 33},
+        {"name": 5},
+        {"name": None},
+        {"name": "a\u0000b"},
+        {"name": "\ud800"},
+    ],
 )
 def test_join_rejects_bad_names(client: FlaskClient, body: dict[str, Any]) -> None:
     err = assert_error(client.post("/api/v1/players", json=body), 422, "invalid_command")
@@ -260,6 +269,7 @@ def test_a_player_cannot_act_on_another_avatar(client: FlaskClient) -> None:
         ({"type": "move_to", "x": 1, "y": 2, "entity_id": "me"}, 422),
         ({"type": "say"}, 422),
         ({"type": "say", "text": "x" * 201}, 422),
+        ({"type": "say", "text": "\udfff"}, 422),
     ],
 )
 def test_bad_commands_are_refused(client: FlaskClient, body: dict[str, Any], status: int) -> None:

@@ -152,6 +152,7 @@ class Ticker:
         self._t0 = 0.0
         self._k = 0
         self._paused = start_paused
+        self._executing = False
         self._stopping = False
         self._steps: list[tuple[int, Future[int]]] = []
         self._thread: threading.Thread | None = None
@@ -220,10 +221,14 @@ class Ticker:
             self._period = 1.0 / rate_hz
             self._cv.notify_all()
 
-    def pause(self) -> None:
+    def pause(self, wait: float = 5.0) -> None:
+        """Stop ticking; waits (up to ``wait`` s) for a tick already under way to finish, so the
+        caller sees a settled world. From the loop thread itself it does not wait."""
         with self._cv:
             self._paused = True
             self._cv.notify_all()
+            if self._thread is not threading.current_thread():
+                self._cv.wait_for(lambda: not self._executing, wait)
 
     def resume(self) -> None:
         """Resume ticking; the schedule restarts now, so a pause is never "caught up"."""
@@ -278,7 +283,12 @@ class Ticker:
                 info = self._next_tick()
                 if info is None:
                     break
-                self._execute(info)
+                try:
+                    self._execute(info)
+                finally:
+                    with self._cv:
+                        self._executing = False
+                        self._cv.notify_all()
         finally:
             with self._cv:
                 steps, self._steps = self._steps, []
@@ -295,6 +305,7 @@ class Ticker:
                 if self._paused:
                     if self._steps:
                         now = self._clock.now()
+                        self._executing = True
                         return TickInfo(-1, now, now, self._period, manual=True)
                     self._cv.wait()
                     continue
@@ -317,6 +328,7 @@ class Ticker:
                         due = self._t0 + self._k * self._period
                 info = TickInfo(self._k, due, now, self._period)
                 self._k += 1
+                self._executing = True
                 return info
 
     def _execute(self, info: TickInfo) -> None:

@@ -499,6 +499,7 @@ class Meadow(World):
             "width": self.width,
             "height": self.height,
             "cell": self.params.cell,
+            "grass_max": self.params.grass_max,
             "grass": self.grass,
             "entities": {
                 "id": self.ids,
@@ -601,7 +602,7 @@ def clean_name(value: Any) -> str:
     if not isinstance(value, str):
         raise CommandInvalid("name must be a string", details={"field": "name"})
     name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name):
+    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name) or not _utf8(name):
         raise CommandInvalid(
             f"name must be 1..{MAX_NAME} printable characters", details={"field": "name"}
         )
@@ -612,11 +613,22 @@ def clean_text(value: Any) -> str:
     if not isinstance(value, str):
         raise CommandInvalid("text must be a string", details={"field": "text"})
     text = _CONTROL.sub(" ", value).strip()
+    if not _utf8(text):
+        raise CommandInvalid("text must be valid Unicode text", details={"field": "text"})
     if not 1 <= len(text) <= MAX_SAY:
         raise CommandInvalid(
             f"text must be 1..{MAX_SAY} characters", details={"field": "text", "max": MAX_SAY}
         )
     return text
+
+
+def _utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON allows them; UTF-8 stores cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _match(payload: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:

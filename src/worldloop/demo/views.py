@@ -180,7 +180,8 @@ def _grass_levels(data: Any, box: tuple[float, float, float, float]) -> dict[str
         padded = np.full((rows * f, cols * f), np.nan, dtype=np.float32)
         padded[: sub.shape[0], : sub.shape[1]] = sub
         sub = np.nanmean(padded.reshape(rows, f, cols, f), axis=(1, 3))
-    levels = np.clip(np.round(sub * 255.0), 0, 255).astype(np.uint8)
+    scale = 255.0 / float(data.get("grass_max", 1.0) or 1.0)
+    levels = np.clip(np.round(sub * scale), 0, 255).astype(np.uint8)
     return {
         "cols": cols,
         "rows": rows,
