@@ -605,3 +605,47 @@ def test_journal_replay_of_api_commands_reproduces_the_state_hash(tmp_path: Any)
         assert fresh.state_hash() == live_hash
     finally:
         app.extensions["worldloop"].stop()
+
+
+def test_many_players_at_once(app: Flask, client: FlaskClient) -> None:
+    """Concurrent players (bounded: 8 threads x 20 commands): every command is answered
+    with its own result, never a 5xx, and each avatar ends where its last move_to sent it."""
+    players = [join(client, f"p{i}") for i in range(8)]
+    errors: list[Any] = []
+    finals: dict[str, tuple[float, float]] = {}
+
+    def play(p: dict[str, Any], seed: int) -> None:
+        c = app.test_client()
+        for k in range(20):
+            x, y = float((seed * 37 + k * 11) % 400), float((seed * 17 + k * 7) % 300)
+            body = (
+                {"type": "move_to", "x": x, "y": y}
+                if k % 4
+                else {"type": "say", "text": f"{p['name']} {k}"}
+            )
+            r = c.post("/api/v1/commands?wait=true", json=body, headers=bearer(p))
+            if r.status_code != 200 or r.json["result"]["entity_id"] != p["entity_id"]:
+                errors.append((r.status_code, r.json))
+            if body["type"] == "move_to":
+                finals[p["player_id"]] = (x, y)
+
+    threads = [threading.Thread(target=play, args=(p, i)) for i, p in enumerate(players)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    rt = rt_of(app)
+
+    def all_arrived() -> bool:
+        snap = rt.snapshot
+        world = rt.world
+        for p in players:
+            e = world.find_entity(snap, p["entity_id"])  # type: ignore[attr-defined]
+            if e is None or (e["x"], e["y"]) != finals[p["player_id"]]:
+                return False
+        return True
+
+    wait_for(all_arrived, timeout=30, what="every avatar at its last target")
+    chat = client.get("/api/v1/world/snapshot").json["data"]["chat"]
+    assert len(chat) == 40 and {line["name"] for line in chat} == {p["name"] for p in players}
