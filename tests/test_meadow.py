@@ -210,6 +210,17 @@ def test_spatial_grid_matches_brute_force() -> None:
     assert len(box) < len(pos) / 3
 
 
+def test_reseed_grass_is_deterministic() -> None:
+    a, b = (
+        Meadow(width=100, height=100, entities=5, seed=3),
+        Meadow(width=100, height=100, entities=5, seed=3),
+    )
+    total = a.reseed_grass()
+    assert total == b.reseed_grass() == pytest.approx(float(a.grass.sum()))
+    assert a.state_hash() == b.state_hash()
+    assert (a.grass >= 0.5).all()
+
+
 def test_sheep_flee_from_a_nearby_avatar() -> None:
     params = Params(wander=0.0, flee_push=4.0)
     world = Meadow(width=200, height=200, entities=1, seed=0, params=params)
@@ -268,6 +279,13 @@ def test_reader_views_of_a_snapshot() -> None:
     me = find_entity(snap, eid)
     assert me is not None and me["kind"] == "avatar" and me["player_id"] == pid
     assert find_entity(snap, 10**9) is None
+    board = Meadow.leaderboard(snap, 5)
+    energy = dict(zip(ents["id"].tolist(), ents["energy"].tolist(), strict=True))
+    assert [b["rank"] for b in board] == [1, 2, 3, 4, 5]
+    assert [b["score"] for b in board] == sorted(
+        (round(e, 3) for e in energy.values()), reverse=True
+    )[:5]
+    assert all(energy[b["entity_id"]] == pytest.approx(b["score"], abs=1e-3) for b in board)
     # private keys never reach the serialized snapshot
     body = snap.to_json()
     assert b"token_hash" not in body and b"_auth" not in body and b"a" * 64 not in body

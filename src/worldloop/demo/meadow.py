@@ -403,11 +403,19 @@ class Meadow(World):
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64
         )
 
-    def reseed_grass(self) -> dict[str, Any]:
-        """Regrow every cell to a random level (for scheduled jobs); returns the new total."""
+    def reseed_grass(self) -> float:
+        """Regrow every cell to a random level from the world's generator; returns the total.
+
+        For scheduled world jobs (run on the loop thread as commands, so replayed exactly).
+        """
         levels = self.rng.uniform(0.5, 1.0, self.grass.shape) * self.params.grass_max
         self.grass[...] = levels.astype(np.float32)
-        return {"grass_total": float(self.grass.sum(dtype=np.float64))}
+        return float(self.grass.sum(dtype=np.float64))
+
+    @staticmethod
+    def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
+        """The ``limit`` best-fed creatures of a published snapshot (reads only the snapshot)."""
+        return views.leaderboard(snapshot, limit)
 
     # -- helpers ---------------------------------------------------------------------------
 

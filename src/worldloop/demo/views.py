@@ -102,6 +102,22 @@ def page_entities(
     return items, (items[-1]["id"] if more and items else None)
 
 
+def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
+    """Entities ranked by energy (ties by id), best first, at most ``limit``."""
+    ents = snapshot.data["entities"]
+    energy = ents["energy"]
+    top = np.lexsort((ents["id"], -energy))[: max(0, int(limit))]
+    return [
+        {
+            "rank": r + 1,
+            "entity_id": int(ents["id"][i]),
+            "kind": KINDS[int(ents["kind"][i])],
+            "score": round(float(energy[i]), 3),
+        }
+        for r, i in enumerate(top.tolist())
+    ]
+
+
 def region_frame(
     snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
 ) -> dict[str, Any]:
