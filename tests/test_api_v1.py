@@ -496,7 +496,9 @@ def test_admin_clock_controls(app: Flask, client: FlaskClient) -> None:
         == 12.5
     )
     assert rt.stats().rate_hz == 12.5
-    assert_error(client.post("/api/v1/admin/snapshot", headers=ADMIN), 409, "clock_state")
+    paused_snap = client.post("/api/v1/admin/snapshot", headers=ADMIN).json
+    assert paused_snap["tick"] == tick + 3  # taken between ticks, paused or not
+    assert paused_snap["state_hash"] == rt.world.state_hash()
     body = client.post("/api/v1/admin/resume", headers=ADMIN).json
     assert body["paused"] is False
     wait_for(lambda: rt.snapshot.tick > tick + 3, timeout=10, what="ticking again")

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import WorldLoopError
 
 log = logging.getLogger("worldloop.clock")
 
 MAX_RATE_HZ = 1000.0
+T = TypeVar("T")
 
 
 class OverrunPolicy(StrEnum):
@@ -155,6 +156,7 @@ class Ticker:
         self._executing = False
         self._stopping = False
         self._steps: list[tuple[int, Future[int]]] = []
+        self._calls: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread: threading.Thread | None = None
         self._ticks = 0
         self._overruns = 0
@@ -254,6 +256,17 @@ class Ticker:
             self._cv.notify_all()
         return fut
 
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the loop thread between two ticks (paused or not); its future has the
+        result. For work that must see a settled world, e.g. hashing or saving the full state."""
+        fut: Future[T] = Future()
+        with self._cv:
+            if self._stopping or self._thread is None:
+                raise ClockStateError("the ticker is not running")
+            self._calls.append((fn, fut))
+            self._cv.notify_all()
+        return fut
+
     # -- observation ----------------------------------------------------------------------
 
     def stats(self) -> TickerStats:
@@ -284,7 +297,10 @@ class Ticker:
                 if info is None:
                     break
                 try:
-                    self._execute(info)
+                    if isinstance(info, list):
+                        _run_calls(info)
+                    else:
+                        self._execute(info)
                 finally:
                     with self._cv:
                         self._executing = False
@@ -292,16 +308,26 @@ class Ticker:
         finally:
             with self._cv:
                 steps, self._steps = self._steps, []
+                calls, self._calls = self._calls, []
             for _, fut in steps:
                 fut.cancel()
+            for _, call_fut in calls:
+                call_fut.cancel()
             log.debug("ticker %s stopped after %d ticks", self._name, self._ticks)
 
-    def _next_tick(self) -> TickInfo | None:
-        """Wait (releasing the control lock) until a tick is due; None when stopping."""
+    def _next_tick(self) -> TickInfo | list[tuple[Callable[[], Any], Future[Any]]] | None:
+        """Wait (releasing the control lock) until a tick is due; None when stopping.
+
+        Calls queued with :meth:`call` come first, returned as a list to run before the tick.
+        """
         with self._cv:
             while True:
                 if self._stopping:
                     return None
+                if self._calls:
+                    calls, self._calls = self._calls, []
+                    self._executing = True
+                    return calls
                 if self._paused:
                     if self._steps:
                         now = self._clock.now()
@@ -355,6 +381,17 @@ class Ticker:
                 return
             self._steps.pop(0)
         fut.set_result(self._ticks)
+
+
+def _run_calls(calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    for fn, fut in calls:
+        if not fut.set_running_or_notify_cancel():
+            continue
+        try:
+            fut.set_result(fn())
+        except Exception as exc:
+            log.exception("a call on the loop thread failed")
+            fut.set_exception(exc)
 
 
 def _check_rate(rate_hz: float) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
 
-from ..clock import ClockStateError, TickInfo
+from ..clock import ClockStateError
 from ..errors import CommandInvalid, WorldNotRunning
 from ..extension import get_runtime
 from ..runtime import WorldRuntime
@@ -84,20 +83,19 @@ def set_rate() -> dict[str, Any]:
 @bp.post("/snapshot")
 @require_admin
 def take_snapshot() -> dict[str, Any]:
-    """Hash (and store, when the runtime has a store) the full state on the loop thread."""
+    """Hash (and store, when the runtime has a store) the full state, on the loop thread
+    between two ticks; works paused too. A runtime's own ``take_snapshot()`` wins if it has one."""
     rt = _running()
     hook: Callable[[], Any] | None = getattr(rt, "take_snapshot", None)
     if callable(hook):
         result = hook()
         return result if isinstance(result, dict) else {"result": result, **_status(rt)}
-    if rt.stats().paused:
-        raise ClockStateError("the world is paused: resume it (or step) to take a snapshot")
-    done = _on_loop_thread(rt, lambda: _checkpoint(rt))
     try:
+        done = rt.ticker.call(lambda: _checkpoint(rt))
         checkpoint: dict[str, Any] = done.result(STEP_TIMEOUT)
-        return checkpoint
-    except concurrent.futures.TimeoutError:
-        raise WorldNotRunning("the loop did not reach a tick boundary in time") from None
+    except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+        raise WorldNotRunning("the loop did not take the snapshot in time") from None
+    return checkpoint
 
 
 def _checkpoint(rt: WorldRuntime) -> dict[str, Any]:
@@ -110,41 +108,6 @@ def _checkpoint(rt: WorldRuntime) -> dict[str, Any]:
         store.save_snapshot(rt.name, world.tick, state, digest)
         stored = True
     return {"tick": world.tick, "state_hash": digest, "stored": stored}
-
-
-class _LoopCalls:
-    """One before-tick hook per runtime that runs queued calls on the loop thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
-
-    def add(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._lock:
-            self._calls.append((fn, fut))
-        return fut
-
-    def __call__(self, info: TickInfo) -> None:
-        with self._lock:
-            calls, self._calls = self._calls, []
-        for fn, fut in calls:
-            try:
-                fut.set_result(fn())
-            except Exception as exc:
-                fut.set_exception(exc)
-
-
-_hooks_lock = threading.Lock()
-
-
-def _on_loop_thread(rt: WorldRuntime, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-    with _hooks_lock:
-        calls = next((h for h in rt.before_tick if isinstance(h, _LoopCalls)), None)
-        if calls is None:
-            calls = _LoopCalls()
-            rt.before_tick.append(calls)
-    return calls.add(fn)
 
 
 def _running() -> WorldRuntime:
