@@ -131,7 +131,9 @@ def test_run_now_writes_the_leaderboard_and_reseeds_the_grass(jc: FlaskClient) -
     wait_for(lambda: _job(jc, "reseed-grass")["runs"] == 1, 10, what="the reseed run")
     total = _job(jc, "reseed-grass")["last_result"]["value"]["grass_total"]
     assert total != before
-    wait_for(lambda: jc.get("/api/v1/world").get_json()["grass_total"] == total, 10)
+    # the systems of the same tick grow and graze the fresh grass a little after the job ran
+    now = jc.get("/api/v1/world").get_json()["grass_total"]
+    assert abs(now - total) < 0.05 * total, (before, total, now)
 
 
 def test_pause_and_resume_over_the_api(jc: FlaskClient) -> None:

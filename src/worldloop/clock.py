@@ -16,13 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import WorldLoopError
 
 log = logging.getLogger("worldloop.clock")
 
 MAX_RATE_HZ = 1000.0
+T = TypeVar("T")
 
 
 class OverrunPolicy(StrEnum):
@@ -152,8 +153,10 @@ class Ticker:
         self._t0 = 0.0
         self._k = 0
         self._paused = start_paused
+        self._executing = False
         self._stopping = False
         self._steps: list[tuple[int, Future[int]]] = []
+        self._calls: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread: threading.Thread | None = None
         self._ticks = 0
         self._overruns = 0
@@ -220,10 +223,14 @@ class Ticker:
             self._period = 1.0 / rate_hz
             self._cv.notify_all()
 
-    def pause(self) -> None:
+    def pause(self, wait: float = 5.0) -> None:
+        """Stop ticking; waits (up to ``wait`` s) for a tick already under way to finish, so the
+        caller sees a settled world. From the loop thread itself it does not wait."""
         with self._cv:
             self._paused = True
             self._cv.notify_all()
+            if self._thread is not threading.current_thread():
+                self._cv.wait_for(lambda: not self._executing, wait)
 
     def resume(self) -> None:
         """Resume ticking; the schedule restarts now, so a pause is never "caught up"."""
@@ -246,6 +253,17 @@ class Ticker:
             if self._stopping or self._thread is None:
                 raise ClockStateError("the ticker is not running")
             self._steps.append((n, fut))
+            self._cv.notify_all()
+        return fut
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the loop thread between two ticks (paused or not); its future has the
+        result. For work that must see a settled world, e.g. hashing or saving the full state."""
+        fut: Future[T] = Future()
+        with self._cv:
+            if self._stopping or self._thread is None:
+                raise ClockStateError("the ticker is not running")
+            self._calls.append((fn, fut))
             self._cv.notify_all()
         return fut
 
@@ -278,23 +296,42 @@ class Ticker:
                 info = self._next_tick()
                 if info is None:
                     break
-                self._execute(info)
+                try:
+                    if isinstance(info, list):
+                        _run_calls(info)
+                    else:
+                        self._execute(info)
+                finally:
+                    with self._cv:
+                        self._executing = False
+                        self._cv.notify_all()
         finally:
             with self._cv:
                 steps, self._steps = self._steps, []
+                calls, self._calls = self._calls, []
             for _, fut in steps:
                 fut.cancel()
+            for _, call_fut in calls:
+                call_fut.cancel()
             log.debug("ticker %s stopped after %d ticks", self._name, self._ticks)
 
-    def _next_tick(self) -> TickInfo | None:
-        """Wait (releasing the control lock) until a tick is due; None when stopping."""
+    def _next_tick(self) -> TickInfo | list[tuple[Callable[[], Any], Future[Any]]] | None:
+        """Wait (releasing the control lock) until a tick is due; None when stopping.
+
+        Calls queued with :meth:`call` come first, returned as a list to run before the tick.
+        """
         with self._cv:
             while True:
                 if self._stopping:
                     return None
+                if self._calls:
+                    calls, self._calls = self._calls, []
+                    self._executing = True
+                    return calls
                 if self._paused:
                     if self._steps:
                         now = self._clock.now()
+                        self._executing = True
                         return TickInfo(-1, now, now, self._period, manual=True)
                     self._cv.wait()
                     continue
@@ -317,6 +354,7 @@ class Ticker:
                         due = self._t0 + self._k * self._period
                 info = TickInfo(self._k, due, now, self._period)
                 self._k += 1
+                self._executing = True
                 return info
 
     def _execute(self, info: TickInfo) -> None:
@@ -343,6 +381,17 @@ class Ticker:
                 return
             self._steps.pop(0)
         fut.set_result(self._ticks)
+
+
+def _run_calls(calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    for fn, fut in calls:
+        if not fut.set_running_or_notify_cancel():
+            continue
+        try:
+            fut.set_result(fn())
+        except Exception as exc:
+            log.exception("a call on the loop thread failed")
+            fut.set_exception(exc)
 
 
 def _check_rate(rate_hz: float) -> None:

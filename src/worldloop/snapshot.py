@@ -71,7 +71,7 @@ class Snapshot:
         self.summary: Mapping[str, Any] = summary or {}
         self.created_at = time.time() if created_at is None else created_at
         self._cache: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a computation may use other cached values
 
     @property
     def etag(self) -> str:
@@ -93,13 +93,14 @@ class Snapshot:
         return self.cached("json", lambda s: dumps(s.envelope()))
 
     def envelope(self) -> dict[str, Any]:
+        """The serialized form. Data keys starting with ``_`` are private (indexes, secrets)."""
         return {
             "world": self.world,
             "tick": self.tick,
             "sim_time": self.sim_time,
             "created_at": self.created_at,
             "summary": self.summary,
-            "data": self.data,
+            "data": {k: v for k, v in self.data.items() if not k.startswith("_")},
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -19,6 +20,7 @@ class Unauthorized(WorldLoopError):
 
     code = "unauthorized"
     status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="worldloop"'}
 
 
 class Forbidden(WorldLoopError):
@@ -39,7 +41,9 @@ def bearer_token() -> str:
 
 
 def admin_token() -> str | None:
-    token = current_app.config.get("WORLDLOOP_ADMIN_TOKEN")
+    token = current_app.config.get("WORLDLOOP_ADMIN_TOKEN") or os.environ.get(
+        "WORLDLOOP_ADMIN_TOKEN"
+    )
     return str(token) if token else None
 
 

@@ -26,7 +26,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(WorldLoopError)
     def _worldloop_error(exc: WorldLoopError) -> Response:
-        return api_error(exc.status, exc.code, exc.message, exc.details)
+        resp = api_error(exc.status, exc.code, exc.message, exc.details)
+        for name, value in getattr(exc, "headers", {}).items():
+            resp.headers[name] = value
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from ..api import jobs_bp, register_error_handlers, world_bp
+from ..api.v1 import register_v1
 from ..extension import WorldLoop
 from .jobs import bp as leaderboard_bp
 from .jobs import register_demo_jobs
@@ -30,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     _configure_logging()
     register_error_handlers(app)
     app.register_blueprint(world_bp)
+    register_v1(app, errors=False)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(leaderboard_bp)
     ext = WorldLoop(world=create_world)

@@ -1,144 +1,683 @@
-"""Meadow: entities moving on a toroidal 2D plane (the minimal demo; the full game builds on it)."""
+"""Meadow: the reference game. Grass grows on a grid, sheep wander, graze, breed and die, and
+players walk their avatars around, plant grass and chat. The world evolves on its own.
+
+All entity state is a NumPy structure of arrays kept sorted by entity id (ids are never
+reused), every system is vectorized, and all randomness comes from the generator held in the
+state, so ``step(state, commands)`` is deterministic and ``state_hash()`` proves it.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..commands import Command
 from ..errors import CommandInvalid, CommandRejected
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
+from . import views
+from .spatial import SpatialGrid, torus_delta
+
+SHEEP = 0
+AVATAR = 1
+KIND_NAMES = ("sheep", "avatar")
+
+PLAYER_COMMANDS = ("move_to", "stop", "plant", "say")
+"""The command types a player may send through the API (``join`` and ``move`` are internal)."""
+INTERNAL_COMMANDS = ("join", "move")
 
 MAX_SPEED = 50.0
-GRASS_CELLS = 16
-"""The grass grid is GRASS_CELLS x GRASS_CELLS cells over the meadow."""
+MAX_COORD = 1e9
+MAX_NAME = 32
+MAX_SAY = 200
+CHAT_KEEP = 50
+SAY_VISIBLE_TICKS = 100
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """The rules of the meadow (per tick unless noted); part of the state so replays agree."""
+
+    cell: float = 10.0
+    """Grass cell side, world units."""
+    grass_max: float = 1.0
+    grass_regrow: float = 0.002
+    bite: float = 0.05
+    """Grass a sheep eats per tick when there is enough."""
+    food_energy: float = 0.6
+    metabolism: float = 0.006
+    sheep_speed: float = 8.0
+    """Top wandering speed, units per simulated second."""
+    wander: float = 1.5
+    breed_energy: float = 2.0
+    breed_chance: float = 0.01
+    max_age: int = 6000
+    avatar_speed: float = 40.0
+    flee_radius: float = 25.0
+    flee_push: float = 4.0
+    plant_amount: float = 0.5
+
+
+class EntityForbidden(CommandRejected):
+    """A player tried to act on an entity that is not its own avatar."""
+
+    code = "forbidden"
+    status = 403
+
+
+class EntityNotFound(CommandRejected):
+    """The command names an entity or player that does not exist (any more)."""
+
+    code = "not_found"
+    status = 404
 
 
 class Meadow(World):
-    """Entities wander on a ``width`` x ``height`` torus; ``move`` sets an entity's velocity."""
+    """The meadow game world: a ``width`` x ``height`` torus of grass, sheep and avatars."""
 
     name: ClassVar[str] = "meadow"
 
     def __init__(
-        self, *, width: float = 1000.0, height: float = 1000.0, entities: int = 200, seed: int = 0
+        self,
+        *,
+        width: float = 1000.0,
+        height: float = 1000.0,
+        entities: int = 200,
+        seed: int = 0,
+        max_creatures: int | None = None,
+        params: Params | None = None,
     ) -> None:
         super().__init__()
-        self.width = float(width)
-        self.height = float(height)
-        self.rng = np.random.default_rng(seed)
+        self.width = _positive(width, "width")
+        self.height = _positive(height, "height")
+        self.params = params or Params()
         n = int(entities)
+        if n < 0:
+            raise ValueError("entities must be >= 0")
+        self.max_creatures = int(max_creatures if max_creatures is not None else max(1000, 4 * n))
+        self.rng = np.random.default_rng(int(seed))
+        self.gcols = max(1, math.ceil(self.width / self.params.cell))
+        self.grows = max(1, math.ceil(self.height / self.params.cell))
+        self.grass = self.rng.uniform(0.2, 1.0, (self.grows, self.gcols)).astype(np.float32)
+        self.grass *= np.float32(self.params.grass_max)
         self.ids = np.arange(1, n + 1, dtype=np.int64)
+        self.next_id = n + 1
+        self.kind = np.zeros(n, dtype=np.int8)
         self.pos = self.rng.uniform(0, 1, (n, 2)) * np.array([self.width, self.height])
-        self.vel = self.rng.normal(0, 5.0, (n, 2))
-        self.grass = np.zeros((GRASS_CELLS, GRASS_CELLS))
-        self.reseed_grass()
+        self.vel = self.rng.normal(0, 2.0, (n, 2))
+        self.energy = self.rng.uniform(0.5, 1.5, n)
+        self.age = self.rng.integers(0, self.params.max_age // 2, n).astype(np.int32)
+        self.target = np.full((n, 2), np.nan)
+        self.players: dict[str, dict[str, Any]] = {}
+        self.chat: list[dict[str, Any]] = []
+        self.births = 0
+        self.deaths = 0
+        self._views_cache: (
+            tuple[int, tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]] | None
+        ) = None
+        self._reindex()
 
     # -- commands --------------------------------------------------------------------------
 
     def validate(self, type_: str, payload: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
-        if type_ != "move":
-            raise CommandInvalid(f"unknown command type {type_!r}", details={"allowed": ["move"]})
         if not isinstance(payload, Mapping):
             raise CommandInvalid("payload must be an object")
-        eid = payload.get("entity_id")
-        if not isinstance(eid, int) or isinstance(eid, bool) or eid < 1:
+        allowed = PLAYER_COMMANDS if actor is not None else PLAYER_COMMANDS + INTERNAL_COMMANDS
+        if type_ not in allowed:
             raise CommandInvalid(
-                "entity_id must be a positive integer", details={"field": "entity_id"}
+                f"unknown command type {type_!r}", details={"allowed": list(allowed)}
             )
-        out: dict[str, Any] = {"entity_id": eid}
-        for key in ("vx", "vy"):
-            v = payload.get(key)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-                raise CommandInvalid(f"{key} must be a finite number", details={"field": key})
-            if abs(v) > MAX_SPEED:
-                raise CommandInvalid(f"{key} must be within ±{MAX_SPEED:g}", details={"field": key})
-            out[key] = float(v)
+        out: dict[str, Any] = {}
+        if type_ == "join":
+            out["player_id"] = _match(payload, "player_id", _HEX32, "32 lowercase hex digits")
+            out["name"] = clean_name(payload.get("name"))
+            out["token_hash"] = _match(payload, "token_hash", _HEX64, "a SHA-256 hex digest")
+            return out
+        if type_ == "move":
+            out["entity_id"] = _entity_id(payload, required=True)
+            for key in ("vx", "vy"):
+                out[key] = _number(payload, key, MAX_SPEED)
+            return out
+        eid = _entity_id(payload, required=False)
+        if eid is not None:
+            out["entity_id"] = eid
+        if type_ == "move_to":
+            out["x"] = _number(payload, "x", MAX_COORD)
+            out["y"] = _number(payload, "y", MAX_COORD)
+        elif type_ == "say":
+            out["text"] = clean_text(payload.get("text"))
         return out
 
     def apply(self, command: Command) -> Any:
-        eid = int(command.payload["entity_id"])
-        idx = np.searchsorted(self.ids, eid)
-        if idx >= len(self.ids) or self.ids[idx] != eid:
-            raise CommandRejected(f"no entity {eid}", details={"entity_id": eid})
-        self.vel[idx] = (command.payload["vx"], command.payload["vy"])
-        return {"entity_id": eid, "x": float(self.pos[idx, 0]), "y": float(self.pos[idx, 1])}
+        p = command.payload
+        if command.type == "join":
+            return self._join(str(p["player_id"]), str(p["name"]), str(p["token_hash"]))
+        if command.type == "move":
+            idx = self._index_of(int(p["entity_id"]))
+            self.vel[idx] = (p["vx"], p["vy"])
+            return {"entity_id": int(p["entity_id"]), **self._xy(idx)}
+        idx = self._avatar_index(command.actor, p.get("entity_id"))
+        eid = int(self.ids[idx])
+        if command.type == "move_to":
+            tx, ty = float(p["x"]) % self.width, float(p["y"]) % self.height
+            self.target[idx] = (tx, ty)
+            return {"entity_id": eid, "target": {"x": tx, "y": ty}, **self._xy(idx)}
+        if command.type == "stop":
+            self.target[idx] = np.nan
+            self.vel[idx] = 0.0
+            return {"entity_id": eid, **self._xy(idx)}
+        if command.type == "plant":
+            return self._plant(idx)
+        if command.type == "say":
+            return self._say(command.actor, idx, str(p["text"]))
+        raise CommandRejected(f"unknown command type {command.type!r}")
+
+    def _join(self, player_id: str, name: str, token_hash: str) -> dict[str, Any]:
+        if player_id in self.players:
+            raise CommandRejected("this player id is taken", details={"player_id": player_id})
+        xy = self.rng.uniform(0, 1, 2) * np.array([self.width, self.height])
+        eid = self._spawn(AVATAR, xy[None, :], np.ones(1))[0]
+        self.players[player_id] = {
+            "name": name,
+            "entity_id": eid,
+            "token_hash": token_hash,
+            "joined_tick": self.tick,
+        }
+        return {"player_id": player_id, "entity_id": eid, "x": float(xy[0]), "y": float(xy[1])}
+
+    def _plant(self, idx: int) -> dict[str, Any]:
+        col, row = self._cell_of(idx)
+        level = float(self.grass[row, col])
+        cap = self.params.grass_max
+        if level >= 0.99 * cap:
+            raise CommandRejected(
+                "the grass here is already full grown",
+                details={"reason": "cell_full", "cell": [col, row], "grass": level},
+            )
+        new = min(cap, level + self.params.plant_amount)
+        self.grass[row, col] = new
+        return {
+            "entity_id": int(self.ids[idx]),
+            "cell": [col, row],
+            "grass": float(np.float32(new)),
+        }
+
+    def _say(self, player_id: str | None, idx: int, text: str) -> dict[str, Any]:
+        eid = int(self.ids[idx])
+        owner = player_id or self._owner_of(eid)
+        name = self.players[owner]["name"] if owner in self.players else None
+        line = {"tick": self.tick, "player_id": owner, "name": name, "entity_id": eid, "text": text}
+        self.chat.append(line)
+        del self.chat[:-CHAT_KEEP]
+        return {"entity_id": eid, "tick": self.tick, "text": text}
+
+    def _avatar_index(self, actor: str | None, entity_id: Any) -> int:
+        """The array index of the avatar a command acts on; only its owner may act on it."""
+        if actor is None:
+            if entity_id is None:
+                raise CommandRejected("an internal command must name its entity_id")
+            idx = self._index_of(int(entity_id))
+            if self.kind[idx] != AVATAR:
+                raise EntityForbidden(f"entity {entity_id} is not an avatar")
+            return idx
+        player = self.players.get(actor)
+        if player is None:
+            raise EntityNotFound("no such player", details={"player_id": actor})
+        own = int(player["entity_id"])
+        if entity_id is not None and int(entity_id) != own:
+            raise EntityForbidden(
+                "a player can act only on its own avatar",
+                details={"entity_id": int(entity_id), "own_entity_id": own},
+            )
+        return self._index_of(own)
 
     # -- systems ---------------------------------------------------------------------------
 
     def systems(self) -> Sequence[System]:
-        return (System("wander", self._wander), System("movement", self._movement))
+        return (
+            System("grass", self._grow_grass),
+            System("wander", self._wander),
+            System("flee", self._flee),
+            System("avatars", self._steer_avatars),
+            System("movement", self._movement),
+            System("grazing", self._graze),
+            System("life", self._life),
+            System("spatial_index", self._reindex),
+        )
+
+    def _grow_grass(self) -> None:
+        g = self.grass
+        g += np.float32(self.params.grass_regrow)
+        np.minimum(g, np.float32(self.params.grass_max), out=g)
 
     def _wander(self) -> None:
-        self.vel += self.rng.normal(0, 0.5, self.vel.shape)
-        np.clip(self.vel, -MAX_SPEED, MAX_SPEED, out=self.vel)
+        """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
+        n = len(self.ids)
+        if n == 0:
+            return
+        kick = self.rng.random((n, 2), dtype=np.float32)
+        kick -= np.float32(0.5)
+        kick *= np.float32(self.params.wander * math.sqrt(12.0))
+        self.vel += kick
+        speed2 = np.einsum("ij,ij->i", self.vel, self.vel)
+        vmax = self.params.sheep_speed
+        np.maximum(speed2, vmax * vmax, out=speed2)
+        scale = np.sqrt(speed2, out=speed2)
+        np.divide(vmax, scale, out=scale)
+        self.vel *= scale[:, None]
+
+    def _flee(self) -> None:
+        """Sheep near an avatar are pushed away from it (one neighbour query for all avatars)."""
+        avatars = self._avatars
+        if avatars.size == 0:
+            return
+        _who, near, d = self.grid.pairs_within(self.pos, self.pos[avatars], self.params.flee_radius)
+        sheep = self.kind[near] == SHEEP
+        near, d = near[sheep], d[sheep]
+        if near.size == 0:
+            return
+        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
+        push = d * (self.params.flee_push / dist)[:, None]
+        np.add.at(self.vel, near, push)  # a sheep near two avatars is pushed by both
+
+    def _steer_avatars(self) -> None:
+        a = self._avatars
+        if a.size == 0:
+            return
+        self.vel[a] = 0.0
+        tgt = self.target[a]
+        moving = ~np.isnan(tgt[:, 0])
+        if not moving.any():
+            return
+        a = a[moving]
+        d = torus_delta(self.target[a], self.pos[a], self.width, self.height)
+        dist = np.hypot(d[:, 0], d[:, 1])
+        step = self.params.avatar_speed * self.dt
+        arrived = dist <= step
+        if arrived.any():
+            self.pos[a[arrived]] = self.target[a[arrived]]
+            self.target[a[arrived]] = np.nan
+        go = ~arrived
+        self.vel[a[go]] = d[go] / dist[go][:, None] * self.params.avatar_speed
 
     def _movement(self) -> None:
-        self.pos += self.vel * self.dt
-        np.mod(self.pos, (self.width, self.height), out=self.pos)
+        pos = self.pos
+        pos += self.vel * self.dt
+        # a tick moves far less than the world's size, so one wrap each way is enough
+        for axis, size in ((0, self.width), (1, self.height)):
+            col = pos[:, axis]
+            np.add(col, size, out=col, where=col < 0.0)
+            np.subtract(col, size, out=col, where=col >= size)
+            if col.size and (col.min() < 0.0 or col.max() >= size):
+                np.mod(col, size, out=col)
+                np.minimum(col, self._upper[axis], out=col)
 
-    # -- hooks for scheduled jobs ----------------------------------------------------------
+    def _graze(self) -> None:
+        n_sheep = len(self.ids) - self._avatars.size
+        if n_sheep == 0:
+            return
+        cells = self._cells()
+        flat = self.grass.reshape(-1)
+        bite = self.params.bite
+        sheep_cells = cells if self._avatars.size == 0 else cells[self.kind == SHEEP]
+        demand = np.bincount(sheep_cells, minlength=flat.size).astype(np.float32)
+        demand *= np.float32(bite)
+        share = np.minimum(np.float32(1.0), flat / np.maximum(demand, np.float32(1e-12)))
+        eaten = share[cells].astype(np.float64)
+        eaten *= bite * self.params.food_energy
+        if self._avatars.size:
+            eaten[self._avatars] = 0.0
+        self.energy += eaten
+        demand *= share
+        np.minimum(demand, flat, out=demand)
+        flat -= demand
+
+    def _life(self) -> None:
+        """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
+        p = self.params
+        sheep = self.kind == SHEEP
+        self.age += 1
+        self.energy -= np.where(sheep, p.metabolism, 0.0)
+        dead = sheep & ((self.energy <= 0.0) | (self.age > p.max_age))
+        alive_sheep = int(np.count_nonzero(sheep)) - int(np.count_nonzero(dead))
+        room = self.max_creatures - alive_sheep
+        parents = np.flatnonzero(sheep & ~dead & (self.energy >= p.breed_energy))
+        if parents.size and room > 0:
+            parents = parents[self.rng.random(parents.size) < p.breed_chance][:room]
+        else:
+            parents = parents[:0]
+        if not dead.any() and parents.size == 0:
+            return
+        child_pos = child_energy = None
+        if parents.size:
+            self.energy[parents] *= 0.5
+            child_energy = self.energy[parents].copy()
+            jitter = self.rng.normal(0.0, 2.0, (parents.size, 2))
+            child_pos = np.mod(self.pos[parents] + jitter, (self.width, self.height))
+        if dead.any():
+            keep = ~dead
+            self.deaths += int(np.count_nonzero(dead))
+            self.ids, self.kind = self.ids[keep], self.kind[keep]
+            self.pos, self.vel = self.pos[keep], self.vel[keep]
+            self.energy, self.age, self.target = (
+                self.energy[keep],
+                self.age[keep],
+                self.target[keep],
+            )
+        if child_pos is not None and child_energy is not None:
+            self.births += len(child_pos)
+            self._spawn(SHEEP, child_pos, child_energy)
+
+    def _spawn(self, kind: int, pos: NDArray[np.float64], energy: NDArray[np.float64]) -> list[int]:
+        """Append new entities with fresh ids (ids only grow, so the arrays stay sorted)."""
+        k = len(pos)
+        new_ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
+        self.next_id += k
+        self.ids = np.concatenate([self.ids, new_ids])
+        self.kind = np.concatenate([self.kind, np.full(k, kind, dtype=np.int8)])
+        self.pos = np.concatenate([self.pos, pos])
+        self.vel = np.concatenate([self.vel, np.zeros((k, 2))])
+        self.energy = np.concatenate([self.energy, energy])
+        self.age = np.concatenate([self.age, np.zeros(k, dtype=np.int32)])
+        self.target = np.concatenate([self.target, np.full((k, 2), np.nan)])
+        if kind == AVATAR:
+            self._reindex()
+        return [int(i) for i in new_ids]
+
+    def _reindex(self) -> None:
+        """Rebuild the derived indexes (spatial grid, avatar rows) from the state."""
+        bucket = max(self.params.cell, self.params.flee_radius)
+        self.grid = SpatialGrid.build(self.pos, self.width, self.height, bucket)
+        self._avatars = np.flatnonzero(self.kind == AVATAR)
+        self._upper = np.array(
+            [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64
+        )
 
     def reseed_grass(self) -> float:
-        """Re-seed the grass everywhere from the world's generator; returns the total grass.
+        """Regrow every cell to a random level from the world's generator; returns the total.
 
-        The demo's nightly world job calls this on the loop thread (deterministic, replayed).
+        For scheduled world jobs (run on the loop thread as commands, so replayed exactly).
         """
-        self.grass = self.rng.uniform(0.5, 1.0, (GRASS_CELLS, GRASS_CELLS))
-        return float(self.grass.sum())
+        levels = self.rng.uniform(0.5, 1.0, self.grass.shape) * self.params.grass_max
+        self.grass[...] = levels.astype(np.float32)
+        return float(self.grass.sum(dtype=np.float64))
 
     @staticmethod
     def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
-        """The top ``limit`` entities of a published snapshot (reads only the snapshot).
+        """The ``limit`` best-fed creatures of a published snapshot (reads only the snapshot)."""
+        return views.leaderboard(snapshot, limit)
 
-        The minimal meadow ranks entities by how far north they stand; the demo's background
-        job writes this every minute.
-        """
-        ids = np.asarray(snapshot.data["ids"])
-        pos = np.asarray(snapshot.data["pos"])
-        order = np.argsort(-pos[:, 1], kind="stable")[: max(0, limit)]
-        return [
-            {"rank": r + 1, "entity_id": int(ids[i]), "score": round(float(pos[i, 1]), 3)}
-            for r, i in enumerate(order)
-        ]
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _cells(self) -> NDArray[np.intp]:
+        cx = (self.pos[:, 0] * (self.gcols / self.width)).astype(np.intp)
+        cy = (self.pos[:, 1] * (self.grows / self.height)).astype(np.intp)
+        np.clip(cx, 0, self.gcols - 1, out=cx)
+        np.clip(cy, 0, self.grows - 1, out=cy)
+        cells: NDArray[np.intp] = cy * self.gcols + cx
+        return cells
+
+    def _cell_of(self, idx: int) -> tuple[int, int]:
+        col = min(self.gcols - 1, int(self.pos[idx, 0] * self.gcols / self.width))
+        row = min(self.grows - 1, int(self.pos[idx, 1] * self.grows / self.height))
+        return col, row
+
+    def _index_of(self, eid: int) -> int:
+        idx = int(np.searchsorted(self.ids, eid))
+        if idx >= len(self.ids) or self.ids[idx] != eid:
+            raise EntityNotFound(f"no entity {eid}", details={"entity_id": eid})
+        return idx
+
+    def _owner_of(self, eid: int) -> str | None:
+        for pid, player in self.players.items():
+            if player["entity_id"] == eid:
+                return pid
+        return None
+
+    def _xy(self, idx: int) -> dict[str, float]:
+        return {"x": float(self.pos[idx, 0]), "y": float(self.pos[idx, 1])}
 
     # -- state -----------------------------------------------------------------------------
 
     def get_state(self) -> State:
+        p = self.params
         return {
             "width": self.width,
             "height": self.height,
+            "max_creatures": self.max_creatures,
+            "params": json.dumps(
+                {f: getattr(p, f) for f in Params.__dataclass_fields__}, sort_keys=True
+            ),
+            "grass": self.grass,
             "ids": self.ids,
+            "kind": self.kind,
             "pos": self.pos,
             "vel": self.vel,
-            "grass": self.grass,
+            "energy": self.energy,
+            "age": self.age,
+            "target": self.target,
+            "next_id": self.next_id,
+            "births": self.births,
+            "deaths": self.deaths,
+            "players": json.dumps(self.players, sort_keys=True),
+            "chat": json.dumps(self.chat, sort_keys=True),
             "rng": rng_state(self.rng),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         self.width = float(state["width"])
         self.height = float(state["height"])
+        self.max_creatures = int(state["max_creatures"])
+        self.params = Params(**json.loads(str(state["params"])))
+        self.gcols = max(1, math.ceil(self.width / self.params.cell))
+        self.grows = max(1, math.ceil(self.height / self.params.cell))
+        self.grass = np.array(state["grass"], dtype=np.float32).reshape(self.grows, self.gcols)
         self.ids = np.array(state["ids"], dtype=np.int64)
-        self.pos = np.array(state["pos"], dtype=np.float64)
-        self.vel = np.array(state["vel"], dtype=np.float64)
-        self.grass = np.array(state["grass"], dtype=np.float64)
+        self.kind = np.array(state["kind"], dtype=np.int8)
+        self.pos = np.array(state["pos"], dtype=np.float64).reshape(-1, 2)
+        self.vel = np.array(state["vel"], dtype=np.float64).reshape(-1, 2)
+        self.energy = np.array(state["energy"], dtype=np.float64)
+        self.age = np.array(state["age"], dtype=np.int32)
+        self.target = np.array(state["target"], dtype=np.float64).reshape(-1, 2)
+        self.next_id = int(state["next_id"])
+        self.births = int(state["births"])
+        self.deaths = int(state["deaths"])
+        self.players = json.loads(str(state["players"]))
+        self.chat = json.loads(str(state["chat"]))
         self.rng = rng_from_state(str(state["rng"]))
+        self._views_cache = None
+        self._reindex()
+
+    # -- what readers see ------------------------------------------------------------------
 
     def view(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "ids": self.ids, "pos": self.pos}
+        """The published data. Keys starting with ``_`` are private: never serialized."""
+        players, auth, owner = self._player_views()
+        return {
+            "width": self.width,
+            "height": self.height,
+            "cell": self.params.cell,
+            "grass_max": self.params.grass_max,
+            "grass": self.grass,
+            "entities": {
+                "id": self.ids,
+                "kind": self.kind,
+                "pos": self.pos,
+                "energy": self.energy,
+                "age": self.age,
+            },
+            "players": players,
+            "chat": [dict(line) for line in self.chat],
+            "_auth": auth,
+            "_owner": owner,
+            "_grid": {
+                "cols": self.grid.cols,
+                "rows": self.grid.rows,
+                "order": self.grid.order,
+                "starts": self.grid.starts,
+            },
+        }
+
+    def _player_views(
+        self,
+    ) -> tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]:
+        """Reader-side player tables, rebuilt only when the set of players changes.
+
+        Snapshots share them, so they are treated as immutable once built.
+        """
+        key = len(self.players)
+        cached = self._views_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        players = [
+            {
+                "player_id": pid,
+                "name": p["name"],
+                "entity_id": int(p["entity_id"]),
+                "joined_tick": int(p["joined_tick"]),
+            }
+            for pid, p in sorted(self.players.items())
+        ]
+        auth = {p["token_hash"]: pid for pid, p in self.players.items()}
+        owner = {int(p["entity_id"]): pid for pid, p in self.players.items()}
+        self._views_cache = (key, (players, auth, owner))
+        return players, auth, owner
 
     def summary(self) -> dict[str, Any]:
-        return {"entity_count": len(self.ids), "grass_total": round(float(self.grass.sum()), 3)}
+        n = len(self.ids)
+        players = len(self.players)
+        return {
+            "tick": self.tick,
+            "entity_count": n,
+            "creature_count": n - players,
+            "player_count": players,
+            "grass_total": round(float(self.grass.sum(dtype=np.float64)), 3),
+            "births": self.births,
+            "deaths": self.deaths,
+        }
+
+    def view_region(
+        self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
+    ) -> dict[str, Any]:
+        return views.region_frame(snapshot, bbox, limit)
+
+    # -- reader hooks for the player API (worldloop.api.protocols.PlayerWorld) ----------------
+
+    public_command_types: ClassVar[tuple[str, ...]] = PLAYER_COMMANDS
+
+    def join_command(
+        self, player_id: str, name: Any, token_hash: str
+    ) -> tuple[str, dict[str, Any]]:
+        """The internal command that makes a player's avatar (validated like any other)."""
+        return "join", {"player_id": player_id, "name": name, "token_hash": token_hash}
+
+    def player_for_token(self, snapshot: Snapshot, token_hash: str) -> str | None:
+        player_id: str | None = snapshot.data["_auth"].get(token_hash)
+        return player_id
+
+    def avatar_of(self, snapshot: Snapshot, player_id: str) -> int | None:
+        player = views.players_by_id(snapshot).get(player_id)
+        return None if player is None else int(player["entity_id"])
+
+    def find_entity(self, snapshot: Snapshot, entity_id: int) -> dict[str, Any] | None:
+        return views.find_entity(snapshot, entity_id)
+
+    def page_entities(
+        self,
+        snapshot: Snapshot,
+        bbox: tuple[float, float, float, float] | None,
+        limit: int,
+        after_id: int,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        return views.page_entities(snapshot, bbox, limit, after_id)
+
+
+# -- validation helpers (request threads: they read no live state) ----------------------------
+
+
+def clean_name(value: Any) -> str:
+    """A player name: 1..32 printable characters, surrounding spaces removed."""
+    if not isinstance(value, str):
+        raise CommandInvalid("name must be a string", details={"field": "name"})
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name) or not _utf8(name):
+        raise CommandInvalid(
+            f"name must be 1..{MAX_NAME} printable characters", details={"field": "name"}
+        )
+    return name
+
+
+def clean_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise CommandInvalid("text must be a string", details={"field": "text"})
+    text = _CONTROL.sub(" ", value).strip()
+    if not _utf8(text):
+        raise CommandInvalid("text must be valid Unicode text", details={"field": "text"})
+    if not 1 <= len(text) <= MAX_SAY:
+        raise CommandInvalid(
+            f"text must be 1..{MAX_SAY} characters", details={"field": "text", "max": MAX_SAY}
+        )
+    return text
+
+
+def _utf8(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON allows them; UTF-8 stores cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _match(payload: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise CommandInvalid(f"{key} must be {what}", details={"field": key})
+    return value
+
+
+def _entity_id(payload: Mapping[str, Any], *, required: bool) -> int | None:
+    eid = payload.get("entity_id")
+    if eid is None and not required:
+        return None
+    if not isinstance(eid, int) or isinstance(eid, bool) or not 1 <= eid <= 2**53:
+        raise CommandInvalid("entity_id must be a positive integer", details={"field": "entity_id"})
+    return eid
+
+
+def _number(payload: Mapping[str, Any], key: str, bound: float) -> float:
+    v = payload.get(key)
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        raise CommandInvalid(f"{key} must be a finite number", details={"field": key})
+    if abs(v) > bound:
+        raise CommandInvalid(f"{key} must be within ±{bound:g}", details={"field": key})
+    return float(v)
+
+
+def _positive(value: Any, what: str) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{what} must be a positive number")
+    return v
 
 
 def create_world(config: Mapping[str, Any]) -> Meadow:
     """World factory used by the demo app (reads MEADOW_* config keys)."""
+    max_creatures = config.get("MEADOW_MAX_CREATURES")
     return Meadow(
         width=config.get("MEADOW_WIDTH", 1000.0),
         height=config.get("MEADOW_HEIGHT", 1000.0),
         entities=config.get("MEADOW_ENTITIES", 200),
         seed=config.get("MEADOW_SEED", 0),
+        max_creatures=None if max_creatures is None else int(max_creatures),
     )

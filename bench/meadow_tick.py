@@ -1,0 +1,306 @@
+"""Meadow tick cost: can 100,000 creatures tick at 20 Hz within half the 50 ms budget on one core?
+
+Measures ``world.step`` (all systems) and the snapshot build the runtime does after each tick
+(``freeze_arrays(world.view())`` + ``summary()``) for 1k/10k/100k creatures at constant density,
+as CPU time of the loop thread (``time.thread_time``: other processes on a shared machine do not
+inflate it) and as wall time. The baseline, measured in the same run, is a naive per-entity
+Python-loop version of the same systems on a smaller world, compared per creature.
+
+Run: python bench/meadow_tick.py [--ticks N] [--out bench/results/meadow_tick.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from worldloop.commands import Command  # noqa: E402
+from worldloop.demo.meadow import Meadow, Params  # noqa: E402
+from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
+
+BUDGET_MS = 50.0
+AREA_PER_CREATURE = 250.0  # world units^2: the demo's default density is 1000^2 / 200 = 5000
+
+
+def pin_one_core() -> str:
+    """Run on one CPU so the figure means "one core" (NumPy elementwise ops are 1-thread)."""
+    try:
+        cpu = sorted(os.sched_getaffinity(0))[0]
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    except (AttributeError, OSError):
+        return "not pinned"
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def add_players(world: Meadow, count: int) -> None:
+    """Join ``count`` players and send each avatar walking, through the command path."""
+    cmds = []
+    for i in range(count):
+        pid = f"{i:032x}"
+        payload = world.validate(
+            "join", {"player_id": pid, "name": f"p{i}", "token_hash": f"{i:064x}"}, None
+        )
+        cmds.append(Command(id=f"j{i}", seq=i + 1, type="join", payload=payload))
+    world.step(cmds)
+    rng = np.random.default_rng(5)
+    moves = []
+    for i in range(count):
+        x, y = rng.uniform(0, world.width), rng.uniform(0, world.height)
+        payload = world.validate("move_to", {"x": x, "y": y}, f"{i:032x}")
+        moves.append(
+            Command(
+                id=f"m{i}", seq=count + i + 1, type="move_to", payload=payload, actor=f"{i:032x}"
+            )
+        )
+    world.step(moves)
+
+
+def measure(n: int, ticks: int, warmup: int, players: int = 0) -> dict[str, float]:
+    side = math.sqrt(n * AREA_PER_CREATURE)
+    world = Meadow(width=side, height=side, entities=n, seed=1, max_creatures=2 * n)
+    if players:
+        add_players(world, players)
+    for _ in range(warmup):
+        world.step([])
+    step_cpu: list[float] = []
+    step_wall: list[float] = []
+    snap_cpu: list[float] = []
+    for _ in range(ticks):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        world.step([])
+        c1, w1 = time.thread_time(), time.perf_counter()
+        Snapshot(
+            world.name, world.tick, world.sim_time, freeze_arrays(world.view()), world.summary()
+        )
+        c2 = time.thread_time()
+        step_cpu.append((c1 - c0) * 1000)
+        step_wall.append((w1 - w0) * 1000)
+        snap_cpu.append((c2 - c1) * 1000)
+    total = [a + b for a, b in zip(step_cpu, snap_cpu, strict=True)]
+    snap = Snapshot(world.name, world.tick, world.sim_time, freeze_arrays(world.view()))
+    j0 = time.thread_time()
+    body = snap.to_json()
+    j1 = time.thread_time()
+    snap.to_json()  # every later reader of this tick gets the cached bytes
+    j2 = time.thread_time()
+    return {
+        "n": n,
+        "players": players,
+        "alive": len(world.ids),
+        "step_p50": pct(step_cpu, 50),
+        "step_p99": pct(step_cpu, 99),
+        "step_mean": float(np.mean(step_cpu)),
+        "wall_p50": pct(step_wall, 50),
+        "snap_mean": float(np.mean(snap_cpu)),
+        "total_mean": float(np.mean(total)),
+        "total_p99": pct(total, 99),
+        "json_ms": (j1 - j0) * 1000,
+        "json_again_ms": (j2 - j1) * 1000,
+        "json_mb": len(body) / 1e6,
+    }
+
+
+class NaiveMeadow:
+    """The same rules written the obvious way: Python lists and a loop over every creature."""
+
+    def __init__(self, n: int, side: float, seed: int = 1) -> None:
+        self.p = Params()
+        self.rnd = random.Random(seed)
+        self.side = side
+        self.cols = max(1, math.ceil(side / self.p.cell))
+        self.grass = [
+            [self.rnd.uniform(0.2, 1.0) for _ in range(self.cols)] for _ in range(self.cols)
+        ]
+        self.sheep = [
+            {
+                "x": self.rnd.uniform(0, side),
+                "y": self.rnd.uniform(0, side),
+                "vx": self.rnd.gauss(0, 2),
+                "vy": self.rnd.gauss(0, 2),
+                "energy": self.rnd.uniform(0.5, 1.5),
+                "age": 0,
+            }
+            for _ in range(n)
+        ]
+
+    def step(self) -> None:
+        p, dt, side = self.p, 0.05, self.side
+        for row in self.grass:
+            for c in range(len(row)):
+                row[c] = min(p.grass_max, row[c] + p.grass_regrow)
+        born = []
+        alive = []
+        for s in self.sheep:
+            s["vx"] += self.rnd.gauss(0, p.wander)
+            s["vy"] += self.rnd.gauss(0, p.wander)
+            speed = math.hypot(s["vx"], s["vy"])
+            if speed > p.sheep_speed:
+                s["vx"] *= p.sheep_speed / speed
+                s["vy"] *= p.sheep_speed / speed
+            s["x"] = (s["x"] + s["vx"] * dt) % side
+            s["y"] = (s["y"] + s["vy"] * dt) % side
+            col = min(self.cols - 1, int(s["x"] / p.cell))
+            row = min(self.cols - 1, int(s["y"] / p.cell))
+            bite = min(p.bite, self.grass[row][col])
+            self.grass[row][col] -= bite
+            s["energy"] += bite * p.food_energy - p.metabolism
+            s["age"] += 1
+            if s["energy"] <= 0 or s["age"] > p.max_age:
+                continue
+            alive.append(s)
+            if s["energy"] >= p.breed_energy and self.rnd.random() < p.breed_chance:
+                s["energy"] /= 2
+                born.append(dict(s, age=0))
+        self.sheep = alive + born
+
+
+def measure_naive(n: int, ticks: int) -> dict[str, float]:
+    world = NaiveMeadow(n, math.sqrt(n * AREA_PER_CREATURE))
+    world.step()
+    cpu: list[float] = []
+    for _ in range(ticks):
+        c0 = time.thread_time()
+        world.step()
+        cpu.append((time.thread_time() - c0) * 1000)
+    return {"n": n, "step_mean": float(np.mean(cpu)), "step_p50": pct(cpu, 50)}
+
+
+def live_loop(n: int, seconds: float) -> dict[str, float]:
+    """The real runtime at 20 Hz for ``seconds``: ticks, overruns, tick duration, lateness."""
+    from worldloop.runtime import TickReport, WorldRuntime
+
+    side = math.sqrt(n * AREA_PER_CREATURE)
+    world = Meadow(width=side, height=side, entities=n, seed=1, max_creatures=2 * n)
+    rt = WorldRuntime(world, rate_hz=20.0)
+    durations: list[float] = []
+    lateness: list[float] = []
+
+    def listen(rep: TickReport) -> None:
+        durations.append(rep.duration * 1000)
+        lateness.append(rep.info.lateness * 1000)
+
+    rt.after_tick.append(listen)
+    rt.start()
+    try:
+        rt.ticker.wait_for_ticks(int(seconds * 20), timeout=seconds * 3)
+    finally:
+        rt.stop()
+    stats = rt.stats()
+    return {
+        "n": n,
+        "ticks": stats.ticks,
+        "overruns": stats.overruns,
+        "skipped": stats.skipped,
+        "dur_p50": pct(durations, 50),
+        "dur_p99": pct(durations, 99),
+        "late_p50": pct(lateness, 50),
+        "late_p99": pct(lateness, 99),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ticks", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--naive-size", type=int, default=10000)
+    ap.add_argument("--players", type=int, default=1000, help="avatars in the extra row")
+    ap.add_argument("--live-seconds", type=float, default=5.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
+    args = ap.parse_args()
+    pinned = pin_one_core()
+    rows = [measure(int(n), args.ticks, args.warmup) for n in args.sizes.split(",")]
+    if args.players:
+        big = max(int(n) for n in args.sizes.split(","))
+        rows.append(measure(big, args.ticks, args.warmup, players=args.players))
+    naive = measure_naive(args.naive_size, max(10, args.ticks // 10))
+    live = live_loop(max(int(n) for n in args.sizes.split(",")), args.live_seconds)
+    ref = min(rows, key=lambda r: (abs(r["n"] - args.naive_size), r["players"]))
+
+    cmd = "python bench/meadow_tick.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# Meadow tick cost",
+        "",
+        f"Command: `{cmd.strip()}`  ",
+        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, {os.cpu_count()} CPUs ({pinned}); {args.ticks} ticks after "
+        f"{args.warmup} warm-up ticks; density {AREA_PER_CREATURE:g} units² per creature.  ",
+        "Times are CPU ms of the loop thread per tick (wall p50 shown for reference). "
+        f"Budget at 20 Hz: {BUDGET_MS:g} ms; target: step + snapshot <= {BUDGET_MS / 2:g} ms.",
+        "",
+        "| creatures | players | alive after | step p50 | step p99 | step mean | wall p50 "
+        "| snapshot build "
+        "| step+snapshot mean | p99 | share of 50 ms | within half? |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for r in rows:
+        share = r["total_mean"] / BUDGET_MS
+        lines.append(
+            f"| {r['n']:,} | {r['players']:,} | {r['alive']:,} "
+            f"| {r['step_p50']:.2f} | {r['step_p99']:.2f} "
+            f"| {r['step_mean']:.2f} | {r['wall_p50']:.2f} | {r['snap_mean']:.2f} "
+            f"| {r['total_mean']:.2f} | {r['total_p99']:.2f} | {share:.1%} "
+            f"| {'yes' if r['total_mean'] <= BUDGET_MS / 2 else 'NO'} |"
+        )
+    lines += [
+        "",
+        "GET /api/v1/world/snapshot body: serialized once per tick (off the loop thread, by the "
+        "first reader), then served from the snapshot's cache.",
+        "",
+        "| creatures | JSON size (MB) | first serialization (ms) | each later reader (ms) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']:,} | {r['json_mb']:.1f} | {r['json_ms']:.1f} | {r['json_again_ms']:.3f} |"
+        )
+    lines += [
+        "",
+        f"The real loop (`WorldRuntime` at 20 Hz, wall clock) for {args.live_seconds:g} s: "
+        "tick duration includes commands, systems and the snapshot publish.",
+        "",
+        "| creatures | ticks | overruns | skipped | tick p50 (ms) | tick p99 (ms) "
+        "| start lateness p50 (ms) | p99 (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {live['n']:,} | {live['ticks']} | {live['overruns']} | {live['skipped']} "
+        f"| {live['dur_p50']:.2f} | {live['dur_p99']:.2f} | {live['late_p50']:.2f} "
+        f"| {live['late_p99']:.2f} |",
+    ]
+    per_naive = naive["step_mean"] / naive["n"] * 1e6
+    per_ref = ref["step_mean"] / ref["n"] * 1e6
+    lines += [
+        "",
+        "Baseline (same run): a naive per-creature Python loop of the same systems.",
+        "",
+        "| implementation | creatures | step mean (ms) | ns per creature | ratio |",
+        "|---|---:|---:|---:|---:|",
+        f"| naive Python loop | {naive['n']:,} | {naive['step_mean']:.2f} "
+        f"| {per_naive:,.0f} | 1.00 |",
+        f"| worldloop meadow (NumPy) | {ref['n']:,} | {ref['step_mean']:.2f} | {per_ref:,.0f} "
+        f"| {per_ref / per_naive:.3f} ({per_naive / per_ref:.0f}x faster) |",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

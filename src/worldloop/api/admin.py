@@ -1,0 +1,130 @@
+"""Admin endpoints (Bearer admin token): pause, resume, step n, set rate, take a snapshot."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint
+
+from ..clock import ClockStateError
+from ..errors import CommandInvalid, WorldNotRunning
+from ..extension import get_runtime
+from ..runtime import WorldRuntime
+from .auth import require_admin
+from .common import json_object
+
+bp = Blueprint("worldloop_admin", __name__, url_prefix="/api/v1/admin")
+
+MAX_STEP = 1000
+STEP_TIMEOUT = 30.0
+
+
+@bp.get("/status")
+@require_admin
+def status() -> dict[str, Any]:
+    return _status(get_runtime())
+
+
+@bp.post("/pause")
+@require_admin
+def pause() -> dict[str, Any]:
+    rt = _running()
+    rt.pause()
+    return _status(rt)
+
+
+@bp.post("/resume")
+@require_admin
+def resume() -> dict[str, Any]:
+    rt = _running()
+    rt.resume()
+    return _status(rt)
+
+
+@bp.post("/step")
+@require_admin
+def step() -> dict[str, Any]:
+    rt = _running()
+    body = json_object()
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEP:
+        raise CommandInvalid(f"n must be an integer in 1..{MAX_STEP}", details={"field": "n"})
+    if not rt.stats().paused:
+        raise ClockStateError("pause the world before stepping it")
+    try:
+        rt.step(n, timeout=STEP_TIMEOUT)
+    except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+        raise WorldNotRunning(f"the {n} steps did not finish in {STEP_TIMEOUT:g} s") from None
+    except ValueError as exc:
+        raise ClockStateError(str(exc)) from None
+    return {**_status(rt), "stepped": n}
+
+
+@bp.post("/rate")
+@require_admin
+def set_rate() -> dict[str, Any]:
+    rt = _running()
+    body = json_object()
+    hz = body.get("rate_hz", body.get("hz"))
+    if (
+        not isinstance(hz, int | float)
+        or isinstance(hz, bool)
+        or not math.isfinite(hz)
+        or not 0 < hz <= 1000
+    ):
+        raise CommandInvalid("rate_hz must be a number in (0, 1000]", details={"field": "rate_hz"})
+    rt.set_rate(float(hz))
+    return _status(rt)
+
+
+@bp.post("/snapshot")
+@require_admin
+def take_snapshot() -> dict[str, Any]:
+    """Hash (and store, when the runtime has a store) the full state, on the loop thread
+    between two ticks; works paused too. A runtime's own ``take_snapshot()`` wins if it has one."""
+    rt = _running()
+    hook: Callable[[], Any] | None = getattr(rt, "take_snapshot", None)
+    if callable(hook):
+        result = hook()
+        return result if isinstance(result, dict) else {"result": result, **_status(rt)}
+    try:
+        done = rt.ticker.call(lambda: _checkpoint(rt))
+        checkpoint: dict[str, Any] = done.result(STEP_TIMEOUT)
+    except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+        raise WorldNotRunning("the loop did not take the snapshot in time") from None
+    return checkpoint
+
+
+def _checkpoint(rt: WorldRuntime) -> dict[str, Any]:
+    world = rt.world
+    state = world.full_state()
+    digest = world.state_hash()
+    stored = False
+    store = getattr(rt, "store", None)
+    if store is not None:
+        store.save_snapshot(rt.name, world.tick, state, digest)
+        stored = True
+    return {"tick": world.tick, "state_hash": digest, "stored": stored}
+
+
+def _running() -> WorldRuntime:
+    rt = get_runtime()
+    if not rt.running:
+        raise WorldNotRunning(f"world {rt.name!r} is not running in this process")
+    return rt
+
+
+def _status(rt: WorldRuntime) -> dict[str, Any]:
+    stats = rt.stats()
+    snap = rt.board.latest
+    return {
+        "world": rt.name,
+        "tick": rt.world.tick if snap is None else snap.tick,
+        "rate_hz": stats.rate_hz,
+        "paused": stats.paused,
+        "running": rt.running,
+        "queue_depth": len(rt.queue),
+    }

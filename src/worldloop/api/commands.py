@@ -1,0 +1,96 @@
+"""POST /api/v1/commands and GET /api/v1/commands/{id}: a player acts on its own avatar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from ..commands import CommandTicket
+from ..errors import CommandInvalid
+from .auth import Forbidden
+from .common import NotFound, current_player, json_object, query_bool
+from .errors import api_error
+
+bp = Blueprint("worldloop_commands", __name__, url_prefix="/api/v1")
+
+REJECTION_STATUS = {
+    "invalid_command": 422,
+    "forbidden": 403,
+    "not_found": 404,
+    "command_rejected": 409,
+    "command_failed": 409,
+    "clock_state": 409,
+    "world_stopped": 503,
+}
+"""HTTP status for a command the world refused, by the outcome's error code (default 409)."""
+
+
+@bp.post("/commands")
+def submit_command() -> Response:
+    rt, world, player_id = current_player()
+    wait = query_bool("wait")
+    body = json_object()
+    type_ = body.get("type")
+    allowed = list(world.public_command_types)
+    if not isinstance(type_, str) or type_ not in allowed:
+        raise CommandInvalid(
+            "type must be one of " + ", ".join(allowed),
+            details={"field": "type", "allowed": allowed},
+        )
+    payload = {k: v for k, v in body.items() if k != "type"}
+    eid = payload.get("entity_id")
+    if isinstance(eid, int) and not isinstance(eid, bool):
+        own = world.avatar_of(rt.snapshot, player_id)
+        if own is not None and eid != own:
+            raise Forbidden(
+                "a player can act only on its own avatar",
+                details={"entity_id": eid, "own_entity_id": own},
+            )
+    tick = rt.snapshot.tick
+    ticket = rt.submit(type_, payload, actor=player_id)
+    if wait and ticket.wait(float(current_app.config["WORLDLOOP_COMMAND_WAIT"])):
+        return _resolved(ticket)
+    resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
+    resp.status_code = 202
+    resp.headers["Location"] = f"/api/v1/commands/{ticket.id}"
+    return resp
+
+
+@bp.get("/commands/<command_id>")
+def get_command(command_id: str) -> dict[str, Any]:
+    rt, _world, player_id = current_player()
+    if len(command_id) > 64:
+        raise NotFound("no such command", details={"command_id": command_id[:64]})
+    ticket = rt.queue.get(command_id)
+    if ticket is not None:
+        if ticket.command.actor != player_id:
+            raise Forbidden("this command belongs to another player")
+        return ticket.to_dict()
+    # older commands (before a restart, or out of the in-memory history) come from the journal
+    lookup: Callable[[str], dict[str, Any] | None] | None = getattr(rt, "command_status", None)
+    found = lookup(command_id) if lookup is not None else None
+    if found is None:
+        raise NotFound(
+            "no such command (or too old to remember)", details={"command_id": command_id}
+        )
+    if found.get("actor", player_id) != player_id:
+        raise Forbidden("this command belongs to another player")
+    found.pop("actor", None)
+    return found
+
+
+def _resolved(ticket: CommandTicket) -> Response:
+    """200 with the result when applied; the rejection's own status and reason otherwise."""
+    data = ticket.to_dict()
+    outcome = ticket.outcome
+    if outcome is not None and outcome.ok:
+        return jsonify(data)
+    err = data.get("error") or {}
+    code = str(err.get("code") or "command_rejected")
+    details = dict(err.get("details") or {})
+    details.update({"command_id": ticket.id, "tick": ticket.tick})
+    return api_error(
+        REJECTION_STATUS.get(code, 409), code, str(err.get("message") or "rejected"), details
+    )

@@ -1,0 +1,62 @@
+"""POST /api/v1/players: join the world as an avatar; the token is shown once, kept hashed."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from ..errors import CommandInvalid, WorldLoopError, WorldNotRunning
+from ..extension import get_runtime
+from .common import json_object, limiter, player_world, token_hash
+
+bp = Blueprint("worldloop_players", __name__, url_prefix="/api/v1")
+
+
+class JoinFailed(WorldLoopError):
+    code = "join_failed"
+    status = 409
+
+
+@bp.post("/players")
+def create_player() -> tuple[dict[str, Any], int, dict[str, str]]:
+    rt = get_runtime()
+    world = player_world(rt)
+    limiter("join").hit(f"ip:{request.remote_addr}")
+    body = json_object()
+    if rt.stats().paused:
+        raise WorldNotRunning("the world is paused; players can join when it resumes")
+    player_id = uuid.uuid4().hex
+    token = secrets.token_urlsafe(32)
+    type_, payload = world.join_command(player_id, body.get("name"), token_hash(token))
+    ticket = rt.submit(type_, payload)
+    if not ticket.wait(float(current_app.config["WORLDLOOP_COMMAND_WAIT"])):
+        raise WorldNotRunning(
+            "the world did not tick in time to add the player; retry",
+            details={"command_id": ticket.id},
+        )
+    outcome = ticket.outcome
+    if outcome is None or not outcome.ok:
+        if outcome is not None and outcome.error_code == CommandInvalid.code:
+            raise CommandInvalid(
+                outcome.error_message or "invalid", details=dict(outcome.error_details or {})
+            )
+        raise JoinFailed(
+            (outcome.error_message if outcome else None) or "join failed",
+            details=dict(outcome.error_details or {}) if outcome else {},
+        )
+    result = outcome.result
+    body_out = {
+        "player_id": player_id,
+        "token": token,
+        "entity_id": int(result["entity_id"]),
+        "name": ticket.command.payload.get("name"),
+        "tick": ticket.tick,
+    }
+    return (
+        body_out,
+        201,
+        {"Cache-Control": "no-store", "Location": f"/api/v1/entities/{body_out['entity_id']}"},
+    )

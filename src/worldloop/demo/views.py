@@ -1,0 +1,208 @@
+"""Reader-side queries over a published meadow snapshot: frames, entity pages, single entities.
+
+Everything here runs on request or stream threads and reads only the frozen ``snapshot.data``
+that ``Meadow.view()`` produced, never the live world.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..snapshot import Snapshot
+from .spatial import SpatialGrid
+
+MAX_GRASS_CELLS = 16384
+KINDS = ("sheep", "avatar")
+
+
+def grid_of(snapshot: Snapshot) -> SpatialGrid:
+    """The snapshot's spatial grid, rebuilt as a value once per snapshot."""
+
+    def build(s: Snapshot) -> SpatialGrid:
+        g = s.data["_grid"]
+        return SpatialGrid(
+            float(s.data["width"]),
+            float(s.data["height"]),
+            int(g["cols"]),
+            int(g["rows"]),
+            g["order"],
+            g["starts"],
+        )
+
+    return snapshot.cached("meadow:grid", build)
+
+
+def in_bbox(snapshot: Snapshot, bbox: tuple[float, float, float, float] | None) -> NDArray[np.intp]:
+    """Array rows of the entities inside ``bbox`` (half-open, world coordinates), in id order."""
+    ents = snapshot.data["entities"]
+    pos = ents["pos"]
+    if bbox is None:
+        return np.arange(len(ents["id"]))
+    x0, y0, x1, y1 = bbox
+    cand = grid_of(snapshot).query_bbox(x0, y0, x1, y1)
+    p = pos[cand]
+    inside = (p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)
+    rows = np.sort(cand[inside]).astype(np.intp)
+    return rows
+
+
+def entity_dict(snapshot: Snapshot, row: int) -> dict[str, Any]:
+    """The public record of the entity at array ``row``."""
+    ents = snapshot.data["entities"]
+    eid = int(ents["id"][row])
+    kind = int(ents["kind"][row])
+    out: dict[str, Any] = {
+        "id": eid,
+        "kind": KINDS[kind] if 0 <= kind < len(KINDS) else "unknown",
+        "x": float(ents["pos"][row, 0]),
+        "y": float(ents["pos"][row, 1]),
+        "energy": float(ents["energy"][row]),
+        "age": int(ents["age"][row]),
+        "player_id": None,
+        "name": None,
+    }
+    pid = snapshot.data["_owner"].get(eid)
+    if pid is not None:
+        out["player_id"] = pid
+        out["name"] = players_by_id(snapshot)[pid]["name"]
+    return out
+
+
+def players_by_id(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    return snapshot.cached(
+        "meadow:players", lambda s: {p["player_id"]: p for p in s.data["players"]}
+    )
+
+
+def find_entity(snapshot: Snapshot, entity_id: int) -> dict[str, Any] | None:
+    ids = snapshot.data["entities"]["id"]
+    row = int(np.searchsorted(ids, entity_id))
+    if row >= len(ids) or int(ids[row]) != entity_id:
+        return None
+    return entity_dict(snapshot, row)
+
+
+def page_entities(
+    snapshot: Snapshot,
+    bbox: tuple[float, float, float, float] | None,
+    limit: int,
+    after_id: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Entities in ``bbox`` with id > ``after_id`` by id, at most ``limit``; and the next cursor."""
+    rows = in_bbox(snapshot, bbox)
+    ids = snapshot.data["entities"]["id"][rows]
+    start = int(np.searchsorted(ids, after_id, side="right"))
+    chosen = rows[start : start + limit]
+    items = [entity_dict(snapshot, int(r)) for r in chosen]
+    more = start + limit < len(rows)
+    return items, (items[-1]["id"] if more and items else None)
+
+
+def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
+    """Entities ranked by energy (ties by id), best first, at most ``limit``."""
+    ents = snapshot.data["entities"]
+    energy = ents["energy"]
+    top = np.lexsort((ents["id"], -energy))[: max(0, int(limit))]
+    return [
+        {
+            "rank": r + 1,
+            "entity_id": int(ents["id"][i]),
+            "kind": KINDS[int(ents["kind"][i])],
+            "score": round(float(energy[i]), 3),
+        }
+        for r, i in enumerate(top.tolist())
+    ]
+
+
+def region_frame(
+    snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
+) -> dict[str, Any]:
+    """The viewer's frame (see the stream contract): grass levels, creatures, players."""
+    data = snapshot.data
+    w, h = float(data["width"]), float(data["height"])
+    x0, y0, x1, y1 = (0.0, 0.0, w, h) if bbox is None else bbox
+    x0, x1 = max(0.0, min(x0, w)), max(0.0, min(x1, w))
+    y0, y1 = max(0.0, min(y0, h)), max(0.0, min(y1, h))
+    box = (x0, y0, x1, y1)
+    rows = in_bbox(snapshot, box)
+    ents = data["entities"]
+    creature_rows = rows[ents["kind"][rows] == 0]
+    total = int(creature_rows.size)
+    limit = max(0, int(limit))
+    if total > limit:
+        pick = np.linspace(0, total - 1, limit).astype(np.intp)
+        creature_rows = creature_rows[pick]
+    pos = ents["pos"][creature_rows]
+    recent = snapshot.tick - 100
+    last_say: dict[str, str] = {}
+    for line in data["chat"]:
+        if line["tick"] >= recent and line["player_id"] is not None:
+            last_say[line["player_id"]] = line["text"]
+    players = []
+    ids = ents["id"]
+    for p in data["players"]:
+        row = int(np.searchsorted(ids, p["entity_id"]))
+        if row >= len(ids) or ids[row] != p["entity_id"]:
+            continue
+        px, py = float(ents["pos"][row, 0]), float(ents["pos"][row, 1])
+        if (x0 <= px < x1 and y0 <= py < y1) or (bbox is None):
+            players.append(
+                {
+                    "player_id": p["player_id"],
+                    "name": p["name"],
+                    "entity_id": int(p["entity_id"]),
+                    "x": px,
+                    "y": py,
+                    "say": last_say.get(p["player_id"]),
+                }
+            )
+    return {
+        "tick": snapshot.tick,
+        "sim_time": snapshot.sim_time,
+        "summary": dict(snapshot.summary),
+        "world": {"width": w, "height": h},
+        "bbox": [x0, y0, x1, y1],
+        "grass": _grass_levels(data, box),
+        "creatures": {
+            "id": ents["id"][creature_rows].tolist(),
+            "x": np.round(pos[:, 0], 2).tolist(),
+            "y": np.round(pos[:, 1], 2).tolist(),
+            "energy": np.round(ents["energy"][creature_rows], 3).tolist(),
+            "total_in_view": total,
+        },
+        "players": players,
+    }
+
+
+def _grass_levels(data: Any, box: tuple[float, float, float, float]) -> dict[str, Any]:
+    """Grass of the region as 0..255 levels, block-averaged so rows*cols <= MAX_GRASS_CELLS."""
+    grass: NDArray[np.float32] = data["grass"]
+    cell = float(data["cell"])
+    x0, y0, x1, y1 = box
+    gr, gc = grass.shape
+    c0, c1 = int(x0 // cell), min(gc, max(int(x0 // cell) + 1, math.ceil(x1 / cell)))
+    r0, r1 = int(y0 // cell), min(gr, max(int(y0 // cell) + 1, math.ceil(y1 / cell)))
+    c0, r0 = min(c0, gc - 1), min(r0, gr - 1)
+    sub = grass[r0:r1, c0:c1]
+    f = 1
+    while math.ceil(sub.shape[0] / f) * math.ceil(sub.shape[1] / f) > MAX_GRASS_CELLS:
+        f += 1
+    rows, cols = math.ceil(sub.shape[0] / f), math.ceil(sub.shape[1] / f)
+    if f > 1:
+        padded = np.full((rows * f, cols * f), np.nan, dtype=np.float32)
+        padded[: sub.shape[0], : sub.shape[1]] = sub
+        sub = np.nanmean(padded.reshape(rows, f, cols, f), axis=(1, 3))
+    scale = 255.0 / float(data.get("grass_max", 1.0) or 1.0)
+    levels = np.clip(np.round(sub * scale), 0, 255).astype(np.uint8)
+    return {
+        "cols": cols,
+        "rows": rows,
+        "cell": cell * f,
+        "x0": c0 * cell,
+        "y0": r0 * cell,
+        "levels": levels.reshape(-1).tolist(),
+    }
