@@ -9,6 +9,8 @@ from typing import Any
 from flask import Flask
 
 from ..api import register_error_handlers, world_bp
+from ..api.observe import install as install_observation
+from ..api.observe import setup_logging
 from ..extension import WorldLoop
 from .meadow import create_world
 
@@ -27,7 +29,9 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         app.config.update(config)
     register_error_handlers(app)
     app.register_blueprint(world_bp)
+    setup_logging(app)
     WorldLoop(app, world=create_world)
+    install_observation(app)
     return app
 
 
