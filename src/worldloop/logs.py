@@ -88,26 +88,26 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(
     *, json_lines: bool | None = None, level: str | int | None = None, stream: TextIO | None = None
 ) -> logging.Handler:
-    """Install one handler on the ``worldloop`` logger (idempotent: later calls reconfigure it).
+    """Install worldloop's one handler on the root logger (idempotent: a later call replaces it).
 
     ``json_lines`` defaults to $WORLDLOOP_LOG_JSON, ``level`` to $WORLDLOOP_LOG_LEVEL or INFO.
-    The handler lives on the ``worldloop`` logger, not the root, so host apps keep theirs.
+    On the root logger so server lines (werkzeug, the app) share the format; handlers others
+    installed are left alone, and worldloop's loggers keep propagating (pytest's caplog works).
     """
     global _handler
     if json_lines is None:
         json_lines = os.environ.get("WORLDLOOP_LOG_JSON", "").strip().lower() in TRUTHY
     if level is None:
         level = os.environ.get("WORLDLOOP_LOG_LEVEL", "INFO").upper()
-    logger = logging.getLogger("worldloop")
+    root = logging.getLogger()
     with _configured_lock:
         if _handler is not None:
-            logger.removeHandler(_handler)
+            root.removeHandler(_handler)
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
         handler.addFilter(LoopContextFilter())
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
+        root.addHandler(handler)
+        root.setLevel(level)
         _handler = handler
     return handler
 

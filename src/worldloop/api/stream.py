@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import WorldLoopError
+from ..errors import WorldLoopError, WorldNotRunning
 from ..extension import get_runtime
 from ..metrics import FRAME_BUILD, STREAMS_OPEN
 from ..runtime import WorldRuntime
@@ -249,6 +249,8 @@ def stream() -> Response:
     view = _view()
     rt = get_runtime()
     rt.snapshot  # noqa: B018 - 503 now (not mid-stream) when the world is not served here
+    if not rt.running:
+        raise WorldNotRunning(f"world {rt.name!r} is not running in this process")
     cfg = current_app.config
     max_seconds = cfg.get("WORLDLOOP_STREAM_MAX_SECONDS")
     if max_seconds is None and not request.environ.get("wsgi.multithread", False):
