@@ -9,7 +9,8 @@
   const plot = $("plot");
   const pctx = plot.getContext("2d");
   const TOKEN_KEY = "worldloop-admin-token";
-  const HISTORY = 300;
+  const HISTORY = 300; // plot points
+  const SAMPLE_MS = 500; // one plot point per half second: 2.5 minutes on the plot
   const COLORS = {
     background: "#0f1510",
     soil: [58, 46, 30],
@@ -22,9 +23,11 @@
     frame: null,
     stats: null,
     framesDrawn: 0,
+    statsSeen: 0,
     world: { width: 1000, height: 1000 },
     view: null, // [x0, y0, x1, y1] in world units, null = whole world
     history: [],
+    lastSample: 0,
     source: null,
     grassCanvas: document.createElement("canvas"),
     grassKey: null,
@@ -185,8 +188,9 @@
       pctx.strokeStyle = color;
       pctx.lineWidth = 1.5;
       pctx.beginPath();
+      const span = Math.max(hist.length - 1, 40);
       hist.forEach((p, i) => {
-        const x = (i / (HISTORY - 1)) * w;
+        const x = w - ((hist.length - 1 - i) / span) * w;
         const y = h - 4 - (p[key] / max) * (h - 16);
         if (i === 0) pctx.moveTo(x, y);
         else pctx.lineTo(x, y);
@@ -206,6 +210,7 @@
   function showStats(s) {
     if (!s) return;
     state.stats = s;
+    state.statsSeen += 1;
     $("rate").textContent = fmt(s.rate_hz, 1) + " Hz";
     $("tick-ms").textContent = fmt(s.tick_duration_ms, 2) + " ms";
     $("late-ms").textContent = fmt(s.tick_lateness_ms, 2) + " ms";
@@ -225,8 +230,12 @@
     $("players").textContent = sum.player_count ?? (f.players ? f.players.length : "–");
     $("grass").textContent = sum.grass_total !== undefined ? fmt(sum.grass_total, 0) : "–";
     showStats(f.stats);
-    state.history.push({ creatures: creatures || 0, players: sum.player_count || 0 });
-    if (state.history.length > HISTORY) state.history.shift();
+    const now = performance.now();
+    if (now - state.lastSample >= SAMPLE_MS) {
+      state.lastSample = now;
+      state.history.push({ creatures: creatures || 0, players: sum.player_count || 0 });
+      if (state.history.length > HISTORY) state.history.shift();
+    }
     draw();
     drawPlot();
   }
@@ -370,6 +379,10 @@
   $("btn-rate").addEventListener("click", () => admin("rate", { hz: Number($("rate-hz").value) }));
 
   // ---- start ------------------------------------------------------------------------------
+  fetch("/api/v1/world")
+    .then((r) => (r.ok ? r.json() : null))
+    .then((w) => { if (w && w.world) $("world-name").textContent = w.world; })
+    .catch(() => {});
   window.addEventListener("resize", resize);
   showAdmin();
   resize();
@@ -381,6 +394,7 @@
     get frame() { return state.frame; },
     get stats() { return state.stats; },
     get framesDrawn() { return state.framesDrawn; },
+    get statsSeen() { return state.statsSeen; },
     get view() { return state.view; },
     toScreen,
     setView,
