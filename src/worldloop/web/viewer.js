@@ -261,7 +261,14 @@
     const es = new EventSource(streamUrl());
     state.source = es;
     es.onopen = () => setConn(true, "live");
-    es.onerror = () => setConn(false, "reconnecting…");
+    es.onerror = () => {
+      setConn(false, "reconnecting…");
+      // The browser retries a dropped stream by itself, but not one refused with an HTTP error.
+      if (es.readyState === EventSource.CLOSED && state.source === es) {
+        clearTimeout(reconnectTimer);
+        reconnectTimer = setTimeout(connect, 2000);
+      }
+    };
     es.addEventListener("frame", (e) => {
       setConn(true, "live");
       onFrame(JSON.parse(e.data));
