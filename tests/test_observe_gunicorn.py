@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -69,3 +73,32 @@ def test_metrics_aggregate_across_two_workers(tmp_path: Path) -> None:
         assert seen_ticks == sorted(seen_ticks)  # one world, one counter: never goes back
         wait_for(lambda: scrape(srv.base)[ticks_key] > seen_ticks[-1], 5)
     assert not any(p.name == "gauge_livesum_1.db" for p in prom.iterdir())
+
+
+def test_sigterm_ends_open_streams_so_gunicorn_stops_promptly(tmp_path: Path) -> None:
+    argv = gunicorn_argv(
+        "-k", "gthread", "--threads", "4", "--graceful-timeout", "20",
+        "-c", "python:worldloop.gunicorn_hooks",
+    )  # fmt: skip
+    with running_server(argv, tmp_path, env={"WORLDLOOP_RATE_HZ": "20"}) as srv:
+        stream = urllib.request.urlopen(srv.base + "/api/v1/stream", timeout=10)
+        lines: list[bytes] = []
+        got_frame = threading.Event()
+
+        def read() -> None:
+            for line in stream:
+                lines.append(line)
+                if line.startswith(b"event: frame"):
+                    got_frame.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert got_frame.wait(10)
+        t0 = time.monotonic()
+        os.kill(srv.proc.pid, signal.SIGTERM)  # to the master, as a process manager would
+        srv.proc.wait(timeout=12)
+        elapsed = time.monotonic() - t0
+        reader.join(5)
+        stream.close()
+    assert elapsed < 8, f"gunicorn took {elapsed:.1f}s to stop with a stream open"
+    assert b"event: end\n" in lines

@@ -42,6 +42,14 @@ POLL = 0.5
 """Longest a stream waits without checking that the world still runs (bounds shutdown)."""
 
 
+_closing = threading.Event()
+
+
+def close_streams() -> None:
+    """End every stream of this process within ``POLL`` s (a server is shutting down)."""
+    _closing.set()
+
+
 class InvalidParameter(WorldLoopError):
     """A query parameter is malformed or out of range."""
 
@@ -197,7 +205,7 @@ def events(
     last_sent = started
     next_at = 0.0
     yield b"retry: 1000\n\n"
-    while rt.running:
+    while rt.running and not _closing.is_set():
         now = time.monotonic()
         if max_seconds is not None and now - started >= max_seconds:
             break
