@@ -164,7 +164,11 @@ class GardenWorld(World):
         if total > limit:
             idx = idx[np.linspace(0, total - 1, limit).astype(np.int64)] if limit else idx[:0]
         grass = d["grass"]
-        levels = np.clip(grass * 255, 0, 255).astype(np.uint8)
+        # Shared by every viewport of this snapshot (and computed inside the frame's own cached
+        # computation: nested use of Snapshot.cached must work).
+        levels = snapshot.cached(
+            "garden:levels", lambda s: np.clip(s.data["grass"] * 255, 0, 255).astype(np.uint8)
+        )
         players = [p for p in d["players"] if x0 <= p["x"] < x1 and y0 <= p["y"] < y1]
         return {
             "tick": snapshot.tick,

@@ -71,7 +71,7 @@ class Snapshot:
         self.summary: Mapping[str, Any] = summary or {}
         self.created_at = time.time() if created_at is None else created_at
         self._cache: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a computation may use other cached values
 
     @property
     def etag(self) -> str:
