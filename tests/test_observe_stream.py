@@ -259,3 +259,34 @@ def test_stream_of_a_world_not_running_here_is_503(garden: Flask) -> None:
     resp = client.get("/api/v1/stream")
     assert resp.status_code == 503
     assert resp.get_json()["error"]["code"] == "world_not_running"
+
+
+def test_streams_are_cut_after_max_seconds_and_sooner_on_one_thread_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worldloop.api import stream as stream_module
+
+    app = make_app(tmp_path, WORLDLOOP_STREAM_MAX_SECONDS=0.5)
+    try:
+        sse = SSE(app, "/api/v1/stream")
+        t0 = time.monotonic()
+        names = []
+        with pytest.raises(StopIteration):
+            while True:
+                names.append(sse.next()[0])
+        assert 0.4 < time.monotonic() - t0 < 3
+        assert names[-1] == "end" and "frame" in names
+        sse.close()
+        # A server without threads (gunicorn sync) gets the short default cut.
+        app.config["WORLDLOOP_STREAM_MAX_SECONDS"] = None
+        monkeypatch.setattr(stream_module, "SINGLE_THREAD_MAX_SECONDS", 0.3)
+        resp = app.test_client().get(
+            "/api/v1/stream", buffered=False, environ_overrides={"wsgi.multithread": False}
+        )
+        t0 = time.monotonic()
+        body = b"".join(resp.response)
+        assert time.monotonic() - t0 < 3
+        assert body.endswith(b"event: end\ndata: {}\n\n")
+        resp.close()
+    finally:
+        app.extensions["worldloop"].stop()

@@ -80,6 +80,9 @@ def assess(
     stats = rt.stats()
     if not rt.running:
         return [Problem("not_running", "the world loop is not running in this process", True)]
+    halted = getattr(rt, "degraded", None)  # set by durability when the journal failed
+    if halted:
+        problems.append(Problem("halted", f"the world halted: {halted}", True))
     max_age = cfg.get("WORLDLOOP_READY_MAX_TICK_AGE")
     if max_age is None:
         max_age = max(2.0, 10.0 / stats.rate_hz)

@@ -182,26 +182,32 @@
     const w = plot.width, h = plot.height, hist = state.history;
     pctx.clearRect(0, 0, w, h);
     if (hist.length < 2) return;
-    let max = 1;
-    for (const p of hist) max = Math.max(max, p.creatures, p.players);
-    const line = (key, color) => {
+    const span = Math.max(hist.length - 1, 40);
+    // Each line on its own scale, so a population's ups and downs stay visible.
+    const line = (key, color, lo, hi) => {
       pctx.strokeStyle = color;
       pctx.lineWidth = 1.5;
       pctx.beginPath();
-      const span = Math.max(hist.length - 1, 40);
       hist.forEach((p, i) => {
         const x = w - ((hist.length - 1 - i) / span) * w;
-        const y = h - 4 - (p[key] / max) * (h - 16);
+        const y = h - 6 - ((p[key] - lo) / (hi - lo || 1)) * (h - 20);
         if (i === 0) pctx.moveTo(x, y);
         else pctx.lineTo(x, y);
       });
       pctx.stroke();
     };
-    line("creatures", "#f2c14e");
-    line("players", "#ff5a7a");
+    let cmin = Infinity, cmax = -Infinity, pmax = 1;
+    for (const p of hist) {
+      cmin = Math.min(cmin, p.creatures);
+      cmax = Math.max(cmax, p.creatures);
+      pmax = Math.max(pmax, p.players);
+    }
+    const pad = Math.max(1, (cmax - cmin) * 0.1);
+    line("players", "#ff5a7a", 0, pmax);
+    line("creatures", "#f2c14e", Math.max(0, cmin - pad), cmax + pad);
     pctx.fillStyle = "#93a38e";
     pctx.font = "10px system-ui, sans-serif";
-    pctx.fillText("max " + max, 4, 10);
+    pctx.fillText("creatures " + cmin + "–" + cmax + " · players ≤ " + pmax, 4, 10);
   }
 
   // ---- panel ------------------------------------------------------------------------------
