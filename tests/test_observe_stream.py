@@ -14,7 +14,6 @@ import pytest
 from flask import Flask
 
 from tests.observe_world import create_app
-from tests.support import wait_for
 from worldloop import WorldRuntime
 from worldloop.snapshot import Snapshot
 
@@ -166,7 +165,7 @@ def test_paused_world_sends_stats_events_not_frames(garden: Flask) -> None:
     try:
         sse.frames(1)
         rt.pause()
-        wait_for(lambda: rt.stats().paused, 2)
+        rt.ticker.wait_for_ticks(rt.stats().ticks + 1, 0.1)  # a tick under way may finish
         paused_tick = rt.snapshot.tick
         events = [sse.next() for _ in range(6)]
     finally:
@@ -242,8 +241,9 @@ def test_bad_parameters_are_400_json(garden: Flask, query: str, param: str) -> N
 
 def test_frame_endpoint_returns_the_latest_frame(garden: Flask) -> None:
     rt = rt_of(garden)
+    assert rt.ticker.wait_for_ticks(1, 5)
     rt.pause()
-    wait_for(lambda: rt.stats().paused, 2)
+    rt.ticker.wait_for_ticks(rt.stats().ticks + 1, 0.1)  # a tick already under way may finish
     resp = garden.test_client().get("/api/v1/frame?limit=5")
     assert resp.status_code == 200
     body = resp.get_json()
