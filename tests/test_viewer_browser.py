@@ -143,14 +143,19 @@ def test_a_moving_player_is_drawn_where_it_is(page: Any, garden: Server) -> None
 def test_zooming_streams_only_the_viewport(page: Any, garden: Server) -> None:
     open_viewer(page, garden)
     page.evaluate("() => window.worldloopViewer.setView([0, 0, 200, 150])")
+    view = page.evaluate("() => window.worldloopViewer.view")
+    # The view is widened to the canvas's shape around the asked region.
+    assert view[0] <= 0 and view[1] <= 0 and view[2] >= 200 and view[3] >= 150
+    assert view[2] - view[0] < 400 and view[3] - view[1] < 300
     page.wait_for_function(
-        "() => { const b = window.worldloopViewer.frame.bbox;"
-        " return b[0] === 0 && b[1] === 0 && b[2] === 200 && b[3] === 150; }"
+        "(v) => { const b = window.worldloopViewer.frame.bbox;"
+        " return b.every((x, i) => Math.abs(x - v[i]) < 1e-6); }",
+        arg=view,
     )
     frame = page.evaluate("() => window.worldloopViewer.frame")
     xs, ys = frame["creatures"]["x"], frame["creatures"]["y"]
     assert 0 < len(xs) < 300
-    assert all(0 <= x < 200 for x in xs) and all(0 <= y < 150 for y in ys)
+    assert all(view[0] <= x < view[2] for x in xs) and all(view[1] <= y < view[3] for y in ys)
     page.dblclick("#map")  # back to the whole world
     page.wait_for_function("() => window.worldloopViewer.frame.bbox[2] === 400")
 

@@ -290,8 +290,26 @@
   }
 
   // ---- zoom and pan (viewport-limited stream) ---------------------------------------------
+  // Widen a view to the canvas's shape, so the streamed region fills the whole map.
+  function fitAspect(v) {
+    let [x0, y0, x1, y1] = v;
+    const aspect = map.width / map.height;
+    const w = x1 - x0, h = y1 - y0;
+    if (w / h < aspect) {
+      const cx = (x0 + x1) / 2;
+      x0 = cx - (h * aspect) / 2;
+      x1 = cx + (h * aspect) / 2;
+    } else {
+      const cy = (y0 + y1) / 2;
+      y0 = cy - w / aspect / 2;
+      y1 = cy + w / aspect / 2;
+    }
+    return [x0, y0, x1, y1].map((n) => Math.round(n * 100) / 100);
+  }
+
   function setView(v) {
     const W = state.world.width, H = state.world.height;
+    if (v) v = fitAspect(v);
     if (v && v[2] - v[0] >= W && v[3] - v[1] >= H) v = null;
     state.view = v;
     draw();
