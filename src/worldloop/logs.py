@@ -1,7 +1,8 @@
 """Logging: stdlib ``logging`` configured once, one line per event, JSON on request.
 
-Records logged on a world's loop thread carry the world name and the tick being computed
-(set by a before-tick hook, so the tick itself is untouched); formatters print them.
+Records logged on a world's loop thread carry the world name and the number of the tick being
+computed, as its snapshot and journal entry will carry it (set by a before-tick hook, so the
+tick itself is untouched); formatters print them.
 """
 
 from __future__ import annotations
