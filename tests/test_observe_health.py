@@ -285,3 +285,16 @@ def test_store_timing_hooks_feed_histograms(garden: Flask) -> None:
         - metric(before, f"{name}_count", world="garden")
         == 1
     )
+
+
+def test_state_gauges_follow_pause_and_rate_without_ticks(garden: Flask) -> None:
+    client = garden.test_client()
+    rt = rt_of(garden)
+    assert rt.ticker.wait_for_ticks(1, 5)
+    rt.pause()
+    rt.set_rate(7.0)
+    values = samples(client)  # no tick ran since: the scrape itself reads the live state
+    assert metric(values, "worldloop_paused", world="garden") == 1
+    assert metric(values, "worldloop_rate_hz", world="garden") == 7.0
+    rt.resume()
+    assert metric(samples(client), "worldloop_paused", world="garden") == 0

@@ -207,10 +207,20 @@ class LoopObserver:
         self._errors = stats.errors
         self._hook_errors = runtime.hook_errors
         self._system_errors: Tally[str] = Tally(runtime.world.system_errors)
-        self._applied = 0
+
+    def refresh(self) -> None:
+        """Set the state gauges from the live runtime, in the process that runs it only.
+
+        Ticks update them too, but a paused world does not tick: the API calls this after each
+        request (pause/resume/rate arrive as requests) and before each scrape.
+        """
+        rt = self.runtime
+        if not rt.running:
+            return  # another process runs this world: its gauges are the ones that count
+        stats = rt.stats()
         RATE_HZ.labels(self.world).set(stats.rate_hz)
         PAUSED.labels(self.world).set(1 if stats.paused else 0)
-        QUEUE_DEPTH.labels(self.world).set(len(runtime.queue))
+        QUEUE_DEPTH.labels(self.world).set(len(rt.queue))
 
     def attach(self) -> LoopObserver:
         self.runtime.before_tick.append(self.before_tick)

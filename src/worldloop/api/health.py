@@ -160,5 +160,8 @@ def readyz() -> tuple[dict[str, Any], int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    obs = current_app.extensions.get("worldloop_observe")
+    if obs is not None:
+        obs.observer.refresh()
     payload, content_type = render()
     return Response(payload, content_type=content_type)

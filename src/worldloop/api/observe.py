@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from ..logs import configure_logging, is_configured
 from ..metrics import HTTP_LATENCY, LoopObserver
@@ -81,6 +81,9 @@ def _start_timer() -> None:
 
 
 def _observe_request(resp: Response) -> Response:
+    obs: Observation | None = current_app.extensions.get("worldloop_observe")
+    if obs is not None and request.method != "GET":
+        obs.observer.refresh()  # a write may have paused, resumed or re-rated the world
     started = g.get("_worldloop_started")
     if started is not None:
         rule = request.url_rule
