@@ -223,6 +223,7 @@ def test_stream_slots_are_bounded_and_released(tmp_path: Path) -> None:
         ("bbox=a,b,c,d", "bbox"),
         ("bbox=5,0,1,10", "bbox"),
         ("bbox=0,0,nan,10", "bbox"),
+        ("bbox=0,0,1e300,10", "bbox"),
         ("limit=-1", "limit"),
         ("limit=ten", "limit"),
         ("limit=99999999", "limit"),
@@ -236,7 +237,7 @@ def test_bad_parameters_are_400_json(garden: Flask, query: str, param: str) -> N
         resp = garden.test_client().get(f"{path}?{query}")
         assert resp.status_code == 400
         err = resp.get_json()["error"]
-        assert err["code"] == "invalid_parameter" and err["details"]["parameter"] == param
+        assert err["code"] == "bad_request" and err["details"]["param"] == param
 
 
 def test_frame_endpoint_returns_the_latest_frame(garden: Flask) -> None:

@@ -51,9 +51,9 @@ def close_streams() -> None:
 
 
 class InvalidParameter(WorldLoopError):
-    """A query parameter is malformed or out of range."""
+    """A query parameter is malformed or out of range (same code as the rest of the API)."""
 
-    code = "invalid_parameter"
+    code = "bad_request"
     status = 400
 
 
@@ -81,18 +81,19 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
         parts = raw.split(",")
         if len(parts) != 4:
             raise InvalidParameter(
-                "bbox must be x0,y0,x1,y1", details={"parameter": "bbox", "value": raw}
+                "bbox must be x0,y0,x1,y1", details={"param": "bbox", "value": raw}
             )
         try:
             x0, y0, x1, y1 = (float(p) for p in parts)
         except ValueError:
             raise InvalidParameter(
-                "bbox must be four numbers", details={"parameter": "bbox", "value": raw}
+                "bbox must be four numbers", details={"param": "bbox", "value": raw}
             ) from None
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        finite = all(math.isfinite(v) and abs(v) <= 1e9 for v in (x0, y0, x1, y1))
+        if not finite or x1 <= x0 or y1 <= y0:
             raise InvalidParameter(
-                "bbox needs finite numbers with x0 < x1 and y0 < y1",
-                details={"parameter": "bbox", "value": raw},
+                "bbox needs numbers within ±1e9 with x0 < x1 and y0 < y1",
+                details={"param": "bbox", "value": raw},
             )
         bbox = (x0, y0, x1, y1)
     limit = default_limit
@@ -102,12 +103,12 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
             limit = int(raw)
         except ValueError:
             raise InvalidParameter(
-                "limit must be an integer", details={"parameter": "limit", "value": raw}
+                "limit must be an integer", details={"param": "limit", "value": raw}
             ) from None
         if not 0 <= limit <= max_limit:
             raise InvalidParameter(
                 f"limit must be within 0..{max_limit}",
-                details={"parameter": "limit", "value": limit, "max": max_limit},
+                details={"param": "limit", "value": limit, "max": max_limit},
             )
     hz: float | None = None
     raw = args.get("hz")
@@ -116,12 +117,12 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
             hz = float(raw)
         except ValueError:
             raise InvalidParameter(
-                "hz must be a number", details={"parameter": "hz", "value": raw}
+                "hz must be a number", details={"param": "hz", "value": raw}
             ) from None
         if not math.isfinite(hz) or hz <= 0 or hz > max_hz:
             raise InvalidParameter(
                 f"hz must be > 0 and <= {max_hz:g}",
-                details={"parameter": "hz", "value": raw, "max": max_hz},
+                details={"param": "hz", "value": raw, "max": max_hz},
             )
     return View(bbox, limit, hz)
 
