@@ -9,6 +9,8 @@ from typing import Any
 from flask import Flask
 
 from ..api import jobs_bp, register_error_handlers, world_bp
+from ..api.observe import install as install_observation
+from ..api.observe import setup_logging
 from ..api.v1 import register_v1
 from ..extension import WorldLoop
 from .jobs import bp as leaderboard_bp
@@ -28,16 +30,17 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.update(_prefixed_env())
     if config:
         app.config.update(config)
-    _configure_logging()
     register_error_handlers(app)
     app.register_blueprint(world_bp)
     register_v1(app, errors=False)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(leaderboard_bp)
+    setup_logging(app)
     ext = WorldLoop(world=create_world)
     if app.config.get("MEADOW_DEMO_JOBS", True):
         register_demo_jobs(ext, app.instance_path, app.config)
     ext.init_app(app)
+    install_observation(app)
     return app
 
 
@@ -53,14 +56,3 @@ def _loads(value: str) -> Any:
 def _prefixed_env() -> dict[str, Any]:
     """WORLDLOOP_* and MEADOW_* environment variables, JSON-decoded when they parse."""
     return {k: _loads(v) for k, v in os.environ.items() if k.startswith(("WORLDLOOP_", "MEADOW_"))}
-
-
-def _configure_logging() -> None:
-    """Send worldloop's INFO lines to stderr when the host program configured nothing."""
-    import logging
-
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )

@@ -1,0 +1,167 @@
+"""GET /healthz (the process answers), GET /readyz (the world can be served), GET /metrics.
+
+Readiness is the truth about the loop: it is ticking recently (or deliberately paused), the
+store (if any) is writable, the overrun rate over the recent window is under a bound, and the
+last ticks did not fail. Anything that breaks a promise to clients makes it 503; softer
+problems (contained system errors, failing listeners) are listed as degraded with a 200.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from ..metrics import LoopObserver, render
+from ..runtime import WorldRuntime
+
+bp = Blueprint("worldloop_health", __name__)
+
+READY_DEFAULTS: dict[str, Any] = {
+    # Seconds since the last tick before the loop counts as stalled (None: max(2 s, 10 periods)).
+    "WORLDLOOP_READY_MAX_TICK_AGE": None,
+    "WORLDLOOP_READY_MAX_OVERRUN_RATIO": 0.25,
+    "WORLDLOOP_READY_MIN_WINDOW": 20,
+    "WORLDLOOP_READY_STORE_CHECK_TTL": 1.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason the world is not (fully) ready; ``fatal`` ones make /readyz answer 503."""
+
+    code: str
+    message: str
+    fatal: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "fatal": self.fatal}
+
+
+class StoreProbe:
+    """Checks that the store accepts writes, at most once per ``ttl`` seconds.
+
+    Stores may offer ``check_writable()`` (raise when writes would fail); without it the store
+    is judged by the loop alone (a failing journal append fails the tick, which is reported).
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -1e18
+        self._result: str | None = None
+
+    def check(self, store: object) -> str | None:
+        probe = getattr(store, "check_writable", None)
+        if not callable(probe):
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at < self.ttl:
+                return self._result
+            try:
+                probe()
+                self._result = None
+            except Exception as exc:
+                self._result = f"{type(exc).__name__}: {exc}"
+            self._at = now
+            return self._result
+
+
+def assess(
+    rt: WorldRuntime, observer: LoopObserver | None, probe: StoreProbe, cfg: Any
+) -> list[Problem]:
+    """Every current problem of ``rt`` (empty when all is well)."""
+    problems: list[Problem] = []
+    stats = rt.stats()
+    if not rt.running:
+        return [Problem("not_running", "the world loop is not running in this process", True)]
+    halted = getattr(rt, "degraded", None)  # set by durability when the journal failed
+    if halted:
+        problems.append(Problem("halted", f"the world halted: {halted}", True))
+    max_age = cfg.get("WORLDLOOP_READY_MAX_TICK_AGE")
+    if max_age is None:
+        max_age = max(2.0, 10.0 / stats.rate_hz)
+    last = rt.last_tick_at
+    snap = rt.board.latest
+    if last is None and snap is not None:
+        last = snap.created_at
+    age = None if last is None else time.time() - last
+    if not stats.paused and (age is None or age > float(max_age)):
+        shown = "never" if age is None else f"{age:.1f}s ago"
+        problems.append(Problem("loop_stalled", f"last tick {shown} (bound {max_age}s)", True))
+    store = getattr(rt, "store", None)
+    if store is not None:
+        err = probe.check(store)
+        if err is not None:
+            problems.append(Problem("store_unwritable", f"the store refuses writes: {err}", True))
+    if observer is not None:
+        win = observer.window()
+        min_window = int(cfg.get("WORLDLOOP_READY_MIN_WINDOW", 20))
+        bound = float(cfg.get("WORLDLOOP_READY_MAX_OVERRUN_RATIO", 0.25))
+        if win.ticks >= min_window and win.overruns / win.ticks > bound:
+            problems.append(
+                Problem(
+                    "overrunning",
+                    f"{win.overruns} overruns in the last {win.ticks} ticks (bound {bound:.0%})",
+                    True,
+                )
+            )
+        if win.tick_errors:
+            problems.append(
+                Problem("tick_errors", f"{win.tick_errors} failed ticks recently", True)
+            )
+        if win.system_errors:
+            problems.append(
+                Problem(
+                    "system_errors", f"{win.system_errors} contained system errors recently", False
+                )
+            )
+        if win.hook_errors:
+            problems.append(
+                Problem("hook_errors", f"{win.hook_errors} failing tick listeners recently", False)
+            )
+    return problems
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """Liveness: the process answers HTTP. Never touches the world."""
+    return {"status": "alive", "pid": os.getpid()}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, Any], int]:
+    ext = current_app.extensions["worldloop"]
+    obs = current_app.extensions.get("worldloop_observe")
+    rt: WorldRuntime = ext.runtime
+    observer = obs.observer if obs is not None else None
+    probe = obs.store_probe if obs is not None else StoreProbe(1.0)
+    problems = assess(rt, observer, probe, current_app.config)
+    fatal = any(p.fatal for p in problems)
+    stats = rt.stats()
+    snap = rt.board.latest
+    body = {
+        "status": "unavailable" if fatal else ("degraded" if problems else "ok"),
+        "ready": not fatal,
+        "reasons": [p.to_dict() for p in problems],
+        "world": rt.name,
+        "tick": None if snap is None else snap.tick,
+        "paused": stats.paused,
+        "rate_hz": stats.rate_hz,
+        "role": getattr(ext, "role", "unknown"),
+    }
+    return body, 503 if fatal else 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    obs = current_app.extensions.get("worldloop_observe")
+    if obs is not None:
+        obs.observer.refresh()
+    payload, content_type = render()
+    return Response(payload, content_type=content_type)

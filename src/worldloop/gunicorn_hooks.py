@@ -1,0 +1,44 @@
+"""Gunicorn config hooks for several workers: ``gunicorn -c python:worldloop.gunicorn_hooks``.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set, the master empties that folder at start (stale files of an
+old run would be summed in) and forgets each worker's live gauges when it exits. In each worker,
+SIGTERM first ends the open event streams, so a graceful stop is not held up by viewers until
+the graceful timeout. Streams need a threaded worker (``-k gthread --threads N``); on sync
+workers each stream is cut after 10 s (the client reconnects) so workers are not timed out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+def on_starting(server: Any) -> None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from .metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    from .api.stream import close_streams
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        close_streams()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -1,0 +1,297 @@
+"""Prometheus metrics for the loop, the commands, the store and the HTTP API.
+
+Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` is set (before start), every process
+writes its samples to files there and ``/metrics`` in any worker aggregates all of them, so a
+scrape sees the runner's world metrics and the HTTP metrics of every worker whichever worker
+answers. Counters and histograms are summed; gauges use "live" modes so a dead worker's values
+vanish (gunicorn's ``child_exit`` hook must call :func:`mark_process_dead`, see
+``worldloop.gunicorn_hooks``). Without that variable, a single in-process registry is used.
+
+The runtime is observed through an after-tick listener (:class:`LoopObserver`), never by
+editing the tick. The store calls :func:`observe_journal_append` / :func:`observe_snapshot_save`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter as Tally
+from collections import deque
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from .logs import set_loop_context
+from .runtime import TickReport, WorldRuntime
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""Where worldloop's metrics live in single-process mode (never the global default registry)."""
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_IO = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+TICKS = Counter("worldloop_ticks", "Ticks completed.", ["world"], registry=REGISTRY)
+TICK_DURATION = Histogram(
+    "worldloop_tick_duration_seconds",
+    "Time spent computing one tick (commands, systems, journal, publish).",
+    ["world"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+TICK_LATENESS = Histogram(
+    "worldloop_tick_lateness_seconds",
+    "How late each scheduled tick started after its deadline.",
+    ["world"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+OVERRUNS = Counter(
+    "worldloop_overruns",
+    "Times the loop fell a period or more behind.",
+    ["world"],
+    registry=REGISTRY,
+)
+SKIPPED = Counter(
+    "worldloop_skipped_ticks",
+    "Scheduled ticks dropped by the overrun policy.",
+    ["world"],
+    registry=REGISTRY,
+)
+TICK_ERRORS = Counter(
+    "worldloop_tick_errors", "Ticks that raised (contained).", ["world"], registry=REGISTRY
+)
+SYSTEM_ERRORS = Counter(
+    "worldloop_system_errors",
+    "System failures contained by the loop, by system.",
+    ["world", "system"],
+    registry=REGISTRY,
+)
+HOOK_ERRORS = Counter(
+    "worldloop_hook_errors", "Tick hooks/listeners that raised.", ["world"], registry=REGISTRY
+)
+COMMANDS_APPLIED = Counter(
+    "worldloop_commands_applied",
+    "Commands applied, by type.",
+    ["world", "type"],
+    registry=REGISTRY,
+)
+COMMANDS_REJECTED = Counter(
+    "worldloop_commands_rejected",
+    "Commands rejected when applied, by type and reason code.",
+    ["world", "type", "reason"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "worldloop_queue_depth",
+    "Commands waiting after the last tick.",
+    ["world"],
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+RATE_HZ = Gauge(
+    "worldloop_rate_hz",
+    "Configured tick rate.",
+    ["world"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+PAUSED = Gauge(
+    "worldloop_paused", "1 while paused.", ["world"], multiprocess_mode="livemax", registry=REGISTRY
+)
+WORLD_TICK = Gauge(
+    "worldloop_world_tick",
+    "The world's current tick.",
+    ["world"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
+JOURNAL_APPEND = Histogram(
+    "worldloop_journal_append_seconds",
+    "Time to durably append one tick's commands to the journal.",
+    ["world"],
+    buckets=_IO,
+    registry=REGISTRY,
+)
+SNAPSHOT_SAVE = Histogram(
+    "worldloop_snapshot_save_seconds",
+    "Time to write one full snapshot to the store.",
+    ["world"],
+    buckets=_IO,
+    registry=REGISTRY,
+)
+FRAME_BUILD = Histogram(
+    "worldloop_frame_build_seconds",
+    "Time to build and serialize one viewer/stream frame (once per tick per viewport).",
+    ["world"],
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+STREAMS_OPEN = Gauge(
+    "worldloop_streams_open",
+    "Open server-sent-event streams.",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "worldloop_http_request_duration_seconds",
+    "HTTP request latency (to the first byte for streams), by endpoint.",
+    ["method", "endpoint", "status"],
+    buckets=_IO,
+    registry=REGISTRY,
+)
+
+
+def observe_journal_append(world: str, seconds: float) -> None:
+    """Hook for stores: one journal append took ``seconds``."""
+    JOURNAL_APPEND.labels(world).observe(seconds)
+
+
+def observe_snapshot_save(world: str, seconds: float) -> None:
+    """Hook for stores: one snapshot save took ``seconds``."""
+    SNAPSHOT_SAVE.labels(world).observe(seconds)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text (aggregated across processes in multiprocess mode) and its type."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's live gauges (call from gunicorn's ``child_exit``)."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopWindow:
+    """What the recent ticks looked like, for readiness: counts over the last ``ticks`` ticks."""
+
+    ticks: int
+    overruns: int
+    tick_errors: int
+    system_errors: int
+    hook_errors: int
+    last_tick_monotonic: float | None
+
+
+class LoopObserver:
+    """After-tick listener: feeds the metrics and keeps a window of recent ticks for /readyz.
+
+    Counters that live in the ticker/world (overruns, errors) are turned into deltas here, so
+    the tick code stays untouched. Runs on the loop thread; it must stay cheap.
+    """
+
+    def __init__(self, runtime: WorldRuntime, window: int = 200) -> None:
+        self.runtime = runtime
+        self.world = runtime.name
+        self._window: deque[tuple[int, int, int, int]] = deque(maxlen=window)
+        self._lock = threading.Lock()
+        self._last_monotonic: float | None = None
+        stats = runtime.stats()
+        self._overruns = stats.overruns
+        self._skipped = stats.skipped
+        self._errors = stats.errors
+        self._hook_errors = runtime.hook_errors
+        self._system_errors: Tally[str] = Tally(runtime.world.system_errors)
+
+    def refresh(self) -> None:
+        """Set the state gauges from the live runtime, in the process that runs it only.
+
+        Ticks update them too, but a paused world does not tick: the API calls this after each
+        request (pause/resume/rate arrive as requests) and before each scrape.
+        """
+        rt = self.runtime
+        if not rt.running:
+            return  # another process runs this world: its gauges are the ones that count
+        stats = rt.stats()
+        RATE_HZ.labels(self.world).set(stats.rate_hz)
+        PAUSED.labels(self.world).set(1 if stats.paused else 0)
+        QUEUE_DEPTH.labels(self.world).set(len(rt.queue))
+
+    def attach(self) -> LoopObserver:
+        self.runtime.before_tick.append(self.before_tick)
+        self.runtime.after_tick.append(self.after_tick)
+        return self
+
+    def detach(self) -> None:
+        for hooks, fn in (
+            (self.runtime.before_tick, self.before_tick),
+            (self.runtime.after_tick, self.after_tick),
+        ):
+            if fn in hooks:
+                hooks.remove(fn)  # type: ignore[arg-type]
+
+    def before_tick(self, _info: object) -> None:
+        set_loop_context(self.world, self.runtime.world.tick + 1)
+
+    def after_tick(self, report: TickReport) -> None:
+        w = self.world
+        rt = self.runtime
+        TICKS.labels(w).inc()
+        TICK_DURATION.labels(w).observe(report.duration)
+        if not report.info.manual:
+            TICK_LATENESS.labels(w).observe(report.info.lateness)
+        QUEUE_DEPTH.labels(w).set(report.queue_depth)
+        WORLD_TICK.labels(w).set(report.tick)
+        stats = rt.stats()
+        RATE_HZ.labels(w).set(stats.rate_hz)
+        PAUSED.labels(w).set(1 if stats.paused else 0)
+        overruns = _bump(OVERRUNS, w, stats.overruns - self._overruns)
+        _bump(SKIPPED, w, stats.skipped - self._skipped)
+        # A failed tick never reaches this listener; its error shows up at the next good tick.
+        tick_errors = _bump(TICK_ERRORS, w, stats.errors - self._errors)
+        hook_errors = _bump(HOOK_ERRORS, w, rt.hook_errors - self._hook_errors)
+        self._overruns, self._skipped, self._errors = stats.overruns, stats.skipped, stats.errors
+        self._hook_errors = rt.hook_errors
+        system_errors = 0
+        current = rt.world.system_errors
+        for name, count in current.items():
+            delta = count - self._system_errors.get(name, 0)
+            if delta > 0:
+                SYSTEM_ERRORS.labels(w, name).inc(delta)
+                system_errors += delta
+        self._system_errors = Tally(current)
+        for outcome in report.outcomes:
+            if outcome.ok:
+                COMMANDS_APPLIED.labels(w, outcome.command.type).inc()
+            else:
+                reason = outcome.error_code or "rejected"
+                COMMANDS_REJECTED.labels(w, outcome.command.type, reason).inc()
+        with self._lock:
+            self._window.append((overruns, tick_errors, system_errors, hook_errors))
+            self._last_monotonic = time.monotonic()
+
+    def window(self) -> LoopWindow:
+        """Counts over the recent ticks (thread-safe copy)."""
+        with self._lock:
+            rows = list(self._window)
+            last = self._last_monotonic
+        return LoopWindow(
+            ticks=len(rows),
+            overruns=sum(r[0] for r in rows),
+            tick_errors=sum(r[1] for r in rows),
+            system_errors=sum(r[2] for r in rows),
+            hook_errors=sum(r[3] for r in rows),
+            last_tick_monotonic=last,
+        )
+
+
+def _bump(counter: Counter, world: str, delta: int) -> int:
+    if delta > 0:
+        counter.labels(world).inc(delta)
+        return delta
+    return 0
