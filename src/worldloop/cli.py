@@ -80,13 +80,8 @@ def _target(args: argparse.Namespace) -> Target:
     if args.app:
         os.environ["WORLDLOOP_AUTOSTART"] = "never"  # never take the lease from the CLI
         factory: Any = _import_factory(args.app)
-        app = factory()
-        ext: WorldLoop = app.extensions["worldloop"]
-        assert ext.world_factory is not None
-        world = ext.world_factory(app.config)
-        url = args.store or WorldLoop.store_url(app)
-        schema = args.schema or app.config.get("WORLDLOOP_STORE_SCHEMA")
-    elif args.world and args.store:
+        return target_of_app(factory(), args.store, args.schema)
+    if args.world and args.store:
         config = {k: _decode(v) for k, v in os.environ.items()}
         world = _import_factory(args.world)(config)
         url, schema = args.store, args.schema
@@ -95,6 +90,19 @@ def _target(args: argparse.Namespace) -> Target:
     if not isinstance(world, World):
         raise WorldLoopError("the world factory did not return a worldloop.World")
     return Target(world, url, schema)
+
+
+def target_of_app(app: Any, store: str | None = None, schema: str | None = None) -> Target:
+    """The app's own world object (jobs bound, never started) and its store."""
+    from .extension import WorldLoop
+
+    ext: WorldLoop = app.extensions["worldloop"]
+    if ext.runtime is None:
+        raise WorldLoopError("the app has no worldloop runtime")
+    if ext.runtime.running:
+        raise WorldLoopError("the world is running in this process; run this from another one")
+    url = store or WorldLoop.store_url(app)
+    return Target(ext.runtime.world, url, schema or app.config.get("WORLDLOOP_STORE_SCHEMA"))
 
 
 def _cmd_snapshot(args: argparse.Namespace, t: Target) -> int:
@@ -185,6 +193,61 @@ def _cmd_info(args: argparse.Namespace, t: Target) -> int:
         }
     )
     return 0
+
+
+COMMANDS = {"snapshot": _cmd_snapshot, "restore": _cmd_restore, "verify": _cmd_verify, "info": _cmd_info}
+
+
+def flask_group() -> Any:
+    """``flask world snapshot|restore|verify|info`` on the current app (registered by init_app)."""
+    import click
+    from flask import current_app
+    from flask.cli import with_appcontext
+
+    @click.group("world", help="Inspect, verify and snapshot the world's store.")
+    def group() -> None:
+        pass
+
+    def run(name: str, **options: Any) -> None:
+        args = argparse.Namespace(tick=None, out=None, json=None, **options)
+        try:
+            code = COMMANDS[name](args, target_of_app(current_app))
+        except WorldLoopError as exc:
+            raise click.ClickException(exc.message) from exc
+        if code:
+            raise SystemExit(code)
+
+    @group.command("snapshot", help="Store a snapshot of the last durable tick.")
+    @with_appcontext
+    def snapshot() -> None:
+        run("snapshot")
+
+    @group.command("restore", help="Rebuild the state at a journaled tick.")
+    @click.option("--tick", type=int, default=None, help="The tick (default: the last one).")
+    @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write .npz here.")
+    @click.option("--json", "json_", type=click.Path(path_type=Path), default=None,
+                  help="Write the world's view here as JSON.")
+    @with_appcontext
+    def restore(tick: int | None, out: Path | None, json_: Path | None) -> None:
+        args = argparse.Namespace(tick=tick, out=out, json=json_)
+        try:
+            code = _cmd_restore(args, target_of_app(current_app))
+        except WorldLoopError as exc:
+            raise click.ClickException(exc.message) from exc
+        if code:
+            raise SystemExit(code)
+
+    @group.command("verify", help="Replay the journal and compare state hashes.")
+    @with_appcontext
+    def verify() -> None:
+        run("verify")
+
+    @group.command("info", help="Show the journal head and the snapshots.")
+    @with_appcontext
+    def info() -> None:
+        run("info")
+
+    return group
 
 
 def _emit(data: dict[str, Any]) -> None:

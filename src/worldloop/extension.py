@@ -105,6 +105,10 @@ class WorldLoop:
         )
         self.jobs.attach(self.runtime)
         app.extensions["worldloop"] = self
+        if "world" not in app.cli.commands:
+            from .cli import flask_group
+
+            app.cli.add_command(flask_group())
         _live.add(self)
         self._start_by_policy(app)
 
@@ -154,6 +158,9 @@ class WorldLoop:
             log.info(
                 "worldloop: not starting in the reloader's watcher process (pid %d)", os.getpid()
             )
+            return
+        if policy == "auto" and self.role == "cli":
+            log.debug("worldloop: a flask CLI command, not a server: the world is not started")
             return
         if policy == "auto" and self.role == "prefork-master":
             log.info(
@@ -222,7 +229,8 @@ def serving_role() -> str:
     """Which kind of process is loading the app.
 
     ``serve`` (start here), ``reloader-parent`` (the watcher of ``flask run --debug``),
-    ``prefork-master`` (gunicorn --preload: start after fork), ``gunicorn-worker`` or ``unknown``.
+    ``prefork-master`` (gunicorn --preload: start after fork), ``gunicorn-worker``, ``cli`` (a
+    ``flask`` command other than ``run``: never started) or ``unknown``.
     """
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
         return "serve"
@@ -239,6 +247,8 @@ def serving_role() -> str:
         if reload is None:
             reload = get_debug_flag()
         return "reloader-parent" if reload else "serve"
+    if _flask_cli_command():
+        return "cli"  # `flask shell`, `flask routes`, `flask world ...`: not a server
     if "gunicorn" in sys.modules:
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
@@ -249,6 +259,14 @@ def serving_role() -> str:
                 return "prefork-master"
             frame = frame.f_back
     return "unknown"
+
+
+def _flask_cli_command() -> bool:
+    """True inside the ``flask`` command when it runs anything but ``run`` (handled above)."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true" or "gunicorn" in sys.modules:
+        return False
+    argv0 = sys.argv[0].replace(os.sep, "/") if sys.argv else ""
+    return argv0.rsplit("/", 1)[-1] == "flask" or argv0.endswith("/flask/__main__.py")
 
 
 def _import_factory(spec: Any) -> WorldFactory:
