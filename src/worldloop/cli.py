@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _target(args: argparse.Namespace) -> Target:
-    from .extension import WorldLoop, _import_factory
+    from .extension import _import_factory
 
     if args.app:
         os.environ["WORLDLOOP_AUTOSTART"] = "never"  # never take the lease from the CLI
@@ -195,7 +195,12 @@ def _cmd_info(args: argparse.Namespace, t: Target) -> int:
     return 0
 
 
-COMMANDS = {"snapshot": _cmd_snapshot, "restore": _cmd_restore, "verify": _cmd_verify, "info": _cmd_info}
+COMMANDS = {
+    "snapshot": _cmd_snapshot,
+    "restore": _cmd_restore,
+    "verify": _cmd_verify,
+    "info": _cmd_info,
+}
 
 
 def flask_group() -> Any:
@@ -225,8 +230,13 @@ def flask_group() -> Any:
     @group.command("restore", help="Rebuild the state at a journaled tick.")
     @click.option("--tick", type=int, default=None, help="The tick (default: the last one).")
     @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write .npz here.")
-    @click.option("--json", "json_", type=click.Path(path_type=Path), default=None,
-                  help="Write the world's view here as JSON.")
+    @click.option(
+        "--json",
+        "json_",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Write the world's view here as JSON.",
+    )
     @with_appcontext
     def restore(tick: int | None, out: Path | None, json_: Path | None) -> None:
         args = argparse.Namespace(tick=tick, out=out, json=json_)
