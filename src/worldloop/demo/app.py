@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -30,6 +33,8 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.update(_prefixed_env())
     if config:
         app.config.update(config)
+    if "WORLDLOOP_ADMIN_TOKEN" not in app.config and not app.config.get("TESTING"):
+        app.config["WORLDLOOP_ADMIN_TOKEN"] = _demo_admin_token(Path(app.instance_path))
     register_error_handlers(app)
     app.register_blueprint(world_bp)
     register_v1(app, errors=False)
@@ -42,6 +47,24 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     ext.init_app(app)
     install_observation(app)
     return app
+
+
+def _demo_admin_token(instance: Path) -> str:
+    """The demo's admin token when none is configured: made once, kept in instance/admin-token
+    (mode 0600) so restarts and the reloader's child agree, and never written to the logs."""
+    path = instance / "admin-token"
+    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    logging.getLogger("worldloop.demo").warning(
+        "no WORLDLOOP_ADMIN_TOKEN set: made one for the demo in %s", path
+    )
+    return token
 
 
 def _loads(value: str) -> Any:

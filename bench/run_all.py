@@ -1,0 +1,51 @@
+"""Run every benchmark and write its markdown table to bench/results/<name>.md.
+
+python bench/run_all.py            # all of them (several minutes: durability replays 10k ticks)
+python bench/run_all.py jitter     # only the named ones
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+BENCHES: dict[str, list[str]] = {
+    "jitter": ["jitter.py", "--out", str(RESULTS / "jitter.md")],
+    "meadow_tick": ["meadow_tick.py", "--out", str(RESULTS / "meadow_tick.md")],
+    "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
+    "observe": ["observe.py", "--out", str(RESULTS / "observe.md")],
+    "jobs_overhead": ["jobs_overhead.py"],
+}
+
+
+def main(names: list[str]) -> int:
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+        return 2
+    failed = []
+    for name in names or list(BENCHES):
+        script, *args = BENCHES[name]
+        print(f"== {name}", flush=True)
+        argv = [sys.executable, str(HERE / script), *args]
+        if "--out" in args:
+            code = subprocess.run(argv).returncode
+        else:  # this one prints its table: keep a copy
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            print(proc.stdout, proc.stderr, sep="", end="")
+            if proc.returncode == 0:
+                (RESULTS / f"{name}.md").write_text(proc.stdout)
+            code = proc.returncode
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
