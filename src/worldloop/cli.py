@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .durability import replay
+from .durability import ReplayResult, replay
 from .errors import WorldLoopError
 from .snapshot import dumps
 from .store import SqlStore
@@ -129,16 +129,7 @@ def _cmd_restore(args: argparse.Namespace, t: Target) -> int:
         args.json.write_bytes(
             dumps({"world": w.name, "tick": w.tick, "summary": w.summary(), "data": w.view()})
         )
-    _emit(
-        {
-            "world": t.world.name,
-            "tick": result.tick,
-            "state_hash": result.state_hash,
-            "from_snapshot": result.snapshot_tick,
-            "replayed_ticks": result.ticks,
-            "seconds": round(result.seconds, 4),
-        }
-    )
+    _emit({"world": t.world.name, **_replayed(result)})
     return 0
 
 
@@ -163,13 +154,9 @@ def _cmd_verify(args: argparse.Namespace, t: Target) -> int:
         {
             "world": name,
             "ok": True,
-            "from_snapshot": result.snapshot_tick,
-            "tick": result.tick,
-            "replayed_ticks": result.ticks,
+            **_replayed(result),
             "commands": result.commands,
             "hashes_checked": result.hashes_checked,
-            "state_hash": result.state_hash,
-            "seconds": round(result.seconds, 4),
         }
     )
     return 0
@@ -214,7 +201,7 @@ def flask_group() -> Any:
         pass
 
     def run(name: str, **options: Any) -> None:
-        args = argparse.Namespace(tick=None, out=None, json=None, **options)
+        args = argparse.Namespace(**{"tick": None, "out": None, "json": None, **options})
         try:
             code = COMMANDS[name](args, target_of_app(current_app))
         except WorldLoopError as exc:
@@ -239,13 +226,7 @@ def flask_group() -> Any:
     )
     @with_appcontext
     def restore(tick: int | None, out: Path | None, json_: Path | None) -> None:
-        args = argparse.Namespace(tick=tick, out=out, json=json_)
-        try:
-            code = _cmd_restore(args, target_of_app(current_app))
-        except WorldLoopError as exc:
-            raise click.ClickException(exc.message) from exc
-        if code:
-            raise SystemExit(code)
+        run("restore", tick=tick, out=out, json=json_)
 
     @group.command("verify", help="Replay the journal and compare state hashes.")
     @with_appcontext
@@ -258,6 +239,16 @@ def flask_group() -> Any:
         run("info")
 
     return group
+
+
+def _replayed(result: ReplayResult) -> dict[str, Any]:
+    return {
+        "tick": result.tick,
+        "state_hash": result.state_hash,
+        "from_snapshot": result.snapshot_tick,
+        "replayed_ticks": result.ticks,
+        "seconds": round(result.seconds, 4),
+    }
 
 
 def _emit(data: dict[str, Any]) -> None:
