@@ -7,32 +7,40 @@ computed lazily, once per snapshot, however many readers ask for it.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 
 T = TypeVar("T")
 
 
 def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray):  # orjson hands over only arrays it cannot encode itself
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, bytes):
         return obj.hex()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def dumps(data: Any) -> bytes:
-    """Compact JSON with NumPy support; the one encoder used for every snapshot."""
-    return json.dumps(data, default=_default, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON with native NumPy support (orjson); the one encoder used for every snapshot.
+
+    NumPy arrays are written straight from their buffers (float32 in its shortest form), which
+    is an order of magnitude faster than ``tolist()`` + ``json`` for large worlds. NaN and
+    infinities become ``null``.
+    """
+    return orjson.dumps(data, default=_default, option=_OPTIONS)
 
 
 def freeze_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
