@@ -8,7 +8,9 @@ vanish (gunicorn's ``child_exit`` hook must call :func:`mark_process_dead`, see
 ``worldloop.gunicorn_hooks``). Without that variable, a single in-process registry is used.
 
 The runtime is observed through an after-tick listener (:class:`LoopObserver`), never by
-editing the tick. The store calls :func:`observe_journal_append` / :func:`observe_snapshot_save`.
+editing the tick. Store timings arrive through the durability's timing hooks, which
+:meth:`LoopObserver.attach` points at :func:`observe_journal_append` / :func:`observe_snapshot_save`
+(journal appends on the loop thread, snapshot saves on the writer thread).
 """
 
 from __future__ import annotations
@@ -225,6 +227,10 @@ class LoopObserver:
     def attach(self) -> LoopObserver:
         self.runtime.before_tick.append(self.before_tick)
         self.runtime.after_tick.append(self.after_tick)
+        dur = self.runtime.durability
+        if dur is not None:
+            dur.on_journal_append.append(observe_journal_append)
+            dur.on_snapshot_save.append(observe_snapshot_save)
         return self
 
     def detach(self) -> None:
@@ -234,6 +240,14 @@ class LoopObserver:
         ):
             if fn in hooks:
                 hooks.remove(fn)  # type: ignore[arg-type]
+        dur = self.runtime.durability
+        if dur is not None:
+            for timing, hook in (
+                (dur.on_journal_append, observe_journal_append),
+                (dur.on_snapshot_save, observe_snapshot_save),
+            ):
+                if hook in timing:
+                    timing.remove(hook)
 
     def before_tick(self, _info: object) -> None:
         set_loop_context(self.world, self.runtime.world.tick + 1)

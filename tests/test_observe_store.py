@@ -1,0 +1,121 @@
+"""/readyz against the real SQL store: a locked journal halts the world, and readiness says so."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.observe_world import create_app
+from tests.support import wait_for
+from worldloop import WorldRuntime
+from worldloop.errors import StoreError
+from worldloop.store import SqlStore
+
+
+def make_app(tmp_path: Path, **config: Any) -> Flask:
+    base = {
+        "TESTING": True,
+        "WORLDLOOP_HANDLE_SIGNALS": False,
+        "WORLDLOOP_RATE_HZ": 50.0,
+        "WORLDLOOP_STORE_RETRY_SECONDS": 0.3,
+        "WORLDLOOP_READY_STORE_CHECK_TTL": 0.0,
+        "WORLDLOOP_AUTOSTART": "never",
+    }
+    return create_app({**base, **config}, instance_path=str(tmp_path / "instance"))
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(tmp_path)
+    rt: WorldRuntime = app.extensions["worldloop"].runtime
+    assert isinstance(rt.store, SqlStore)
+    rt.store.busy_timeout = 0.05  # not opened yet: each append gives up on a lock quickly
+    yield app
+    app.extensions["worldloop"].stop()
+
+
+def codes(body: dict[str, Any]) -> set[str]:
+    return {r["code"] for r in body["reasons"]}
+
+
+def db_path(app: Flask) -> Path:
+    return Path(app.instance_path) / "worldloop.db"
+
+
+def test_a_locked_journal_halts_the_world_and_readyz_says_503_with_the_reason(app: Flask) -> None:
+    ext = app.extensions["worldloop"]
+    rt: WorldRuntime = ext.runtime
+    client = app.test_client()
+    ext.start()
+    assert rt.ticker.wait_for_ticks(3, 5)
+    wait_for(lambda: client.get("/readyz").status_code == 200, 5, what="ready")
+
+    blocker = sqlite3.connect(db_path(app), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: appends fail
+    try:
+        wait_for(lambda: rt.degraded is not None, 10, what="the runtime to halt")
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        body = resp.get_json()
+        assert body["ready"] is False and body["status"] == "unavailable"
+        assert {"halted", "store_unwritable"} <= codes(body)
+        halted = next(r for r in body["reasons"] if r["code"] == "halted")
+        assert "journal write for tick" in halted["message"] and halted["fatal"]
+        # commands are refused (503 store_error at the API), never queued into a halted world
+        with pytest.raises(StoreError, match="halted") as refused:
+            rt.submit("join", {"name": "late"})
+        assert refused.value.status == 503
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # The store is writable again, but the in-memory world is ahead of its journal: the only
+    # truthful answer is still 503 (halted) until a restart recovers the last durable tick.
+    wait_for(lambda: "store_unwritable" not in codes(client.get("/readyz").get_json()), 5)
+    resp = client.get("/readyz")
+    assert resp.status_code == 503 and "halted" in codes(resp.get_json())
+
+
+def test_the_store_probe_sees_a_lock_before_any_tick_fails(app: Flask) -> None:
+    """A paused world does not write, yet /readyz still tells that its store refuses writes."""
+    rt: WorldRuntime = app.extensions["worldloop"].runtime
+    app.extensions["worldloop"].start()
+    rt.pause()
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    blocker = sqlite3.connect(db_path(app), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert codes(resp.get_json()) == {"store_unwritable"}
+        assert rt.degraded is None  # nothing failed yet: the loop is paused
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_check_writable_is_bounded_and_refuses_read_only_stores(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = SqlStore(url)
+    store.open()
+    store.check_writable()
+    blocker = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="write check failed"):
+            store.check_writable(timeout=0.05)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.check_writable()
+    store.close()
+    ro = SqlStore(url, readonly=True)
+    with pytest.raises(StoreError, match="read-only"):
+        ro.check_writable()
+    ro.close()
