@@ -43,9 +43,9 @@ def test_jobs_under_load_survive_kill9_exactly(tmp_path: Path) -> None:
             start_tick = srv.get("/api/v1/world")[2]["tick"]
             with Load(srv, seed=100 + n) as load:
                 target = rng.randint(20, 60)
-                wait_for(lambda t=target: load.count() >= t, 30, what=f"{target} acks")
                 ticks = start_tick + rng.randint(30, 70)  # a random moment, census runs included
-                wait_for(lambda t=ticks, s=srv: s.get("/api/v1/world")[2]["tick"] >= t, 30)
+                wait_for(lambda: load.count() >= target, 30, what=f"{target} acks")  # noqa: B023
+                wait_for(lambda: srv.get("/api/v1/world")[2]["tick"] >= ticks, 30)  # noqa: B023
                 srv.signal_group(signal.SIGKILL)
                 srv.proc.wait(10)
             assert srv.proc.returncode == -signal.SIGKILL
@@ -100,8 +100,8 @@ def test_jobs_under_load_survive_kill9_exactly(tmp_path: Path) -> None:
 
     journal = {r["id"]: (t, r) for t, r in records}
     assert acked
-    for cid, (tick, payload, status) in acked.items():
-        assert cid in journal, f"acknowledged command {cid} (tick {tick}) was lost"
+    for cid, (acked_tick, payload, outcome) in acked.items():
+        assert cid in journal, f"acknowledged command {cid} (tick {acked_tick}) was lost"
         jtick, record = journal[cid]
-        assert jtick == tick and record["payload"] == payload
-        assert record["ok"] == (status == "applied")
+        assert jtick == acked_tick and record["payload"] == payload
+        assert record["ok"] == (outcome == "applied")

@@ -129,11 +129,15 @@ class Durability:
         self.failed: str | None = None
         """Why journaling stopped for good (None while healthy)."""
         self.snapshot_errors = 0
+        self.journal_retries = 0
+        """Journal write attempts that failed and were retried (a struggling store shows here)."""
         self.snapshots_written = 0
         self.snapshots_skipped = 0
         self.last_snapshot_tick: int | None = None
         self.last_recovery: ReplayResult | None = None
         self._pending = False
+        self._closed = False
+        self._write_lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, int, dict[str, Any], bool] | None] = queue.Queue(
             maxsize=1
         )
@@ -226,29 +230,36 @@ class Durability:
         attempt = 0
         while True:
             attempt += 1
-            try:
-                self.store.append(world.name, tick, records, state_hash)
-                self._timed(self.on_journal_append, world.name, started)
-                return
-            except StoreError as exc:
-                if self._committed_anyway(world.name, tick):
+            # One attempt at a time under the write lock, which close() takes: once the store
+            # is closed (the stop gave up on this loop) no attempt starts, and none is in flight.
+            with self._write_lock:
+                if self._closed:
+                    self.failed = f"journal write for tick {tick} abandoned: the store was closed"
+                    raise StoreError(self.failed, details={"tick": tick})
+                try:
+                    self.store.append(world.name, tick, records, state_hash)
+                    error: StoreError | None = None
+                except StoreError as exc:
+                    error = exc
+                if error is None or self._committed_anyway(world.name, tick):
                     self._timed(self.on_journal_append, world.name, started)
                     return
-                if time.monotonic() + delay > deadline:
-                    self.failed = (
-                        f"journal write for tick {tick} failed after {attempt} attempts: "
-                        f"{exc.message}"
-                    )
-                    raise StoreError(self.failed, details={"tick": tick}) from exc
-                log.warning(
-                    "world %r: journal write for tick %d failed (attempt %d), retrying: %s",
-                    world.name,
-                    tick,
-                    attempt,
-                    exc.message,
+            if time.monotonic() + delay > deadline:
+                self.failed = (
+                    f"journal write for tick {tick} failed after {attempt} attempts: "
+                    f"{error.message}"
                 )
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                raise StoreError(self.failed, details={"tick": tick}) from error
+            self.journal_retries += 1
+            log.warning(
+                "world %r: journal write for tick %d failed (attempt %d), retrying: %s",
+                world.name,
+                tick,
+                attempt,
+                error.message,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     @staticmethod
     def _timed(hooks: Sequence[TimingHook], name: str, started: float) -> None:
@@ -264,6 +275,8 @@ class Durability:
 
     def _committed_anyway(self, name: str, tick: int) -> bool:
         """After an error, did the commit land anyway (e.g. the connection died after it)?"""
+        if self._closed:
+            return False
         try:
             head = self.store.head(name)
         except StoreError:
@@ -340,21 +353,37 @@ class Durability:
         return True
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Stop the writer and close the store within ``timeout`` s; False if the writer was
-        still busy (the store is then left open to it: closing it mid-write helps nobody)."""
+        """Stop journaling and snapshots and close the store within ``timeout`` s.
+
+        No journal write starts after this, and one in flight is waited for (within the
+        bound), so an abandoned loop never writes after the lease is released. False if a
+        write was still in flight: the store is then left open to it (closing it mid-write
+        helps nobody) and the process exit ends it.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
-        idle = self.drain(timeout)
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            with contextlib.suppress(queue.Full):
-                self._jobs.put_nowait(None)
-            writer.join(max(0.0, deadline - time.monotonic()))
-            idle = idle and not writer.is_alive()
-        if not idle:
-            log.warning("snapshot writer still busy at close; the store is left to process exit")
-            return False
-        self.store.close()
-        return True
+        self._closed = True
+        quiet = self._write_lock.acquire(timeout=max(0.0, timeout))
+        try:
+            idle = self.drain(deadline - time.monotonic())
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                with contextlib.suppress(queue.Full):
+                    self._jobs.put_nowait(None)
+                writer.join(max(0.0, deadline - time.monotonic()))
+                idle = idle and not writer.is_alive()
+            if not (quiet and idle):
+                log.warning(
+                    "store close: a %s write was still in flight after %.3g s; the store is "
+                    "left to it and to process exit",
+                    "journal" if not quiet else "snapshot",
+                    timeout,
+                )
+                return False
+            self.store.close()
+            return True
+        finally:
+            if quiet:
+                self._write_lock.release()
 
     # -- the writer -----------------------------------------------------------------------------
 

@@ -155,7 +155,9 @@ class WorldRuntime:
             self._stopped = True
         bound = max(0.0, self.shutdown_timeout if timeout is None else float(timeout))
         self._stop_deadline = time.monotonic() + bound
-        ok = self.ticker.stop(self.stop_time_left())
+        # The loop gets three quarters of the bound; the rest is kept for the store, so that
+        # an abandoned loop's journal write in flight can still be waited out (see close()).
+        ok = self.ticker.stop(0.75 * bound)
         if not ok:
             log.error("world %r: loop did not stop within the bound; abandoning it", self.name)
         for ticket in self.queue.drain():
@@ -210,7 +212,14 @@ class WorldRuntime:
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
-        return self.queue.put(type_, normalized, actor)
+        ticket = self.queue.put(type_, normalized, actor)
+        halted = self.degraded
+        if halted:
+            # The loop halted while this command was being validated, after it drained the
+            # queue: refuse it now, or (paused, or stopping) nothing would ever resolve it.
+            self._refuse(self.queue.drain(), halted)
+            raise StoreError(f"world {self.name!r} halted: {halted}")
+        return ticket
 
     def command_status(self, command_id: str) -> dict[str, Any] | None:
         """A command as GET /commands/{id} shows it: a recent ticket, else the journal, else None.
