@@ -125,9 +125,13 @@ def test_run_now_writes_the_leaderboard_and_reseeds_the_grass(jc: FlaskClient) -
     result = wait_for(lambda: _job(jc, "leaderboard")["last_result"], 10)
     assert result["status"] == "ok" and result["value"]["entries"] == 10
 
+    # Paused and stepped once: the world read below is the very tick the job ran in (running
+    # freely, a loaded machine let several ticks of growth pass and the bound below flaked).
+    jc.application.extensions["worldloop"].runtime.pause()
     before = jc.get("/api/v1/world").get_json()["grass_total"]
     resp = jc.post("/api/v1/admin/jobs/reseed-grass/run", headers=AUTH)
     assert resp.status_code == 202 and resp.get_json()["run"]["command_id"]
+    jc.application.extensions["worldloop"].runtime.step(1)
     wait_for(lambda: _job(jc, "reseed-grass")["runs"] == 1, 10, what="the reseed run")
     total = _job(jc, "reseed-grass")["last_result"]["value"]["grass_total"]
     assert total != before
