@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from flask import Flask
 
 from tests.observe_world import create_app
+from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from tests.support import wait_for
 from worldloop import WorldRuntime
 from worldloop.errors import StoreError
@@ -119,3 +121,19 @@ def test_check_writable_is_bounded_and_refuses_read_only_stores(tmp_path: Path) 
     with pytest.raises(StoreError, match="read-only"):
         ro.check_writable()
     ro.close()
+
+
+@pytest.mark.postgres
+def test_check_writable_on_postgres(tmp_path: Path) -> None:
+    require_postgres()
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    store = SqlStore(PG_URL, schema=schema)
+    try:
+        store.check_writable()  # creates the schema on first use, then answers
+        bad = SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens
+        with pytest.raises(StoreError, match="Connection refused|connection failed"):
+            bad.check_writable()  # a StoreError (a reason for /readyz), never a crash
+        bad.close()
+    finally:
+        store.close()
+        drop_pg_schema(schema)

@@ -32,8 +32,9 @@ EXIT_SLACK = 2.0
 """Interpreter and server teardown after the stop returned (generous: the box is shared)."""
 
 
-def test_sigterm_with_a_locked_store_exits_within_the_bound_and_loses_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_with_a_locked_store_exits_within_the_bound_and_loses_nothing(
+    tmp_path: Path, sig: signal.Signals
 ) -> None:
     db = tmp_path / "instance" / "worldloop.db"
     url = f"sqlite:///{db}"
@@ -63,7 +64,7 @@ def test_sigterm_with_a_locked_store_exits_within_the_bound_and_loses_nothing(
         assert status == 200 and state["tick"] >= max(t for t, _, _ in acked.values())
         blocker.execute("BEGIN IMMEDIATE")  # the final snapshot cannot be written now
         started = time.monotonic()
-        second.proc.send_signal(signal.SIGTERM)
+        second.proc.send_signal(sig)
         second.proc.wait(BOUND + EXIT_SLACK + 10)
         took = time.monotonic() - started
         assert took < BOUND + EXIT_SLACK, f"stop took {took:.2f}s:\n{second.log}"
