@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe_world import create_app
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from tests.support import wait_for
-from worldloop import WorldRuntime
+from worldloop import JobContext, World, WorldRuntime
 from worldloop.errors import StoreError
+from worldloop.snapshot import Snapshot
 from worldloop.store import SqlStore
 
 
@@ -131,9 +133,45 @@ def test_check_writable_on_postgres(tmp_path: Path) -> None:
     try:
         store.check_writable()  # creates the schema on first use, then answers
         bad = SqlStore("postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens
-        with pytest.raises(StoreError, match="Connection refused|connection failed"):
+        with pytest.raises(StoreError, match=r"Connection refused|connection failed"):
             bad.check_writable()  # a StoreError (a reason for /readyz), never a crash
         bad.close()
     finally:
         store.close()
         drop_pg_schema(schema)
+
+
+def test_jobs_appear_in_metrics(tmp_path: Path) -> None:
+    """Issue 6 asks for jobs in /metrics: the scheduler's counters are served with the rest."""
+    app = make_app(tmp_path, WORLDLOOP_START_PAUSED=True)
+    ext = app.extensions["worldloop"]
+
+    @ext.job("census", kind="background", every_ticks=2)
+    def census(snapshot: Snapshot, ctx: JobContext) -> int:
+        return snapshot.tick
+
+    @ext.job("broken", kind="world", every_ticks=3)
+    def broken(world: World, ctx: JobContext) -> None:
+        raise RuntimeError("job bug")
+
+    client = app.test_client()
+    ext.start()
+    try:
+        rt: WorldRuntime = ext.runtime
+        rt.step(7)
+        wait_for(lambda: ext.jobs.status("census")["runs"] >= 3, 5, what="census runs")
+        values: dict[tuple[str, str], float] = {}
+        resp = client.get("/metrics")
+        for fam in text_string_to_metric_families(resp.get_data(as_text=True)):
+            for s in fam.samples:
+                if s.name.startswith("worldloop_job_"):
+                    values[(s.name, s.labels["job"])] = s.value
+        assert values[("worldloop_job_runs_total", "census")] >= 3
+        assert values[("worldloop_job_runs_total", "broken")] == 3  # slots at ticks 0, 3, 6
+        assert values[("worldloop_job_errors_total", "broken")] == 3
+        assert values[("worldloop_job_paused", "census")] == 0
+        assert "worldloop_ticks_total" in resp.get_data(as_text=True)  # the rest is still there
+    finally:
+        ext.stop()
+    after = client.get("/metrics").get_data(as_text=True)
+    assert "worldloop_job_runs_total" not in after  # not running here: nothing to report

@@ -32,6 +32,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .jobs import JobScheduler, JobsCollector
 from .logs import set_loop_context
 from .runtime import TickReport, WorldRuntime
 
@@ -170,6 +171,18 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def render_jobs(scheduler: JobScheduler) -> bytes:
+    """Exposition text of a job scheduler's counters (``worldloop_job_*``), for /metrics.
+
+    Collected at scrape time from the scheduler itself, which lives in the process that runs
+    the world; /metrics appends it only there (another gunicorn worker has no job runs to
+    report, and prometheus_client's multiprocess files cannot carry custom collectors).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector(scheduler))
+    return generate_latest(registry)
 
 
 def mark_process_dead(pid: int) -> None:
