@@ -70,6 +70,14 @@ def test_a_locked_journal_halts_the_world_and_readyz_says_503_with_the_reason(ap
         assert {"halted", "store_unwritable"} <= codes(body)
         halted = next(r for r in body["reasons"] if r["code"] == "halted")
         assert "journal write for tick" in halted["message"] and halted["fatal"]
+        assert "worldloop_halted" in client.get("/metrics").get_data(as_text=True)
+        halted_gauge = [
+            s.value
+            for fam in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+            for s in fam.samples
+            if s.name == "worldloop_halted" and s.labels.get("world") == "garden"
+        ]
+        assert halted_gauge == [1.0]  # alerting sees it on the scrape, with no tick needed
         # commands are refused (503 store_error at the API), never queued into a halted world
         with pytest.raises(StoreError, match="halted") as refused:
             rt.submit("join", {"name": "late"})

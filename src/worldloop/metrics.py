@@ -118,6 +118,13 @@ WORLD_TICK = Gauge(
     multiprocess_mode="livemax",
     registry=REGISTRY,
 )
+HALTED = Gauge(
+    "worldloop_halted",
+    "1 once the journal failed for good and the world halted (until a restart).",
+    ["world"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 JOURNAL_APPEND = Histogram(
     "worldloop_journal_append_seconds",
     "Time to durably append one tick's commands to the journal.",
@@ -236,6 +243,7 @@ class LoopObserver:
         RATE_HZ.labels(self.world).set(stats.rate_hz)
         PAUSED.labels(self.world).set(1 if stats.paused else 0)
         QUEUE_DEPTH.labels(self.world).set(len(rt.queue))
+        HALTED.labels(self.world).set(1 if rt.degraded else 0)  # a halted world never ticks
 
     def attach(self) -> LoopObserver:
         self.runtime.before_tick.append(self.before_tick)
