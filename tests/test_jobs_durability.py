@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 
 from tests.durability_app import Drift
 from tests.jobs_durability_app import CENSUS_EVERY, DAMP_EVERY, JOBS
+from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from tests.support import wait_for
 from tests.test_durability import Load, server_env, start_server
 from worldloop.durability import replay
@@ -32,9 +34,22 @@ pytestmark = pytest.mark.slow
 ROUNDS = 5
 
 
-def test_jobs_under_load_survive_kill9_exactly(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'instance' / 'worldloop.db'}"
-    env = server_env(tmp_path, url, None, WORLDLOOP_JOBS=json.dumps(JOBS))
+def test_jobs_under_load_survive_kill9_exactly_sqlite(tmp_path: Path) -> None:
+    jobs_kill_cycles(tmp_path, f"sqlite:///{tmp_path / 'instance' / 'worldloop.db'}", None)
+
+
+@pytest.mark.postgres
+def test_jobs_under_load_survive_kill9_exactly_postgres(tmp_path: Path) -> None:
+    require_postgres()
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        jobs_kill_cycles(tmp_path, PG_URL, schema)
+    finally:
+        drop_pg_schema(schema)
+
+
+def jobs_kill_cycles(tmp_path: Path, url: str, schema: str | None) -> None:
+    env = server_env(tmp_path, url, schema, WORLDLOOP_JOBS=json.dumps(JOBS))
     rng = random.Random(31)
     acked: dict[str, tuple[int, dict[str, Any], str]] = {}
     for n in range(ROUNDS):
@@ -61,7 +76,7 @@ def test_jobs_under_load_survive_kill9_exactly(tmp_path: Path) -> None:
         final.stop()
     assert "recovered at tick" in final.log
 
-    store = SqlStore(url, readonly=True)
+    store = SqlStore(url, schema=schema, readonly=True)
     try:
         rec = store.load("drift", snapshot_tick=0)
     finally:
