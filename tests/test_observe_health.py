@@ -264,27 +264,63 @@ def test_metrics_cover_ticks_commands_queue_and_http(garden: Flask) -> None:
 
 
 def test_store_timing_hooks_feed_histograms(garden: Flask) -> None:
+    # A world label of its own: the running garden's store feeds these histograms too.
     client = garden.test_client()
     before = samples(client)
-    observe_journal_append("garden", 0.002)
-    observe_journal_append("garden", 0.004)
-    observe_snapshot_save("garden", 0.5)
+    observe_journal_append("hooked", 0.002)
+    observe_journal_append("hooked", 0.004)
+    observe_snapshot_save("hooked", 0.5)
     after = samples(client)
     name = "worldloop_journal_append_seconds"
     assert (
-        metric(after, f"{name}_count", world="garden")
-        - metric(before, f"{name}_count", world="garden")
+        metric(after, f"{name}_count", world="hooked")
+        - metric(before, f"{name}_count", world="hooked")
         == 2
     )
-    assert metric(after, f"{name}_sum", world="garden") - metric(
-        before, f"{name}_sum", world="garden"
+    assert metric(after, f"{name}_sum", world="hooked") - metric(
+        before, f"{name}_sum", world="hooked"
     ) == pytest.approx(0.006)
     name = "worldloop_snapshot_save_seconds"
     assert (
-        metric(after, f"{name}_count", world="garden")
-        - metric(before, f"{name}_count", world="garden")
+        metric(after, f"{name}_count", world="hooked")
+        - metric(before, f"{name}_count", world="hooked")
         == 1
     )
+
+
+def test_the_real_store_feeds_journal_and_snapshot_timings(tmp_path: Path) -> None:
+    """Durability reports each journal append (loop thread) and snapshot save (writer thread)."""
+    app = make_app(tmp_path, WORLDLOOP_SNAPSHOT_EVERY=5, WORLDLOOP_START_PAUSED=True)
+    client = app.test_client()
+    rt = rt_of(app)
+    try:
+        before = samples(client)
+        assert rt.durability is not None
+        for _ in range(12):  # a due snapshot waits while the writer is busy: let each finish
+            rt.step(1)
+            assert rt.durability.drain(10)
+        after = samples(client)
+
+        def delta(name: str) -> float:
+            return metric(after, name, world="garden") - metric(before, name, world="garden")
+
+        assert delta("worldloop_journal_append_seconds_count") == 12  # one per durable tick
+        assert delta("worldloop_journal_append_seconds_sum") > 0
+        assert delta("worldloop_snapshot_save_seconds_count") == 2  # ticks 5 and 10
+        assert delta("worldloop_snapshot_save_seconds_sum") > 0
+        for _ in range(4):  # to tick 16: a snapshot at 15, and the final one at 16
+            rt.step(1)
+            assert rt.durability.drain(10)
+        again = samples(client)
+        name = "worldloop_journal_append_seconds_count"
+        assert metric(again, name, world="garden") - metric(after, name, world="garden") == 4
+        name = "worldloop_snapshot_save_seconds_count"
+        assert metric(again, name, world="garden") - metric(after, name, world="garden") == 1
+    finally:
+        app.extensions["worldloop"].stop()
+    # the final snapshot is timed too (it runs on the writer thread within the stop bound)
+    final = metric(samples(client), "worldloop_snapshot_save_seconds_count", world="garden")
+    assert final - metric(again, "worldloop_snapshot_save_seconds_count", world="garden") == 1
 
 
 def test_state_gauges_follow_pause_and_rate_without_ticks(garden: Flask) -> None:

@@ -235,3 +235,32 @@ def test_a_players_move_shows_on_the_demo_map(page: Any, demo: Server) -> None:
         PIXEL_AT,
     )
     assert near(pixel, PLAYER_RGB), pixel
+
+
+def test_jobs_panel_lists_runs_and_pauses_jobs(page: Any, demo: Server) -> None:
+    """Issue 6: jobs appear in the viewer (admin panel: next/last run, counts, run, pause)."""
+    if not admin_available(demo):
+        pytest.xfail("POST /api/v1/admin/* (issue 3) is not on this branch yet")
+    open_viewer(page, demo)
+    assert page.is_hidden("#jobs")  # the jobs API needs the admin token
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#token-use")
+    row = '#jobs-table tr[data-job="leaderboard"]'
+    page.wait_for_selector(row)
+    assert page.is_visible("#jobs")
+    assert page.is_visible('#jobs-table tr[data-job="reseed-grass"]')
+    runs = int(page.text_content(f"{row} td.runs"))
+    page.click(f'{row} button[data-action="run"]')
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{row} td.runs').textContent) > {runs}"
+    )
+    assert "ok" in page.text_content(row)
+    page.click(f'{row} button[data-action="pause"]')
+    page.wait_for_function(f"() => document.querySelector('{row}').textContent.includes('paused')")
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    status, _, body = demo.get("/api/v1/admin/jobs/leaderboard", headers=auth)
+    assert status == 200 and body["job"]["paused"] is True
+    page.click(f'{row} button[data-action="resume"]')
+    page.wait_for_function(f"() => !document.querySelector('{row}').textContent.includes('paused')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-jobs.png"))

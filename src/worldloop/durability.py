@@ -15,11 +15,12 @@ reports itself degraded with the reason. A restart recovers the last durable tic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,9 @@ from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
 
 log = logging.getLogger("worldloop.durability")
+
+TimingHook = Callable[[str, float], None]
+"""Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +129,24 @@ class Durability:
         self.failed: str | None = None
         """Why journaling stopped for good (None while healthy)."""
         self.snapshot_errors = 0
+        self.journal_retries = 0
+        """Journal write attempts that failed and were retried (a struggling store shows here)."""
         self.snapshots_written = 0
         self.snapshots_skipped = 0
         self.last_snapshot_tick: int | None = None
         self.last_recovery: ReplayResult | None = None
         self._pending = False
-        self._jobs: queue.Queue[tuple[str, int, dict[str, Any]] | None] = queue.Queue(maxsize=1)
+        self._closed = False
+        self._write_lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[str, int, dict[str, Any], bool] | None] = queue.Queue(
+            maxsize=1
+        )
         self._busy = threading.Event()
         self._writer: threading.Thread | None = None
+        self.on_journal_append: list[TimingHook] = []
+        """Timing hooks for each durable tick (loop thread; the time includes retries)."""
+        self.on_snapshot_save: list[TimingHook] = []
+        """Timing hooks for each snapshot written (writer thread, or the stopping thread)."""
 
     # -- start ------------------------------------------------------------------------------
 
@@ -143,7 +157,9 @@ class Durability:
             rec = self.store.load(world.name)
             if rec.state is None:
                 state = copy_state(world)
+                saving = time.perf_counter()
                 self.store.save_snapshot(world.name, world.tick, state, hash_state(state))
+                self._timed(self.on_snapshot_save, world.name, saving)
                 self.last_snapshot_tick = world.tick
                 log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
                 return None
@@ -208,35 +224,59 @@ class Durability:
         tick = world.tick
         records = [journal_record(o) for o in outcomes]
         state_hash = world.state_hash() if self.hash_every and tick % self.hash_every == 0 else None
+        started = time.perf_counter()
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.02
         attempt = 0
         while True:
             attempt += 1
-            try:
-                self.store.append(world.name, tick, records, state_hash)
-                return
-            except StoreError as exc:
-                if self._committed_anyway(world.name, tick):
+            # One attempt at a time under the write lock, which close() takes: once the store
+            # is closed (the stop gave up on this loop) no attempt starts, and none is in flight.
+            with self._write_lock:
+                if self._closed:
+                    self.failed = f"journal write for tick {tick} abandoned: the store was closed"
+                    raise StoreError(self.failed, details={"tick": tick})
+                try:
+                    self.store.append(world.name, tick, records, state_hash)
+                    error: StoreError | None = None
+                except StoreError as exc:
+                    error = exc
+                if error is None or self._committed_anyway(world.name, tick):
+                    self._timed(self.on_journal_append, world.name, started)
                     return
-                if time.monotonic() + delay > deadline:
-                    self.failed = (
-                        f"journal write for tick {tick} failed after {attempt} attempts: "
-                        f"{exc.message}"
-                    )
-                    raise StoreError(self.failed, details={"tick": tick}) from exc
-                log.warning(
-                    "world %r: journal write for tick %d failed (attempt %d), retrying: %s",
-                    world.name,
-                    tick,
-                    attempt,
-                    exc.message,
+            if time.monotonic() + delay > deadline:
+                self.failed = (
+                    f"journal write for tick {tick} failed after {attempt} attempts: "
+                    f"{error.message}"
                 )
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                raise StoreError(self.failed, details={"tick": tick}) from error
+            self.journal_retries += 1
+            log.warning(
+                "world %r: journal write for tick %d failed (attempt %d), retrying: %s",
+                world.name,
+                tick,
+                attempt,
+                error.message,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    @staticmethod
+    def _timed(hooks: Sequence[TimingHook], name: str, started: float) -> None:
+        """Report the time since ``started`` to ``hooks``; a failing hook never fails a write."""
+        if not hooks:
+            return
+        seconds = time.perf_counter() - started
+        for hook in hooks:
+            try:
+                hook(name, seconds)
+            except Exception:
+                log.exception("world %r: timing hook %r failed", name, hook)
 
     def _committed_anyway(self, name: str, tick: int) -> bool:
         """After an error, did the commit land anyway (e.g. the connection died after it)?"""
+        if self._closed:
+            return False
         try:
             head = self.store.head(name)
         except StoreError:
@@ -258,48 +298,92 @@ class Durability:
         self._pending = False
         self._ensure_writer()
         self._busy.set()
-        self._jobs.put((world.name, world.tick, copy_state(world)))
+        self._jobs.put((world.name, world.tick, copy_state(world), False))
 
     # -- stop ---------------------------------------------------------------------------------
 
-    def final_snapshot(self, world: World, timeout: float = 30.0) -> None:
-        """Write a snapshot of the stopped world (after the ticker has ended)."""
-        self.drain(timeout)
+    def final_snapshot(self, world: World, timeout: float = 30.0) -> bool:
+        """Snapshot the stopped world, best effort within ``timeout`` s; True if written.
+
+        Best effort because the stop is bounded (issue 2) and the journal already holds every
+        durable tick: a final snapshot that cannot finish in time only makes the next start
+        replay a little more. The write runs on the writer thread, so a slow store cannot hold
+        the stopping thread past its bound; a write still running at exit is abandoned (its
+        transaction never commits, so the store keeps its last complete snapshot).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
         if self.failed:
             log.error(
                 "world %r: no final snapshot, the journal failed: %s", world.name, self.failed
             )
-            return
-        if self.last_snapshot_tick == world.tick:
-            return
-        state = copy_state(world)
-        try:
-            self.store.save_snapshot(world.name, world.tick, state, hash_state(state))
-            self.last_snapshot_tick = world.tick
-            self.snapshots_written += 1
-            log.info("world %r: final snapshot at tick %d", world.name, world.tick)
-        except StoreError:
-            self.snapshot_errors += 1
-            log.exception(
-                "world %r: the final snapshot failed (the journal has it all)", world.name
+            return False
+        if not self.drain(timeout):
+            log.warning(
+                "world %r: no final snapshot: the writer was still busy after %.3g s "
+                "(the journal holds every tick up to %d)",
+                world.name,
+                timeout,
+                world.tick,
             )
+            return False
+        if self.last_snapshot_tick == world.tick:
+            return True
+        self._ensure_writer()
+        self._busy.set()
+        self._jobs.put((world.name, world.tick, copy_state(world), True))
+        if self.drain(deadline - time.monotonic()) and self.last_snapshot_tick == world.tick:
+            return True
+        if self._busy.is_set():
+            log.warning(
+                "world %r: the final snapshot of tick %d did not finish within the %.3g s "
+                "shutdown bound; abandoned (the journal holds every tick, recovery replays it)",
+                world.name,
+                world.tick,
+                timeout,
+            )
+        return False
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until the writer has nothing in hand; False on timeout."""
         deadline = time.monotonic() + timeout
         while self._busy.is_set():
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        self.drain(timeout)
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            self._jobs.put(None)
-            writer.join(timeout)
-        self.store.close()
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop journaling and snapshots and close the store within ``timeout`` s.
+
+        No journal write starts after this, and one in flight is waited for (within the
+        bound), so an abandoned loop never writes after the lease is released. False if a
+        write was still in flight: the store is then left open to it (closing it mid-write
+        helps nobody) and the process exit ends it.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._closed = True
+        quiet = self._write_lock.acquire(timeout=max(0.0, timeout))
+        try:
+            idle = self.drain(deadline - time.monotonic())
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                with contextlib.suppress(queue.Full):
+                    self._jobs.put_nowait(None)
+                writer.join(max(0.0, deadline - time.monotonic()))
+                idle = idle and not writer.is_alive()
+            if not (quiet and idle):
+                log.warning(
+                    "store close: a %s write was still in flight after %.3g s; the store is "
+                    "left to it and to process exit",
+                    "journal" if not quiet else "snapshot",
+                    timeout,
+                )
+                return False
+            self.store.close()
+            return True
+        finally:
+            if quiet:
+                self._write_lock.release()
 
     # -- the writer -----------------------------------------------------------------------------
 
@@ -315,20 +399,29 @@ class Durability:
             job = self._jobs.get()
             if job is None:
                 return
-            name, tick, state = job
+            name, tick, state, final = job
             try:
-                self._write(name, tick, state)
+                self._write(name, tick, state, final=final)
             except Exception:
                 self.snapshot_errors += 1
                 log.exception("world %r: snapshot of tick %d failed", name, tick)
             finally:
                 self._busy.clear()
 
-    def _write(self, name: str, tick: int, state: Mapping[str, Any]) -> None:
+    def _write(self, name: str, tick: int, state: Mapping[str, Any], *, final: bool) -> None:
         started = time.perf_counter()
         self.store.save_snapshot(name, tick, state, hash_state(state))
+        self._timed(self.on_snapshot_save, name, started)
         self.last_snapshot_tick = tick
         self.snapshots_written += 1
+        if final:  # no pruning at stop: it is not needed, and the stop is bounded
+            log.info(
+                "world %r: final snapshot at tick %d written in %.3f s",
+                name,
+                tick,
+                time.perf_counter() - started,
+            )
+            return
         self.store.prune(name, self.retention_ticks)
         log.info(
             "world %r: snapshot of tick %d written in %.3f s",

@@ -484,7 +484,7 @@ class JobScheduler:
         self.runtime = runtime
         runtime.before_tick.append(self._before_tick)
         runtime.after_tick.append(self._after_tick)
-        runtime.on_stop.append(self.shutdown)
+        runtime.on_stop.append(self._stop_with_runtime)
 
     def _register_handler(self, world: World, spec: JobSpec) -> None:
         world.command_handlers[spec.command_type] = _Handler(self, world, spec)
@@ -767,6 +767,12 @@ class JobScheduler:
                                 f"timed out after {limit:g}s",
                             ),
                         )
+
+    def _stop_with_runtime(self) -> None:
+        """Stop hook: wait for running jobs at most 1 s and a quarter of the stop's bound left
+        (the rest is the final snapshot's; job workers are daemons and cannot hold exit)."""
+        left = self.runtime.stop_time_left() if self.runtime is not None else 1.0
+        self.shutdown(wait=min(1.0, left / 4))
 
     def shutdown(self, wait: float = 1.0) -> None:
         """Stop scheduling, tell running background jobs to cancel, and drop queued ones."""

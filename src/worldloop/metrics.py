@@ -8,7 +8,9 @@ vanish (gunicorn's ``child_exit`` hook must call :func:`mark_process_dead`, see
 ``worldloop.gunicorn_hooks``). Without that variable, a single in-process registry is used.
 
 The runtime is observed through an after-tick listener (:class:`LoopObserver`), never by
-editing the tick. The store calls :func:`observe_journal_append` / :func:`observe_snapshot_save`.
+editing the tick. Store timings arrive through the durability's timing hooks, which
+:meth:`LoopObserver.attach` points at :func:`observe_journal_append` / :func:`observe_snapshot_save`
+(journal appends on the loop thread, snapshot saves on the writer thread).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .jobs import JobScheduler, JobsCollector
 from .logs import set_loop_context
 from .runtime import TickReport, WorldRuntime
 
@@ -115,6 +118,13 @@ WORLD_TICK = Gauge(
     multiprocess_mode="livemax",
     registry=REGISTRY,
 )
+HALTED = Gauge(
+    "worldloop_halted",
+    "1 once the journal failed for good and the world halted (until a restart).",
+    ["world"],
+    multiprocess_mode="livemax",
+    registry=REGISTRY,
+)
 JOURNAL_APPEND = Histogram(
     "worldloop_journal_append_seconds",
     "Time to durably append one tick's commands to the journal.",
@@ -170,6 +180,18 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+def render_jobs(scheduler: JobScheduler) -> bytes:
+    """Exposition text of a job scheduler's counters (``worldloop_job_*``), for /metrics.
+
+    Collected at scrape time from the scheduler itself, which lives in the process that runs
+    the world; /metrics appends it only there (another gunicorn worker has no job runs to
+    report, and prometheus_client's multiprocess files cannot carry custom collectors).
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobsCollector(scheduler))
+    return generate_latest(registry)
+
+
 def mark_process_dead(pid: int) -> None:
     """Forget a dead worker's live gauges (call from gunicorn's ``child_exit``)."""
     if MULTIPROCESS:
@@ -221,10 +243,15 @@ class LoopObserver:
         RATE_HZ.labels(self.world).set(stats.rate_hz)
         PAUSED.labels(self.world).set(1 if stats.paused else 0)
         QUEUE_DEPTH.labels(self.world).set(len(rt.queue))
+        HALTED.labels(self.world).set(1 if rt.degraded else 0)  # a halted world never ticks
 
     def attach(self) -> LoopObserver:
         self.runtime.before_tick.append(self.before_tick)
         self.runtime.after_tick.append(self.after_tick)
+        dur = self.runtime.durability
+        if dur is not None:
+            dur.on_journal_append.append(observe_journal_append)
+            dur.on_snapshot_save.append(observe_snapshot_save)
         return self
 
     def detach(self) -> None:
@@ -234,6 +261,14 @@ class LoopObserver:
         ):
             if fn in hooks:
                 hooks.remove(fn)  # type: ignore[arg-type]
+        dur = self.runtime.durability
+        if dur is not None:
+            for timing, hook in (
+                (dur.on_journal_append, observe_journal_append),
+                (dur.on_snapshot_save, observe_snapshot_save),
+            ):
+                if hook in timing:
+                    timing.remove(hook)
 
     def before_tick(self, _info: object) -> None:
         set_loop_context(self.world, self.runtime.world.tick + 1)

@@ -102,6 +102,7 @@ class WorldRuntime:
         self._state_lock = threading.Lock()
         self._running = False
         self._stopped = False
+        self._stop_deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -140,13 +141,23 @@ class WorldRuntime:
         )
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop ticking within ``timeout`` s, refuse what is still queued, release the lease."""
+        """Stop within ``timeout`` s (default: ``shutdown_timeout``), refuse what is still
+        queued, write a final snapshot if the bound allows, close the store, release the lease.
+
+        The bound covers the whole stop, not each part: the loop gets what it needs first,
+        then the stop hooks, and the final snapshot gets the rest (best effort: the journal
+        already holds every acknowledged tick, see ``Durability.final_snapshot``).
+        """
         with self._state_lock:
             if not self._running:
                 return True
             self._running = False
             self._stopped = True
-        ok = self.ticker.stop(self.shutdown_timeout if timeout is None else timeout)
+        bound = max(0.0, self.shutdown_timeout if timeout is None else float(timeout))
+        self._stop_deadline = time.monotonic() + bound
+        # The loop gets three quarters of the bound; the rest is kept for the store, so that
+        # an abandoned loop's journal write in flight can still be waited out (see close()).
+        ok = self.ticker.stop(0.75 * bound)
         if not ok:
             log.error("world %r: loop did not stop within the bound; abandoning it", self.name)
         for ticket in self.queue.drain():
@@ -168,13 +179,27 @@ class WorldRuntime:
         if self.durability is not None:
             try:
                 if ok:
-                    self.durability.final_snapshot(self.world)
-                self.durability.close()
+                    self.durability.final_snapshot(self.world, self.stop_time_left())
+                self.durability.close(self.stop_time_left())
             except Exception:
                 log.exception("world %r: closing the store failed", self.name)
         self.lease.release()
-        log.info("world %r stopped at tick %d in pid %d", self.name, self.world.tick, os.getpid())
+        log.info(
+            "world %r stopped at tick %d in pid %d (%.3f s of a %.3g s bound)",
+            self.name,
+            self.world.tick,
+            os.getpid(),
+            bound - self.stop_time_left(),
+            bound,
+        )
         return ok
+
+    def stop_time_left(self) -> float:
+        """Seconds left of the bound of a stop under way (stop hooks size their waits by it);
+        ``shutdown_timeout`` when no stop is under way."""
+        if self._stop_deadline is None:
+            return self.shutdown_timeout
+        return max(0.0, self._stop_deadline - time.monotonic())
 
     # -- commands and snapshots ------------------------------------------------------------
 
@@ -187,7 +212,14 @@ class WorldRuntime:
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
-        return self.queue.put(type_, normalized, actor)
+        ticket = self.queue.put(type_, normalized, actor)
+        halted = self.degraded
+        if halted:
+            # The loop halted while this command was being validated, after it drained the
+            # queue: refuse it now, or (paused, or stopping) nothing would ever resolve it.
+            self._refuse(self.queue.drain(), halted)
+            raise StoreError(f"world {self.name!r} halted: {halted}")
+        return ticket
 
     def command_status(self, command_id: str) -> dict[str, Any] | None:
         """A command as GET /commands/{id} shows it: a recent ticket, else the journal, else None.

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
-from ..metrics import LoopObserver, render
+from ..metrics import LoopObserver, render, render_jobs
 from ..runtime import WorldRuntime
 
 bp = Blueprint("worldloop_health", __name__)
@@ -164,4 +164,8 @@ def metrics() -> Response:
     if obs is not None:
         obs.observer.refresh()
     payload, content_type = render()
+    ext = current_app.extensions.get("worldloop")
+    rt = getattr(ext, "runtime", None)
+    if ext is not None and rt is not None and rt.running:  # jobs run where the world runs
+        payload += render_jobs(ext.jobs)
     return Response(payload, content_type=content_type)

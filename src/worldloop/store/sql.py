@@ -508,6 +508,38 @@ class SqlStore:
         with self._guard("dropping the schema"), self.engine.begin() as conn:
             metadata.drop_all(conn)
 
+    def check_writable(self, timeout: float = 0.25) -> None:
+        """Raise StoreError unless a write transaction can start now (for /readyz).
+
+        SQLite: take the write lock (BEGIN IMMEDIATE) and roll back at once, waiting at most
+        ``timeout`` s, so a readiness probe never hangs on a lock. PostgreSQL: the server must
+        answer and not be read-only (a standby, or default_transaction_read_only).
+        """
+        if self.readonly:
+            raise StoreError(f"the store {self!r} was opened read-only")
+        with self._guard("write check"):
+            if self.is_sqlite:
+                raw = self.engine.raw_connection()
+                try:
+                    cur = raw.cursor()
+                    cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                        cur.execute("ROLLBACK")
+                    finally:
+                        cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                        cur.close()
+                except Exception as exc:  # sqlite3 errors are DBAPI errors, not SQLAlchemy's
+                    raise StoreError(f"write check failed: {type(exc).__name__}: {exc}") from exc
+                finally:
+                    raw.close()
+                return
+            with self.engine.connect() as conn:
+                read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
+                conn.rollback()
+            if str(read_only).lower() == "on":
+                raise StoreError(f"the store {self!r} is read-only (a standby?)")
+
     def close(self) -> None:
         with self._open_lock:
             engine, self._engine = self._engine, None

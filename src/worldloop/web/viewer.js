@@ -390,6 +390,69 @@
     }
   }
 
+  // ---- jobs (the admin jobs API: list every 2 s while a token is set; run now, pause) ---------
+  function slotText(slot) {
+    if (!slot) return "–";
+    if (slot.tick !== undefined) return "t" + slot.tick;
+    return new Date(slot.ts * 1000).toLocaleTimeString();
+  }
+
+  function cell(row, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    row.appendChild(td);
+    return td;
+  }
+
+  function jobButton(td, label, name, action) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = label;
+    b.dataset.job = name;
+    b.dataset.action = action;
+    b.addEventListener("click", async () => {
+      if (await admin("jobs/" + encodeURIComponent(name) + "/" + action)) refreshJobs();
+    });
+    td.appendChild(b);
+  }
+
+  function renderJobs(jobs) {
+    const body = $("jobs-table").tBodies[0];
+    body.replaceChildren();
+    for (const job of jobs) {
+      const row = document.createElement("tr");
+      row.dataset.job = job.name;
+      cell(row, job.name).title = job.kind + ", " + job.schedule;
+      cell(row, job.paused ? "paused" : slotText(job.next_run));
+      const last = job.last_result;
+      cell(row, last ? last.status : "–", last && last.status !== "ok" ? "bad" : "")
+        .title = last && last.error ? last.error : "";
+      cell(row, String(job.runs)).className = "runs";
+      cell(row, String(job.errors), job.errors ? "bad" : "");
+      const actions = cell(row, "");
+      jobButton(actions, "run", job.name, "run");
+      jobButton(actions, job.paused ? "resume" : "pause", job.name, job.paused ? "resume" : "pause");
+      body.appendChild(row);
+    }
+  }
+
+  async function refreshJobs() {
+    if (!token()) { $("jobs").hidden = true; return; }
+    try {
+      const resp = await fetch("/api/v1/admin/jobs", {
+        headers: { "Authorization": "Bearer " + token() },
+      });
+      if (!resp.ok) { $("jobs").hidden = true; return; }
+      const data = await resp.json();
+      renderJobs(data.jobs || []);
+      $("jobs").hidden = !(data.jobs && data.jobs.length);
+    } catch (_) {
+      $("jobs").hidden = true;
+    }
+  }
+  setInterval(refreshJobs, 2000);
+
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const value = $("token").value.trim();
@@ -398,11 +461,13 @@
     $("token").value = "";
     $("admin-msg").textContent = "";
     showAdmin();
+    refreshJobs();
   });
   $("token-forget").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     $("admin-msg").textContent = "";
     showAdmin();
+    refreshJobs();
   });
   $("btn-pause").addEventListener("click", () => admin("pause"));
   $("btn-resume").addEventListener("click", () => admin("resume"));
@@ -416,6 +481,7 @@
     .catch(() => {});
   window.addEventListener("resize", resize);
   showAdmin();
+  refreshJobs();
   resize();
   draw();
   connect();
