@@ -26,6 +26,7 @@ from worldloop.demo.jobs import LEADERBOARD_FILE
 from .support import wait_for
 
 ADMIN_TOKEN = "fuzz-admin"
+RATE_HZ = 50.0
 STREAM_SECONDS = 0.3
 """Server-side cap on each fuzzed stream (WORLDLOOP_STREAM_MAX_SECONDS): streams end with an
 ``end`` event, so the stream is fuzzed like any endpoint and every case stays short."""
@@ -113,7 +114,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "TESTING": True,
             "WORLDLOOP_HANDLE_SIGNALS": False,
             "WORLDLOOP_ADMIN_TOKEN": ADMIN_TOKEN,
-            "WORLDLOOP_RATE_HZ": 50.0,
+            "WORLDLOOP_RATE_HZ": RATE_HZ,
             "WORLDLOOP_COMMAND_WAIT": 0.5,
             "WORLDLOOP_LONG_POLL_MAX": 0.3,
             "WORLDLOOP_RATE_LIMIT": 1000.0,
@@ -163,12 +164,20 @@ FUZZ_SETTINGS = settings(
 )
 
 
-def _calm(case: Any) -> None:
-    """Keep a fuzzed clock usable for the rest of the run (a rate near zero would stall it)."""
-    if case.operation.path == "/api/v1/admin/rate" and isinstance(case.body, dict):
-        rate = case.body.get("rate_hz")
-        if isinstance(rate, int | float) and not isinstance(rate, bool) and rate < 5:
-            case.body["rate_hz"] = 5
+_last_request = ["(none yet)"]
+
+
+def _check_the_loop(app: Flask, case: Any, *, after: bool) -> None:
+    """No request may kill the loop: its death shows later only as documented 503s, so check
+    before and after every case. Before a case, a fuzzed rate is put back (as late as possible,
+    so a rate that would kill the loop has done so by then) to keep the rest of the run ticking."""
+    rt = app.extensions["worldloop"].runtime
+    assert rt is not None
+    if after:
+        _last_request[0] = f"{case.method} {case.formatted_path} body={case.body!r}"
+    assert rt.running, f"the world loop died; the last request was {_last_request[0]}"
+    if not after and rt.stats().rate_hz != RATE_HZ:
+        rt.set_rate(RATE_HZ)
 
 
 @pytest.mark.slow
@@ -176,14 +185,15 @@ def _calm(case: Any) -> None:
 @FUZZ_SETTINGS
 def test_fuzz_with_credentials(case: Any, player_token: str, fuzz_app: Flask) -> None:
     """Generated requests (valid and invalid) with the real admin or player token."""
+    _check_the_loop(fuzz_app, case, after=False)
     path = case.operation.path
     headers: dict[str, str] = {}
     if path.startswith("/api/v1/admin"):
         headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
-        _calm(case)
     elif path.startswith("/api/v1/commands"):
         headers["Authorization"] = f"Bearer {player_token}"
     case.call_and_validate(app=fuzz_app, headers=headers, checks=CHECKS)
+    _check_the_loop(fuzz_app, case, after=True)
 
 
 @pytest.mark.slow
@@ -191,7 +201,9 @@ def test_fuzz_with_credentials(case: Any, player_token: str, fuzz_app: Flask) ->
 @FUZZ_SETTINGS
 def test_fuzz_without_credentials(case: Any, fuzz_app: Flask) -> None:
     """The guarded operations with no or made-up tokens: 401/403 as documented, never 5xx."""
+    _check_the_loop(fuzz_app, case, after=False)
     case.call_and_validate(app=fuzz_app, checks=CHECKS)
+    _check_the_loop(fuzz_app, case, after=True)
 
 
 def test_stream_events_fit_the_document(fuzz_app: Flask) -> None:

@@ -525,6 +525,7 @@ def test_admin_clock_controls(app: Flask, client: FlaskClient) -> None:
         ("rate", {"rate_hz": 0}),
         ("rate", {"rate_hz": -5}),
         ("rate", {"rate_hz": 5000}),
+        ("rate", {"rate_hz": 0.009}),
         ("rate", {"rate_hz": "fast"}),
     ],
 )
@@ -532,6 +533,18 @@ def test_admin_bad_bodies(client: FlaskClient, path: str, body: dict[str, Any]) 
     client.post("/api/v1/admin/pause", headers=ADMIN)
     assert_error(client.post(f"/api/v1/admin/{path}", json=body, headers=ADMIN), 422)
     assert_error(client.post(f"/api/v1/admin/{path}", data=b"{oops", headers=ADMIN), 400)
+
+
+@pytest.mark.parametrize("rate", [5e-324, 1e-300, 1e-11, 1e-5])
+def test_a_tiny_rate_is_refused_and_the_loop_lives_on(
+    app: Flask, client: FlaskClient, rate: float
+) -> None:
+    """Found by fuzzing: a tiny positive rate made the loop's next wait overflow (or its period
+    infinite), killing the loop thread, or stalled the world long after the rate was reset."""
+    assert_error(client.post("/api/v1/admin/rate", json={"rate_hz": rate}, headers=ADMIN), 422)
+    tick = client.get("/api/v1/world").json["tick"]
+    wait_for(lambda: client.get("/api/v1/world").json["tick"] > tick + 2, 10.0, what="ticks")
+    assert rt_of(app).running
 
 
 # -- errors and docs -----------------------------------------------------------------------

@@ -929,7 +929,7 @@ def document() -> dict[str, Any]:
                         "type": "object",
                         "required": ["rate_hz"],
                         "properties": {
-                            "rate_hz": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000}
+                            "rate_hz": {"type": "number", "minimum": 0.01, "maximum": 1000}
                         },
                     },
                 )
