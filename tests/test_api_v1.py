@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 import worldloop.snapshot
+from worldloop.api.openapi import document
+from worldloop.api.v1 import register_v1
 from worldloop.demo import create_app
 from worldloop.runtime import WorldRuntime
 
@@ -521,6 +525,7 @@ def test_admin_clock_controls(app: Flask, client: FlaskClient) -> None:
         ("rate", {"rate_hz": 0}),
         ("rate", {"rate_hz": -5}),
         ("rate", {"rate_hz": 5000}),
+        ("rate", {"rate_hz": 0.009}),
         ("rate", {"rate_hz": "fast"}),
     ],
 )
@@ -528,6 +533,18 @@ def test_admin_bad_bodies(client: FlaskClient, path: str, body: dict[str, Any]) 
     client.post("/api/v1/admin/pause", headers=ADMIN)
     assert_error(client.post(f"/api/v1/admin/{path}", json=body, headers=ADMIN), 422)
     assert_error(client.post(f"/api/v1/admin/{path}", data=b"{oops", headers=ADMIN), 400)
+
+
+@pytest.mark.parametrize("rate", [5e-324, 1e-300, 1e-11, 1e-5])
+def test_a_tiny_rate_is_refused_and_the_loop_lives_on(
+    app: Flask, client: FlaskClient, rate: float
+) -> None:
+    """Found by fuzzing: a tiny positive rate made the loop's next wait overflow (or its period
+    infinite), killing the loop thread, or stalled the world long after the rate was reset."""
+    assert_error(client.post("/api/v1/admin/rate", json={"rate_hz": rate}, headers=ADMIN), 422)
+    tick = client.get("/api/v1/world").json["tick"]
+    wait_for(lambda: client.get("/api/v1/world").json["tick"] > tick + 2, 10.0, what="ticks")
+    assert rt_of(app).running
 
 
 # -- errors and docs -----------------------------------------------------------------------
@@ -540,29 +557,51 @@ def test_unknown_routes_and_methods_are_json(client: FlaskClient) -> None:
     assert "GET" in resp.headers["Allow"]
 
 
-def test_openapi_document_covers_every_api_route(app: Flask, client: FlaskClient) -> None:
+def test_openapi_document_covers_every_route_of_the_demo_app(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Every route the demo app registers (static files aside) is documented, and nothing else:
+    a new undocumented route fails here."""
     doc = client.get("/openapi.json").json
     assert doc["openapi"].startswith("3.")
     routes = set()
-    ours = {
-        "worldloop_world",
-        "worldloop_snapshot",
-        "worldloop_entities",
-        "worldloop_players",
-        "worldloop_commands",
-        "worldloop_admin",
-    }
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.partition(".")[0] not in ours:
-            continue
-        path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+            continue  # Flask's and the viewer's static files
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((path, method.lower()))
-    documented = {(p, m) for p, item in doc["paths"].items() for m in item}
+    assert {"/api/v1/stream", "/healthz", "/metrics", "/api/v1/admin/jobs/{name}/run"} <= {
+        p for p, _ in routes
+    }
+    documented = {(p, m) for p, item in document()["paths"].items() for m in item}
     assert routes == documented
+    assert doc == document()  # the demo app routes everything, so it serves the whole document
     page = client.get("/docs")
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert b"/openapi.json" in page.data
+
+
+def test_openapi_document_is_valid_openapi_3_1() -> None:
+    # the OAS 3.1 meta-schema as shipped (and pinned) with schemathesis
+    from schemathesis.specs.openapi.definitions import OPENAPI_31
+
+    errors = [
+        f"{e.instance_path}: {e.message[:200]}"
+        for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(document())
+    ]
+    assert errors == []
+
+
+def test_served_document_lists_only_the_routes_an_app_has() -> None:
+    """An app with only REST API v1 (no observation, jobs or demo) is not promised the rest."""
+    bare = Flask("bare")
+    register_v1(bare)
+    doc = bare.test_client().get("/api/v1/openapi.json").json
+    assert "/api/v1/world" in doc["paths"] and "/api/v1/admin/step" in doc["paths"]
+    for absent in ("/metrics", "/readyz", "/api/v1/stream", "/api/v1/admin/jobs", "/"):
+        assert absent not in doc["paths"]
+    assert doc["components"] == document()["components"]
 
 
 def test_journal_replay_of_api_commands_reproduces_the_state_hash(tmp_path: Any) -> None:

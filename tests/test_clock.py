@@ -167,7 +167,9 @@ def test_set_rate_changes_the_period_from_the_next_due_tick(manual_clock, make_t
     assert rec.infos[-1].scheduled - rec.infos[-2].scheduled == pytest.approx(0.125)
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), 10_000, True, "5"])
+@pytest.mark.parametrize(
+    "bad", [0, -1, float("nan"), float("inf"), 10_000, True, "5", 5e-324, 1e-11, 0.009]
+)
 def test_rates_out_of_range_are_refused(make_ticker, bad):
     t = make_ticker(Recorder())
     with pytest.raises(ValueError):

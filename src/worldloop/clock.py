@@ -23,6 +23,9 @@ from .errors import WorldLoopError
 log = logging.getLogger("worldloop.clock")
 
 MAX_RATE_HZ = 1000.0
+MIN_RATE_HZ = 0.01
+"""A tick at least every 100 s: slower periods overflow timed waits (or become infinite) and
+would kill the loop thread, and a rate change takes effect only at the next due tick."""
 T = TypeVar("T")
 
 
@@ -397,5 +400,7 @@ def _run_calls(calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
 def _check_rate(rate_hz: float) -> None:
     if not isinstance(rate_hz, int | float) or isinstance(rate_hz, bool):
         raise ValueError("rate must be a number of ticks per second")
-    if not math.isfinite(rate_hz) or rate_hz <= 0 or rate_hz > MAX_RATE_HZ:
-        raise ValueError(f"rate must be > 0 and <= {MAX_RATE_HZ:g} Hz, got {rate_hz!r}")
+    if not math.isfinite(rate_hz) or not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise ValueError(
+            f"rate must be within {MIN_RATE_HZ:g}..{MAX_RATE_HZ:g} Hz, got {rate_hz!r}"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..clock import ClockStateError
+from ..clock import MAX_RATE_HZ, MIN_RATE_HZ, ClockStateError
 from ..errors import CommandInvalid, WorldNotRunning
 from ..extension import get_runtime
 from ..runtime import WorldRuntime
@@ -73,9 +73,12 @@ def set_rate() -> dict[str, Any]:
         not isinstance(hz, int | float)
         or isinstance(hz, bool)
         or not math.isfinite(hz)
-        or not 0 < hz <= 1000
+        or not MIN_RATE_HZ <= hz <= MAX_RATE_HZ
     ):
-        raise CommandInvalid("rate_hz must be a number in (0, 1000]", details={"field": "rate_hz"})
+        raise CommandInvalid(
+            f"rate_hz must be a number in [{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}]",
+            details={"field": "rate_hz"},
+        )
     rt.set_rate(float(hz))
     return _status(rt)
 

@@ -1,13 +1,19 @@
-"""The OpenAPI 3.1 document of REST API v1 (hand-written, checked by a schemathesis run) and a
+"""The OpenAPI 3.1 document of the whole app (hand-written, checked by a schemathesis run) and a
 self-contained browsable docs page (no CDN: it renders the document with a little inline JS).
+
+``document()`` describes every route the demo app registers (REST API v1, stream and frame,
+health, metrics, jobs, leaderboard, viewer, docs); a test fails when a route is missing. The
+served copy keeps only the operations the serving app really routes (``document_for(app)``).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response, current_app
 
 bp = Blueprint("worldloop_openapi", __name__)
 
@@ -22,7 +28,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int | tuple[int, str]) -> dict[str, Any]:
+    """Error responses (the shared Error schema); ``(code, text)`` overrides the description."""
     text = {
         304: "Not modified",
         400: "Malformed request (bad JSON or query parameter)",
@@ -36,8 +43,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "The world is not running, paused for joins, or the queue is full",
     }
     out: dict[str, Any] = {}
-    for code in codes:
-        resp = _json(_ref("Error"), text[code])
+    for item in codes:
+        code, description = item if isinstance(item, tuple) else (item, text[item])
+        resp = _json(_ref("Error"), description)
         if code == 429:
             resp["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
         out[str(code)] = resp
@@ -200,15 +208,532 @@ SCHEMAS: dict[str, Any] = {
 _PLAYER_AUTH: list[dict[str, list[str]]] = [{"playerToken": []}]
 _ADMIN_AUTH: list[dict[str, list[str]]] = [{"adminToken": []}]
 
+# -- stream, frame, health, metrics (issue 5), jobs (issue 6), demo extras -------------------
 
-def _admin_op(summary: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+_INTS = {"type": "array", "items": _INT}
+_NUMS = {"type": "array", "items": _NUM}
+_SLOT_OR_NULL = {"anyOf": [_ref("JobSlot"), {"type": "null"}]}
+
+SCHEMAS.update(
+    {
+        "LoopStats": {
+            "type": "object",
+            "description": "Live loop figures, read without locks when the event is sent.",
+            "required": [
+                "rate_hz",
+                "paused",
+                "running",
+                "tick_duration_ms",
+                "tick_lateness_ms",
+                "queue_depth",
+                "ticks",
+                "overruns",
+                "skipped",
+                "errors",
+            ],
+            "properties": {
+                "rate_hz": _NUM,
+                "paused": {"type": "boolean"},
+                "running": {"type": "boolean"},
+                "tick_duration_ms": _NUM,
+                "tick_lateness_ms": _NUM,
+                "queue_depth": _INT,
+                "ticks": _INT,
+                "overruns": _INT,
+                "skipped": _INT,
+                "errors": _INT,
+            },
+        },
+        "Frame": {
+            "type": "object",
+            "description": (
+                "World.view_region(snapshot, bbox, limit) plus the loop's stats. Every world "
+                "gives tick, sim_time and summary; the meadow adds world, bbox, grass, "
+                "creatures and players."
+            ),
+            "required": ["stats", "tick", "sim_time", "summary"],
+            "properties": {
+                "stats": _ref("LoopStats"),
+                "tick": _INT,
+                "sim_time": _NUM,
+                "summary": {"type": "object"},
+                "world": {
+                    "type": "object",
+                    "required": ["width", "height"],
+                    "properties": {"width": _NUM, "height": _NUM},
+                },
+                "bbox": {
+                    "type": "array",
+                    "items": _NUM,
+                    "minItems": 4,
+                    "maxItems": 4,
+                    "description": "The region drawn (x0, y0, x1, y1), clipped to the world.",
+                },
+                "grass": {
+                    "type": "object",
+                    "description": "Grass levels 0..255, row-major: rows*cols cells of side cell.",
+                    "required": ["cols", "rows", "cell", "x0", "y0", "levels"],
+                    "properties": {
+                        "cols": _INT,
+                        "rows": _INT,
+                        "cell": _NUM,
+                        "x0": _NUM,
+                        "y0": _NUM,
+                        "levels": {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                        },
+                    },
+                },
+                "creatures": {
+                    "type": "object",
+                    "description": "Parallel arrays; at most limit creatures of total_in_view.",
+                    "required": ["id", "x", "y", "energy", "total_in_view"],
+                    "properties": {
+                        "id": _INTS,
+                        "x": _NUMS,
+                        "y": _NUMS,
+                        "energy": _NUMS,
+                        "total_in_view": _INT,
+                    },
+                },
+                "players": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["player_id", "name", "entity_id", "x", "y", "say"],
+                        "properties": {
+                            "player_id": _STR,
+                            "name": _STR,
+                            "entity_id": _INT,
+                            "x": _NUM,
+                            "y": _NUM,
+                            "say": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "StreamEvent": {
+            "type": "object",
+            "description": (
+                "One server-sent event (as OpenAPI 3.0/3.1 tools read a text/event-stream "
+                "schema: per event). data is JSON text: a Frame for frame events (id = tick), "
+                "LoopStats for stats events, {} for the final end event."
+            ),
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "enum": ["frame", "stats", "end"]},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "retry": _INT,
+            },
+            "oneOf": [
+                {
+                    "required": ["id"],
+                    "properties": {
+                        "event": {"const": "frame"},
+                        "data": {"contentSchema": _ref("Frame")},
+                    },
+                },
+                {
+                    "properties": {
+                        "event": {"const": "stats"},
+                        "data": {"contentSchema": _ref("LoopStats")},
+                    }
+                },
+                {"properties": {"event": {"const": "end"}, "data": {"const": "{}"}}},
+            ],
+        },
+        "Liveness": {
+            "type": "object",
+            "required": ["status", "pid"],
+            "properties": {"status": {"const": "alive"}, "pid": _INT},
+        },
+        "Problem": {
+            "type": "object",
+            "description": (
+                "A reason the world is not fully ready. Fatal codes (503): not_running, halted, "
+                "loop_stalled, store_unwritable, overrunning, tick_errors; soft codes (200, "
+                "degraded): system_errors, hook_errors."
+            ),
+            "required": ["code", "message", "fatal"],
+            "properties": {"code": _STR, "message": _STR, "fatal": {"type": "boolean"}},
+        },
+        "Readiness": {
+            "type": "object",
+            "required": [
+                "status",
+                "ready",
+                "reasons",
+                "world",
+                "tick",
+                "paused",
+                "rate_hz",
+                "role",
+            ],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
+                "ready": {"type": "boolean"},
+                "reasons": {"type": "array", "items": _ref("Problem")},
+                "world": _STR,
+                "tick": {"type": ["integer", "null"]},
+                "paused": {"type": "boolean"},
+                "rate_hz": _NUM,
+                "role": {
+                    "type": "string",
+                    "description": "serve, gunicorn-worker, prefork-master, reloader-parent, ...",
+                },
+            },
+        },
+        "JobSlot": {
+            "description": "A schedule slot: a tick for tick schedules, else a UTC time.",
+            "oneOf": [
+                {"type": "object", "required": ["tick"], "properties": {"tick": _INT}},
+                {
+                    "type": "object",
+                    "required": ["at", "ts"],
+                    "properties": {"at": {"type": "string", "format": "date-time"}, "ts": _NUM},
+                },
+            ],
+        },
+        "JobResult": {
+            "type": "object",
+            "required": ["status", "slot", "finished_at", "duration", "value", "error"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "error", "timeout", "rejected"]},
+                "slot": {"type": ["number", "null"]},
+                "finished_at": {"type": "string", "format": "date-time"},
+                "duration": _NUM,
+                "value": {"description": "What the job returned (small JSON, or a description)."},
+                "error": {"type": ["string", "null"]},
+            },
+        },
+        "Job": {
+            "type": "object",
+            "required": [
+                "name",
+                "kind",
+                "schedule",
+                "basis",
+                "misfire",
+                "max_concurrent",
+                "timeout",
+                "paused",
+                "running",
+                "next_run",
+                "last_slot",
+                "last_run",
+                "last_result",
+                "runs",
+                "errors",
+                "skipped",
+                "timeouts",
+            ],
+            "properties": {
+                "name": _STR,
+                "kind": {"type": "string", "enum": ["world", "background"]},
+                "schedule": {
+                    "type": "string",
+                    "description": "e.g. every 60s, cron '0 4 * * *' UTC",
+                },
+                "basis": {"type": "string", "enum": ["wall", "tick"]},
+                "misfire": {"type": "string", "enum": ["run_late", "skip", "coalesce"]},
+                "max_concurrent": {"type": "integer", "minimum": 1},
+                "timeout": {"type": ["number", "null"]},
+                "paused": {"type": "boolean"},
+                "running": {"type": "integer", "minimum": 0},
+                "next_run": {**_SLOT_OR_NULL, "description": "null while paused"},
+                "last_slot": _SLOT_OR_NULL,
+                "last_run": {"type": ["string", "null"], "format": "date-time"},
+                "last_result": {"anyOf": [_ref("JobResult"), {"type": "null"}]},
+                "runs": _INT,
+                "errors": _INT,
+                "skipped": _INT,
+                "timeouts": _INT,
+            },
+        },
+        "JobList": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+        },
+        "JobEnvelope": {"type": "object", "required": ["job"], "properties": {"job": _ref("Job")}},
+        "JobRun": {
+            "type": "object",
+            "required": ["run", "job"],
+            "properties": {
+                "run": {
+                    "type": "object",
+                    "required": ["job", "queued", "command_id"],
+                    "properties": {
+                        "job": _STR,
+                        "queued": {"type": "boolean"},
+                        "command_id": {
+                            "type": ["string", "null"],
+                            "description": "World jobs: the journaled command; null otherwise.",
+                        },
+                    },
+                },
+                "job": _ref("Job"),
+            },
+        },
+        "Leaderboard": {
+            "type": "object",
+            "required": ["world", "tick", "sim_time", "slot", "entries"],
+            "properties": {
+                "world": _STR,
+                "tick": _INT,
+                "sim_time": _NUM,
+                "slot": {"type": ["number", "null"], "description": "null for a manual run"},
+                "entries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["rank", "entity_id", "kind", "score"],
+                        "properties": {
+                            "rank": {"type": "integer", "minimum": 1},
+                            "entity_id": _INT,
+                            "kind": {"type": "string", "enum": ["sheep", "avatar"]},
+                            "score": _NUM,
+                        },
+                    },
+                },
+            },
+        },
+    }
+)
+
+_BBOX_PARAM = {
+    "name": "bbox",
+    "in": "query",
+    "schema": _STR,
+    "description": (
+        "x0,y0,x1,y1 in world units (x0<x1, y0<y1, each within ±1e9); empty or absent: "
+        "the whole world."
+    ),
+}
+_LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 20000},
+    "description": (
+        "At most this many creatures (a deterministic subsample; creatures.total_in_view says "
+        "how many are in view). Default 2000 (WORLDLOOP_STREAM_DEFAULT_LIMIT), maximum 20000 "
+        "(WORLDLOOP_STREAM_MAX_LIMIT)."
+    ),
+}
+_HZ_PARAM = {
+    "name": "hz",
+    "in": "query",
+    "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+    "description": "At most this many frames a second (default: every published tick).",
+}
+_JOB_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+    "description": "The job's name (the demo registers leaderboard and reseed-grass).",
+    "examples": {
+        "leaderboard": {"value": "leaderboard"},
+        "reseed-grass": {"value": "reseed-grass"},
+    },
+}
+_NO_JOB = (404, "No job of that name")
+_NO_CACHE = {"Cache-Control": {"schema": _STR}}
+
+
+def _job_op(summary: str, ok: dict[str, Any], *errors: int | tuple[int, str]) -> dict[str, Any]:
+    """An admin jobs operation; those that can answer 404 (no such job) take the job name."""
+    op: dict[str, Any] = {
+        "tags": ["jobs"],
+        "summary": summary,
+        "security": _ADMIN_AUTH,
+        "responses": {**ok, **_errors(401, 403, *errors)},
+    }
+    if _NO_JOB in errors:
+        op["parameters"] = [_JOB_NAME]
+    return op
+
+
+def _page(summary: str, tag: str, description: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": [tag],
+            "summary": summary,
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {"text/html": {"schema": _STR}},
+                }
+            },
+        }
+    }
+
+
+_JOBS_PATHS: dict[str, Any] = {
+    "/api/v1/admin/jobs": {
+        "get": _job_op(
+            "Every job: schedule, next and last run, last result, counters",
+            {"200": _json(_ref("JobList"), "The jobs in registration order")},
+        )
+    },
+    "/api/v1/admin/jobs/{name}": {
+        "get": _job_op("One job", {"200": _json(_ref("JobEnvelope"), "The job")}, _NO_JOB),
+    },
+    "/api/v1/admin/jobs/{name}/pause": {
+        "post": _job_op(
+            "Stop scheduling a job (runs in flight finish; missed slots are skipped)",
+            {"200": _json(_ref("JobEnvelope"), "The job, paused")},
+            _NO_JOB,
+        ),
+    },
+    "/api/v1/admin/jobs/{name}/resume": {
+        "post": _job_op(
+            "Schedule a job again from now on",
+            {"200": _json(_ref("JobEnvelope"), "The job, resumed")},
+            _NO_JOB,
+        ),
+    },
+    "/api/v1/admin/jobs/{name}/run": {
+        "post": _job_op(
+            "Run a job once now, off schedule (world jobs at the next tick)",
+            {"202": _json(_ref("JobRun"), "Accepted: the run and the job's status")},
+            _NO_JOB,
+            (409, "The job already runs max_concurrent times (job_busy)"),
+            (503, "The world is not running in this process, or the command queue is full"),
+        ),
+    },
+}
+
+_OBSERVE_PATHS: dict[str, Any] = {
+    "/api/v1/stream": {
+        "get": {
+            "tags": ["viewer"],
+            "summary": "Live frames as server-sent events",
+            "description": (
+                "Starts with `retry: 1000`, then a `frame` event per new snapshot (id = tick, "
+                "data = Frame JSON; at most hz a second), a `stats` event (LoopStats JSON) "
+                "when no new tick came for about a second (e.g. paused), and `end` (data {}) "
+                "when the world stops or the stream reaches WORLDLOOP_STREAM_MAX_SECONDS "
+                "(10 s by default on one-request-per-worker servers). Needs a threaded "
+                "server; WORLDLOOP_STREAM_MAX_CLIENTS streams per process."
+            ),
+            "parameters": [_HZ_PARAM, _BBOX_PARAM, _LIMIT_PARAM],
+            "responses": {
+                "200": {
+                    "description": "The event stream; the schema describes one event",
+                    "headers": _NO_CACHE,
+                    "content": {"text/event-stream": {"schema": _ref("StreamEvent")}},
+                },
+                **_errors(
+                    (400, "A malformed or out-of-range parameter (details.param names it)"),
+                    (
+                        503,
+                        "The world does not run in this process, or every stream slot is taken "
+                        "(too_many_streams)",
+                    ),
+                ),
+            },
+        }
+    },
+    "/api/v1/frame": {
+        "get": {
+            "tags": ["viewer"],
+            "summary": "One frame of the latest snapshot (the stream's data, once)",
+            "parameters": [_BBOX_PARAM, _LIMIT_PARAM],
+            "responses": {
+                "200": {
+                    **_json(_ref("Frame"), "The frame"),
+                    "headers": {"ETag": {"schema": _STR}, **_NO_CACHE},
+                },
+                **_errors(
+                    (400, "A malformed or out-of-range parameter (details.param names it)"),
+                    (503, "No snapshot published yet"),
+                ),
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "tags": ["health"],
+            "summary": "Liveness: the process answers (never touches the world)",
+            "responses": {"200": _json(_ref("Liveness"), "Alive")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "tags": ["health"],
+            "summary": "Readiness: the world is served here, ticking (or paused), store writable",
+            "responses": {
+                "200": _json(_ref("Readiness"), "Ready: status ok, or degraded with soft reasons"),
+                "503": _json(
+                    _ref("Readiness"), "Not ready: status unavailable, fatal reasons listed"
+                ),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "tags": ["health"],
+            "summary": "Prometheus metrics (text exposition format)",
+            "responses": {
+                "200": {
+                    "description": "Loop, command, store, stream, job and HTTP metrics",
+                    "content": {"text/plain": {"schema": _STR}},
+                }
+            },
+        }
+    },
+    "/": _page("The live viewer (HTML; its static files are under /viewer/)", "viewer", "Page"),
+}
+
+_DEMO_PATHS: dict[str, Any] = {
+    "/api/v1/leaderboard": {
+        "get": {
+            "tags": ["world"],
+            "summary": "The best-fed creatures, as the leaderboard job last wrote them",
+            "responses": {
+                "200": _json(_ref("Leaderboard"), "The last leaderboard"),
+                **_errors(
+                    (404, "No leaderboard yet: the job has not run"),
+                    (503, "The leaderboard file is unreadable"),
+                ),
+            },
+        }
+    },
+}
+
+_DOC_BODY = {
+    "type": "object",
+    "required": ["openapi", "info", "paths"],
+    "properties": {"openapi": _STR, "info": {"type": "object"}, "paths": {"type": "object"}},
+}
+_DOCS_PATHS: dict[str, Any] = {
+    path: {
+        "get": {
+            "tags": ["docs"],
+            "summary": "This OpenAPI document (the operations this app routes)",
+            "responses": {"200": _json(_DOC_BODY, "The document")},
+        }
+    }
+    for path in ("/openapi.json", "/api/v1/openapi.json")
+} | {path: _page("Browsable API docs", "docs", "Docs page") for path in ("/docs", "/api/v1/docs")}
+
+
+def _admin_op(
+    summary: str,
+    body: dict[str, Any] | None = None,
+    errors: tuple[int, ...] = (400, 401, 403, 409, 413, 422, 503),
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "tags": ["admin"],
         "summary": summary,
         "security": _ADMIN_AUTH,
         "responses": {
             "200": _json(_ref("AdminStatus"), "The clock's state afterwards"),
-            **_errors(400, 401, 403, 409, 413, 422, 503),
+            **_errors(*errors),
         },
     }
     if body is not None:
@@ -382,8 +907,12 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/v1/admin/pause": {"post": _admin_op("Pause the clock")},
-            "/api/v1/admin/resume": {"post": _admin_op("Resume the clock")},
+            "/api/v1/admin/pause": {
+                "post": _admin_op("Pause the clock", errors=(401, 403, 409, 503))
+            },
+            "/api/v1/admin/resume": {
+                "post": _admin_op("Resume the clock", errors=(401, 403, 409, 503))
+            },
             "/api/v1/admin/step": {
                 "post": _admin_op(
                     "Run n ticks while paused",
@@ -400,7 +929,7 @@ def document() -> dict[str, Any]:
                         "type": "object",
                         "required": ["rate_hz"],
                         "properties": {
-                            "rate_hz": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000}
+                            "rate_hz": {"type": "number", "minimum": 0.01, "maximum": 1000}
                         },
                     },
                 )
@@ -416,15 +945,49 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_JOBS_PATHS,
+            **_OBSERVE_PATHS,
+            **_DEMO_PATHS,
+            **_DOCS_PATHS,
         },
     }
+
+
+def openapi_path(rule: str) -> str:
+    """A Werkzeug rule as an OpenAPI path: ``/a/<int:id>`` -> ``/a/{id}``."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def app_operations(app: Flask) -> Iterator[tuple[str, str]]:
+    """(OpenAPI path, lower-case method) of every route of ``app``, static files excepted."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.endpoint.endswith(".static"):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield openapi_path(rule.rule), method.lower()
+
+
+def document_for(app: Flask) -> dict[str, Any]:
+    """``document()`` narrowed to the operations ``app`` routes (an app may skip some parts)."""
+    doc = document()
+    routed = set(app_operations(app))
+    paths: dict[str, Any] = {}
+    for path, item in doc["paths"].items():
+        kept = {method: op for method, op in item.items() if (path, method) in routed}
+        if kept:
+            paths[path] = kept
+    doc["paths"] = paths
+    return doc
 
 
 @bp.get("/openapi.json")
 @bp.get("/api/v1/openapi.json")
 def openapi_json() -> Response:
     # not jsonify: it sorts keys, and the paths read best in the order they are declared
-    return Response(json.dumps(document()), mimetype="application/json")
+    return Response(json.dumps(document_for(current_app)), mimetype="application/json")
 
 
 DOCS_HTML = """<!doctype html>
