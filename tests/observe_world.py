@@ -227,3 +227,14 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     WorldLoop(app, world=create_world)
     install(app)
     return app
+
+
+def make_test_app(tmp_path: Any, **config: Any) -> Flask:
+    """The garden app for in-process tests: 50 Hz, no signal handlers, files under tmp_path."""
+    base = {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False, "WORLDLOOP_RATE_HZ": 50.0}
+    return create_app({**base, **config}, instance_path=str(tmp_path / "instance"))
+
+
+def runtime_of(app: Flask) -> Any:
+    """The app's WorldRuntime."""
+    return app.extensions["worldloop"].runtime

@@ -12,15 +12,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.observe_world import create_app
+from tests.observe_world import make_test_app, runtime_of
 from tests.support import wait_for
 from worldloop import WorldRuntime
 from worldloop.metrics import observe_journal_append, observe_snapshot_save
 
-
-def make_app(tmp_path: Path, **config: Any) -> Flask:
-    base = {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False, "WORLDLOOP_RATE_HZ": 50.0}
-    return create_app({**base, **config}, instance_path=str(tmp_path / "instance"))
+make_app = make_test_app
 
 
 @pytest.fixture
@@ -31,7 +28,7 @@ def garden(tmp_path: Path) -> Iterator[Flask]:
 
 
 def rt_of(app: Flask) -> WorldRuntime:
-    runtime: WorldRuntime = app.extensions["worldloop"].runtime
+    runtime: WorldRuntime = runtime_of(app)
     return runtime
 
 

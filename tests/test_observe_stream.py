@@ -13,16 +13,14 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tests.observe_world import create_app
+from tests.observe_world import make_test_app, runtime_of
 from worldloop import WorldRuntime
 from worldloop.snapshot import Snapshot
 
 FRAME_KEYS = {"tick", "sim_time", "summary", "world", "bbox", "grass", "creatures", "players"}
 
 
-def make_app(tmp_path: Path, **config: Any) -> Flask:
-    base = {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False, "WORLDLOOP_RATE_HZ": 50.0}
-    return create_app({**base, **config}, instance_path=str(tmp_path / "instance"))
+make_app = make_test_app
 
 
 @pytest.fixture
@@ -33,7 +31,7 @@ def garden(tmp_path: Path) -> Iterator[Flask]:
 
 
 def rt_of(app: Flask) -> WorldRuntime:
-    runtime: WorldRuntime = app.extensions["worldloop"].runtime
+    runtime: WorldRuntime = runtime_of(app)
     return runtime
 
 
