@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from worldloop.commands import Command  # noqa: E402
 from worldloop.demo.meadow import Meadow, Params  # noqa: E402
+from worldloop.plugins import TickListener  # noqa: E402
 from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
 
 BUDGET_MS = 50.0
@@ -208,7 +209,7 @@ def live_loop(n: int, seconds: float) -> dict[str, float]:
         durations.append(rep.duration * 1000)
         lateness.append(rep.info.lateness * 1000)
 
-    rt.after_tick.append(listen)
+    rt.add_plugin(TickListener(listen))
     rt.start()
     try:
         rt.ticker.wait_for_ticks(int(seconds * 20), timeout=seconds * 3)

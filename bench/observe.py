@@ -27,6 +27,7 @@ from tests.observe_world import GardenWorld  # noqa: E402
 from worldloop import TickReport, WorldRuntime  # noqa: E402
 from worldloop.api.stream import frame_json  # noqa: E402
 from worldloop.metrics import LoopObserver  # noqa: E402
+from worldloop.plugins import TickListener  # noqa: E402
 from worldloop.snapshot import Snapshot, dumps  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def us(xs: list[float]) -> str:
 def bench_metrics(creatures: int, ticks: int) -> list[str]:
     rt = WorldRuntime(GardenWorld(creatures=creatures), rate_hz=1000, start_paused=True)
     reports: list[TickReport] = []
-    rt.after_tick.append(reports.append)
+    rt.add_plugin(TickListener(reports.append))
     rt.start()
     try:
         rt.submit("join", {"name": "bench"})
@@ -52,7 +53,7 @@ def bench_metrics(creatures: int, ticks: int) -> list[str]:
     listener = []
     for report in reports:
         t0 = time.perf_counter()
-        observer.after_tick(report)
+        observer.after_tick(rt, report)
         listener.append(time.perf_counter() - t0)
     tick = [r.duration for r in reports]
     ratio = statistics.median(listener) / statistics.median(tick)

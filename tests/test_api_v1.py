@@ -17,6 +17,7 @@ import worldloop.snapshot
 from worldloop.api.openapi import document
 from worldloop.api.v1 import register_v1
 from worldloop.demo import create_app
+from worldloop.plugins import TickListener
 from worldloop.runtime import WorldRuntime
 
 from .support import wait_for
@@ -614,8 +615,12 @@ def test_journal_replay_of_api_commands_reproduces_the_state_hash(tmp_path: Any)
     try:
         rt = rt_of(app)
         journal: list[tuple[int, list[dict[str, Any]]]] = []
-        rt.after_tick.append(
-            lambda rep: journal.append((rep.tick, [o.command.to_record() for o in rep.outcomes]))
+        rt.add_plugin(
+            TickListener(
+                lambda rep: journal.append(
+                    (rep.tick, [o.command.to_record() for o in rep.outcomes])
+                )
+            )
         )
         c = app.test_client()
         assert c.post("/api/v1/admin/resume", headers=ADMIN).status_code == 200

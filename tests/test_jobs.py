@@ -31,6 +31,7 @@ from worldloop import (
 from worldloop.errors import CommandInvalid
 from worldloop.jobs import JobBusy, JobNotFound, Misfire, load_config_jobs, make_spec
 from worldloop.lease import MemoryLease
+from worldloop.plugins import TickListener
 from worldloop.snapshot import Snapshot
 from worldloop.world import State
 
@@ -110,8 +111,10 @@ class Harness:
             lease=MemoryLease(f"tally-{uuid.uuid4().hex}"),
         )
         self.journal: list[tuple[int, list[dict[str, Any]]]] = []
-        self.rt.after_tick.append(
-            lambda r: self.journal.append((r.tick, [o.command.to_record() for o in r.outcomes]))
+        self.rt.add_plugin(
+            TickListener(
+                lambda r: self.journal.append((r.tick, [o.command.to_record() for o in r.outcomes]))
+            )
         )
         self.jobs.attach(self.rt)
         self.rt.start()

@@ -15,6 +15,7 @@ from tests.durability_app import Drift
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from tests.support import wait_for
 from worldloop import StoreError, WorldRuntime
+from worldloop.plugins import TickListener
 from worldloop.store import SCHEMA_VERSION, SqlStore
 from worldloop.store.codec import decode_state, encode_state
 from worldloop.world import hash_state
@@ -140,7 +141,9 @@ def test_pruning_keeps_what_restore_needs(store_target: Target) -> None:
     url, schema = store_target
     rt = make_runtime(url, schema, snapshot_every=10, retention_ticks=25, hash_every=0)
     hashes: dict[int, str] = {0: rt.world.state_hash()}
-    rt.after_tick.append(lambda report: hashes.__setitem__(report.tick, rt.world.state_hash()))
+    rt.add_plugin(
+        TickListener(lambda report: hashes.__setitem__(report.tick, rt.world.state_hash()))
+    )
     rt.start()
     for _ in range(8):
         run_ticks(rt, 10)

@@ -33,7 +33,7 @@ from .world import World, hash_state
 
 log = logging.getLogger("worldloop.durability")
 
-TimingHook = Callable[[str, float], None]
+StoreEvent = Callable[[str, int, float], None]
 """Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
 
 
@@ -143,10 +143,9 @@ class Durability:
         )
         self._busy = threading.Event()
         self._writer: threading.Thread | None = None
-        self.on_journal_append: list[TimingHook] = []
-        """Timing hooks for each durable tick (loop thread; the time includes retries)."""
-        self.on_snapshot_save: list[TimingHook] = []
-        """Timing hooks for each snapshot written (writer thread, or the stopping thread)."""
+        self.notify: StoreEvent | None = None
+        """Told ``("journal_written" | "snapshot_saved", tick, seconds)`` after each durable
+        write (loop thread, or the snapshot writer); the runtime forwards it to its plug-ins."""
 
     # -- start ------------------------------------------------------------------------------
 
@@ -159,7 +158,7 @@ class Durability:
                 state = copy_state(world)
                 saving = time.perf_counter()
                 self.store.save_snapshot(world.name, world.tick, state, hash_state(state))
-                self._timed(self.on_snapshot_save, world.name, saving)
+                self._tell("snapshot_saved", world.tick, saving)
                 self.last_snapshot_tick = world.tick
                 log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
                 return None
@@ -242,7 +241,7 @@ class Durability:
                 except StoreError as exc:
                     error = exc
                 if error is None or self._committed_anyway(world.name, tick):
-                    self._timed(self.on_journal_append, world.name, started)
+                    self._tell("journal_written", tick, started)
                     return
             if time.monotonic() + delay > deadline:
                 self.failed = (
@@ -261,17 +260,10 @@ class Durability:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    @staticmethod
-    def _timed(hooks: Sequence[TimingHook], name: str, started: float) -> None:
-        """Report the time since ``started`` to ``hooks``; a failing hook never fails a write."""
-        if not hooks:
-            return
-        seconds = time.perf_counter() - started
-        for hook in hooks:
-            try:
-                hook(name, seconds)
-            except Exception:
-                log.exception("world %r: timing hook %r failed", name, hook)
+    def _tell(self, event: str, tick: int, started: float) -> None:
+        """Report a durable write and its time; failures are contained by the receiver."""
+        if self.notify is not None:
+            self.notify(event, tick, time.perf_counter() - started)
 
     def _committed_anyway(self, name: str, tick: int) -> bool:
         """After an error, did the commit land anyway (e.g. the connection died after it)?"""
@@ -411,7 +403,7 @@ class Durability:
     def _write(self, name: str, tick: int, state: Mapping[str, Any], *, final: bool) -> None:
         started = time.perf_counter()
         self.store.save_snapshot(name, tick, state, hash_state(state))
-        self._timed(self.on_snapshot_save, name, started)
+        self._tell("snapshot_saved", tick, started)
         self.last_snapshot_tick = tick
         self.snapshots_written += 1
         if final:  # no pruning at stop: it is not needed, and the stop is bounded

@@ -40,6 +40,7 @@ from croniter import CroniterError, croniter
 
 from .commands import Command
 from .errors import CommandRejected, ConfigError, WorldLoopError, WorldNotRunning
+from .plugins import RuntimePlugin
 
 if TYPE_CHECKING:
     from .clock import TickInfo
@@ -482,9 +483,7 @@ class JobScheduler:
             raise ConfigError("this job scheduler is already attached to a world")
         self.bind(runtime.world)
         self.runtime = runtime
-        runtime.before_tick.append(self._before_tick)
-        runtime.after_tick.append(self._after_tick)
-        runtime.on_stop.append(self._stop_with_runtime)
+        runtime.add_plugin(_SchedulerPlugin(self))
 
     def _register_handler(self, world: World, spec: JobSpec) -> None:
         world.command_handlers[spec.command_type] = _Handler(self, world, spec)
@@ -522,7 +521,7 @@ class JobScheduler:
         ctx = JobContext(name, st.spec.kind, None, rt.world.tick, self.wall(), manual=True)
         if st.spec.kind is JobKind.WORLD:
             with self._lock:  # the handler checks _mine under this lock: no race with the loop
-                ticket = rt.queue.put(st.spec.command_type, ctx.to_payload(), actor="admin")
+                ticket = rt.enqueue(st.spec.command_type, ctx.to_payload(), actor="admin")
                 self._mine.add(ticket.id)
             return {"job": name, "queued": True, "command_id": ticket.id}
         with self._lock:
@@ -646,7 +645,7 @@ class JobScheduler:
             return  # run_late and coalesce wait for a free run
         ctx = JobContext(spec.name, spec.kind, slot, tick, now, missed)
         try:
-            ticket = rt.queue.put(spec.command_type, ctx.to_payload(), actor="scheduler")
+            ticket = rt.enqueue(spec.command_type, ctx.to_payload(), actor="scheduler")
         except WorldLoopError as exc:
             log.warning("job %r: cannot queue slot %s (%s); retrying", spec.name, slot, exc)
             return
@@ -784,6 +783,23 @@ class JobScheduler:
                     run.ctx.cancelled.set()
         if pool is not None:
             pool.shutdown(wait)
+
+
+class _SchedulerPlugin(RuntimePlugin):
+    """Drives a JobScheduler from its runtime's loop: due jobs before a tick, their outcomes
+    after it, and the worker pool's end when the world stops."""
+
+    def __init__(self, scheduler: JobScheduler) -> None:
+        self.scheduler = scheduler
+
+    def before_tick(self, rt: WorldRuntime, info: TickInfo) -> None:
+        self.scheduler._before_tick(info)
+
+    def after_tick(self, rt: WorldRuntime, report: TickReport) -> None:
+        self.scheduler._after_tick(report)
+
+    def stopping(self, rt: WorldRuntime) -> None:
+        self.scheduler._stop_with_runtime()
 
 
 class _WorkerPool:

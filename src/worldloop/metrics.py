@@ -9,8 +9,8 @@ vanish (gunicorn's ``child_exit`` hook must call :func:`mark_process_dead`, see
 
 The runtime is observed through an after-tick listener (:class:`LoopObserver`), never by
 editing the tick. Store timings arrive through the durability's timing hooks, which
-:meth:`LoopObserver.attach` points at :func:`observe_journal_append` / :func:`observe_snapshot_save`
-(journal appends on the loop thread, snapshot saves on the writer thread).
+:class:`LoopObserver` is a runtime plug-in: it also times journal appends (loop thread) and
+snapshot saves (writer thread).
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .clock import TickInfo
 from .jobs import JobScheduler, JobsCollector
 from .logs import set_loop_context
+from .plugins import RuntimePlugin
 from .runtime import TickReport, WorldRuntime
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -162,12 +164,12 @@ HTTP_LATENCY = Histogram(
 
 
 def observe_journal_append(world: str, seconds: float) -> None:
-    """Hook for stores: one journal append took ``seconds``."""
+    """One journal append of ``world`` took ``seconds``."""
     JOURNAL_APPEND.labels(world).observe(seconds)
 
 
 def observe_snapshot_save(world: str, seconds: float) -> None:
-    """Hook for stores: one snapshot save took ``seconds``."""
+    """One snapshot save of ``world`` took ``seconds``."""
     SNAPSHOT_SAVE.labels(world).observe(seconds)
 
 
@@ -210,8 +212,8 @@ class LoopWindow:
     last_tick_monotonic: float | None
 
 
-class LoopObserver:
-    """After-tick listener: feeds the metrics and keeps a window of recent ticks for /readyz.
+class LoopObserver(RuntimePlugin):
+    """Runtime plug-in: feeds the metrics and keeps a window of recent ticks for /readyz.
 
     Counters that live in the ticker/world (overruns, errors) are turned into deltas here, so
     the tick code stays untouched. Runs on the loop thread; it must stay cheap.
@@ -242,40 +244,27 @@ class LoopObserver:
         stats = rt.stats()
         RATE_HZ.labels(self.world).set(stats.rate_hz)
         PAUSED.labels(self.world).set(1 if stats.paused else 0)
-        QUEUE_DEPTH.labels(self.world).set(len(rt.queue))
+        QUEUE_DEPTH.labels(self.world).set(rt.queue_depth)
         HALTED.labels(self.world).set(1 if rt.degraded else 0)  # a halted world never ticks
 
     def attach(self) -> LoopObserver:
-        self.runtime.before_tick.append(self.before_tick)
-        self.runtime.after_tick.append(self.after_tick)
-        dur = self.runtime.durability
-        if dur is not None:
-            dur.on_journal_append.append(observe_journal_append)
-            dur.on_snapshot_save.append(observe_snapshot_save)
+        self.runtime.add_plugin(self)
         return self
 
     def detach(self) -> None:
-        for hooks, fn in (
-            (self.runtime.before_tick, self.before_tick),
-            (self.runtime.after_tick, self.after_tick),
-        ):
-            if fn in hooks:
-                hooks.remove(fn)  # type: ignore[arg-type]
-        dur = self.runtime.durability
-        if dur is not None:
-            for timing, hook in (
-                (dur.on_journal_append, observe_journal_append),
-                (dur.on_snapshot_save, observe_snapshot_save),
-            ):
-                if hook in timing:
-                    timing.remove(hook)
+        self.runtime.remove_plugin(self)
 
-    def before_tick(self, _info: object) -> None:
-        set_loop_context(self.world, self.runtime.world.tick + 1)
+    def before_tick(self, rt: WorldRuntime, info: TickInfo) -> None:
+        set_loop_context(self.world, rt.world.tick + 1)
 
-    def after_tick(self, report: TickReport) -> None:
+    def journal_written(self, rt: WorldRuntime, tick: int, seconds: float) -> None:
+        observe_journal_append(self.world, seconds)
+
+    def snapshot_saved(self, rt: WorldRuntime, tick: int, seconds: float) -> None:
+        observe_snapshot_save(self.world, seconds)
+
+    def after_tick(self, rt: WorldRuntime, report: TickReport) -> None:
         w = self.world
-        rt = self.runtime
         TICKS.labels(w).inc()
         TICK_DURATION.labels(w).observe(report.duration)
         if not report.info.manual:

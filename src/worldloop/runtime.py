@@ -13,19 +13,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
 from .commands import CommandQueue, CommandTicket, Outcome
 from .durability import Durability
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, MemoryLease
+from .plugins import HOOKS, RuntimePlugin, overridden
 from .snapshot import Snapshot, SnapshotBoard, freeze_arrays
 from .store import Store
 from .world import World
 
 log = logging.getLogger("worldloop.runtime")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +94,10 @@ class WorldRuntime:
             name=f"worldloop-{world.name}",
             start_paused=start_paused,
         )
-        self.before_tick: list[Callable[[TickInfo], None]] = []
-        self.after_tick: list[Callable[[TickReport], None]] = []
-        self.on_stop: list[Callable[[], None]] = []
-        """Called once the loop has stopped, before the store closes (e.g. job worker pools)."""
+        if self.durability is not None:
+            self.durability.notify = self._store_event
+        self._plugins: list[RuntimePlugin] = []
+        self._hooks: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOKS}
         self.applied: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.hook_errors = 0
@@ -132,6 +136,7 @@ class WorldRuntime:
                 self.lease.release()
                 raise
             self._running = True
+        self._emit("started")
         log.info(
             "world %r started at tick %d, %.3g Hz, in pid %d",
             self.name,
@@ -171,11 +176,7 @@ class WorldRuntime:
                 ),
                 self.world.tick,
             )
-        for hook in self.on_stop:
-            try:
-                hook()
-            except Exception:
-                log.exception("world %r: stop hook %r failed", self.name, hook)
+        self._emit("stopping")
         if self.durability is not None:
             try:
                 if ok:
@@ -201,6 +202,51 @@ class WorldRuntime:
             return self.shutdown_timeout
         return max(0.0, self._stop_deadline - time.monotonic())
 
+    # -- plug-ins ---------------------------------------------------------------------------
+
+    def add_plugin(self, plugin: RuntimePlugin) -> RuntimePlugin:
+        """Follow this world's life with ``plugin`` (see worldloop.plugins); returns it."""
+        if plugin in self._plugins:
+            return plugin
+        self._plugins.append(plugin)
+        self._index_hooks()
+        if self.running:
+            self._emit("started")
+        return plugin
+
+    def remove_plugin(self, plugin: RuntimePlugin) -> None:
+        if plugin in self._plugins:
+            self._plugins.remove(plugin)
+            self._index_hooks()
+
+    def _index_hooks(self) -> None:
+        # Rebuilt, never mutated: the loop thread iterates the old lists without a lock.
+        hooks: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOKS}
+        for plugin in self._plugins:
+            for name in HOOKS:
+                method = overridden(plugin, name)
+                if method is not None:
+                    hooks[name].append(method)
+        self._hooks = hooks
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every plug-in that has it; a failure is logged and counted."""
+        for method in self._hooks[hook]:
+            try:
+                method(self, *args)
+            except Exception:
+                self.hook_errors += 1
+                log.exception(
+                    "world %r: plug-in %s.%s failed at tick %d",
+                    self.name,
+                    type(getattr(method, "__self__", method)).__name__,
+                    hook,
+                    self.world.tick,
+                )
+
+    def _store_event(self, event: str, tick: int, seconds: float) -> None:
+        self._emit(event, tick, seconds)
+
     # -- commands and snapshots ------------------------------------------------------------
 
     def submit(
@@ -222,13 +268,14 @@ class WorldRuntime:
         return ticket
 
     def command_status(self, command_id: str) -> dict[str, Any] | None:
-        """A command as GET /commands/{id} shows it: a recent ticket, else the journal, else None.
+        """A command as GET /commands/{id} shows it, plus its ``actor``: a recent ticket, else
+        the journal, else None.
 
         The journal answers for commands applied before a restart (or evicted from history).
         """
         ticket = self.queue.get(command_id)
         if ticket is not None:
-            return ticket.to_dict()
+            return {**ticket.to_dict(), "actor": ticket.command.actor}
         if self.store is not None:
             return self.store.find_command(self.name, command_id)
         return None
@@ -244,6 +291,53 @@ class WorldRuntime:
         """The first snapshot newer than ``after_tick``, or the latest one after ``timeout`` s."""
         self.board.wait_after(after_tick, timeout)
         return self.snapshot
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The last published snapshot, or None before the first one (never raises)."""
+        return self.board.latest
+
+    def wait_after(self, after_tick: int, timeout: float) -> Snapshot | None:
+        """The first snapshot newer than ``after_tick``, else the latest after ``timeout`` s."""
+        return self.board.wait_after(after_tick, timeout)
+
+    @property
+    def tick(self) -> int:
+        """The tick of the last published snapshot (the world's own tick before any)."""
+        snap = self.board.latest
+        return self.world.tick if snap is None else snap.tick
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
+    def enqueue(
+        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+    ) -> CommandTicket:
+        """Queue a command that was built by the engine itself (jobs), without validation."""
+        return self.queue.put(type_, payload, actor)
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the loop thread between two ticks (works paused too)."""
+        return self.ticker.call(fn)
+
+    def checkpoint(self, timeout: float) -> dict[str, Any]:
+        """Hash (and store, with a store) the full state between two ticks; works paused."""
+        return self.call(self._checkpoint).result(timeout)
+
+    def _checkpoint(self) -> dict[str, Any]:
+        world = self.world
+        state = world.full_state()
+        digest = world.state_hash()
+        if self.store is not None:
+            self.store.save_snapshot(self.name, world.tick, state, digest)
+        return {"tick": world.tick, "state_hash": digest, "stored": self.store is not None}
+
+    def check_writable(self) -> None:
+        """Raise when the store refuses writes (a cheap probe for /readyz); no store: no-op."""
+        probe = getattr(self.store, "check_writable", None)
+        if callable(probe):
+            probe()
 
     # -- clock controls --------------------------------------------------------------------
 
@@ -270,8 +364,7 @@ class WorldRuntime:
         if self.degraded:  # halted: the journal failed, so no tick may run un-journaled
             self._refuse(self.queue.drain(), self.degraded)
             return
-        for hook in self.before_tick:
-            self._run_hook(hook, info)
+        self._emit("before_tick", info)
         started = time.perf_counter()
         tickets = self.queue.drain(self.max_commands_per_tick)
         outcomes = self.world.step([t.command for t in tickets])
@@ -290,12 +383,11 @@ class WorldRuntime:
             self.durability.after_tick(self.world)
         self.last_tick_duration = time.perf_counter() - started
         self.last_tick_at = time.time()
-        if self.after_tick:
+        if self._hooks["after_tick"]:
             report = TickReport(
                 tick, info, tuple(outcomes), self.last_tick_duration, len(self.queue), snap
             )
-            for listener in self.after_tick:
-                self._run_hook(listener, report)
+            self._emit("after_tick", report)
 
     def _halt(self, tickets: list[CommandTicket], exc: StoreError) -> None:
         """The tick could not be journaled: refuse its commands and everything queued."""
@@ -327,12 +419,3 @@ class WorldRuntime:
         snap = Snapshot(self.name, w.tick, w.sim_time, freeze_arrays(w.view()), w.summary())
         self.board.publish(snap)
         return snap
-
-    def _run_hook(self, hook: Callable[[Any], None], arg: Any) -> None:
-        try:
-            hook(arg)
-        except Exception:
-            self.hook_errors += 1
-            log.exception(
-                "world %r: tick hook %r failed at tick %d", self.name, hook, self.world.tick
-            )

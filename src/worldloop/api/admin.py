@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
@@ -89,28 +88,10 @@ def take_snapshot() -> dict[str, Any]:
     """Hash (and store, when the runtime has a store) the full state, on the loop thread
     between two ticks; works paused too. A runtime's own ``take_snapshot()`` wins if it has one."""
     rt = _running()
-    hook: Callable[[], Any] | None = getattr(rt, "take_snapshot", None)
-    if callable(hook):
-        result = hook()
-        return result if isinstance(result, dict) else {"result": result, **_status(rt)}
     try:
-        done = rt.ticker.call(lambda: _checkpoint(rt))
-        checkpoint: dict[str, Any] = done.result(STEP_TIMEOUT)
+        return rt.checkpoint(STEP_TIMEOUT)
     except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
         raise WorldNotRunning("the loop did not take the snapshot in time") from None
-    return checkpoint
-
-
-def _checkpoint(rt: WorldRuntime) -> dict[str, Any]:
-    world = rt.world
-    state = world.full_state()
-    digest = world.state_hash()
-    stored = False
-    store = getattr(rt, "store", None)
-    if store is not None:
-        store.save_snapshot(rt.name, world.tick, state, digest)
-        stored = True
-    return {"tick": world.tick, "state_hash": digest, "stored": stored}
 
 
 def _running() -> WorldRuntime:
@@ -122,12 +103,11 @@ def _running() -> WorldRuntime:
 
 def _status(rt: WorldRuntime) -> dict[str, Any]:
     stats = rt.stats()
-    snap = rt.board.latest
     return {
         "world": rt.name,
-        "tick": rt.world.tick if snap is None else snap.tick,
+        "tick": rt.tick,
         "rate_hz": stats.rate_hz,
         "paused": stats.paused,
         "running": rt.running,
-        "queue_depth": len(rt.queue),
+        "queue_depth": rt.queue_depth,
     }

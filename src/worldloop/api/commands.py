@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -63,14 +62,9 @@ def get_command(command_id: str) -> dict[str, Any]:
     rt, _world, player_id = current_player()
     if len(command_id) > 64:
         raise NotFound("no such command", details={"command_id": command_id[:64]})
-    ticket = rt.queue.get(command_id)
-    if ticket is not None:
-        if ticket.command.actor != player_id:
-            raise Forbidden("this command belongs to another player")
-        return ticket.to_dict()
-    # older commands (before a restart, or out of the in-memory history) come from the journal
-    lookup: Callable[[str], dict[str, Any] | None] | None = getattr(rt, "command_status", None)
-    found = lookup(command_id) if lookup is not None else None
+    # recent commands come from memory; older ones (before a restart, or out of the
+    # in-memory history) from the journal
+    found = rt.command_status(command_id)
     if found is None:
         raise NotFound(
             "no such command (or too old to remember)", details={"command_id": command_id}

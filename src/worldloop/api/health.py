@@ -55,16 +55,13 @@ class StoreProbe:
         self._at = -1e18
         self._result: str | None = None
 
-    def check(self, store: object) -> str | None:
-        probe = getattr(store, "check_writable", None)
-        if not callable(probe):
-            return None
+    def check(self, rt: WorldRuntime) -> str | None:
         with self._lock:
             now = time.monotonic()
             if now - self._at < self.ttl:
                 return self._result
             try:
-                probe()
+                rt.check_writable()
                 self._result = None
             except Exception as exc:
                 self._result = f"{type(exc).__name__}: {exc}"
@@ -80,23 +77,22 @@ def assess(
     stats = rt.stats()
     if not rt.running:
         return [Problem("not_running", "the world loop is not running in this process", True)]
-    halted = getattr(rt, "degraded", None)  # set by durability when the journal failed
+    halted = rt.degraded  # set by durability when the journal failed
     if halted:
         problems.append(Problem("halted", f"the world halted: {halted}", True))
     max_age = cfg.get("WORLDLOOP_READY_MAX_TICK_AGE")
     if max_age is None:
         max_age = max(2.0, 10.0 / stats.rate_hz)
     last = rt.last_tick_at
-    snap = rt.board.latest
+    snap = rt.latest
     if last is None and snap is not None:
         last = snap.created_at
     age = None if last is None else time.time() - last
     if not stats.paused and (age is None or age > float(max_age)):
         shown = "never" if age is None else f"{age:.1f}s ago"
         problems.append(Problem("loop_stalled", f"last tick {shown} (bound {max_age}s)", True))
-    store = getattr(rt, "store", None)
-    if store is not None:
-        err = probe.check(store)
+    if rt.store is not None:
+        err = probe.check(rt)
         if err is not None:
             problems.append(Problem("store_unwritable", f"the store refuses writes: {err}", True))
     if observer is not None:
@@ -144,7 +140,7 @@ def readyz() -> tuple[dict[str, Any], int]:
     problems = assess(rt, observer, probe, current_app.config)
     fatal = any(p.fatal for p in problems)
     stats = rt.stats()
-    snap = rt.board.latest
+    snap = rt.latest
     body = {
         "status": "unavailable" if fatal else ("degraded" if problems else "ok"),
         "ready": not fatal,

@@ -149,7 +149,7 @@ def loop_stats(rt: WorldRuntime) -> dict[str, Any]:
         "running": rt.running,
         "tick_duration_ms": round(rt.last_tick_duration * 1000.0, 3),
         "tick_lateness_ms": round(st.last_lateness * 1000.0, 3),
-        "queue_depth": len(rt.queue),
+        "queue_depth": rt.queue_depth,
         "ticks": st.ticks,
         "overruns": st.overruns,
         "skipped": st.skipped,
@@ -213,7 +213,7 @@ def events(
         if view.hz is not None and now < next_at:
             time.sleep(min(next_at - now, POLL))
             continue
-        snap = rt.board.wait_after(last_tick, POLL)
+        snap = rt.wait_after(last_tick, POLL)
         if snap is None or snap.tick <= last_tick:
             if time.monotonic() - last_sent >= stats_every:
                 stats = json.dumps(loop_stats(rt), separators=(",", ":")).encode()
