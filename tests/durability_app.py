@@ -18,9 +18,15 @@ from typing import Any, ClassVar
 import numpy as np
 from flask import Flask, request
 
-from worldloop import Command, CommandInvalid, CommandRejected, System, World, WorldLoop
-from worldloop.api import register_error_handlers, world_bp
-from worldloop.extension import get_runtime
+from worldloop import (
+    Command,
+    CommandInvalid,
+    CommandRejected,
+    System,
+    World,
+    WorldLoop,
+    get_runtime,
+)
 from worldloop.world import State, rng_from_state, rng_state
 
 
@@ -91,8 +97,6 @@ def create_app() -> Flask:
     for key, value in os.environ.items():
         if key.startswith(("WORLDLOOP_", "DRIFT_")):
             app.config[key] = _decode(value)
-    register_error_handlers(app)
-    app.register_blueprint(world_bp)
 
     @app.post("/test/commands")
     def submit() -> tuple[dict[str, Any], int]:
@@ -109,7 +113,7 @@ def create_app() -> Flask:
             return {"error": {"code": "not_paused", "message": "pause first", "details": {}}}
         return {"tick": rt.world.tick, "hash": rt.world.state_hash()}
 
-    WorldLoop(app, world=create_world)
+    WorldLoop(app, world=create_world, json_errors="all")
     return app
 
 

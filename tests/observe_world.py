@@ -212,8 +212,6 @@ def create_world(config: Mapping[str, Any]) -> GardenWorld:
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """The garden served like the demo: world API, health, metrics, stream and viewer."""
     from worldloop import WorldLoop
-    from worldloop.api import register_error_handlers, world_bp
-    from worldloop.api.observe import install, setup_logging
 
     instance = instance_path or os.environ.get("WORLDLOOP_INSTANCE_PATH") or "instance"
     app = Flask(__name__, instance_path=os.path.abspath(instance))
@@ -221,11 +219,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     if "WORLDLOOP_RATE_HZ" in app.config:
         app.config["WORLDLOOP_RATE_HZ"] = float(app.config["WORLDLOOP_RATE_HZ"])
     app.config.update(config or {})
-    register_error_handlers(app)
-    app.register_blueprint(world_bp)
-    setup_logging(app)
-    WorldLoop(app, world=create_world)
-    install(app)
+    WorldLoop(app, world=create_world, viewer=True, json_errors="all")
     return app
 
 

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 import worldloop.snapshot
 from worldloop.api.openapi import document
 from worldloop.api.v1 import register_v1
+from worldloop.config import Settings
 from worldloop.demo import create_app
 from worldloop.plugins import TickListener
 from worldloop.runtime import WorldRuntime
@@ -597,7 +598,7 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
 def test_served_document_lists_only_the_routes_an_app_has() -> None:
     """An app with only REST API v1 (no observation, jobs or demo) is not promised the rest."""
     bare = Flask("bare")
-    register_v1(bare)
+    register_v1(bare, Settings())
     doc = bare.test_client().get("/api/v1/openapi.json").json
     assert "/api/v1/world" in doc["paths"] and "/api/v1/admin/step" in doc["paths"]
     for absent in ("/metrics", "/readyz", "/api/v1/stream", "/api/v1/admin/jobs", "/"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from worldloop import ConfigError, WorldLoop, WorldLoopError
+from worldloop import ConfigError, WorldLoop, WorldLoopError, WorldLoopState
 from worldloop.api import register_error_handlers, world_bp
 from worldloop.demo.meadow import create_world
 from worldloop.extension import serving_role
@@ -26,7 +26,7 @@ def test_world_summary_advances_on_its_own(client):
 
 def test_state_lives_in_app_extensions_with_prefixed_defaults(app):
     ext = app.extensions["worldloop"]
-    assert isinstance(ext, WorldLoop)
+    assert isinstance(ext, WorldLoopState)  # per-app state; the WorldLoop object holds none
     assert app.config["WORLDLOOP_RATE_HZ"] == 20.0
     assert app.config["WORLDLOOP_QUEUE_SIZE"] == 10_000
     assert ext.runtime is not None and ext.runtime.running

@@ -2,17 +2,22 @@
 
 from .clock import ManualClock, MonotonicClock, OverrunPolicy, Ticker, TickInfo
 from .commands import Command, CommandQueue, CommandTicket, Outcome
+from .config import Settings
 from .errors import (
+    ClockStateError,
     CommandInvalid,
     CommandRejected,
     ConfigError,
+    JobBusy,
+    JobFailed,
+    JobNotFound,
     QueueFull,
     StoreError,
     WorldLockedError,
     WorldLoopError,
     WorldNotRunning,
 )
-from .extension import WorldLoop, get_runtime
+from .extension import WorldLoop
 from .jobs import (
     Cron,
     Every,
@@ -23,11 +28,14 @@ from .jobs import (
     JobSpec,
     Misfire,
 )
+from .plugins import RuntimePlugin, TickListener
 from .runtime import TickReport, WorldRuntime
 from .snapshot import Snapshot
+from .state import WorldLoopState, get_runtime
 from .world import System, World
 
 __all__ = [
+    "ClockStateError",
     "Command",
     "CommandInvalid",
     "CommandQueue",
@@ -37,8 +45,11 @@ __all__ = [
     "Cron",
     "Every",
     "EveryTicks",
+    "JobBusy",
     "JobContext",
+    "JobFailed",
     "JobKind",
+    "JobNotFound",
     "JobScheduler",
     "JobSpec",
     "ManualClock",
@@ -47,16 +58,20 @@ __all__ = [
     "Outcome",
     "OverrunPolicy",
     "QueueFull",
+    "RuntimePlugin",
+    "Settings",
     "Snapshot",
     "StoreError",
     "System",
     "TickInfo",
+    "TickListener",
     "TickReport",
     "Ticker",
     "World",
     "WorldLockedError",
     "WorldLoop",
     "WorldLoopError",
+    "WorldLoopState",
     "WorldNotRunning",
     "WorldRuntime",
     "get_runtime",

@@ -75,15 +75,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _target(args: argparse.Namespace) -> Target:
-    from .extension import _import_factory
+    from .extension import import_factory
 
     if args.app:
         os.environ["WORLDLOOP_AUTOSTART"] = "never"  # never take the lease from the CLI
-        factory: Any = _import_factory(args.app)
+        factory: Any = import_factory(args.app)
         return target_of_app(factory(), args.store, args.schema)
     if args.world and args.store:
         config = {k: _decode(v) for k, v in os.environ.items()}
-        world = _import_factory(args.world)(config)
+        world = import_factory(args.world)(config)
         url, schema = args.store, args.schema
     else:
         raise WorldLoopError("give --app MODULE:FACTORY, or --world MODULE:FACTORY --store URL")
@@ -94,15 +94,13 @@ def _target(args: argparse.Namespace) -> Target:
 
 def target_of_app(app: Any, store: str | None = None, schema: str | None = None) -> Target:
     """The app's own world object (jobs bound, never started) and its store."""
-    from .extension import WorldLoop
+    from .state import state_of
 
-    ext: WorldLoop = app.extensions["worldloop"]
-    if ext.runtime is None:
-        raise WorldLoopError("the app has no worldloop runtime")
-    if ext.runtime.running:
+    state = state_of(app)
+    if state.runtime.running:
         raise WorldLoopError("the world is running in this process; run this from another one")
-    url = store or WorldLoop.store_url(app)
-    return Target(ext.runtime.world, url, schema or app.config.get("WORLDLOOP_STORE_SCHEMA"))
+    url = store or state.store_url
+    return Target(state.runtime.world, url, schema or state.settings.store_schema)
 
 
 def _cmd_snapshot(args: argparse.Namespace, t: Target) -> int:

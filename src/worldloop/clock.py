@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from .errors import WorldLoopError
+from .errors import ClockStateError
 
 log = logging.getLogger("worldloop.clock")
 
@@ -36,13 +36,6 @@ class OverrunPolicy(StrEnum):
     """Run the missed ticks back to back, at most ``max_catch_up`` of them; drop the rest."""
     SKIP = "skip"
     """Drop every missed slot and run the next tick on the current slot."""
-
-
-class ClockStateError(WorldLoopError):
-    """A clock control was used in a state that does not allow it (e.g. step while running)."""
-
-    code = "clock_state"
-    status = 409
 
 
 class Clock(Protocol):

@@ -1,69 +1,116 @@
-"""The worldloop error hierarchy: every error the library raises on purpose is a WorldLoopError."""
+"""The engine's errors, and the one registry from an error code to its HTTP status.
+
+Every error worldloop raises on purpose is a :class:`WorldLoopError` with a stable ``code``.
+A class declares its status once, in its class line (``class QueueFull(WorldLoopError,
+code="queue_full", status=503)``); the API answers with that status and nothing else writes it
+again. Codes that only appear in command outcomes (``world_stopped``…) are registered with
+:func:`register_code`. A code registered twice with two statuses is a programming error.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+HTTP_STATUS: dict[str, int] = {}
+"""Error code → HTTP status: the API's single source for both."""
+
+
+def register_code(code: str, status: int) -> None:
+    """Declare the HTTP status of ``code`` (once; the same status again is fine)."""
+    known = HTTP_STATUS.setdefault(code, status)
+    if known != status:
+        raise ValueError(f"error code {code!r} is already registered with status {known}")
+
+
+def status_of(code: str, default: int = 500) -> int:
+    """The HTTP status of ``code`` (``default`` for a code nobody registered)."""
+    return HTTP_STATUS.get(code, default)
 
 
 class WorldLoopError(Exception):
     """Base of every error worldloop raises on purpose.
 
-    ``code`` is a stable machine-readable name and ``status`` the HTTP status the API maps it to.
+    ``code`` is a stable machine-readable name; ``status`` its HTTP status (from the
+    registry); ``retry_after`` (seconds), when set, tells a client when to try again.
     """
 
-    code = "worldloop_error"
-    status = 500
+    code: ClassVar[str] = "worldloop_error"
+    headers: dict[str, str] = {}
+    retry_after: float | None = None
+
+    def __init_subclass__(cls, code: str | None = None, status: int | None = None, **kw: Any):
+        super().__init_subclass__(**kw)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            register_code(cls.code, status)
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details or {}
 
+    @property
+    def status(self) -> int:
+        return status_of(self.code)
 
-class CommandInvalid(WorldLoopError):
+
+register_code(WorldLoopError.code, 500)
+
+
+class CommandInvalid(WorldLoopError, code="invalid_command", status=422):
     """A command failed validation before it was queued (bad type, bad or missing fields)."""
 
-    code = "invalid_command"
-    status = 422
 
-
-class CommandRejected(WorldLoopError):
+class CommandRejected(WorldLoopError, code="command_rejected", status=409):
     """A command was valid but the world refused it when applied (the reason says why)."""
 
-    code = "command_rejected"
-    status = 409
 
-
-class QueueFull(WorldLoopError):
+class QueueFull(WorldLoopError, code="queue_full", status=503):
     """The command queue is at capacity: back off and retry (backpressure)."""
 
-    code = "queue_full"
-    status = 503
+    retry_after = 1.0
 
 
-class WorldNotRunning(WorldLoopError):
+class WorldNotRunning(WorldLoopError, code="world_not_running", status=503):
     """The world loop is not running in this process (stopped, or never started)."""
 
-    code = "world_not_running"
-    status = 503
+    retry_after = 1.0
 
 
-class WorldLockedError(WorldLoopError):
+class WorldLockedError(WorldLoopError, code="world_locked", status=503):
     """Another process already runs this world (the lease is held elsewhere)."""
 
-    code = "world_locked"
-    status = 503
 
-
-class ConfigError(WorldLoopError):
+class ConfigError(WorldLoopError, code="config_error", status=500):
     """The configuration is wrong; the message names the key."""
 
-    code = "config_error"
-    status = 500
 
-
-class StoreError(WorldLoopError):
+class StoreError(WorldLoopError, code="store_error", status=503):
     """The journal or snapshot store failed, or holds data that cannot be trusted."""
 
-    code = "store_error"
-    status = 503
+    retry_after = 5.0
+
+
+class ClockStateError(WorldLoopError, code="clock_state", status=409):
+    """A clock control was used in a state that does not allow it (e.g. step while running)."""
+
+
+class JobNotFound(WorldLoopError, code="job_not_found", status=404):
+    """No job of that name is registered."""
+
+
+class JobBusy(WorldLoopError, code="job_busy", status=409):
+    """The job already runs as many times at once as it may."""
+
+
+class JobFailed(WorldLoopError, code="job_failed", status=500):
+    """A job raised or timed out (its traceback is in the log)."""
+
+
+# Codes that only appear in command outcomes (a ticket's error), never raised as such.
+register_code("command_failed", 409)
+register_code("world_stopped", 503)
+register_code("store_unavailable", 503)
+register_code("forbidden", 403)
+register_code("not_found", 404)

@@ -1,275 +1,140 @@
-"""The Flask extension: configuration, one runtime per app, and a lifecycle that starts the loop
-only in the process that serves (never in the reloader's parent, never in a pre-fork master).
+"""The Flask extension: ``WorldLoop(app)`` or ``WorldLoop()`` + ``init_app(app)``.
+
+Flask's own habits (as flask-sqlalchemy keeps them): the extension object holds what the
+developer declared (the world factory, jobs) and no per-app state; ``init_app`` reads the
+settings once, refuses a second registration, keeps the app's state in
+``app.extensions["worldloop"]`` (a :class:`~worldloop.state.WorldLoopState`), installs what the
+settings ask for (JSON errors, the API, health and metrics, docs, viewer) and starts the loop
+only in the process that serves.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import logging
-import os
-import signal
-import sys
-import threading
 import weakref
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, has_app_context
 
-from .clock import OverrunPolicy
-from .errors import ConfigError, WorldLockedError
-from .jobs import JobContext, JobScheduler, load_config_jobs
-from .lease import FileLease, Lease, MemoryLease
+from .config import Settings
+from .errors import ConfigError
+from .jobs import JobContext, JobScheduler, JobSpec, load_config_jobs, make_spec
+from .lifecycle import serving_role
 from .runtime import WorldRuntime
-from .store import SqlStore, Store, default_store_url
+from .state import WorldLoopState, get_runtime, state_of
 from .world import World
 
 log = logging.getLogger("worldloop")
 
 WorldFactory = Callable[[Mapping[str, Any]], World]
 
-DEFAULTS: dict[str, Any] = {
-    "WORLDLOOP_WORLD": None,
-    "WORLDLOOP_RATE_HZ": 20.0,
-    "WORLDLOOP_OVERRUN": "catch_up",
-    "WORLDLOOP_MAX_CATCH_UP": 5,
-    "WORLDLOOP_QUEUE_SIZE": 10_000,
-    "WORLDLOOP_MAX_COMMANDS_PER_TICK": 10_000,
-    "WORLDLOOP_STORE_URL": None,
-    "WORLDLOOP_STORE_SCHEMA": None,
-    "WORLDLOOP_SNAPSHOT_EVERY": 1000,
-    "WORLDLOOP_HASH_EVERY": 100,
-    "WORLDLOOP_JOURNAL_RETENTION": 3000,
-    "WORLDLOOP_STORE_RETRY_SECONDS": 5.0,
-    "WORLDLOOP_AUTOSTART": "auto",
-    "WORLDLOOP_START_PAUSED": False,
-    "WORLDLOOP_SHUTDOWN_TIMEOUT": 2.0,
-    "WORLDLOOP_LEASE_WAIT": None,
-    "WORLDLOOP_HANDLE_SIGNALS": True,
-    "WORLDLOOP_ADMIN_TOKEN": None,
-    "WORLDLOOP_JOBS": None,
-    "WORLDLOOP_JOB_WORKERS": 4,
-}
-
-# Extensions that must stop at exit; weak so tests that drop an app do not leak it.
-_live: weakref.WeakSet[WorldLoop] = weakref.WeakSet()
-_signals_installed = False
+__all__ = ["WorldFactory", "WorldLoop", "WorldLoopState", "get_runtime", "serving_role"]
 
 
 class WorldLoop:
-    """Run a world behind a Flask app: ``WorldLoop(app)`` or ``WorldLoop()`` + ``init_app(app)``."""
+    """Run a world behind Flask apps: declare the world and its jobs here, once."""
 
-    def __init__(self, app: Flask | None = None, world: WorldFactory | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, world: WorldFactory | None = None, **settings: Any
+    ) -> None:
+        """``settings`` are defaults for this extension's apps, by field name
+        (``WorldLoop(app, viewer=True, rate_hz=30)``); ``app.config`` keys win over them."""
         self.world_factory = world
-        self.runtime: WorldRuntime | None = None
-        self.role = "unknown"
-        self.jobs = JobScheduler()
-        """Scheduled jobs of this world; register with :meth:`job` before the world starts."""
-        self._start_lock = threading.Lock()
+        self.defaults = {Settings.key(k): v for k, v in settings.items()}
+        self._job_specs: list[JobSpec] = []
+        # A weak index of the apps this extension serves (for `job` added late and for
+        # `start()`/`stop()`/`runtime` outside an app context); their state is in the apps.
+        self._states: weakref.WeakSet[WorldLoopState] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, world: WorldFactory | None = None) -> None:
-        for key, value in DEFAULTS.items():
+    def init_app(self, app: Flask, world: WorldFactory | None = None) -> WorldLoopState:
+        """Install worldloop on ``app``; a second registration on one app is a ConfigError."""
+        if "worldloop" in app.extensions:
+            raise ConfigError(
+                "worldloop is already registered on this app: call WorldLoop(app) or "
+                "init_app(app) once per app (a second one would run a second world)"
+            )
+        unknown = [k for k in self.defaults if k not in Settings.defaults()]
+        if unknown:
+            raise ConfigError(f"unknown worldloop settings: {', '.join(sorted(unknown))}")
+        for key, value in {**Settings.defaults(), **self.defaults}.items():
             app.config.setdefault(key, value)
-        cfg = app.config
-        factory = world or self.world_factory or _import_factory(cfg["WORLDLOOP_WORLD"])
-        self.world_factory = factory
-        built = factory(cfg)
+        settings = Settings.from_config(app.config)
+        from .api.install import install_api, install_logging
+
+        install_logging(app, settings)  # before the loop starts: its first lines are formatted
+        factory = world or self.world_factory or import_factory(settings.world)
+        built = factory(app.config)
         if not isinstance(built, World):
             raise ConfigError("the world factory must return a worldloop.World")
-        self.role = serving_role()
         # Jobs first: the world must know their commands before any journal replay.
-        self.jobs.workers = int(cfg["WORLDLOOP_JOB_WORKERS"])
-        for spec in load_config_jobs(cfg["WORLDLOOP_JOBS"]):
-            self.jobs.add(spec)
-        self.jobs.bind(built)
-        self.runtime = WorldRuntime(
-            built,
-            rate_hz=float(cfg["WORLDLOOP_RATE_HZ"]),
-            policy=OverrunPolicy(cfg["WORLDLOOP_OVERRUN"]),
-            max_catch_up=int(cfg["WORLDLOOP_MAX_CATCH_UP"]),
-            queue_size=int(cfg["WORLDLOOP_QUEUE_SIZE"]),
-            max_commands_per_tick=int(cfg["WORLDLOOP_MAX_COMMANDS_PER_TICK"]),
-            lease=self._make_lease(app, built.name),
-            start_paused=bool(cfg["WORLDLOOP_START_PAUSED"]),
-            shutdown_timeout=float(cfg["WORLDLOOP_SHUTDOWN_TIMEOUT"]),
-            store=self._make_store(app),
-            snapshot_every=int(cfg["WORLDLOOP_SNAPSHOT_EVERY"]),
-            hash_every=int(cfg["WORLDLOOP_HASH_EVERY"]),
-            retention_ticks=int(cfg["WORLDLOOP_JOURNAL_RETENTION"]),
-            store_retry_seconds=float(cfg["WORLDLOOP_STORE_RETRY_SECONDS"]),
-        )
-        self.jobs.attach(self.runtime)
-        app.extensions["worldloop"] = self
-        if "world" not in app.cli.commands:
-            from .cli import flask_group
-
-            app.cli.add_command(flask_group())
-        _live.add(self)
-        self._start_by_policy(app)
+        jobs = JobScheduler(workers=settings.job_workers)
+        for spec in [*self._job_specs, *load_config_jobs(settings.jobs)]:
+            jobs.add(spec)
+        state = WorldLoopState(app, settings, built, jobs)
+        app.extensions["worldloop"] = state
+        self._states.add(state)
+        install_api(app, state)
+        state.start_by_policy(app)
+        return state
 
     def job(
         self, name: str | None = None, **options: Any
     ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
-        """Register a scheduled job: ``@worldloop.job(every=60)`` or ``(cron=..., tz=...)``.
+        """Register a scheduled job: ``@loop.job(every=60)`` or ``(cron=..., tz=...)``.
 
         Options: kind ("world" | "background"), every / every_ticks / cron (+ tz), misfire
         ("run_late" | "skip" | "coalesce"), max_concurrent, timeout, grace. See worldloop.jobs.
+        Declared before ``init_app`` it reaches every app; declared later, the apps already
+        served learn it at once.
         """
-        return self.jobs.job(name, **options)
 
-    # -- lifecycle -------------------------------------------------------------------------
+        def decorate(func: Callable[[Any, JobContext], Any]) -> Callable[[Any, JobContext], Any]:
+            spec = make_spec(name or func.__name__, func, **options)
+            self._job_specs.append(spec)
+            for state in list(self._states):
+                state.jobs.add(spec)
+            return func
 
-    def start(self) -> None:
-        """Start the world loop in this process (idempotent)."""
-        rt = self._rt()
-        with self._start_lock:
-            if rt.running:
-                return
-            rt.start()
-        _install_exit_handlers(self._handle_signals)
+        return decorate
 
-    def stop(self, timeout: float | None = None) -> bool:
-        """Stop the loop within the configured bound; True if it ended in time."""
-        return self.runtime.stop(timeout) if self.runtime is not None else True
+    # -- conveniences for one app ----------------------------------------------------------
 
-    def _rt(self) -> WorldRuntime:
-        if self.runtime is None:
-            raise ConfigError("WorldLoop.init_app(app) has not been called")
-        return self.runtime
-
-    def _start_by_policy(self, app: Flask) -> None:
-        policy = app.config["WORLDLOOP_AUTOSTART"]
-        self._handle_signals = bool(app.config["WORLDLOOP_HANDLE_SIGNALS"])
-        if policy in (False, None, "never", "manual"):
-            return
-        if policy not in (True, "auto", "lazy", "eager"):
+    def state(self, app: Flask | None = None) -> WorldLoopState:
+        """The state of ``app``; else the current app's; else the only app this extension
+        serves (a script with one app needs no app context)."""
+        if app is not None or has_app_context():
+            return state_of(app)
+        states = list(self._states)
+        if len(states) != 1:
             raise ConfigError(
-                f"WORLDLOOP_AUTOSTART must be auto, eager, lazy or never, not {policy!r}"
+                f"this WorldLoop serves {len(states)} apps: pass the app, or use an app context"
             )
-        if policy == "lazy":
-            app.before_request(self._start_lazily)
-            return
-        if policy == "auto" and self.role == "reloader-parent":
-            log.info(
-                "worldloop: not starting in the reloader's watcher process (pid %d)", os.getpid()
-            )
-            return
-        if policy == "auto" and self.role == "cli":
-            log.debug("worldloop: a flask CLI command, not a server: the world is not started")
-            return
-        if policy == "auto" and self.role == "prefork-master":
-            log.info(
-                "worldloop: pre-fork master (pid %d); the world starts in the worker", os.getpid()
-            )
-            os.register_at_fork(after_in_child=self._start_in_forked_worker)
-            return
-        self.start()
+        return states[0]
 
-    def _start_lazily(self) -> None:
-        rt = self._rt()
-        if not rt.running and not rt.ticker.stats().running:
-            try:
-                self.start()
-            except WorldLockedError:
-                log.exception("worldloop: cannot start the world in this process")
+    @property
+    def runtime(self) -> WorldRuntime:
+        """The runtime of :meth:`state`'s app."""
+        return self.state().runtime
 
-    def _start_in_forked_worker(self) -> None:
-        try:
-            self.start()
-        except WorldLockedError as exc:
-            # Gunicorn treats exit code 3 as "worker failed to boot" and stops with the reason.
-            log.error("worldloop: %s", exc.message)
-            os._exit(3)
+    @property
+    def jobs(self) -> JobScheduler:
+        return self.state().jobs
 
-    def _make_lease(self, app: Flask, world_name: str) -> Lease:
-        lock_path = self._lock_path(app, world_name)
-        if lock_path is None:
-            return MemoryLease(world_name)
-        wait = app.config["WORLDLOOP_LEASE_WAIT"]
-        if wait is None:
-            # A gunicorn graceful restart boots the new worker before the old one has gone.
-            wait = 10.0 if self.role in ("gunicorn-worker", "prefork-master") else 0.0
-        return FileLease(lock_path, world_name, wait=float(wait))
+    def start(self, app: Flask | None = None) -> None:
+        """Start the world loop of ``app`` (see :meth:`state`) in this process (idempotent)."""
+        self.state(app).start()
 
-    @staticmethod
-    def store_url(app: Flask) -> str:
-        """WORLDLOOP_STORE_URL, or the embedded default ``sqlite:///<instance>/worldloop.db``."""
-        url = app.config["WORLDLOOP_STORE_URL"]
-        return default_store_url(app.instance_path) if url is None else str(url)
-
-    def _make_store(self, app: Flask) -> Store | None:
-        """The journal + snapshot store (not connected yet); None for ``memory://``."""
-        url = self.store_url(app)
-        if url == "memory://":
-            return None
-        return SqlStore(url, schema=app.config["WORLDLOOP_STORE_SCHEMA"])
-
-    @staticmethod
-    def _lock_path(app: Flask, world_name: str) -> Path | None:
-        url = WorldLoop.store_url(app)
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            return Path(url.removeprefix("sqlite:///") + ".lock")
-        if url in ("memory://", "sqlite://", "sqlite:///:memory:"):
-            return None
-        return Path(app.instance_path) / f"worldloop-{world_name}.lock"
+    def stop(self, app: Flask | None = None, timeout: float | None = None) -> bool:
+        """Stop the loop of ``app`` within the configured bound; True if it ended in time."""
+        return self.state(app).stop(timeout)
 
 
-def get_runtime() -> WorldRuntime:
-    """The runtime of the current app (inside a request or app context)."""
-    ext: WorldLoop = current_app.extensions["worldloop"]
-    return ext._rt()
-
-
-def serving_role() -> str:
-    """Which kind of process is loading the app.
-
-    ``serve`` (start here), ``reloader-parent`` (the watcher of ``flask run --debug``),
-    ``prefork-master`` (gunicorn --preload: start after fork), ``gunicorn-worker``, ``cli`` (a
-    ``flask`` command other than ``run``: never started) or ``unknown``.
-    """
-    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
-        return "serve"
-    try:
-        import click
-
-        ctx = click.get_current_context(silent=True)
-    except Exception:  # pragma: no cover - click is always there with Flask
-        ctx = None
-    if ctx is not None and ctx.info_name == "run" and "reload" in ctx.params:
-        from flask.helpers import get_debug_flag
-
-        reload = ctx.params["reload"]
-        if reload is None:
-            reload = get_debug_flag()
-        return "reloader-parent" if reload else "serve"
-    if _flask_cli_command():
-        return "cli"  # `flask shell`, `flask routes`, `flask world ...`: not a server
-    if "gunicorn" in sys.modules:
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
-            filename = frame.f_code.co_filename.replace(os.sep, "/")
-            if "/gunicorn/workers/" in filename:
-                return "gunicorn-worker"
-            if filename.endswith("/gunicorn/arbiter.py"):
-                return "prefork-master"
-            frame = frame.f_back
-    return "unknown"
-
-
-def _flask_cli_command() -> bool:
-    """True inside the ``flask`` command when it runs anything but ``run`` (handled above)."""
-    if os.environ.get("FLASK_RUN_FROM_CLI") != "true" or "gunicorn" in sys.modules:
-        return False
-    argv0 = sys.argv[0].replace(os.sep, "/") if sys.argv else ""
-    return argv0.rsplit("/", 1)[-1] == "flask" or argv0.endswith("/flask/__main__.py")
-
-
-def _import_factory(spec: Any) -> WorldFactory:
+def import_factory(spec: Any) -> WorldFactory:
+    """The world factory named by WORLDLOOP_WORLD (a callable, or ``"module:function"``)."""
     if spec is None:
         raise ConfigError("no world: pass WorldLoop(app, world=factory) or set WORLDLOOP_WORLD")
     if callable(spec):
@@ -280,29 +145,3 @@ def _import_factory(spec: Any) -> WorldFactory:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"WORLDLOOP_WORLD={spec!r} cannot be imported: {exc}") from exc
     return obj  # type: ignore[no-any-return]
-
-
-def _stop_all() -> None:
-    for ext in list(_live):
-        try:
-            ext.stop()
-        except Exception:
-            log.exception("worldloop: stop at exit failed")
-
-
-def _install_exit_handlers(handle_signals: bool) -> None:
-    """Stop every world at interpreter exit; turn a default SIGTERM into a clean exit."""
-    global _signals_installed
-    if _signals_installed:
-        return
-    _signals_installed = True
-    atexit.register(_stop_all)
-    if not handle_signals or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _exit_on_signal)
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    _stop_all()
-    raise SystemExit(128 + signum)

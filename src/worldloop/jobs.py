@@ -39,7 +39,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from .commands import Command
-from .errors import CommandRejected, ConfigError, WorldLoopError, WorldNotRunning
+from .errors import (
+    CommandRejected,
+    ConfigError,
+    JobBusy,
+    JobFailed,
+    JobNotFound,
+    WorldLoopError,
+    WorldNotRunning,
+)
 from .plugins import RuntimePlugin
 
 if TYPE_CHECKING:
@@ -60,27 +68,6 @@ Basis = Literal["wall", "tick"]
 
 
 # -- errors -----------------------------------------------------------------------------------
-
-
-class JobNotFound(WorldLoopError):
-    """No job of that name is registered."""
-
-    code = "job_not_found"
-    status = 404
-
-
-class JobBusy(WorldLoopError):
-    """The job already runs as many times at once as it is allowed to."""
-
-    code = "job_busy"
-    status = 409
-
-
-class JobFailed(WorldLoopError):
-    """A world job raised: its command is rejected with this reason (the traceback is logged)."""
-
-    code = "job_failed"
-    status = 500
 
 
 # -- schedules --------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..clock import MAX_RATE_HZ, MIN_RATE_HZ, ClockStateError
-from ..errors import CommandInvalid, WorldNotRunning
-from ..extension import get_runtime
+from ..clock import MAX_RATE_HZ, MIN_RATE_HZ
+from ..errors import ClockStateError, CommandInvalid, WorldNotRunning
 from ..runtime import WorldRuntime
+from ..state import get_runtime
 from .auth import require_admin
 from .common import json_object
 

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import functools
 import hmac
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, request
+from flask import request
 
-from ..errors import WorldLoopError
+from ..state import current_settings
+from .errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Unauthorized(WorldLoopError):
-    """No usable credentials were sent."""
-
-    code = "unauthorized"
-    status = 401
-    headers = {"WWW-Authenticate": 'Bearer realm="worldloop"'}
-
-
-class Forbidden(WorldLoopError):
-    """Credentials were sent but do not allow this action."""
-
-    code = "forbidden"
-    status = 403
 
 
 def bearer_token() -> str:
@@ -41,10 +26,7 @@ def bearer_token() -> str:
 
 
 def admin_token() -> str | None:
-    token = current_app.config.get("WORLDLOOP_ADMIN_TOKEN") or os.environ.get(
-        "WORLDLOOP_ADMIN_TOKEN"
-    )
-    return str(token) if token else None
+    return current_settings().admin_token
 
 
 def check_admin() -> None:

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from ..commands import CommandTicket
-from ..errors import CommandInvalid
-from .auth import Forbidden
-from .common import NotFound, current_player, json_object, query_bool
-from .errors import api_error
+from ..errors import CommandInvalid, status_of
+from ..state import current_settings
+from .common import current_player, json_object, query_bool
+from .errors import Forbidden, NotFound, api_error
 
 bp = Blueprint("worldloop_commands", __name__, url_prefix="/api/v1")
-
-REJECTION_STATUS = {
-    "invalid_command": 422,
-    "forbidden": 403,
-    "not_found": 404,
-    "command_rejected": 409,
-    "command_failed": 409,
-    "clock_state": 409,
-    "world_stopped": 503,
-}
-"""HTTP status for a command the world refused, by the outcome's error code (default 409)."""
 
 
 @bp.post("/commands")
@@ -49,7 +38,7 @@ def submit_command() -> Response:
             )
     tick = rt.snapshot.tick
     ticket = rt.submit(type_, payload, actor=player_id)
-    if wait and ticket.wait(float(current_app.config["WORLDLOOP_COMMAND_WAIT"])):
+    if wait and ticket.wait(current_settings().command_wait):
         return _resolved(ticket)
     resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
     resp.status_code = 202
@@ -85,6 +74,4 @@ def _resolved(ticket: CommandTicket) -> Response:
     code = str(err.get("code") or "command_rejected")
     details = dict(err.get("details") or {})
     details.update({"command_id": ticket.id, "tick": ticket.tick})
-    return api_error(
-        REJECTION_STATUS.get(code, 409), code, str(err.get("message") or "rejected"), details
-    )
+    return api_error(status_of(code, 409), code, str(err.get("message") or "rejected"), details)

@@ -9,41 +9,12 @@ from typing import Any
 
 from flask import current_app, request
 
-from ..errors import WorldLoopError
-from ..extension import get_runtime
 from ..runtime import WorldRuntime
-from .auth import Unauthorized, bearer_token
+from ..state import current_settings, get_runtime
+from .auth import bearer_token
+from .errors import BadRequest, Unauthorized, Unsupported
 from .protocols import PlayerWorld
 from .ratelimit import RateLimiter
-
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "WORLDLOOP_RATE_LIMIT": 20.0,
-    "WORLDLOOP_RATE_BURST": 40,
-    "WORLDLOOP_JOIN_RATE_LIMIT": 1.0,
-    "WORLDLOOP_JOIN_RATE_BURST": 20,
-    "WORLDLOOP_MAX_BODY_BYTES": 16 * 1024,
-    "WORLDLOOP_COMMAND_WAIT": 5.0,
-    "WORLDLOOP_LONG_POLL_MAX": 30.0,
-}
-
-
-class BadRequest(WorldLoopError):
-    """The request itself is malformed (not JSON, a bad query parameter)."""
-
-    code = "bad_request"
-    status = 400
-
-
-class NotFound(WorldLoopError):
-    code = "not_found"
-    status = 404
-
-
-class Unsupported(WorldLoopError):
-    """The running world does not offer players/entities (it lacks the PlayerWorld hooks)."""
-
-    code = "not_supported"
-    status = 404
 
 
 def json_object() -> dict[str, Any]:
@@ -134,15 +105,11 @@ def limiter(kind: str) -> RateLimiter:
     ext = current_app.extensions.setdefault("worldloop_limits", {})
     lim: RateLimiter | None = ext.get(kind)
     if lim is None:
-        cfg = current_app.config
+        cfg = current_settings()
         if kind == "join":
-            lim = RateLimiter(
-                float(cfg["WORLDLOOP_JOIN_RATE_LIMIT"]), float(cfg["WORLDLOOP_JOIN_RATE_BURST"])
-            )
+            lim = RateLimiter(cfg.join_rate_limit, cfg.join_rate_burst)
         else:
-            lim = RateLimiter(
-                float(cfg["WORLDLOOP_RATE_LIMIT"]), float(cfg["WORLDLOOP_RATE_BURST"])
-            )
+            lim = RateLimiter(cfg.rate_limit, cfg.rate_burst)
         lim = ext.setdefault(kind, lim)
     return lim
 

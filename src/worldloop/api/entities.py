@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from ..extension import get_runtime
-from .common import BadRequest, NotFound, player_world, query_bbox, query_int
+from ..state import get_runtime
+from .common import player_world, query_bbox, query_int
+from .errors import BadRequest, NotFound
 
 bp = Blueprint("worldloop_entities", __name__, url_prefix="/api/v1")
 

@@ -1,45 +1,132 @@
-"""Every API error is JSON ``{"error": {"code", "message", "details"}}`` with the right status."""
+"""Errors of the HTTP layer, and the JSON envelope every API error is answered with:
+``{"error": {"code", "message", "details"}}``, with the status from worldloop.errors' registry.
+
+A 503 or 429 always carries ``Retry-After`` (the error's own ``retry_after``, else 1 s).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import WorldLoopError
+from ..errors import WorldLoopError, register_code
 
 log = logging.getLogger("worldloop.api")
 
+API_PREFIX = "/api/"
+"""Requests under this path are worldloop's, even when no route matched them (404, 405)."""
+
+
+class BadRequest(WorldLoopError, code="bad_request", status=400):
+    """The request itself is malformed (not JSON, a bad query parameter)."""
+
+
+class NotFound(WorldLoopError, code="not_found", status=404):
+    """No such resource."""
+
+
+class Unsupported(WorldLoopError, code="not_supported", status=404):
+    """The running world does not offer players/entities (it lacks the PlayerWorld hooks)."""
+
+
+class Unauthorized(WorldLoopError, code="unauthorized", status=401):
+    """No usable credentials were sent."""
+
+    headers = {"WWW-Authenticate": 'Bearer realm="worldloop"'}
+
+
+class Forbidden(WorldLoopError, code="forbidden", status=403):
+    """Credentials were sent but do not allow this action."""
+
+
+class JoinFailed(WorldLoopError, code="join_failed", status=409):
+    """The world refused a join (its reason is in the message)."""
+
+
+class RateLimited(WorldLoopError, code="rate_limited", status=429):
+    """Too many requests for this key; ``retry_after`` says when one more will be allowed."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, details={"retry_after": round(retry_after, 3)})
+        self.retry_after = retry_after
+
+
+class TooManyStreams(WorldLoopError, code="too_many_streams", status=503):
+    """Every stream slot of this process is taken; retry later."""
+
+    retry_after = 1.0
+
+
+register_code("payload_too_large", 413)
+
 
 def api_error(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: float | None = None,
 ) -> Response:
+    """The JSON error envelope; 503 and 429 always say when to retry."""
     resp = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     resp.status_code = status
+    if status in (429, 503):
+        resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after or 1.0)))
     return resp
 
 
+def worldloop_error(exc: WorldLoopError) -> Response:
+    """A WorldLoopError as its JSON envelope, status and headers."""
+    resp = api_error(exc.status, exc.code, exc.message, exc.details, exc.retry_after)
+    for name, value in exc.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def http_error(exc: HTTPException) -> Response:
+    """A Werkzeug HTTP error (404, 405, 413…) as the JSON envelope."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    resp = api_error(exc.code or 500, code, exc.description or exc.name or "error")
+    if exc.code == 405 and getattr(exc, "valid_methods", None):
+        resp.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return resp
+
+
+def unexpected_error(exc: Exception) -> Response:
+    log.exception("unhandled error in request")
+    return api_error(500, "internal_error", "internal server error")
+
+
+def is_worldloop_request() -> bool:
+    """Whether the current request belongs to worldloop (its blueprints, or under /api/)."""
+    blueprint = request.blueprint or ""
+    return blueprint.startswith("worldloop_") or request.path.startswith(API_PREFIX)
+
+
+def register_worldloop_errors(app: Flask) -> None:
+    """JSON for worldloop's errors wherever raised, and for HTTP errors and unexpected
+    exceptions on worldloop's own routes; the host app's other pages keep their own errors."""
+    app.register_error_handler(WorldLoopError, worldloop_error)
+
+    def scoped_http(exc: HTTPException) -> HTTPException | Response:
+        return http_error(exc) if is_worldloop_request() else exc
+
+    def scoped_unexpected(exc: Exception) -> Response:
+        if is_worldloop_request():
+            return unexpected_error(exc)
+        raise exc
+
+    app.register_error_handler(HTTPException, scoped_http)
+    app.register_error_handler(Exception, scoped_unexpected)
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Map library errors, HTTP errors and anything unexpected to JSON (never a stack trace)."""
-
-    @app.errorhandler(WorldLoopError)
-    def _worldloop_error(exc: WorldLoopError) -> Response:
-        resp = api_error(exc.status, exc.code, exc.message, exc.details)
-        for name, value in getattr(exc, "headers", {}).items():
-            resp.headers[name] = value
-        return resp
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        code = (exc.name or "error").lower().replace(" ", "_")
-        resp = api_error(exc.code or 500, code, exc.description or exc.name or "error")
-        if exc.code == 405 and getattr(exc, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
-        return resp
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error in request")
-        return api_error(500, "internal_error", "internal server error")
+    """Every error of the app as JSON (API-only servers): worldloop's, HTTP errors, and any
+    unexpected exception (logged, answered as a 500 without internals)."""
+    app.register_error_handler(WorldLoopError, worldloop_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, unexpected_error)

@@ -16,18 +16,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
+from ..config import Settings
 from ..metrics import LoopObserver, render, render_jobs
 from ..runtime import WorldRuntime
 
 bp = Blueprint("worldloop_health", __name__)
-
-READY_DEFAULTS: dict[str, Any] = {
-    # Seconds since the last tick before the loop counts as stalled (None: max(2 s, 10 periods)).
-    "WORLDLOOP_READY_MAX_TICK_AGE": None,
-    "WORLDLOOP_READY_MAX_OVERRUN_RATIO": 0.25,
-    "WORLDLOOP_READY_MIN_WINDOW": 20,
-    "WORLDLOOP_READY_STORE_CHECK_TTL": 1.0,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +63,7 @@ class StoreProbe:
 
 
 def assess(
-    rt: WorldRuntime, observer: LoopObserver | None, probe: StoreProbe, cfg: Any
+    rt: WorldRuntime, observer: LoopObserver | None, probe: StoreProbe, cfg: Settings
 ) -> list[Problem]:
     """Every current problem of ``rt`` (empty when all is well)."""
     problems: list[Problem] = []
@@ -80,7 +73,7 @@ def assess(
     halted = rt.degraded  # set by durability when the journal failed
     if halted:
         problems.append(Problem("halted", f"the world halted: {halted}", True))
-    max_age = cfg.get("WORLDLOOP_READY_MAX_TICK_AGE")
+    max_age = cfg.ready_max_tick_age
     if max_age is None:
         max_age = max(2.0, 10.0 / stats.rate_hz)
     last = rt.last_tick_at
@@ -97,8 +90,8 @@ def assess(
             problems.append(Problem("store_unwritable", f"the store refuses writes: {err}", True))
     if observer is not None:
         win = observer.window()
-        min_window = int(cfg.get("WORLDLOOP_READY_MIN_WINDOW", 20))
-        bound = float(cfg.get("WORLDLOOP_READY_MAX_OVERRUN_RATIO", 0.25))
+        min_window = cfg.ready_min_window
+        bound = cfg.ready_max_overrun_ratio
         if win.ticks >= min_window and win.overruns / win.ticks > bound:
             problems.append(
                 Problem(
@@ -137,7 +130,7 @@ def readyz() -> tuple[dict[str, Any], int]:
     rt: WorldRuntime = ext.runtime
     observer = obs.observer if obs is not None else None
     probe = obs.store_probe if obs is not None else StoreProbe(1.0)
-    problems = assess(rt, observer, probe, current_app.config)
+    problems = assess(rt, observer, probe, ext.settings)
     fatal = any(p.fatal for p in problems)
     stats = rt.stats()
     snap = rt.latest

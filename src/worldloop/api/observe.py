@@ -1,5 +1,5 @@
-"""One call wires observation into an app: logging, /healthz, /readyz, /metrics, HTTP latency,
-the stream and the viewer. ``install(app)`` after ``WorldLoop(app)``.
+"""Observation of one app's world: /healthz, /readyz, /metrics, HTTP latency, the stream and
+the viewer, installed by ``init_app`` (``WORLDLOOP_OBSERVE``); and worldloop's logging set-up.
 """
 
 from __future__ import annotations
@@ -9,21 +9,15 @@ from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 
+from ..config import Settings
 from ..logs import configure_logging, is_configured
 from ..metrics import HTTP_LATENCY, LoopObserver
-from .health import READY_DEFAULTS, StoreProbe
+from ..state import WorldLoopState
+from .health import StoreProbe
 from .health import bp as health_bp
-from .stream import STREAM_DEFAULTS, StreamSlots
+from .stream import StreamSlots
 from .stream import bp as stream_bp
 from .viewer import bp as viewer_bp
-
-DEFAULTS = {
-    "WORLDLOOP_LOG_JSON": None,
-    "WORLDLOOP_LOG_LEVEL": None,
-    "WORLDLOOP_CONFIGURE_LOGGING": True,
-    **READY_DEFAULTS,
-    **STREAM_DEFAULTS,
-}
 
 
 @dataclass(slots=True)
@@ -35,15 +29,13 @@ class Observation:
     stream_slots: StreamSlots
 
 
-def install(app: Flask, *, viewer: bool = True) -> Observation:
-    """Register health, metrics, stream (and the viewer at ``/``) on an app with a WorldLoop."""
-    setup_logging(app)
-    cfg = app.config
-    rt = app.extensions["worldloop"].runtime
+def install(app: Flask, state: WorldLoopState, *, viewer: bool = True) -> Observation:
+    """Register health, metrics, stream (and the viewer at ``/``) for ``state``'s world."""
+    cfg = state.settings
     obs = Observation(
-        observer=LoopObserver(rt).attach(),
-        store_probe=StoreProbe(float(cfg["WORLDLOOP_READY_STORE_CHECK_TTL"])),
-        stream_slots=StreamSlots(int(cfg["WORLDLOOP_STREAM_MAX_CLIENTS"])),
+        observer=LoopObserver(state.runtime).attach(),
+        store_probe=StoreProbe(cfg.ready_store_check_ttl),
+        stream_slots=StreamSlots(cfg.stream_max_clients),
     )
     app.extensions["worldloop_observe"] = obs
     app.register_blueprint(health_bp)
@@ -55,25 +47,11 @@ def install(app: Flask, *, viewer: bool = True) -> Observation:
     return obs
 
 
-def setup_logging(app: Flask) -> None:
-    """Configure worldloop logging once per process from the app's config (before the loop
-    starts, so its first lines are formatted too); WORLDLOOP_CONFIGURE_LOGGING=False opts out.
-    """
-    for key, value in DEFAULTS.items():
-        app.config.setdefault(key, value)
-    cfg = app.config
-    if cfg["WORLDLOOP_CONFIGURE_LOGGING"] and not is_configured():
-        json_lines = cfg["WORLDLOOP_LOG_JSON"]
-        configure_logging(
-            json_lines=None if json_lines is None else _truthy(json_lines),
-            level=cfg["WORLDLOOP_LOG_LEVEL"],
-        )
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def setup_logging(app: Flask, settings: Settings) -> None:
+    """Configure worldloop logging once per process (before the loop starts, so its first
+    lines are formatted too); WORLDLOOP_CONFIGURE_LOGGING=False opts out."""
+    if settings.configure_logging and not is_configured():
+        configure_logging(json_lines=settings.log_json, level=settings.log_level)
 
 
 def _start_timer() -> None:

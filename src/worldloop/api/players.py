@@ -6,18 +6,14 @@ import secrets
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
-from ..errors import CommandInvalid, WorldLoopError, WorldNotRunning
-from ..extension import get_runtime
+from ..errors import CommandInvalid, WorldNotRunning
+from ..state import current_settings, get_runtime
 from .common import json_object, limiter, player_world, token_hash
+from .errors import JoinFailed
 
 bp = Blueprint("worldloop_players", __name__, url_prefix="/api/v1")
-
-
-class JoinFailed(WorldLoopError):
-    code = "join_failed"
-    status = 409
 
 
 @bp.post("/players")
@@ -32,7 +28,7 @@ def create_player() -> tuple[dict[str, Any], int, dict[str, str]]:
     token = secrets.token_urlsafe(32)
     type_, payload = world.join_command(player_id, body.get("name"), token_hash(token))
     ticket = rt.submit(type_, payload)
-    if not ticket.wait(float(current_app.config["WORLDLOOP_COMMAND_WAIT"])):
+    if not ticket.wait(current_settings().command_wait):
         raise WorldNotRunning(
             "the world did not tick in time to add the player; retry",
             details={"command_id": ticket.id},

@@ -8,19 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..errors import WorldLoopError
-
-
-class RateLimited(WorldLoopError):
-    """Too many requests for this key; ``retry_after`` says when one more will be allowed."""
-
-    code = "rate_limited"
-    status = 429
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, details={"retry_after": round(retry_after, 3)})
-        self.retry_after = retry_after
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+from .errors import RateLimited
 
 
 class RateLimiter:

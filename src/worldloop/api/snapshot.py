@@ -6,9 +6,9 @@ the first snapshot newer than N.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
-from ..extension import get_runtime
+from ..state import current_settings, get_runtime
 from .common import query_float, query_int
 
 bp = Blueprint("worldloop_snapshot", __name__, url_prefix="/api/v1")
@@ -18,7 +18,7 @@ bp = Blueprint("worldloop_snapshot", __name__, url_prefix="/api/v1")
 def world_snapshot() -> Response:
     rt = get_runtime()
     after = query_int("after_tick", -1, -1, 2**62)
-    max_wait = float(current_app.config["WORLDLOOP_LONG_POLL_MAX"])
+    max_wait = current_settings().long_poll_max
     timeout = query_float("timeout", min(10.0, max_wait), 0.0, max_wait)
     snap = rt.snapshot
     if after >= 0 and snap.tick <= after:

@@ -18,25 +18,17 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import WorldLoopError, WorldNotRunning
-from ..extension import get_runtime
+from ..errors import WorldNotRunning
 from ..metrics import FRAME_BUILD, STREAMS_OPEN
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot, dumps
+from ..state import current_settings, get_runtime
+from .errors import BadRequest, TooManyStreams
 
 bp = Blueprint("worldloop_stream", __name__, url_prefix="/api/v1")
 
 Bbox = tuple[float, float, float, float]
 
-STREAM_DEFAULTS: dict[str, Any] = {
-    "WORLDLOOP_STREAM_MAX_CLIENTS": 64,
-    "WORLDLOOP_STREAM_DEFAULT_LIMIT": 2000,
-    "WORLDLOOP_STREAM_MAX_LIMIT": 20000,
-    # None: unbounded on threaded servers, 10 s on one-request-per-worker servers (gunicorn
-    # sync), whose workers would otherwise be blocked and killed by the worker timeout.
-    "WORLDLOOP_STREAM_MAX_SECONDS": None,
-    "WORLDLOOP_STREAM_STATS_EVERY": 1.0,
-}
 SINGLE_THREAD_MAX_SECONDS = 10.0
 POLL = 0.5
 """Longest a stream waits without checking that the world still runs (bounds shutdown)."""
@@ -48,20 +40,6 @@ _closing = threading.Event()
 def close_streams() -> None:
     """End every stream of this process within ``POLL`` s (a server is shutting down)."""
     _closing.set()
-
-
-class InvalidParameter(WorldLoopError):
-    """A query parameter is malformed or out of range (same code as the rest of the API)."""
-
-    code = "bad_request"
-    status = 400
-
-
-class TooManyStreams(WorldLoopError):
-    """Every stream slot of this process is taken; retry later."""
-
-    code = "too_many_streams"
-    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +58,16 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
     if raw is not None and raw != "":
         parts = raw.split(",")
         if len(parts) != 4:
-            raise InvalidParameter(
-                "bbox must be x0,y0,x1,y1", details={"param": "bbox", "value": raw}
-            )
+            raise BadRequest("bbox must be x0,y0,x1,y1", details={"param": "bbox", "value": raw})
         try:
             x0, y0, x1, y1 = (float(p) for p in parts)
         except ValueError:
-            raise InvalidParameter(
+            raise BadRequest(
                 "bbox must be four numbers", details={"param": "bbox", "value": raw}
             ) from None
         finite = all(math.isfinite(v) and abs(v) <= 1e9 for v in (x0, y0, x1, y1))
         if not finite or x1 <= x0 or y1 <= y0:
-            raise InvalidParameter(
+            raise BadRequest(
                 "bbox needs numbers within ±1e9 with x0 < x1 and y0 < y1",
                 details={"param": "bbox", "value": raw},
             )
@@ -102,11 +78,11 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
         try:
             limit = int(raw)
         except ValueError:
-            raise InvalidParameter(
+            raise BadRequest(
                 "limit must be an integer", details={"param": "limit", "value": raw}
             ) from None
         if not 0 <= limit <= max_limit:
-            raise InvalidParameter(
+            raise BadRequest(
                 f"limit must be within 0..{max_limit}",
                 details={"param": "limit", "value": limit, "max": max_limit},
             )
@@ -116,11 +92,9 @@ def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> 
         try:
             hz = float(raw)
         except ValueError:
-            raise InvalidParameter(
-                "hz must be a number", details={"param": "hz", "value": raw}
-            ) from None
+            raise BadRequest("hz must be a number", details={"param": "hz", "value": raw}) from None
         if not math.isfinite(hz) or hz <= 0 or hz > max_hz:
-            raise InvalidParameter(
+            raise BadRequest(
                 f"hz must be > 0 and <= {max_hz:g}",
                 details={"param": "hz", "value": raw, "max": max_hz},
             )
@@ -230,11 +204,11 @@ def events(
 
 
 def _view() -> View:
-    cfg = current_app.config
+    cfg = current_settings()
     return parse_view(
         request.args,
-        int(cfg.get("WORLDLOOP_STREAM_DEFAULT_LIMIT", 2000)),
-        int(cfg.get("WORLDLOOP_STREAM_MAX_LIMIT", 20000)),
+        cfg.stream_default_limit,
+        cfg.stream_max_limit,
         1000.0,
     )
 
@@ -260,8 +234,8 @@ def stream() -> Response:
     rt.snapshot  # noqa: B018 - 503 now (not mid-stream) when the world is not served here
     if not rt.running:
         raise WorldNotRunning(f"world {rt.name!r} is not running in this process")
-    cfg = current_app.config
-    max_seconds = cfg.get("WORLDLOOP_STREAM_MAX_SECONDS")
+    cfg = current_settings()
+    max_seconds = cfg.stream_max_seconds
     if max_seconds is None and not request.environ.get("wsgi.multithread", False):
         max_seconds = SINGLE_THREAD_MAX_SECONDS
     obs = current_app.extensions.get("worldloop_observe")
@@ -272,7 +246,7 @@ def stream() -> Response:
         rt,
         view,
         max_seconds=None if max_seconds is None else float(max_seconds),
-        stats_every=float(cfg.get("WORLDLOOP_STREAM_STATS_EVERY", 1.0)),
+        stats_every=cfg.stream_stats_every,
     )
     resp = Response(body, mimetype="text/event-stream")
     if slots is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..extension import get_runtime
+from ..state import get_runtime
 
 bp = Blueprint("worldloop_world", __name__, url_prefix="/api/v1")
 

@@ -11,10 +11,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..api import jobs_bp, register_error_handlers, world_bp
-from ..api.observe import install as install_observation
-from ..api.observe import setup_logging
-from ..api.v1 import register_v1
+from ..config import env_config
 from ..extension import WorldLoop
 from .jobs import bp as leaderboard_bp
 from .jobs import register_demo_jobs
@@ -30,22 +27,17 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         instance_path or os.environ.get("WORLDLOOP_INSTANCE_PATH") or os.path.abspath("instance")
     )
     app = Flask(__name__, instance_path=instance)
-    app.config.update(_prefixed_env())
+    app.config.update(env_config(os.environ, ("WORLDLOOP_", "MEADOW_")))
     if config:
         app.config.update(config)
     if "WORLDLOOP_ADMIN_TOKEN" not in app.config and not app.config.get("TESTING"):
         app.config["WORLDLOOP_ADMIN_TOKEN"] = _demo_admin_token(Path(app.instance_path))
-    register_error_handlers(app)
-    app.register_blueprint(world_bp)
-    register_v1(app, errors=False)
-    app.register_blueprint(jobs_bp)
-    app.register_blueprint(leaderboard_bp)
-    setup_logging(app)
-    ext = WorldLoop(world=create_world)
-    if app.config.get("MEADOW_DEMO_JOBS", True):
+    # The demo is an API server with its viewer at /: every error is JSON.
+    ext = WorldLoop(world=create_world, viewer=True, json_errors="all")
+    if _flag(app.config.get("MEADOW_DEMO_JOBS", True)):
         register_demo_jobs(ext, app.instance_path, app.config)
     ext.init_app(app)
-    install_observation(app)
+    app.register_blueprint(leaderboard_bp)
     return app
 
 
@@ -67,15 +59,8 @@ def _demo_admin_token(instance: Path) -> str:
     return token
 
 
-def _loads(value: str) -> Any:
-    import json
-
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _prefixed_env() -> dict[str, Any]:
-    """WORLDLOOP_* and MEADOW_* environment variables, JSON-decoded when they parse."""
-    return {k: _loads(v) for k, v in os.environ.items() if k.startswith(("WORLDLOOP_", "MEADOW_"))}
+def _flag(value: Any) -> bool:
+    """A boolean setting given as a Python value or as an environment string."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

@@ -21,6 +21,7 @@ from ..extension import WorldLoop
 from ..jobs import JobContext
 from ..snapshot import Snapshot, dumps
 from ..world import World
+from .meadow import Meadow
 
 LEADERBOARD_FILE = "leaderboard.json"
 
@@ -51,9 +52,7 @@ def register_demo_jobs(ext: WorldLoop, instance_path: str, config: Mapping[str, 
         timeout=30.0,
     )
     def leaderboard(snapshot: Snapshot, ctx: JobContext) -> dict[str, Any]:
-        world_cls = type(ext.runtime.world) if ext.runtime is not None else None
-        rank = getattr(world_cls, "leaderboard", None)
-        entries = rank(snapshot, limit) if rank is not None else []
+        entries = Meadow.leaderboard(snapshot, limit)
         doc = {
             "world": snapshot.world,
             "tick": snapshot.tick,

@@ -68,18 +68,12 @@ class Params:
     plant_amount: float = 0.5
 
 
-class EntityForbidden(CommandRejected):
+class EntityForbidden(CommandRejected, code="forbidden", status=403):
     """A player tried to act on an entity that is not its own avatar."""
 
-    code = "forbidden"
-    status = 403
 
-
-class EntityNotFound(CommandRejected):
+class EntityNotFound(CommandRejected, code="not_found", status=404):
     """The command names an entity or player that does not exist (any more)."""
-
-    code = "not_found"
-    status = 404
 
 
 class Meadow(World):
@@ -672,12 +666,13 @@ def _positive(value: Any, what: str) -> float:
 
 
 def create_world(config: Mapping[str, Any]) -> Meadow:
-    """World factory used by the demo app (reads MEADOW_* config keys)."""
+    """World factory used by the demo app (reads MEADOW_* config keys, as values or as the
+    strings an environment gives)."""
     max_creatures = config.get("MEADOW_MAX_CREATURES")
     return Meadow(
-        width=config.get("MEADOW_WIDTH", 1000.0),
-        height=config.get("MEADOW_HEIGHT", 1000.0),
-        entities=config.get("MEADOW_ENTITIES", 200),
-        seed=config.get("MEADOW_SEED", 0),
-        max_creatures=None if max_creatures is None else int(max_creatures),
+        width=float(config.get("MEADOW_WIDTH", 1000.0)),
+        height=float(config.get("MEADOW_HEIGHT", 1000.0)),
+        entities=int(config.get("MEADOW_ENTITIES", 200)),
+        seed=int(config.get("MEADOW_SEED", 0)),
+        max_creatures=None if max_creatures in (None, "") else int(max_creatures),
     )

@@ -1,0 +1,184 @@
+"""Every ``WORLDLOOP_*`` setting in one place: its default, its coercion, its meaning.
+
+``Settings.from_config(app.config)`` is read once per app at ``init_app`` and frozen; nothing
+else reads or coerces a ``WORLDLOOP_*`` key. Values may come as Python values or as the
+strings an environment gives (``"20"``, ``"true"``, a JSON list for ``WORLDLOOP_JOBS``); a
+value that does not fit is a ConfigError naming the key. Strings are taken verbatim: a secret
+such as ``WORLDLOOP_ADMIN_TOKEN`` is never decoded as JSON, so ``"false"`` or ``"0"`` is a
+string, not an "off" switch (an empty value, or none at all, is what turns the admin API off).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .clock import MAX_RATE_HZ, MIN_RATE_HZ, OverrunPolicy
+from .errors import ConfigError
+
+log = logging.getLogger("worldloop")
+
+PREFIX = "WORLDLOOP_"
+
+Autostart = Literal["auto", "eager", "lazy", "never"]
+JsonErrors = Literal["worldloop", "all"]
+
+
+class Settings(BaseModel):
+    """One app's worldloop settings (frozen). Field ``rate_hz`` is key ``WORLDLOOP_RATE_HZ``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    # -- the world and its clock -------------------------------------------------------------
+    world: Any = None
+    """World factory: a callable ``factory(config) -> World`` or ``"module:function"``."""
+    rate_hz: float = Field(20.0, ge=MIN_RATE_HZ, le=MAX_RATE_HZ, allow_inf_nan=False)
+    overrun: OverrunPolicy = OverrunPolicy.CATCH_UP
+    max_catch_up: int = Field(5, ge=0)
+    queue_size: int = Field(10_000, ge=1)
+    max_commands_per_tick: int = Field(10_000, ge=1)
+    start_paused: bool = False
+    autostart: Autostart = "auto"
+    shutdown_timeout: float = Field(2.0, ge=0, allow_inf_nan=False)
+    handle_signals: bool = True
+
+    # -- durability and ownership ------------------------------------------------------------
+    store_url: str | None = None
+    """``sqlite:///path``, ``postgresql+psycopg://…`` or ``memory://``; None: the instance's
+    ``worldloop.db``."""
+    store_schema: str | None = None
+    snapshot_every: int = Field(1000, ge=0)
+    hash_every: int = Field(100, ge=0)
+    journal_retention: int = Field(3000, ge=0)
+    store_retry_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
+    lease_wait: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
+
+    # -- jobs ------------------------------------------------------------------------------------
+    jobs: list[dict[str, Any]] | None = None
+    job_workers: int = Field(4, ge=1)
+
+    # -- what init_app installs -----------------------------------------------------------------
+    api: bool = True
+    """The REST API: ``/api/v1/world`` and, for worlds with players, players/commands/admin."""
+    observe: bool = True
+    """``/healthz``, ``/readyz``, ``/metrics``, the live stream and HTTP latency metrics."""
+    docs: bool = True
+    """``/openapi.json`` and the browsable ``/docs``."""
+    viewer: bool = False
+    """The live viewer at ``/`` (off by default: ``/`` usually belongs to the host app)."""
+    json_errors: JsonErrors = "worldloop"
+    """``worldloop``: JSON for worldloop's errors and routes only; ``all``: every error."""
+
+    # -- the API ---------------------------------------------------------------------------------
+    admin_token: str | None = None
+    rate_limit: float = Field(20.0, gt=0, allow_inf_nan=False)
+    rate_burst: float = Field(40, ge=1, allow_inf_nan=False)
+    join_rate_limit: float = Field(1.0, gt=0, allow_inf_nan=False)
+    join_rate_burst: float = Field(20, ge=1, allow_inf_nan=False)
+    max_body_bytes: int = Field(16 * 1024, ge=64)
+    command_wait: float = Field(5.0, ge=0, allow_inf_nan=False)
+    long_poll_max: float = Field(30.0, ge=0, allow_inf_nan=False)
+
+    # -- observation -----------------------------------------------------------------------------
+    configure_logging: bool = True
+    log_json: bool | None = None
+    log_level: str | None = None
+    ready_max_tick_age: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Seconds since the last tick before the loop counts as stalled (None: max(2 s, 10 ticks))."""
+    ready_max_overrun_ratio: float = Field(0.25, ge=0, le=1)
+    ready_min_window: int = Field(20, ge=1)
+    ready_store_check_ttl: float = Field(1.0, ge=0, allow_inf_nan=False)
+    stream_max_clients: int = Field(64, ge=0)
+    stream_default_limit: int = Field(2000, ge=0)
+    stream_max_limit: int = Field(20000, ge=0)
+    stream_max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """None: unbounded on threaded servers, 10 s on one-request-per-worker servers."""
+    stream_stats_every: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("autostart", mode="before")
+    @classmethod
+    def _autostart(cls, value: Any) -> Any:
+        if value is True:
+            return "auto"
+        if value in (False, None, "manual"):
+            return "never"
+        return value
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            if not value.strip():
+                return None
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list of job objects: {exc}") from None
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a string (taken verbatim); unset or empty turns it off")
+        return value
+
+    @field_validator("world", mode="before")
+    @classmethod
+    def _world(cls, value: Any) -> Any:
+        if value is None or callable(value) or isinstance(value, str):
+            return value
+        raise ValueError("must be a callable or a 'module:function' string")
+
+    @classmethod
+    def key(cls, field: str) -> str:
+        """The config key of ``field``: ``rate_hz`` → ``WORLDLOOP_RATE_HZ``."""
+        return PREFIX + field.upper()
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every key with its default, as ``app.config.setdefault`` wants them."""
+        return {cls.key(name): f.default for name, f in cls.model_fields.items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Read, coerce and check every ``WORLDLOOP_*`` key of ``config``.
+
+        Unknown ``WORLDLOOP_*`` keys are logged (a typo should not pass in silence) but do
+        not fail: host apps and worlds keep their own keys beside ours.
+        """
+        values: dict[str, Any] = {}
+        for key, value in config.items():
+            if not isinstance(key, str) or not key.startswith(PREFIX):
+                continue
+            name = key.removeprefix(PREFIX).lower()
+            if name in cls.model_fields:
+                values[name] = value
+            elif name not in _NOT_SETTINGS:
+                log.warning("worldloop: unknown setting %s is ignored", key)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "?"
+            raise ConfigError(
+                f"{cls.key(field)}={values.get(field)!r}: {first['msg']}",
+                details={"key": cls.key(field)},
+            ) from None
+
+
+_NOT_SETTINGS = frozenset({"instance_path", "test_pg_url"})
+"""``WORLDLOOP_*`` names that are not app settings (read from the environment by the demo
+and the test suite)."""
+
+
+def env_config(environ: Mapping[str, str], prefixes: tuple[str, ...] = (PREFIX,)) -> dict[str, Any]:
+    """The environment's keys with these prefixes, as strings: Settings coerces them."""
+    return {k: v for k, v in environ.items() if k.startswith(prefixes)}

@@ -1,0 +1,107 @@
+"""Where a process stands: which kind of process is loading the app, and a clean exit.
+
+The loop must start only in the process that serves (never the reloader's watcher, never a
+pre-fork master, never a ``flask`` command other than ``run``), and stop within its bound at
+SIGTERM, SIGINT or interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from types import FrameType
+from typing import Protocol
+
+log = logging.getLogger("worldloop")
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout: float | None = None) -> bool: ...
+
+
+# Everything that must stop at exit; weak so tests that drop an app do not leak it.
+_live: weakref.WeakSet[Stoppable] = weakref.WeakSet()
+_installed = False
+
+
+def serving_role() -> str:
+    """Which kind of process is loading the app.
+
+    ``serve`` (start here), ``reloader-parent`` (the watcher of ``flask run --debug``),
+    ``prefork-master`` (gunicorn --preload: start after fork), ``gunicorn-worker``, ``cli`` (a
+    ``flask`` command other than ``run``: never started) or ``unknown``.
+    """
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        return "serve"
+    try:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    except Exception:  # pragma: no cover - click is always there with Flask
+        ctx = None
+    if ctx is not None and ctx.info_name == "run" and "reload" in ctx.params:
+        from flask.helpers import get_debug_flag
+
+        reload = ctx.params["reload"]
+        if reload is None:
+            reload = get_debug_flag()
+        return "reloader-parent" if reload else "serve"
+    if _flask_cli_command():
+        return "cli"  # `flask shell`, `flask routes`, `flask world ...`: not a server
+    if "gunicorn" in sys.modules:
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            filename = frame.f_code.co_filename.replace(os.sep, "/")
+            if "/gunicorn/workers/" in filename:
+                return "gunicorn-worker"
+            if filename.endswith("/gunicorn/arbiter.py"):
+                return "prefork-master"
+            frame = frame.f_back
+    return "unknown"
+
+
+def _flask_cli_command() -> bool:
+    """True inside the ``flask`` command when it runs anything but ``run`` (handled above)."""
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true" or "gunicorn" in sys.modules:
+        return False
+    argv0 = sys.argv[0].replace(os.sep, "/") if sys.argv else ""
+    return argv0.rsplit("/", 1)[-1] == "flask" or argv0.endswith("/flask/__main__.py")
+
+
+def stop_at_exit(item: Stoppable, handle_signals: bool) -> None:
+    """Stop ``item`` at interpreter exit; turn a default SIGTERM into a clean exit."""
+    global _installed
+    _live.add(item)
+    if _installed:
+        return
+    _installed = True
+    atexit.register(stop_all)
+    if not handle_signals or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def stop_all() -> None:
+    """Stop everything registered with :func:`stop_at_exit` (each within its own bound)."""
+    for item in list(_live):
+        try:
+            item.stop()
+        except Exception:
+            log.exception("worldloop: stop at exit failed")
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+def after_fork(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in every child forked from now on (gunicorn --preload's workers)."""
+    os.register_at_fork(after_in_child=fn)

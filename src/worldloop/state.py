@@ -1,0 +1,163 @@
+"""One app's worldloop: its settings, runtime, jobs and role, kept in ``app.extensions``.
+
+The ``WorldLoop`` extension object holds no per-app state (one extension may serve several
+apps, as Flask's own extensions do); everything that belongs to one app lives here, in
+``app.extensions["worldloop"]``, and ``get_runtime()`` finds it through ``current_app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from .config import Settings
+from .errors import ConfigError, WorldLockedError
+from .jobs import JobScheduler
+from .lease import FileLease, Lease, MemoryLease
+from .lifecycle import after_fork, serving_role, stop_at_exit
+from .runtime import WorldRuntime
+from .store import SqlStore, Store, default_store_url
+from .world import World
+
+log = logging.getLogger("worldloop")
+
+
+class WorldLoopState:
+    """Everything worldloop keeps for one app: read it as ``app.extensions["worldloop"]``."""
+
+    def __init__(self, app: Flask, settings: Settings, world: World, jobs: JobScheduler) -> None:
+        self.settings = settings
+        self.instance_path = app.instance_path
+        self.role = serving_role()
+        """Which kind of process loaded the app (see worldloop.lifecycle.serving_role)."""
+        self.jobs = jobs
+        """This world's scheduled jobs (bound before any journal replay)."""
+        jobs.bind(world)
+        self.runtime = WorldRuntime(
+            world,
+            rate_hz=settings.rate_hz,
+            policy=settings.overrun,
+            max_catch_up=settings.max_catch_up,
+            queue_size=settings.queue_size,
+            max_commands_per_tick=settings.max_commands_per_tick,
+            lease=self._make_lease(world.name),
+            start_paused=settings.start_paused,
+            shutdown_timeout=settings.shutdown_timeout,
+            store=self._make_store(),
+            snapshot_every=settings.snapshot_every,
+            hash_every=settings.hash_every,
+            retention_ticks=settings.journal_retention,
+            store_retry_seconds=settings.store_retry_seconds,
+        )
+        jobs.attach(self.runtime)
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the world loop in this process (idempotent)."""
+        with self._start_lock:
+            if self.runtime.running:
+                return
+            self.runtime.start()
+        stop_at_exit(self, self.settings.handle_signals)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the loop within the configured bound; True if it ended in time."""
+        return self.runtime.stop(timeout)
+
+    def start_by_policy(self, app: Flask) -> None:
+        """Start now, after fork, on the first request, or never, as WORLDLOOP_AUTOSTART and
+        the kind of process say."""
+        policy = self.settings.autostart
+        if policy == "never":
+            return
+        if policy == "lazy":
+            app.before_request(self._start_lazily)
+            return
+        if policy == "auto" and self.role == "reloader-parent":
+            log.info(
+                "worldloop: not starting in the reloader's watcher process (pid %d)", os.getpid()
+            )
+            return
+        if policy == "auto" and self.role == "cli":
+            log.debug("worldloop: a flask CLI command, not a server: the world is not started")
+            return
+        if policy == "auto" and self.role == "prefork-master":
+            log.info(
+                "worldloop: pre-fork master (pid %d); the world starts in the worker", os.getpid()
+            )
+            after_fork(self._start_in_forked_worker)
+            return
+        self.start()
+
+    def _start_lazily(self) -> None:
+        if not self.runtime.running and not self.runtime.stats().running:
+            try:
+                self.start()
+            except WorldLockedError:
+                log.exception("worldloop: cannot start the world in this process")
+
+    def _start_in_forked_worker(self) -> None:
+        try:
+            self.start()
+        except WorldLockedError as exc:
+            # Gunicorn treats exit code 3 as "worker failed to boot" and stops with the reason.
+            log.error("worldloop: %s", exc.message)
+            os._exit(3)
+
+    # -- backends --------------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str:
+        """WORLDLOOP_STORE_URL, or the embedded default ``sqlite:///<instance>/worldloop.db``."""
+        url = self.settings.store_url
+        return default_store_url(self.instance_path) if url is None else url
+
+    def _make_store(self) -> Store | None:
+        """The journal + snapshot store (not connected yet); None for ``memory://``."""
+        url = self.store_url
+        if url == "memory://":
+            return None
+        return SqlStore(url, schema=self.settings.store_schema)
+
+    def _make_lease(self, world_name: str) -> Lease:
+        lock_path = self._lock_path(world_name)
+        if lock_path is None:
+            return MemoryLease(world_name)
+        wait = self.settings.lease_wait
+        if wait is None:
+            # A gunicorn graceful restart boots the new worker before the old one has gone.
+            wait = 10.0 if self.role in ("gunicorn-worker", "prefork-master") else 0.0
+        return FileLease(lock_path, world_name, wait=float(wait))
+
+    def _lock_path(self, world_name: str) -> Path | None:
+        url = self.store_url
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            return Path(url.removeprefix("sqlite:///") + ".lock")
+        if url in ("memory://", "sqlite://", "sqlite:///:memory:"):
+            return None
+        return Path(self.instance_path) / f"worldloop-{world_name}.lock"
+
+
+def state_of(app: Flask | None = None) -> WorldLoopState:
+    """The worldloop state of ``app`` (default: the current app); ConfigError if it has none."""
+    target = app if app is not None else current_app
+    state = target.extensions.get("worldloop")
+    if not isinstance(state, WorldLoopState):
+        raise ConfigError("this app has no worldloop: call WorldLoop(app) or init_app(app)")
+    return state
+
+
+def get_runtime() -> WorldRuntime:
+    """The runtime of the current app (inside a request or app context)."""
+    return state_of().runtime
+
+
+def current_settings() -> Settings:
+    """The settings of the current app's worldloop (inside a request or app context)."""
+    return state_of().settings
