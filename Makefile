@@ -1,5 +1,7 @@
 # worldloop: `make run` starts the demo server, `make test` runs the whole suite.
-# Both set up what they need first (a virtualenv with the locked dependencies; Chromium for tests).
+# Both set up what they need first: a virtualenv with the locked dependencies (`make run` only the
+# runtime ones, requirements/runtime.lock; the other targets also the dev ones, requirements/
+# dev.lock) and, for tests, Chromium. `make lock` recompiles both locks from pyproject.toml.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,16 +9,32 @@ PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint typecheck bench setup browser clean
+# The lock tool lives in its own virtualenv, apart from the project's.
+LOCK_VENV ?= .venv-lock
+UV         = $(LOCK_VENV)/bin/uv
+UV_COMPILE = $(UV) pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+.PHONY: run test lint typecheck bench setup setup-dev browser lock clean
+
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==26.3"
-	$(PY) -m pip install --quiet -r requirements.lock
+
+# Runtime only: what the core imports, no extras, no tools.
+$(VENV)/.runtime: requirements/runtime.lock pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/runtime.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed
+# Runtime + every extra + the dev group (dev.lock pins the runtime packages at the same versions).
+$(VENV)/.dev: requirements/dev.lock $(VENV)/.runtime
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.lock
+	touch $@
+
+setup: $(VENV)/.runtime
+
+setup-dev: $(VENV)/.dev
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -27,20 +45,30 @@ browser:
 run: setup
 	$(VENV)/bin/flask --app worldloop.demo:create_app run --host $(HOST) --port $(PORT)
 
-test: setup browser
+test: setup-dev browser
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: setup
+lint: setup-dev
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 
-typecheck: setup
+typecheck: setup-dev
 	$(PY) -m mypy
 
-bench: setup
+bench: setup-dev
 	$(PY) bench/run_all.py
 
+$(UV):
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet "uv==0.13.9"
+
+# Recompile both locks from pyproject.toml, keeping the pinned versions that still fit
+# (`make lock UPGRADE=1` moves every package to its newest allowed release).
+lock: $(UV)
+	$(UV_COMPILE) -o requirements/runtime.lock
+	$(UV_COMPILE) --all-extras --group dev -c requirements/runtime.lock -o requirements/dev.lock
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts
