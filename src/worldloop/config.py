@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -163,6 +164,9 @@ class Settings(BaseModel):
                 values[name] = value
             elif name not in _NOT_SETTINGS:
                 log.warning("worldloop: unknown setting %s is ignored", key)
+        if values.get("admin_token") is None and os.environ.get(cls.key("admin_token")):
+            # A secret left out of the config comes from the environment, verbatim.
+            values["admin_token"] = os.environ[cls.key("admin_token")]
         try:
             return cls(**values)
         except ValidationError as exc:

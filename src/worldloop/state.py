@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, current_app
 
 from .config import Settings
 from .errors import ConfigError, WorldLockedError
-from .jobs import JobScheduler
+from .jobs import JobContext, JobScheduler
 from .lease import FileLease, Lease, MemoryLease
 from .lifecycle import after_fork, serving_role, stop_at_exit
 from .runtime import WorldRuntime
@@ -55,6 +57,12 @@ class WorldLoopState:
         )
         jobs.attach(self.runtime)
         self._start_lock = threading.Lock()
+
+    def job(
+        self, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
+        """Register a job on this app's world only (``WorldLoop.job`` reaches every app)."""
+        return self.jobs.job(name, **options)
 
     # -- lifecycle -------------------------------------------------------------------------
 
