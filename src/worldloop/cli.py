@@ -21,7 +21,7 @@ from typing import Any
 from .durability import ReplayResult, replay
 from .errors import WorldLoopError
 from .snapshot import dumps
-from .store import SqlStore
+from .store import Store, open_store
 from .store.codec import encode_state
 from .world import World
 
@@ -103,8 +103,13 @@ def target_of_app(app: Any, store: str | None = None, schema: str | None = None)
     return Target(state.runtime.world, url, schema or state.settings.store_schema)
 
 
+def _open(t: Target, *, readonly: bool = False) -> Store:
+    """The target's store, by its URL (the SQL store loads only for a SQL URL)."""
+    return open_store(t.url, schema=t.schema, readonly=readonly)
+
+
 def _cmd_snapshot(args: argparse.Namespace, t: Target) -> int:
-    store = SqlStore(t.url, schema=t.schema)
+    store = _open(t)
     try:
         result = replay(t.world, store.load(t.world.name))
         store.save_snapshot(t.world.name, t.world.tick, t.world.full_state(), result.state_hash)
@@ -115,7 +120,7 @@ def _cmd_snapshot(args: argparse.Namespace, t: Target) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace, t: Target) -> int:
-    store = SqlStore(t.url, schema=t.schema, readonly=True)
+    store = _open(t, readonly=True)
     try:
         result = replay(t.world, store.load(t.world.name, upto=args.tick))
     finally:
@@ -133,7 +138,7 @@ def _cmd_restore(args: argparse.Namespace, t: Target) -> int:
 
 def _cmd_verify(args: argparse.Namespace, t: Target) -> int:
     name = t.world.name
-    store = SqlStore(t.url, schema=t.schema, readonly=True)
+    store = _open(t, readonly=True)
     try:
         snaps = store.snapshots(name)
         if not snaps:
@@ -162,7 +167,7 @@ def _cmd_verify(args: argparse.Namespace, t: Target) -> int:
 
 def _cmd_info(args: argparse.Namespace, t: Target) -> int:
     name = t.world.name
-    store = SqlStore(t.url, schema=t.schema, readonly=True)
+    store = _open(t, readonly=True)
     try:
         first, head, count = store.journal_range(name)
         snaps = store.snapshots(name)

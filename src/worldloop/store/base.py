@@ -1,9 +1,14 @@
-"""The store interface the runtime talks to; the engine knows no database.
+"""The store protocol the engine talks to; the engine knows no database.
 
 Journal model: tick ``k`` is the state after ``k`` calls of ``World.step``. The commands applied
 by the step that produced tick ``k`` are journaled under ``k``, with their outcome. A per-world
 *head* holds the last durable tick (written in the same transaction as that tick's commands), so
 recovery steps every tick from the snapshot to the head, empty ticks included.
+
+Every backend (``store/memory.py``, ``store/sql.py``, a plug-in) implements :class:`Store` with
+the same semantics, checked by one contract suite (``tests/contracts/test_store_contract.py``).
+The helpers below hold the parts of those semantics that do not depend on where data is kept,
+so two backends cannot drift apart on them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..commands import Outcome
+from ..errors import StoreError
 from ..snapshot import _default
 
 JournalRecord = Mapping[str, Any]
@@ -46,14 +52,28 @@ class SnapshotInfo:
 
 
 class Store(Protocol):
-    """A durable home for one or more worlds' journals and snapshots."""
+    """A durable home for one or more worlds' journals and snapshots (keyed by world name).
 
-    def load(
-        self, world: str, upto: int | None = None, *, snapshot_tick: int | None = None
-    ) -> Recovery:
-        """The latest snapshot (at or before ``upto``, or exactly ``snapshot_tick``) and every
-        journaled tick after it, up to ``upto`` or the head."""
+    Thread-safe: the loop thread journals, the snapshot writer saves and prunes, and request
+    threads read (``find_command``, ``check_writable``) at the same time. Every failure is a
+    :class:`StoreError`. Opened by URL with :func:`worldloop.store.open_store`.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the data lives (the URL it was opened with)."""
         ...
+
+    def open(self) -> None:
+        """Connect and check now instead of at first use (idempotent; also reopens after
+        :meth:`close`). Raises StoreError when the store is missing, damaged or too new."""
+        ...
+
+    def check_writable(self, timeout: float = 0.25) -> None:
+        """Raise StoreError unless a write could start now, within ``timeout`` s (/readyz)."""
+        ...
+
+    # -- the journal (loop thread) -------------------------------------------------------------
 
     def append(
         self,
@@ -62,17 +82,41 @@ class Store(Protocol):
         records: Sequence[JournalRecord],
         state_hash: str | None = None,
     ) -> None:
-        """Durably record the commands applied in ``tick`` and advance the head, atomically."""
+        """Durably record the commands applied in ``tick`` (in order) and, when given, the
+        state hash at ``tick``, and advance the head to ``tick``: all or nothing. Returns only
+        once it is durable: the runtime acknowledges the commands after this."""
         ...
 
     def head(self, world: str) -> int | None:
-        """The last durable tick, or None."""
+        """The last durable tick, or None when nothing is stored for ``world``."""
         ...
+
+    def load(
+        self, world: str, upto: int | None = None, *, snapshot_tick: int | None = None
+    ) -> Recovery:
+        """The latest snapshot at or before ``upto`` (default: the head), or exactly the one
+        of ``snapshot_tick``, and every journaled tick after it up to ``upto`` or the head.
+
+        An empty store gives ``Recovery(None, None, None)``. Raises StoreError when the data
+        cannot rebuild that tick (no such snapshot, ``upto`` after the head, bad checksum).
+        """
+        ...
+
+    def find_command(self, world: str, command_id: str) -> dict[str, Any] | None:
+        """A journaled command as GET /commands/{id} shows it (see :func:`command_view`)."""
+        ...
+
+    def journal_range(self, world: str) -> tuple[int | None, int | None, int]:
+        """(first tick still journaled with commands, head, number of journaled commands)."""
+        ...
+
+    # -- snapshots (writer thread) ---------------------------------------------------------------
 
     def save_snapshot(
         self, world: str, tick: int, state: Mapping[str, Any], state_hash: str
     ) -> None:
-        """Durably store a full state as of the end of ``tick``."""
+        """Durably store a full state as of the end of ``tick`` (replaces one of the same
+        tick). The stored copy is independent of ``state``: mutating it later changes nothing."""
         ...
 
     def snapshots(self, world: str) -> list[SnapshotInfo]:
@@ -80,14 +124,79 @@ class Store(Protocol):
         ...
 
     def prune(self, world: str, retention_ticks: int) -> None:
-        """Drop journal rows and snapshots no longer needed (see SqlStore.prune)."""
+        """Drop the journal and snapshots no longer needed (see :func:`prune_plan`)."""
         ...
 
-    def find_command(self, world: str, command_id: str) -> dict[str, Any] | None:
-        """A journaled command as GET /commands/{id} shows it, or None."""
+    def close(self) -> None:
+        """Release connections and files. Durable backends keep their data for a reopen."""
         ...
 
-    def close(self) -> None: ...
+
+def prune_plan(snapshot_ticks: Sequence[int], retention_ticks: int) -> tuple[int, list[int]] | None:
+    """What :meth:`Store.prune` removes: ``(base, snapshots to drop)``, or None for nothing.
+
+    Keep what rebuilds any tick from ``latest snapshot - retention_ticks`` onwards: the *base*
+    is the newest snapshot at or before both the previous snapshot and that tick. Journal ticks
+    up to the base (commands and hashes) and snapshots older than it go, so every tick from the
+    base to the head can still be rebuilt. ``snapshot_ticks`` is ascending.
+    """
+    if len(snapshot_ticks) < 2:
+        return None
+    latest, prev = snapshot_ticks[-1], snapshot_ticks[-2]
+    limit = min(prev, latest - max(0, retention_ticks))
+    older = [t for t in snapshot_ticks if t <= limit]
+    if not older:
+        return None
+    base = older[-1]
+    return base, [t for t in snapshot_ticks if t < base]
+
+
+def check_window(
+    world: str, head_tick: int | None, snap_tick: int | None, upto: int | None, oldest: int | None
+) -> int | None:
+    """The last tick :meth:`Store.load` replays to, or None for an empty store; raises the
+    same StoreError from every backend when the window cannot be rebuilt.
+
+    ``snap_tick`` is the snapshot chosen for ``upto`` (None if there is none), ``oldest`` the
+    oldest stored snapshot (for the message).
+    """
+    if snap_tick is None:
+        if head_tick is None and upto is None:
+            return None
+        raise StoreError(
+            f"world {world!r}: no snapshot at or before tick "
+            f"{upto if upto is not None else head_tick} (journal head {head_tick}, "
+            f"oldest snapshot {oldest}); the store cannot rebuild it",
+            details={"world": world, "head": head_tick, "oldest_snapshot": oldest},
+        )
+    last = max(head_tick if head_tick is not None else snap_tick, snap_tick)
+    target = last if upto is None else upto
+    if target > last:
+        raise StoreError(
+            f"world {world!r}: tick {target} is after the last journaled tick {last}",
+            details={"world": world, "head": last},
+        )
+    return target
+
+
+def command_view(tick: int, record: JournalRecord) -> dict[str, Any]:
+    """A journal record as GET /commands/{id} shows it: id, type, status, tick, result/error."""
+    out: dict[str, Any] = {
+        "command_id": record["id"],
+        "type": record["type"],
+        "status": "applied" if record.get("ok") else "rejected",
+        "tick": int(tick),
+    }
+    if record.get("ok"):
+        out["result"] = record.get("result")
+    else:
+        out["error"] = record.get("error") or {}
+    return out
+
+
+def encode_record(record: JournalRecord) -> str:
+    """The stored text of a journal record (compact, sorted keys: equal records, equal text)."""
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
 
 def journal_record(outcome: Outcome) -> dict[str, Any]:

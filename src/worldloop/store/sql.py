@@ -20,21 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Float,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     delete,
-    event,
+    func,
     insert,
     inspect,
     select,
@@ -46,69 +36,31 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema
 
 from ..errors import StoreError
-from .base import JournalRecord, Recovery, SnapshotInfo
+from .base import (
+    JournalRecord,
+    Recovery,
+    SnapshotInfo,
+    check_window,
+    command_view,
+    encode_record,
+    prune_plan,
+)
 from .codec import decode_state, encode_state
+from .sql_schema import (
+    SCHEMA_VERSION,
+    commands,
+    hashes,
+    heads,
+    metadata,
+    reason,
+    schema_table,
+    snapshots,
+    sqlite_events,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqlStore"]
 
 log = logging.getLogger("worldloop.store")
-
-SCHEMA_VERSION = 1
-"""Bump when the tables change, and add the migration to ``SqlStore._migrate``."""
-
-metadata = MetaData()
-
-schema_table = Table(
-    "worldloop_schema",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("version", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-
-heads = Table(
-    "worldloop_heads",
-    metadata,
-    Column("world", String(200), primary_key=True),
-    Column("tick", BigInteger, nullable=False),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-commands = Table(
-    "worldloop_commands",
-    metadata,
-    Column("world", String(200), primary_key=True),
-    Column("tick", BigInteger, primary_key=True, autoincrement=False),
-    Column("pos", Integer, primary_key=True, autoincrement=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("command_id", String(64), nullable=False),
-    Column("record", Text, nullable=False),
-    Index("ix_worldloop_commands_id", "command_id"),
-)
-
-hashes = Table(
-    "worldloop_hashes",
-    metadata,
-    Column("world", String(200), primary_key=True),
-    Column("tick", BigInteger, primary_key=True, autoincrement=False),
-    Column("state_hash", String(64), nullable=False),
-)
-
-snapshots = Table(
-    "worldloop_snapshots",
-    metadata,
-    Column("world", String(200), primary_key=True),
-    Column("tick", BigInteger, primary_key=True, autoincrement=False),
-    Column("state_hash", String(64), nullable=False),
-    Column("checksum", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("data", LargeBinary, nullable=False),
-)
-
-
-def default_store_url(instance_path: str | Path) -> str:
-    """The embedded default: one SQLite file in the app's instance folder."""
-    return f"sqlite:///{Path(instance_path) / 'worldloop.db'}"
 
 
 class SqlStore:
@@ -158,7 +110,7 @@ class SqlStore:
             except SQLAlchemyError as exc:
                 engine.dispose()
                 raise StoreError(
-                    f"cannot open the store {self!r}: {_reason(exc)}",
+                    f"cannot open the store {self!r}: {reason(exc)}",
                     details={"url": repr(self)},
                 ) from exc
             self._engine = engine
@@ -186,7 +138,7 @@ class SqlStore:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 kwargs["connect_args"] = {"timeout": self.busy_timeout}
             engine = create_engine(url, **kwargs)
-            _sqlite_events(engine, wal=not memory, busy_timeout=self.busy_timeout)
+            sqlite_events(engine, wal=not memory, busy_timeout=self.busy_timeout)
         else:
             if self.schema:
                 kwargs["execution_options"] = {"schema_translate_map": {None: self.schema}}
@@ -271,7 +223,7 @@ class SqlStore:
             raise
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"{what} failed: {_reason(exc)}", details={"store": repr(self)}
+                f"{what} failed: {reason(exc)}", details={"store": repr(self)}
             ) from exc
 
     # -- the journal ---------------------------------------------------------------------------
@@ -291,7 +243,7 @@ class SqlStore:
                 "pos": pos,
                 "seq": int(rec["seq"]),
                 "command_id": str(rec["id"]),
-                "record": json.dumps(rec, separators=(",", ":"), sort_keys=True),
+                "record": encode_record(rec),
             }
             for pos, rec in enumerate(records)
         ]
@@ -339,29 +291,17 @@ class SqlStore:
             if snapshot_tick is not None:
                 q = q.where(snapshots.c.tick == snapshot_tick)
             snap = conn.execute(q.order_by(snapshots.c.tick.desc()).limit(1)).first()
+            oldest = None
             if snap is None:
-                if head_tick is None and upto is None:
-                    return Recovery(None, None, None)
                 oldest = conn.execute(
-                    select(snapshots.c.tick)
-                    .where(snapshots.c.world == world)
-                    .order_by(snapshots.c.tick)
-                    .limit(1)
+                    select(func.min(snapshots.c.tick)).where(snapshots.c.world == world)
                 ).scalar()
-                raise StoreError(
-                    f"world {world!r}: no snapshot at or before tick "
-                    f"{upto if upto is not None else head_tick} (journal head {head_tick}, "
-                    f"oldest snapshot {oldest}); the store cannot rebuild it",
-                    details={"world": world, "head": head_tick, "oldest_snapshot": oldest},
-                )
+            target = check_window(
+                world, head_tick, None if snap is None else int(snap.tick), upto, oldest
+            )
+            if snap is None or target is None:
+                return Recovery(None, None, None)
             snap_tick = int(snap.tick)
-            last = max(head_tick if head_tick is not None else snap_tick, snap_tick)
-            target = last if upto is None else upto
-            if target > last:
-                raise StoreError(
-                    f"world {world!r}: tick {target} is after the last journaled tick {last}",
-                    details={"world": world, "head": last},
-                )
             data = bytes(snap.data)
             if hashlib.sha256(data).hexdigest() != snap.checksum or len(data) != snap.size:
                 raise StoreError(
@@ -407,25 +347,9 @@ class SqlStore:
                     commands.c.world == world, commands.c.command_id == command_id
                 )
             ).first()
-        if row is None:
-            return None
-        rec = json.loads(row[1])
-        out: dict[str, Any] = {
-            "command_id": rec["id"],
-            "type": rec["type"],
-            "status": "applied" if rec.get("ok") else "rejected",
-            "tick": int(row[0]),
-        }
-        if rec.get("ok"):
-            out["result"] = rec.get("result")
-        else:
-            out["error"] = rec.get("error") or {}
-        return out
+        return None if row is None else command_view(int(row[0]), json.loads(row[1]))
 
     def journal_range(self, world: str) -> tuple[int | None, int | None, int]:
-        """(first tick with commands, head, number of journaled commands)."""
-        from sqlalchemy import func
-
         with self._read("reading the journal") as conn:
             first, count = conn.execute(
                 select(func.min(commands.c.tick), func.count()).where(commands.c.world == world)
@@ -479,22 +403,11 @@ class SqlStore:
         return [SnapshotInfo(int(t), str(h), int(s), float(c)) for t, h, s, c in rows]
 
     def prune(self, world: str, retention_ticks: int) -> None:
-        """Keep what rebuilds any tick from ``latest snapshot - retention_ticks`` onwards.
-
-        The *base* is the newest snapshot at or before both the previous snapshot and
-        ``latest - retention_ticks``. Journal rows up to the base and snapshots older than it
-        are deleted, so every tick from the base to the head can still be rebuilt.
-        """
-        ticks = [s.tick for s in self.snapshots(world)]
-        if len(ticks) < 2:
+        """Delete what :func:`~worldloop.store.base.prune_plan` says is no longer needed."""
+        plan = prune_plan([s.tick for s in self.snapshots(world)], retention_ticks)
+        if plan is None:
             return
-        latest, prev = ticks[-1], ticks[-2]
-        limit = min(prev, latest - max(0, retention_ticks))
-        older = [t for t in ticks if t <= limit]
-        if not older:
-            return
-        base = older[-1]
-        drop = [t for t in ticks if t < base]
+        base, drop = plan
         with self._write("pruning") as conn:
             if drop:
                 conn.execute(
@@ -545,29 +458,3 @@ class SqlStore:
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
-
-
-def _sqlite_events(engine: Engine, *, wal: bool, busy_timeout: float) -> None:
-    """WAL + full sync, our own BEGIN (IMMEDIATE for writes) instead of pysqlite's."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if wal:
-                cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = FULL")
-        finally:
-            cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("worldloop_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    orig = getattr(exc, "orig", None)
-    return f"{type(orig or exc).__name__}: {orig or exc}".strip().splitlines()[0]

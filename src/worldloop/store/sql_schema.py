@@ -1,0 +1,106 @@
+"""The SQL store's tables, schema version and SQLite connection set-up (SQLAlchemy Core).
+
+Split from ``sql.py`` along the seam between what is stored (the tables, their version) and how
+the store reads and writes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+SCHEMA_VERSION = 1
+"""Bump when the tables change, and add the migration to ``SqlStore._migrate``."""
+
+metadata = MetaData()
+
+schema_table = Table(
+    "worldloop_schema",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+heads = Table(
+    "worldloop_heads",
+    metadata,
+    Column("world", String(200), primary_key=True),
+    Column("tick", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+commands = Table(
+    "worldloop_commands",
+    metadata,
+    Column("world", String(200), primary_key=True),
+    Column("tick", BigInteger, primary_key=True, autoincrement=False),
+    Column("pos", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("command_id", String(64), nullable=False),
+    Column("record", Text, nullable=False),
+    Index("ix_worldloop_commands_id", "command_id"),
+)
+
+hashes = Table(
+    "worldloop_hashes",
+    metadata,
+    Column("world", String(200), primary_key=True),
+    Column("tick", BigInteger, primary_key=True, autoincrement=False),
+    Column("state_hash", String(64), nullable=False),
+)
+
+snapshots = Table(
+    "worldloop_snapshots",
+    metadata,
+    Column("world", String(200), primary_key=True),
+    Column("tick", BigInteger, primary_key=True, autoincrement=False),
+    Column("state_hash", String(64), nullable=False),
+    Column("checksum", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+
+def sqlite_events(engine: Engine, *, wal: bool, busy_timeout: float) -> None:
+    """WAL + full sync, our own BEGIN (IMMEDIATE for writes) instead of pysqlite's."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if wal:
+                cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = FULL")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("worldloop_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def reason(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return f"{type(orig or exc).__name__}: {orig or exc}".strip().splitlines()[0]
