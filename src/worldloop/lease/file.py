@@ -1,10 +1,9 @@
-"""Embedded leases: an OS file lock (one process per store), or an in-memory one for tests."""
+"""The embedded lease (``file:///path.lock``): an OS file lock, one process per store."""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,8 @@ class FileLease:
 
     The kernel drops the lock when the holding process dies (even by kill -9), so a crashed
     runner never blocks its successor. The file records the holder's pid for the error message.
+    The token counts this object's acquisitions; fencing across processes is the job of the
+    store epoch of the scale-out mode (SCALEOUT.md), not of a file lock.
     """
 
     def __init__(
@@ -23,10 +24,16 @@ class FileLease:
     ) -> None:
         self.path = Path(path)
         self.world = world
-        self.wait = wait
-        """Seconds to keep trying when held (a graceful restart hands over within this)."""
+        self.wait = float(wait)
         self._fd: int | None = None
         self._token = 0
+
+    def __repr__(self) -> str:
+        return f"FileLease({str(self.path)!r})"
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.path}"
 
     @property
     def held(self) -> bool:
@@ -36,12 +43,36 @@ class FileLease:
     def token(self) -> int:
         return self._token
 
-    def acquire(self) -> None:
+    def holder(self) -> str | None:
+        """Probed with a shared lock for an instant (an ``acquire`` racing it without a wait
+        may then be refused: use it for messages and checks, not in a loop)."""
+        if self._fd is not None:
+            return f"pid {os.getpid()}"
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"pid {self._pid_in(fd)}"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _pid_in(fd: int) -> str:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+
+    def acquire(self, wait: float | None = None) -> None:
         if self._fd is not None:
             return
+        bound = self.wait if wait is None else float(wait)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + bound
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -50,14 +81,18 @@ class FileLease:
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                holder = self._pid_in(fd)
                 os.close(fd)
                 raise WorldLockedError(
                     f"world {self.world!r} is already running in another process (pid {holder}) "
                     f"on this store; the embedded mode runs one process per store. Serve it from "
                     f"one process (e.g. gunicorn -w 1 --threads 8) or use the redis mode "
                     "to scale out.",
-                    details={"lock_file": str(self.path), "holder_pid": holder},
+                    details={
+                        "lock_file": str(self.path),
+                        "holder_pid": holder,
+                        "holder": f"pid {holder}",
+                    },
                 ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -72,39 +107,3 @@ class FileLease:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
-
-
-class MemoryLease:
-    """A lease held in this process only, keyed by name (for tests and in-memory worlds)."""
-
-    _held: set[str] = set()
-    _lock = threading.Lock()
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._mine = False
-        self._token = 0
-
-    @property
-    def held(self) -> bool:
-        return self._mine
-
-    @property
-    def token(self) -> int:
-        return self._token
-
-    def acquire(self) -> None:
-        if self._mine:
-            return
-        with self._lock:
-            if self.name in self._held:
-                raise WorldLockedError(f"world {self.name!r} is already running in this process")
-            self._held.add(self.name)
-        self._mine = True
-        self._token += 1
-
-    def release(self) -> None:
-        if self._mine:
-            with self._lock:
-                self._held.discard(self.name)
-            self._mine = False
