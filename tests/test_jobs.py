@@ -557,7 +557,7 @@ def test_a_duplicate_claim_for_a_slot_is_rejected(harness: Any) -> None:
     h.step()
     assert h.world.job_slots == {"w": 0.0}
     payload = {"slot": 0.0, "tick": 0, "scheduled_at": T0, "missed": 0, "manual": False}
-    ticket = h.rt.queue.put("job:w", payload)
+    ticket = h.rt.bus.put("job:w", payload)
     h.step()
     assert ticket.outcome is not None and not ticket.outcome.ok
     assert ticket.outcome.error_code == "command_rejected"

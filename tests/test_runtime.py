@@ -119,7 +119,7 @@ def test_commands_apply_in_arrival_order_and_tickets_resolve(rt, manual_clock):
     assert {t.tick for t in tickets} == {rt.world.tick}
     assert tickets[-1].to_dict()["status"] == "applied"
     assert tickets[-1].to_dict()["result"] == {"position": len(rt.world.log)}
-    assert rt.queue.get(tickets[0].id) is tickets[0]
+    assert rt.bus.ticket(tickets[0].id) is tickets[0]
 
 
 def test_a_full_queue_refuses_instead_of_growing(rt, manual_clock):
@@ -128,7 +128,7 @@ def test_a_full_queue_refuses_instead_of_growing(rt, manual_clock):
     with pytest.raises(QueueFull) as err:
         rt.submit("add", {"v": 99})
     assert err.value.status == 503
-    assert len(rt.queue) == 8
+    assert rt.queue_depth == 8
     tick(rt, manual_clock)
     rt.submit("add", {"v": 100})  # room again after the tick drained it
 
@@ -138,7 +138,7 @@ def test_invalid_commands_are_refused_before_queueing(rt):
         rt.submit("teleport", {})
     with pytest.raises(CommandInvalid):
         rt.submit("add", {"v": "x"})
-    assert len(rt.queue) == 0
+    assert rt.queue_depth == 0
 
 
 def test_a_rejected_or_crashing_command_does_not_stop_the_others(rt, manual_clock, caplog):

@@ -177,7 +177,7 @@ def test_a_command_validated_while_the_journal_halts_is_refused_not_stranded(
         world.gate.set()
         submitter.join(5)
         assert len(got) == 1 and isinstance(got[0], StoreError), got
-        assert len(rt.queue) == 0  # nothing left waiting for a tick that will never run
+        assert rt.queue_depth == 0  # nothing left waiting for a tick that will never run
     finally:
         rt.stop()
 

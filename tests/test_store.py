@@ -82,7 +82,7 @@ def test_recovery_reproduces_state_after_clean_stop(store_target: Target) -> Non
     rt.start()
     ids = run_ticks(rt, 37)
     tick, expected = rt.world.tick, rt.world.state_hash()
-    last_seq = rt.queue.last_seq
+    last_seq = rt.bus.last_seq
     assert rt.stop()
 
     rt2 = make_runtime(url, schema)
@@ -91,7 +91,7 @@ def test_recovery_reproduces_state_after_clean_stop(store_target: Target) -> Non
         assert rt2.world.tick == tick == 37
         assert rt2.world.state_hash() == expected
         assert rt2.snapshot.tick == tick
-        assert rt2.queue.last_seq == last_seq  # sequence numbers continue
+        assert rt2.bus.last_seq == last_seq  # sequence numbers continue
         assert rt2.submit("kick", {"i": 1, "dv": 1.0}).command.seq == last_seq + 1
         assert rt2.command_status(ids[0]) == rt2.store.find_command(  # type: ignore[union-attr]
             "drift", ids[0]

@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .commands import Command, CommandQueue, Outcome
+from .commands import Command, Outcome
 from .errors import StoreError
 from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
@@ -35,6 +35,12 @@ log = logging.getLogger("worldloop.durability")
 
 StoreEvent = Callable[[str, int, float], None]
 """Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
+
+
+class Sequencer(Protocol):
+    """Numbers commands (a bus, or a bare CommandQueue); told where the journal left off."""
+
+    def set_last_seq(self, seq: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +155,9 @@ class Durability:
 
     # -- start ------------------------------------------------------------------------------
 
-    def recover(self, world: World, commands: CommandQueue) -> ReplayResult | None:
-        """Bring ``world`` to its last durable tick (or store its initial state if new)."""
+    def recover(self, world: World, commands: Sequencer) -> ReplayResult | None:
+        """Bring ``world`` to its last durable tick (or store its initial state if new), and
+        continue command numbering after the journal's last sequence number."""
         started = time.perf_counter()
         try:
             rec = self.store.load(world.name)

@@ -1,8 +1,9 @@
-"""One running world: ties the ticker, the world, the command queue, snapshots, store and lease.
+"""One running world: ties the ticker, the world, the bus, the store and the lease.
 
-The loop thread is the only writer. Each tick it drains the queue in arrival order, steps the
-world (commands, then systems), makes the tick durable, publishes an immutable snapshot with one
-reference swap, and only then resolves the submitters' tickets.
+The loop thread is the only writer. Each tick it takes the waiting commands from the bus in
+arrival order, steps the world (commands, then systems), makes the tick durable, and publishes
+an immutable snapshot with that tick's outcomes, which is when the submitters' tickets resolve.
+The runtime knows its backends only by their protocols (worldloop.bus, .store, .lease).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .bus import Bus, open_bus
 from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
-from .commands import CommandQueue, CommandTicket, Outcome
+from .commands import Command, CommandTicket, Outcome
 from .durability import Durability
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, MemoryLease
 from .plugins import HOOKS, RuntimePlugin, overridden
-from .snapshot import Snapshot, SnapshotBoard, freeze_arrays
+from .snapshot import Snapshot, freeze_arrays
 from .store import Store
 from .world import World
 
@@ -59,6 +61,7 @@ class WorldRuntime:
         max_commands_per_tick: int = 10_000,
         lease: Lease | None = None,
         store: Store | None = None,
+        bus: Bus | None = None,
         start_paused: bool = False,
         shutdown_timeout: float = 2.0,
         snapshot_every: int = 1000,
@@ -68,8 +71,7 @@ class WorldRuntime:
     ) -> None:
         self.world = world
         self.name = world.name
-        self.queue = CommandQueue(queue_size)
-        self.board = SnapshotBoard()
+        self.bus: Bus = bus or open_bus("local://", world.name, queue_size=queue_size)
         self.lease: Lease = lease or MemoryLease(world.name)
         self.store = store
         self.durability: Durability | None = (
@@ -129,7 +131,7 @@ class WorldRuntime:
             self.lease.acquire()
             try:
                 if self.durability is not None:
-                    self.durability.recover(self.world, self.queue)
+                    self.durability.recover(self.world, self.bus)
                 self._publish()
                 self.ticker.start()
             except BaseException:
@@ -165,17 +167,9 @@ class WorldRuntime:
         ok = self.ticker.stop(0.75 * bound)
         if not ok:
             log.error("world %r: loop did not stop within the bound; abandoning it", self.name)
-        for ticket in self.queue.drain():
-            ticket.resolve(
-                Outcome(
-                    ticket.command,
-                    False,
-                    None,
-                    "world_stopped",
-                    "the world stopped before this command ran",
-                ),
-                self.world.tick,
-            )
+        self.bus.refuse_waiting(
+            "world_stopped", "the world stopped before this command ran", self.world.tick
+        )
         self._emit("stopping")
         if self.durability is not None:
             try:
@@ -258,12 +252,12 @@ class WorldRuntime:
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
-        ticket = self.queue.put(type_, normalized, actor)
+        ticket = self.bus.put(type_, normalized, actor)
         halted = self.degraded
         if halted:
             # The loop halted while this command was being validated, after it drained the
             # queue: refuse it now, or (paused, or stopping) nothing would ever resolve it.
-            self._refuse(self.queue.drain(), halted)
+            self._refuse([], halted)
             raise StoreError(f"world {self.name!r} halted: {halted}")
         return ticket
 
@@ -273,7 +267,7 @@ class WorldRuntime:
 
         The journal answers for commands applied before a restart (or evicted from history).
         """
-        ticket = self.queue.get(command_id)
+        ticket = self.bus.ticket(command_id)
         if ticket is not None:
             return {**ticket.to_dict(), "actor": ticket.command.actor}
         if self.store is not None:
@@ -282,40 +276,40 @@ class WorldRuntime:
 
     @property
     def snapshot(self) -> Snapshot:
-        snap = self.board.latest
+        snap = self.bus.latest
         if snap is None:
             raise WorldNotRunning(f"world {self.name!r} has not published a snapshot yet")
         return snap
 
     def wait_for_snapshot(self, after_tick: int, timeout: float) -> Snapshot:
         """The first snapshot newer than ``after_tick``, or the latest one after ``timeout`` s."""
-        self.board.wait_after(after_tick, timeout)
+        self.bus.wait_after(after_tick, timeout)
         return self.snapshot
 
     @property
     def latest(self) -> Snapshot | None:
         """The last published snapshot, or None before the first one (never raises)."""
-        return self.board.latest
+        return self.bus.latest
 
     def wait_after(self, after_tick: int, timeout: float) -> Snapshot | None:
         """The first snapshot newer than ``after_tick``, else the latest after ``timeout`` s."""
-        return self.board.wait_after(after_tick, timeout)
+        return self.bus.wait_after(after_tick, timeout)
 
     @property
     def tick(self) -> int:
         """The tick of the last published snapshot (the world's own tick before any)."""
-        snap = self.board.latest
+        snap = self.bus.latest
         return self.world.tick if snap is None else snap.tick
 
     @property
     def queue_depth(self) -> int:
-        return len(self.queue)
+        return self.bus.depth
 
     def enqueue(
         self, type_: str, payload: Mapping[str, Any], actor: str | None = None
     ) -> CommandTicket:
         """Queue a command that was built by the engine itself (jobs), without validation."""
-        return self.queue.put(type_, payload, actor)
+        return self.bus.put(type_, payload, actor)
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn`` on the loop thread between two ticks (works paused too)."""
@@ -335,9 +329,8 @@ class WorldRuntime:
 
     def check_writable(self) -> None:
         """Raise when the store refuses writes (a cheap probe for /readyz); no store: no-op."""
-        probe = getattr(self.store, "check_writable", None)
-        if callable(probe):
-            probe()
+        if self.store is not None:
+            self.store.check_writable()
 
     # -- clock controls --------------------------------------------------------------------
 
@@ -362,34 +355,33 @@ class WorldRuntime:
 
     def _on_tick(self, info: TickInfo) -> None:
         if self.degraded:  # halted: the journal failed, so no tick may run un-journaled
-            self._refuse(self.queue.drain(), self.degraded)
+            self._refuse([], self.degraded)
             return
         self._emit("before_tick", info)
         started = time.perf_counter()
-        tickets = self.queue.drain(self.max_commands_per_tick)
-        outcomes = self.world.step([t.command for t in tickets])
+        commands = self.bus.take(self.max_commands_per_tick)
+        outcomes = self.world.step(commands)
         tick = self.world.tick
         if self.durability is not None:
             try:
                 self.durability.record(self.world, outcomes)
             except StoreError as exc:
-                self._halt(tickets, exc)
+                self._halt(commands, exc)
                 return
-        snap = self._publish()
-        for ticket, outcome in zip(tickets, outcomes, strict=True):
-            (self.applied if outcome.ok else self.rejected)[ticket.command.type] += 1
-            ticket.resolve(outcome, tick)
+        for outcome in outcomes:  # counted before the tickets resolve, as callers expect
+            (self.applied if outcome.ok else self.rejected)[outcome.command.type] += 1
+        snap = self._publish(outcomes)
         if self.durability is not None:
             self.durability.after_tick(self.world)
         self.last_tick_duration = time.perf_counter() - started
         self.last_tick_at = time.time()
         if self._hooks["after_tick"]:
             report = TickReport(
-                tick, info, tuple(outcomes), self.last_tick_duration, len(self.queue), snap
+                tick, info, tuple(outcomes), self.last_tick_duration, self.bus.depth, snap
             )
             self._emit("after_tick", report)
 
-    def _halt(self, tickets: list[CommandTicket], exc: StoreError) -> None:
+    def _halt(self, commands: list[Command], exc: StoreError) -> None:
         """The tick could not be journaled: refuse its commands and everything queued."""
         log.critical(
             "world %r halted at tick %d: %s. Nothing un-journaled was acknowledged; "
@@ -398,24 +390,21 @@ class WorldRuntime:
             self.world.tick - 1,
             exc.message,
         )
-        self._refuse([*tickets, *self.queue.drain()], exc.message)
+        self._refuse(commands, exc.message)
 
-    def _refuse(self, tickets: list[CommandTicket], reason: str) -> None:
-        for ticket in tickets:
-            ticket.resolve(
-                Outcome(
-                    ticket.command,
-                    False,
-                    None,
-                    "store_unavailable",
-                    "the journal could not be written; the command was not applied",
-                    {"reason": reason},
-                ),
-                self.world.tick - 1,
-            )
+    def _refuse(self, taken: list[Command], reason: str) -> None:
+        """Refuse the commands taken for a tick that cannot be journaled, then every waiting one."""
+        code = "store_unavailable"
+        message = "the journal could not be written; the command was not applied"
+        details = {"reason": reason}
+        tick = self.world.tick - 1
+        if taken:
+            self.bus.settle([Outcome(c, False, None, code, message, details) for c in taken], tick)
+        self.bus.refuse_waiting(code, message, tick, details)
 
-    def _publish(self) -> Snapshot:
+    def _publish(self, outcomes: list[Outcome] | None = None) -> Snapshot:
+        """Publish the world's current view, resolving ``outcomes``' tickets after it."""
         w = self.world
         snap = Snapshot(self.name, w.tick, w.sim_time, freeze_arrays(w.view()), w.summary())
-        self.board.publish(snap)
+        self.bus.publish(snap, outcomes or ())
         return snap
