@@ -1,4 +1,5 @@
-"""Store helpers shared by the durability tests: SQLite files and PostgreSQL schemas."""
+"""Store helpers shared by the durability tests: SQLite files, PostgreSQL schemas, a Drift
+runtime on any store URL."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import os
 
 import pytest
 
+from tests.durability_app import Drift
 from tests.support import service_required
+from worldloop import WorldRuntime
+from worldloop.store import open_store
 
 PG_URL = os.environ.get(
     "WORLDLOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -37,3 +41,26 @@ def drop_pg_schema(schema: str) -> None:
     dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def make_runtime(url: str, schema: str | None, **kw: object) -> WorldRuntime:
+    """A paused Drift runtime on the store at ``url`` (opened by URL, any backend)."""
+    opts: dict[str, object] = {"snapshot_every": 10, "hash_every": 5, "retention_ticks": 1000}
+    opts.update(kw)
+    return WorldRuntime(
+        Drift(particles=16, seed=3),
+        store=open_store(url, schema=schema),
+        start_paused=True,
+        **opts,  # type: ignore[arg-type]
+    )
+
+
+def run_ticks(rt: WorldRuntime, ticks: int, per_tick: int = 2) -> list[str]:
+    """Step ``ticks`` ticks, submitting ``per_tick`` kicks before each; return their ids."""
+    ids = []
+    for t in range(ticks):
+        for j in range(per_tick):
+            i = (t * 7 + j) % 20  # 16..19 do not exist: rejected commands are journaled too
+            ids.append(rt.submit("kick", {"i": i, "dv": 0.5 + j}).id)
+        rt.step(1)
+    return ids

@@ -1,10 +1,10 @@
-"""The journal + snapshot store and in-process recovery, on real SQLite files and PostgreSQL."""
+"""The SQL store's own behaviour: codec, schema version, damaged files, lock contention, a
+dropped PostgreSQL connection. What every store must do is in tests/contracts/."""
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,51 +12,12 @@ import pytest
 from flask import Flask
 
 from tests.durability_app import Drift
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.store_support import PG_URL, drop_pg_schema, make_runtime, require_postgres, run_ticks
 from tests.support import wait_for
 from worldloop import StoreError, WorldRuntime
-from worldloop.plugins import TickListener
 from worldloop.store import SCHEMA_VERSION, SqlStore
 from worldloop.store.codec import decode_state, encode_state
 from worldloop.world import hash_state
-
-Target = tuple[str, str | None]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    """(url, schema) of an empty store: a fresh SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'worldloop.db'}", None
-        return
-    require_postgres()
-    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield PG_URL, schema
-    finally:
-        drop_pg_schema(schema)
-
-
-def make_runtime(url: str, schema: str | None, **kw: object) -> WorldRuntime:
-    opts: dict[str, object] = {"snapshot_every": 10, "hash_every": 5, "retention_ticks": 1000}
-    opts.update(kw)
-    return WorldRuntime(
-        Drift(particles=16, seed=3),
-        store=SqlStore(url, schema=schema),
-        start_paused=True,
-        **opts,  # type: ignore[arg-type]
-    )
-
-
-def run_ticks(rt: WorldRuntime, ticks: int, per_tick: int = 2) -> list[str]:
-    """Step ``ticks`` ticks, submitting ``per_tick`` kicks before each; return their ids."""
-    ids = []
-    for t in range(ticks):
-        for j in range(per_tick):
-            i = (t * 7 + j) % 20  # 16..19 do not exist: rejected commands are journaled too
-            ids.append(rt.submit("kick", {"i": i, "dv": 0.5 + j}).id)
-        rt.step(1)
-    return ids
 
 
 def test_codec_round_trip_keeps_the_hash() -> None:
@@ -74,101 +35,6 @@ def test_codec_rejects_garbage() -> None:
     data = encode_state(Drift().full_state())
     with pytest.raises(StoreError, match="corrupt"):
         decode_state(data[: len(data) // 2])
-
-
-def test_recovery_reproduces_state_after_clean_stop(store_target: Target) -> None:
-    url, schema = store_target
-    rt = make_runtime(url, schema)
-    rt.start()
-    ids = run_ticks(rt, 37)
-    tick, expected = rt.world.tick, rt.world.state_hash()
-    last_seq = rt.bus.last_seq
-    assert rt.stop()
-
-    rt2 = make_runtime(url, schema)
-    rt2.start()
-    try:
-        assert rt2.world.tick == tick == 37
-        assert rt2.world.state_hash() == expected
-        assert rt2.snapshot.tick == tick
-        assert rt2.bus.last_seq == last_seq  # sequence numbers continue
-        assert rt2.submit("kick", {"i": 1, "dv": 1.0}).command.seq == last_seq + 1
-        assert rt2.command_status(ids[0]) == rt2.store.find_command(  # type: ignore[union-attr]
-            "drift", ids[0]
-        )
-        found = rt2.command_status(ids[0])
-        assert found is not None and found["status"] == "applied" and found["tick"] == 1
-        rejected = [rt2.store.find_command("drift", i) for i in ids]  # type: ignore[union-attr]
-        assert any(r is not None and r["status"] == "rejected" for r in rejected)
-        assert rt2.store.find_command("drift", "nope") is None  # type: ignore[union-attr]
-    finally:
-        rt2.stop()
-
-
-def test_recovery_replays_the_journal_past_the_last_snapshot(store_target: Target) -> None:
-    """Without a final snapshot (as after a crash) the journal brings back every tick."""
-    url, schema = store_target
-    rt = make_runtime(url, schema, snapshot_every=10)
-    rt.start()
-    assert rt.durability is not None
-    for n in (10, 10, 6):  # let each due snapshot finish (a busy writer defers the next one)
-        run_ticks(rt, n)
-        assert rt.durability.drain(10)
-    tick, expected = rt.world.tick, rt.world.state_hash()
-    # Crash-like: end the loop and drop the lease without stop()'s final snapshot.
-    rt.ticker.stop()
-    rt.durability.close()
-    rt.lease.release()
-
-    store = SqlStore(url, schema=schema, readonly=True)
-    snaps = [s.tick for s in store.snapshots("drift")]
-    store.close()
-    assert max(snaps) == 20 and tick == 26
-
-    rt2 = make_runtime(url, schema)
-    rt2.start()
-    try:
-        assert rt2.durability is not None and rt2.durability.last_recovery is not None
-        rec = rt2.durability.last_recovery
-        assert (rec.snapshot_tick, rec.tick, rec.ticks) == (20, 26, 6)
-        assert rec.hashes_checked >= 2  # the snapshot's and tick 25's
-        assert rt2.world.state_hash() == expected
-    finally:
-        rt2.stop()
-
-
-def test_pruning_keeps_what_restore_needs(store_target: Target) -> None:
-    url, schema = store_target
-    rt = make_runtime(url, schema, snapshot_every=10, retention_ticks=25, hash_every=0)
-    hashes: dict[int, str] = {0: rt.world.state_hash()}
-    rt.add_plugin(
-        TickListener(lambda report: hashes.__setitem__(report.tick, rt.world.state_hash()))
-    )
-    rt.start()
-    for _ in range(8):
-        run_ticks(rt, 10)
-        assert rt.durability is not None and rt.durability.drain(10)
-    assert rt.stop()
-
-    store = SqlStore(url, schema=schema, readonly=True)
-    try:
-        snaps = [s.tick for s in store.snapshots("drift")]
-        first, head, _count = store.journal_range("drift")
-        # latest 80, previous 70, base = newest snapshot <= min(70, 80 - 25) = 50
-        assert snaps == [50, 60, 70, 80]
-        assert head == 80 and first == 51
-        for tick in (50, 51, 63, 79, 80):
-            world = Drift()
-            from worldloop.durability import replay
-
-            replay(world, store.load("drift", upto=tick))
-            assert world.tick == tick and world.state_hash() == hashes[tick]
-        with pytest.raises(StoreError, match="no snapshot at or before tick 49"):
-            store.load("drift", upto=49)
-        with pytest.raises(StoreError, match="after the last journaled tick"):
-            store.load("drift", upto=81)
-    finally:
-        store.close()
 
 
 def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:

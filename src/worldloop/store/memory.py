@@ -3,9 +3,11 @@
 Same semantics as :class:`~worldloop.store.sql.SqlStore` (one contract suite runs over both):
 records are kept as the JSON text the SQL store writes, and snapshots as the bytes of
 :mod:`~worldloop.store.codec`, so a stored state is a copy that later changes to the world cannot
-reach, and a state the SQL store would refuse is refused here too. Data lives as long as the
-object: ``close`` releases nothing, and ``open`` after it finds everything still there. Nothing
-survives the process; use SQLite for that.
+reach, and a state the SQL store would refuse is refused here too. ``close`` releases nothing:
+``open`` after it finds everything still there. ``memory://`` is private to its object;
+``memory://NAME`` is shared by every store opened on that name in this process (until it
+exits), so a named store can be reopened, read-only too, like a file. Nothing survives the
+process; use SQLite for that.
 """
 
 from __future__ import annotations
@@ -48,14 +50,26 @@ class _Stored:
     """command id -> (tick, position in that tick)."""
 
 
+_Worlds = dict[str, _Stored]
+_named: dict[str, tuple[threading.Lock, _Worlds]] = {}
+_named_lock = threading.Lock()
+
+
 class MemoryStore:
-    """Journal + snapshots in this process's memory (``memory://``). Thread-safe."""
+    """Journal + snapshots in this process's memory (``memory://[NAME]``). Thread-safe."""
 
     def __init__(self, url: str = "memory://", *, readonly: bool = False) -> None:
         self.url = url
         self.readonly = readonly
-        self._lock = threading.Lock()
-        self._worlds: dict[str, _Stored] = {}
+        name = url.partition("://")[2]
+        if name:
+            with _named_lock:
+                if name not in _named:
+                    _named[name] = (threading.Lock(), {})
+                self._lock, self._worlds = _named[name]
+        else:
+            self._lock = threading.Lock()
+            self._worlds = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({self.url!r})"
