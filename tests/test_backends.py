@@ -106,3 +106,32 @@ def test_each_store_gets_its_lease(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown scheme 'amqp'"):
         open_bus("amqp://h", "meadow")
     assert open_bus().url == "local://"
+
+
+@pytest.mark.parametrize("url", ["memory://", "memory://journaled"])
+def test_an_app_on_a_memory_url(tmp_path: Path, url: str) -> None:
+    """``memory://`` journals nothing (the world lives in memory only); ``memory://NAME``
+    journals into process memory. Neither writes a file; both take an in-process lease."""
+    from tests.support import wait_for
+    from worldloop.demo import create_app
+
+    instance = tmp_path / "instance"
+    app = create_app(
+        {"TESTING": True, "WORLDLOOP_HANDLE_SIGNALS": False, "WORLDLOOP_STORE_URL": url},
+        instance_path=str(instance),
+    )
+    try:
+        rt = app.extensions["worldloop"].runtime
+        assert isinstance(rt.lease, MemoryLease) and rt.lease.held
+        assert isinstance(rt.bus, LocalBus)
+        tick = rt.tick
+        wait_for(lambda: rt.tick > tick + 2, 10, what="a few ticks")
+        stored = rt.checkpoint(10)["stored"]
+        if url == "memory://":
+            assert rt.store is None and stored is False
+        else:
+            assert isinstance(rt.store, MemoryStore) and stored is True
+            assert rt.store.head(rt.name) >= tick + 2
+        assert not list(instance.glob("worldloop*"))
+    finally:
+        app.extensions["worldloop"].stop()
