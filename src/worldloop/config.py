@@ -49,8 +49,8 @@ class Settings(BaseModel):
 
     # -- durability and ownership ------------------------------------------------------------
     store_url: str | None = None
-    """``sqlite:///path``, ``postgresql+psycopg://…`` or ``memory://``; None: the instance's
-    ``worldloop.db``."""
+    """``sqlite:///path``, ``postgresql+psycopg://…``, ``memory://`` (no journal) or
+    ``memory://NAME`` (journal in process memory); None: the instance's ``worldloop.db``."""
     store_schema: str | None = None
     snapshot_every: int = Field(1000, ge=0)
     hash_every: int = Field(100, ge=0)
@@ -58,6 +58,8 @@ class Settings(BaseModel):
     store_retry_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
     lease_wait: float | None = Field(None, ge=0, allow_inf_nan=False)
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
+    bus_url: str = "local://"
+    """How commands and snapshots travel between the API and the loop (``local://``)."""
 
     # -- jobs ------------------------------------------------------------------------------------
     jobs: list[dict[str, Any]] | None = None

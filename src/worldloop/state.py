@@ -11,18 +11,18 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
 
+from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, WorldLockedError
 from .jobs import JobContext, JobScheduler
-from .lease import FileLease, Lease, MemoryLease
+from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
 from .runtime import WorldRuntime
-from .store import SqlStore, Store, default_store_url
+from .store import Store, default_store_url, open_store
 from .world import World
 
 log = logging.getLogger("worldloop")
@@ -47,6 +47,7 @@ class WorldLoopState:
             queue_size=settings.queue_size,
             max_commands_per_tick=settings.max_commands_per_tick,
             lease=self._make_lease(world.name),
+            bus=self._make_bus(world.name),
             start_paused=settings.start_paused,
             shutdown_timeout=settings.shutdown_timeout,
             store=self._make_store(),
@@ -127,29 +128,25 @@ class WorldLoopState:
         return default_store_url(self.instance_path) if url is None else url
 
     def _make_store(self) -> Store | None:
-        """The journal + snapshot store (not connected yet); None for ``memory://``."""
+        """The journal + snapshot store, by URL (not connected yet); None for ``memory://``
+        (the world lives in memory only; ``memory://NAME`` journals into process memory)."""
         url = self.store_url
         if url == "memory://":
             return None
-        return SqlStore(url, schema=self.settings.store_schema)
+        return open_store(url, schema=self.settings.store_schema)
 
     def _make_lease(self, world_name: str) -> Lease:
-        lock_path = self._lock_path(world_name)
-        if lock_path is None:
-            return MemoryLease(world_name)
+        """The lease that goes with the store (worldloop.lease.default_lease_url)."""
         wait = self.settings.lease_wait
         if wait is None:
             # A gunicorn graceful restart boots the new worker before the old one has gone.
             wait = 10.0 if self.role in ("gunicorn-worker", "prefork-master") else 0.0
-        return FileLease(lock_path, world_name, wait=float(wait))
+        url = default_lease_url(self.store_url, world_name, self.instance_path)
+        return open_lease(url, world_name, wait=float(wait))
 
-    def _lock_path(self, world_name: str) -> Path | None:
-        url = self.store_url
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            return Path(url.removeprefix("sqlite:///") + ".lock")
-        if url in ("memory://", "sqlite://", "sqlite:///:memory:"):
-            return None
-        return Path(self.instance_path) / f"worldloop-{world_name}.lock"
+    def _make_bus(self, world_name: str) -> Bus:
+        """How commands and snapshots travel between the API and the loop (WORLDLOOP_BUS_URL)."""
+        return open_bus(self.settings.bus_url, world_name, queue_size=self.settings.queue_size)
 
 
 def state_of(app: Flask | None = None) -> WorldLoopState:
