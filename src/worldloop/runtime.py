@@ -23,7 +23,7 @@ from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
 from .commands import Command, CommandTicket, Outcome
 from .durability import Durability
 from .errors import StoreError, WorldNotRunning
-from .lease import Lease, MemoryLease
+from .lease import Lease, open_lease
 from .plugins import HOOKS, RuntimePlugin, overridden
 from .snapshot import Snapshot, freeze_arrays
 from .store import Store
@@ -72,7 +72,7 @@ class WorldRuntime:
         self.world = world
         self.name = world.name
         self.bus: Bus = bus or open_bus("local://", world.name, queue_size=queue_size)
-        self.lease: Lease = lease or MemoryLease(world.name)
+        self.lease: Lease = lease or open_lease("memory://", world.name)
         self.store = store
         self.durability: Durability | None = (
             None
