@@ -78,6 +78,12 @@ class WorldLoop:
         app.extensions["worldloop"] = state
         self._states.add(state)
         install_api(app, state)
+        if "world" not in app.cli.commands:
+            # `flask world ...` is the "flask.commands" entry point; this covers an install
+            # without it. No import cycle: the CLI never imports the extension.
+            from .cli import world as world_cli
+
+            app.cli.add_command(world_cli)
         state.start_by_policy(app)
         return state
 
