@@ -24,6 +24,7 @@ from tests.durability_app import Drift
 from tests.support import BIN, ROOT, child_env, running_server, wait_for
 from worldloop import System, World, WorldLoop
 from worldloop._loading import inspecting
+from worldloop.cli.loading import masked
 from worldloop.commands import Command, CommandQueue
 from worldloop.durability import Durability, replay
 from worldloop.progress import ReplayLog
@@ -142,6 +143,14 @@ def test_recovery_at_start_logs_its_progress(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert "world 'tally': replayed 100 of 300 ticks (17 ticks/s, ~12 s left)" in messages
     assert any("recovered at tick 300" in m for m in messages)
+
+
+def test_store_urls_are_printed_without_their_password():
+    assert (
+        masked("postgresql+psycopg://ann:s3cr:et@db:5432/w")
+        == "postgresql+psycopg://ann:***@db:5432/w"
+    )
+    assert masked("sqlite:////srv/w.db") == "sqlite:////srv/w.db"
 
 
 def test_flask_world_is_declared_as_a_flask_plugin_command():
