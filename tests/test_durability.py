@@ -242,7 +242,7 @@ def test_sigterm_writes_a_final_snapshot(tmp_path: Path) -> None:
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worldloop.cli", *args],
+        [sys.executable, "-m", "worldloop", *args, "--json"],
         env=child_env(**env),
         capture_output=True,
         text=True,
@@ -270,7 +270,7 @@ def test_cli_restore_verify_snapshot_beside_a_running_server(tmp_path: Path) -> 
         out = tmp_path / "state.npz"
         view = tmp_path / "view.json"
         cp = run_cli(
-            "restore", *by_world, "--tick", "50", "--out", str(out), "--json", str(view), env=env
+            "restore", *by_world, "--tick", "50", "--out", str(out), "--view", str(view), env=env
         )
         assert cp.returncode == 0, cp.stderr
         restored = json.loads(cp.stdout)

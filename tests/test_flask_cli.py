@@ -26,14 +26,14 @@ def flask_cmd(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_flask_world_commands_read_the_store_of_a_running_server(tmp_path):
     with running_server(flask_argv(), tmp_path) as srv:
         wait_for(lambda: srv.get("/api/v1/world")[2]["tick"] > 10, 10, what="some ticks")
-        info = flask_cmd(tmp_path, "world", "info")
+        info = flask_cmd(tmp_path, "world", "info", "--json")
         assert info.returncode == 0, info.stderr
         head = json.loads(info.stdout)["head"]
         assert head >= 10
-        verify = flask_cmd(tmp_path, "world", "verify")
+        verify = flask_cmd(tmp_path, "world", "verify", "--json")
         assert verify.returncode == 0, verify.stderr
         assert json.loads(verify.stdout)["ok"] is True
-        restore = flask_cmd(tmp_path, "world", "restore", "--tick", "5")
+        restore = flask_cmd(tmp_path, "world", "restore", "--tick", "5", "--json")
         assert restore.returncode == 0, restore.stderr
         assert json.loads(restore.stdout)["tick"] == 5
         routes = flask_cmd(tmp_path, "routes")

@@ -28,6 +28,7 @@ import numpy as np
 
 from .commands import Command, Outcome
 from .errors import StoreError
+from .progress import ReplayLog, ReplayProgress
 from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
 
@@ -56,12 +57,20 @@ class ReplayResult:
     seconds: float
 
 
-def replay(world: World, rec: Recovery, *, check_hashes: bool = True) -> ReplayResult:
+def replay(
+    world: World,
+    rec: Recovery,
+    *,
+    check_hashes: bool = True,
+    progress: ReplayProgress | None = None,
+    progress_every: int = 100,
+) -> ReplayResult:
     """Restore ``rec``'s snapshot into ``world`` and step every tick up to ``rec.head_tick``.
 
     Each journaled command replays through ``world.step`` (any command type), and every
     recorded state hash is checked: a mismatch raises StoreError (the world is not
-    deterministic, or the store does not match this world's code).
+    deterministic, or the store does not match this world's code). ``progress`` is told
+    ``(done, total)`` before the first tick, every ``progress_every`` ticks and after the last.
     """
     if rec.state is None or rec.snapshot_tick is None:
         raise StoreError("nothing to replay: the store holds no snapshot for this world")
@@ -76,6 +85,10 @@ def replay(world: World, rec: Recovery, *, check_hashes: bool = True) -> ReplayR
             f"snapshot of tick {rec.snapshot_tick} holds tick {world.tick} (corrupt store)"
         )
     end = rec.snapshot_tick if rec.head_tick is None else rec.head_tick
+    total = end - rec.snapshot_tick
+    every = max(1, int(progress_every))
+    if progress is not None:
+        progress(0, total)
     n_commands = 0
     for tick in range(rec.snapshot_tick + 1, end + 1):
         cmds = [Command.from_record(r) for r in rec.commands.get(tick, ())]
@@ -85,6 +98,9 @@ def replay(world: World, rec: Recovery, *, check_hashes: bool = True) -> ReplayR
         if check_hashes and expected is not None:
             _check(world, tick, expected, "journal")
             checked += 1
+        done = tick - rec.snapshot_tick
+        if progress is not None and (done % every == 0 or done == total):
+            progress(done, total)
     final = world.state_hash()
     return ReplayResult(
         rec.snapshot_tick,
@@ -126,8 +142,11 @@ class Durability:
         hash_every: int = 100,
         retention_ticks: int = 3000,
         retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.clock = clock
+        """Times the recovery progress log (injectable for tests)."""
         self.snapshot_every = max(0, int(snapshot_every))
         self.hash_every = max(0, int(hash_every))
         self.retention_ticks = max(0, int(retention_ticks))
@@ -169,7 +188,7 @@ class Durability:
                 self.last_snapshot_tick = world.tick
                 log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
                 return None
-            result = replay(world, rec)
+            result = replay(world, rec, progress=ReplayLog(world.name, clock=self.clock))
         except StoreError as exc:
             snaps = self.store.snapshots(world.name)
             if not snaps:
@@ -204,7 +223,7 @@ class Durability:
                 continue
             try:
                 rec = self.store.load(world.name, snapshot_tick=info.tick)
-                result = replay(world, rec)
+                result = replay(world, rec, progress=ReplayLog(world.name, clock=self.clock))
             except StoreError as exc:
                 log.error(
                     "world %r: snapshot of tick %d unusable too: %s",

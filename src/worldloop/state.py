@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from ._loading import is_inspecting
 from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, WorldLockedError
@@ -69,6 +70,9 @@ class WorldLoopState:
 
     def start(self) -> None:
         """Start the world loop in this process (idempotent)."""
+        if is_inspecting():
+            log.debug("worldloop: app loaded by the worldloop CLI: the world is not started")
+            return
         with self._start_lock:
             if self.runtime.running:
                 return
@@ -83,6 +87,8 @@ class WorldLoopState:
         """Start now, after fork, on the first request, or never, as WORLDLOOP_AUTOSTART and
         the kind of process say."""
         policy = self.settings.autostart
+        if is_inspecting():  # loaded by the worldloop CLI: never start, whatever the config
+            return
         if policy == "never":
             return
         if policy == "lazy":

@@ -1,0 +1,5 @@
+"""``python -m worldloop``: the ``worldloop`` command."""
+
+from .cli import main
+
+main()

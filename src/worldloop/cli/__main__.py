@@ -1,0 +1,5 @@
+"""``python -m worldloop.cli`` (same as ``python -m worldloop``)."""
+
+from . import main
+
+main()
