@@ -19,7 +19,7 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 
-from worldloop.api.openapi import document
+from worldloop.demo.docs import document
 from worldloop.demo import create_app
 from worldloop.demo.jobs import LEADERBOARD_FILE
 

@@ -6,11 +6,24 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 from ..errors import WorldLoopError
 
 log = logging.getLogger("worldloop.api")
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class Error(BaseModel):
+    """Every error: a stable code, a message for people, and details for programs."""
+
+    error: ErrorInfo
 
 
 def api_error(

@@ -10,38 +10,28 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel
 
 from ..commands import Command
-from ..errors import CommandInvalid, CommandRejected
+from ..errors import CommandRejected
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
-from . import views
+from . import schemas, views
+from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
 from .spatial import SpatialGrid, torus_delta
 
 SHEEP = 0
 AVATAR = 1
 KIND_NAMES = ("sheep", "avatar")
 
-PLAYER_COMMANDS = ("move_to", "stop", "plant", "say")
-"""The command types a player may send through the API (``join`` and ``move`` are internal)."""
-INTERNAL_COMMANDS = ("join", "move")
-
-MAX_SPEED = 50.0
-MAX_COORD = 1e9
-MAX_NAME = 32
-MAX_SAY = 200
 CHAT_KEEP = 50
 SAY_VISIBLE_TICKS = 100
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +76,9 @@ class Meadow(World):
     """The meadow game world: a ``width`` x ``height`` torus of grass, sheep and avatars."""
 
     name: ClassVar[str] = "meadow"
+    commands: ClassVar[Mapping[str, type[BaseModel]]] = PLAYER_COMMANDS
+    internal_commands: ClassVar[Mapping[str, type[BaseModel]]] = INTERNAL_COMMANDS
+    view_models: ClassVar[Mapping[str, type[BaseModel]]] = schemas.VIEW_MODELS
 
     def __init__(
         self,
@@ -128,35 +121,6 @@ class Meadow(World):
         self._reindex()
 
     # -- commands --------------------------------------------------------------------------
-
-    def validate(self, type_: str, payload: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
-        if not isinstance(payload, Mapping):
-            raise CommandInvalid("payload must be an object")
-        allowed = PLAYER_COMMANDS if actor is not None else PLAYER_COMMANDS + INTERNAL_COMMANDS
-        if type_ not in allowed:
-            raise CommandInvalid(
-                f"unknown command type {type_!r}", details={"allowed": list(allowed)}
-            )
-        out: dict[str, Any] = {}
-        if type_ == "join":
-            out["player_id"] = _match(payload, "player_id", _HEX32, "32 lowercase hex digits")
-            out["name"] = clean_name(payload.get("name"))
-            out["token_hash"] = _match(payload, "token_hash", _HEX64, "a SHA-256 hex digest")
-            return out
-        if type_ == "move":
-            out["entity_id"] = _entity_id(payload, required=True)
-            for key in ("vx", "vy"):
-                out[key] = _number(payload, key, MAX_SPEED)
-            return out
-        eid = _entity_id(payload, required=False)
-        if eid is not None:
-            out["entity_id"] = eid
-        if type_ == "move_to":
-            out["x"] = _number(payload, "x", MAX_COORD)
-            out["y"] = _number(payload, "y", MAX_COORD)
-        elif type_ == "say":
-            out["text"] = clean_text(payload.get("text"))
-        return out
 
     def apply(self, command: Command) -> Any:
         p = command.payload
@@ -573,8 +537,6 @@ class Meadow(World):
 
     # -- reader hooks for the player API (worldloop.api.protocols.PlayerWorld) ----------------
 
-    public_command_types: ClassVar[tuple[str, ...]] = PLAYER_COMMANDS
-
     def join_command(
         self, player_id: str, name: Any, token_hash: str
     ) -> tuple[str, dict[str, Any]]:
@@ -600,68 +562,6 @@ class Meadow(World):
         after_id: int,
     ) -> tuple[list[dict[str, Any]], int | None]:
         return views.page_entities(snapshot, bbox, limit, after_id)
-
-
-# -- validation helpers (request threads: they read no live state) ----------------------------
-
-
-def clean_name(value: Any) -> str:
-    """A player name: 1..32 printable characters, surrounding spaces removed."""
-    if not isinstance(value, str):
-        raise CommandInvalid("name must be a string", details={"field": "name"})
-    name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name) or not _utf8(name):
-        raise CommandInvalid(
-            f"name must be 1..{MAX_NAME} printable characters", details={"field": "name"}
-        )
-    return name
-
-
-def clean_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise CommandInvalid("text must be a string", details={"field": "text"})
-    text = _CONTROL.sub(" ", value).strip()
-    if not _utf8(text):
-        raise CommandInvalid("text must be valid Unicode text", details={"field": "text"})
-    if not 1 <= len(text) <= MAX_SAY:
-        raise CommandInvalid(
-            f"text must be 1..{MAX_SAY} characters", details={"field": "text", "max": MAX_SAY}
-        )
-    return text
-
-
-def _utf8(text: str) -> bool:
-    """False for strings holding lone surrogates (JSON allows them; UTF-8 stores cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _match(payload: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise CommandInvalid(f"{key} must be {what}", details={"field": key})
-    return value
-
-
-def _entity_id(payload: Mapping[str, Any], *, required: bool) -> int | None:
-    eid = payload.get("entity_id")
-    if eid is None and not required:
-        return None
-    if not isinstance(eid, int) or isinstance(eid, bool) or not 1 <= eid <= 2**53:
-        raise CommandInvalid("entity_id must be a positive integer", details={"field": "entity_id"})
-    return eid
-
-
-def _number(payload: Mapping[str, Any], key: str, bound: float) -> float:
-    v = payload.get(key)
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-        raise CommandInvalid(f"{key} must be a finite number", details={"field": key})
-    if abs(v) > bound:
-        raise CommandInvalid(f"{key} must be within ±{bound:g}", details={"field": key})
-    return float(v)
 
 
 def _positive(value: Any, what: str) -> float:
