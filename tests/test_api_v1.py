@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import worldloop.snapshot
-from worldloop.demo.docs import document
 from worldloop.api.v1 import register_v1
 from worldloop.demo import create_app
+from worldloop.demo.docs import document
 from worldloop.plugins import TickListener
 from worldloop.runtime import WorldRuntime
 

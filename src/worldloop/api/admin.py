@@ -75,7 +75,9 @@ def status() -> dict[str, Any]:
 
 
 @bp.post("/pause")
-@operation("Pause the clock", tags=("admin",), security=ADMIN, responses=_STATUS, errors=_CLOCK_ERRORS)
+@operation(
+    "Pause the clock", tags=("admin",), security=ADMIN, responses=_STATUS, errors=_CLOCK_ERRORS
+)
 def pause() -> dict[str, Any]:
     rt = _running()
     rt.pause()

@@ -74,11 +74,11 @@ def world_commands(ctx: DocContext, op: dict[str, Any]) -> None:
     if not declared:
         return
     variants = [
-        create_model(  # type: ignore[call-overload]
+        create_model(
             _camel(type_) + "Command",
             __base__=model,
             __doc__=model.__doc__,
-            type=(Literal[type_], ...),
+            type=(Literal[type_], ...),  # type: ignore[arg-type]
         )
         for type_, model in declared.items()
     ]

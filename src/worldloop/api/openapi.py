@@ -106,7 +106,7 @@ def build_document(
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             obj = _operation(ctx, op, rule)
-            obj["operationId"] = _unique(op.operation_id or getattr(view, "__name__", "op"), taken)
+            obj["operationId"] = _unique(op.operation_id or rule.endpoint.split(".")[-1], taken)
             if op.amend is not None:
                 op.amend(ctx, obj)
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = obj
@@ -189,7 +189,7 @@ def _reply(ctx: DocContext, reply: Reply) -> dict[str, Any]:
 
 
 _CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
-_PATH_TYPES = {
+_PATH_TYPES: dict[str, dict[str, Any]] = {
     "int": {"type": "integer", "minimum": 0},
     "float": {"type": "number", "minimum": 0},
     "uuid": {"type": "string", "format": "uuid"},

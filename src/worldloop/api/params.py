@@ -24,6 +24,7 @@ from pydantic_core import PydanticUseDefault
 Box = tuple[float, float, float, float]
 MAX_ID = 2**63 - 1
 MAX_BBOX = 1e9
+_POLL_MAX = "WORLDLOOP_LONG_POLL_MAX"
 
 
 def _blank_is_absent(value: Any) -> Any:
@@ -127,8 +128,7 @@ Hz = Annotated[
     Blank,
 ]
 Seconds = Annotated[
-    Annotated[float, Field(ge=0, allow_inf_nan=False), at_most_config("WORLDLOOP_LONG_POLL_MAX", 30)]
-    | None,
+    Annotated[float, Field(ge=0, allow_inf_nan=False), at_most_config(_POLL_MAX, 30)] | None,
     Field(description="Longest wait in seconds, at most WORLDLOOP_LONG_POLL_MAX (30 by default)."),
     Blank,
 ]

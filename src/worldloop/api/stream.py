@@ -148,9 +148,7 @@ class StreamEvent(BaseModel):
     {} for the final end event."""
 
     event: Literal["frame", "stats", "end"]
-    data: Annotated[
-        str, WithJsonSchema({"type": "string", "contentMediaType": "application/json"})
-    ]
+    data: Annotated[str, WithJsonSchema({"type": "string", "contentMediaType": "application/json"})]
     id: Annotated[str, Field(pattern="^[0-9]+$")] | None = None
     retry: int | None = None
 

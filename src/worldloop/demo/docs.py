@@ -8,8 +8,19 @@ from typing import Any
 
 from flask import Flask
 
-from ..api import admin, commands, entities, health, jobs, openapi, players, snapshot, stream
-from ..api import viewer, world
+from ..api import (
+    admin,
+    commands,
+    entities,
+    health,
+    jobs,
+    openapi,
+    players,
+    snapshot,
+    stream,
+    viewer,
+    world,
+)
 from .jobs import DEMO_JOBS
 from .jobs import bp as leaderboard_bp
 from .meadow import Meadow

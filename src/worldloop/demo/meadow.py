@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel
 
 from ..commands import Command
 from ..errors import CommandRejected
@@ -76,9 +75,9 @@ class Meadow(World):
     """The meadow game world: a ``width`` x ``height`` torus of grass, sheep and avatars."""
 
     name: ClassVar[str] = "meadow"
-    commands: ClassVar[Mapping[str, type[BaseModel]]] = PLAYER_COMMANDS
-    internal_commands: ClassVar[Mapping[str, type[BaseModel]]] = INTERNAL_COMMANDS
-    view_models: ClassVar[Mapping[str, type[BaseModel]]] = schemas.VIEW_MODELS
+    commands = PLAYER_COMMANDS
+    internal_commands = INTERNAL_COMMANDS
+    view_models = schemas.VIEW_MODELS
 
     def __init__(
         self,

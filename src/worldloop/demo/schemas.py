@@ -50,4 +50,4 @@ class Leaderboard(BaseModel):
     entries: list[LeaderboardEntry]
 
 
-VIEW_MODELS = {"WorldSummary": MeadowSummary, "Entity": MeadowEntity}
+VIEW_MODELS: dict[str, type[BaseModel]] = {"WorldSummary": MeadowSummary, "Entity": MeadowEntity}
