@@ -123,7 +123,8 @@ def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> R
             "type must be one of " + ", ".join(allowed),
             details={"field": "type", "allowed": allowed},
         )
-    payload = dict(body.model_extra or {})
+    # validated here too, so a bad payload is a 422 before its entity_id is judged
+    payload = rt.world.validate(body.type, dict(body.model_extra or {}), player_id)
     eid = payload.get("entity_id")
     if isinstance(eid, int) and not isinstance(eid, bool):
         own = world.avatar_of(rt.snapshot, player_id)
