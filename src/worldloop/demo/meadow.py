@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,13 +22,12 @@ from ..commands import Command
 from ..errors import CommandRejected
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
-from . import schemas, views
+from . import schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
-from .spatial import SpatialGrid, torus_delta
-
-SHEEP = 0
-AVATAR = 1
-KIND_NAMES = ("sheep", "avatar")
+from .spatial import SpatialGrid
+from .systems import AVATAR as AVATAR
+from .systems import KIND_NAMES as KIND_NAMES
+from .systems import SHEEP as SHEEP
 
 CHAT_KEEP = 50
 SAY_VISIBLE_TICKS = 100
@@ -208,138 +208,15 @@ class Meadow(World):
 
     def systems(self) -> Sequence[System]:
         return (
-            System("grass", self._grow_grass),
-            System("wander", self._wander),
-            System("flee", self._flee),
-            System("avatars", self._steer_avatars),
-            System("movement", self._movement),
-            System("grazing", self._graze),
-            System("life", self._life),
+            System("grass", partial(systems.grow_grass, self)),
+            System("wander", partial(systems.wander, self)),
+            System("flee", partial(systems.flee, self)),
+            System("avatars", partial(systems.steer_avatars, self)),
+            System("movement", partial(systems.movement, self)),
+            System("grazing", partial(systems.graze, self)),
+            System("life", partial(systems.life, self)),
             System("spatial_index", self._reindex),
         )
-
-    def _grow_grass(self) -> None:
-        g = self.grass
-        g += np.float32(self.params.grass_regrow)
-        np.minimum(g, np.float32(self.params.grass_max), out=g)
-
-    def _wander(self) -> None:
-        """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
-        n = len(self.ids)
-        if n == 0:
-            return
-        kick = self.rng.random((n, 2), dtype=np.float32)
-        kick -= np.float32(0.5)
-        kick *= np.float32(self.params.wander * math.sqrt(12.0))
-        self.vel += kick
-        speed2 = np.einsum("ij,ij->i", self.vel, self.vel)
-        vmax = self.params.sheep_speed
-        np.maximum(speed2, vmax * vmax, out=speed2)
-        scale = np.sqrt(speed2, out=speed2)
-        np.divide(vmax, scale, out=scale)
-        self.vel *= scale[:, None]
-
-    def _flee(self) -> None:
-        """Sheep near an avatar are pushed away from it (one neighbour query for all avatars)."""
-        avatars = self._avatars
-        if avatars.size == 0:
-            return
-        _who, near, d = self.grid.pairs_within(self.pos, self.pos[avatars], self.params.flee_radius)
-        sheep = self.kind[near] == SHEEP
-        near, d = near[sheep], d[sheep]
-        if near.size == 0:
-            return
-        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
-        push = d * (self.params.flee_push / dist)[:, None]
-        np.add.at(self.vel, near, push)  # a sheep near two avatars is pushed by both
-
-    def _steer_avatars(self) -> None:
-        a = self._avatars
-        if a.size == 0:
-            return
-        self.vel[a] = 0.0
-        tgt = self.target[a]
-        moving = ~np.isnan(tgt[:, 0])
-        if not moving.any():
-            return
-        a = a[moving]
-        d = torus_delta(self.target[a], self.pos[a], self.width, self.height)
-        dist = np.hypot(d[:, 0], d[:, 1])
-        step = self.params.avatar_speed * self.dt
-        arrived = dist <= step
-        if arrived.any():
-            self.pos[a[arrived]] = self.target[a[arrived]]
-            self.target[a[arrived]] = np.nan
-        go = ~arrived
-        self.vel[a[go]] = d[go] / dist[go][:, None] * self.params.avatar_speed
-
-    def _movement(self) -> None:
-        pos = self.pos
-        pos += self.vel * self.dt
-        # a tick moves far less than the world's size, so one wrap each way is enough
-        for axis, size in ((0, self.width), (1, self.height)):
-            col = pos[:, axis]
-            np.add(col, size, out=col, where=col < 0.0)
-            np.subtract(col, size, out=col, where=col >= size)
-            if col.size and (col.min() < 0.0 or col.max() >= size):
-                np.mod(col, size, out=col)
-                np.minimum(col, self._upper[axis], out=col)
-
-    def _graze(self) -> None:
-        n_sheep = len(self.ids) - self._avatars.size
-        if n_sheep == 0:
-            return
-        cells = self._cells()
-        flat = self.grass.reshape(-1)
-        bite = self.params.bite
-        sheep_cells = cells if self._avatars.size == 0 else cells[self.kind == SHEEP]
-        demand = np.bincount(sheep_cells, minlength=flat.size).astype(np.float32)
-        demand *= np.float32(bite)
-        share = np.minimum(np.float32(1.0), flat / np.maximum(demand, np.float32(1e-12)))
-        eaten = share[cells].astype(np.float64)
-        eaten *= bite * self.params.food_energy
-        if self._avatars.size:
-            eaten[self._avatars] = 0.0
-        self.energy += eaten
-        demand *= share
-        np.minimum(demand, flat, out=demand)
-        flat -= demand
-
-    def _life(self) -> None:
-        """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
-        p = self.params
-        sheep = self.kind == SHEEP
-        self.age += 1
-        self.energy -= np.where(sheep, p.metabolism, 0.0)
-        dead = sheep & ((self.energy <= 0.0) | (self.age > p.max_age))
-        alive_sheep = int(np.count_nonzero(sheep)) - int(np.count_nonzero(dead))
-        room = self.max_creatures - alive_sheep
-        parents = np.flatnonzero(sheep & ~dead & (self.energy >= p.breed_energy))
-        if parents.size and room > 0:
-            parents = parents[self.rng.random(parents.size) < p.breed_chance][:room]
-        else:
-            parents = parents[:0]
-        if not dead.any() and parents.size == 0:
-            return
-        child_pos = child_energy = None
-        if parents.size:
-            self.energy[parents] *= 0.5
-            child_energy = self.energy[parents].copy()
-            jitter = self.rng.normal(0.0, 2.0, (parents.size, 2))
-            child_pos = np.mod(self.pos[parents] + jitter, (self.width, self.height))
-        if dead.any():
-            keep = ~dead
-            self.deaths += int(np.count_nonzero(dead))
-            self.ids, self.kind = self.ids[keep], self.kind[keep]
-            self.pos, self.vel = self.pos[keep], self.vel[keep]
-            self.energy, self.age, self.target = (
-                self.energy[keep],
-                self.age[keep],
-                self.target[keep],
-            )
-        if child_pos is not None and child_energy is not None:
-            self.births += len(child_pos)
-            self._spawn(SHEEP, child_pos, child_energy)
 
     def _spawn(self, kind: int, pos: NDArray[np.float64], energy: NDArray[np.float64]) -> list[int]:
         """Append new entities with fresh ids (ids only grow, so the arrays stay sorted)."""
