@@ -275,8 +275,13 @@ _DOC_RESPONSE = {200: Reply("The document", OpenAPIDocument)}
     responses=_DOC_RESPONSE,
 )
 def openapi_json() -> Response:
-    # not jsonify: it sorts keys, and the paths read best in the order they are declared
-    return Response(json.dumps(document_for(current_app)), mimetype="application/json")
+    # built once per app (routes and world are fixed once it serves); not jsonify: it sorts
+    # keys, and the paths read best in the order they are declared
+    cache: dict[str, str] = current_app.extensions.setdefault("worldloop_openapi", {})
+    text = cache.get("document")
+    if text is None:
+        text = cache.setdefault("document", json.dumps(document_for(current_app)))
+    return Response(text, mimetype="application/json")
 
 
 DOCS_HTML = """<!doctype html>
