@@ -37,14 +37,14 @@ class Settings(BaseModel):
     # -- the world and its clock -------------------------------------------------------------
     world: Any = None
     """World factory: a callable ``factory(config) -> World`` or ``"module:function"``."""
-    rate_hz: float = Field(20.0, ge=MIN_RATE_HZ, le=MAX_RATE_HZ, allow_inf_nan=False)
+    rate_hz: float = Field(default=20.0, ge=MIN_RATE_HZ, le=MAX_RATE_HZ, allow_inf_nan=False)
     overrun: OverrunPolicy = OverrunPolicy.CATCH_UP
-    max_catch_up: int = Field(5, ge=0)
-    queue_size: int = Field(10_000, ge=1)
-    max_commands_per_tick: int = Field(10_000, ge=1)
+    max_catch_up: int = Field(default=5, ge=0)
+    queue_size: int = Field(default=10_000, ge=1)
+    max_commands_per_tick: int = Field(default=10_000, ge=1)
     start_paused: bool = False
     autostart: Autostart = "auto"
-    shutdown_timeout: float = Field(2.0, ge=0, allow_inf_nan=False)
+    shutdown_timeout: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     handle_signals: bool = True
 
     # -- durability and ownership ------------------------------------------------------------
@@ -52,18 +52,18 @@ class Settings(BaseModel):
     """``sqlite:///path``, ``postgresql+psycopg://…``, ``memory://`` (no journal) or
     ``memory://NAME`` (journal in process memory); None: the instance's ``worldloop.db``."""
     store_schema: str | None = None
-    snapshot_every: int = Field(1000, ge=0)
-    hash_every: int = Field(100, ge=0)
-    journal_retention: int = Field(3000, ge=0)
-    store_retry_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)
-    lease_wait: float | None = Field(None, ge=0, allow_inf_nan=False)
+    snapshot_every: int = Field(default=1000, ge=0)
+    hash_every: int = Field(default=100, ge=0)
+    journal_retention: int = Field(default=3000, ge=0)
+    store_retry_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    lease_wait: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
     bus_url: str = "local://"
     """How commands and snapshots travel between the API and the loop (``local://``)."""
 
     # -- jobs ------------------------------------------------------------------------------------
     jobs: list[dict[str, Any]] | None = None
-    job_workers: int = Field(4, ge=1)
+    job_workers: int = Field(default=4, ge=1)
 
     # -- what init_app installs -----------------------------------------------------------------
     api: bool = True
@@ -79,29 +79,29 @@ class Settings(BaseModel):
 
     # -- the API ---------------------------------------------------------------------------------
     admin_token: str | None = None
-    rate_limit: float = Field(20.0, gt=0, allow_inf_nan=False)
-    rate_burst: float = Field(40, ge=1, allow_inf_nan=False)
-    join_rate_limit: float = Field(1.0, gt=0, allow_inf_nan=False)
-    join_rate_burst: float = Field(20, ge=1, allow_inf_nan=False)
-    max_body_bytes: int = Field(16 * 1024, ge=64)
-    command_wait: float = Field(5.0, ge=0, allow_inf_nan=False)
-    long_poll_max: float = Field(30.0, ge=0, allow_inf_nan=False)
+    rate_limit: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    rate_burst: float = Field(default=40, ge=1, allow_inf_nan=False)
+    join_rate_limit: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    join_rate_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+    max_body_bytes: int = Field(default=16 * 1024, ge=64)
+    command_wait: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    long_poll_max: float = Field(default=30.0, ge=0, allow_inf_nan=False)
 
     # -- observation -----------------------------------------------------------------------------
     configure_logging: bool = True
     log_json: bool | None = None
     log_level: str | None = None
-    ready_max_tick_age: float | None = Field(None, gt=0, allow_inf_nan=False)
+    ready_max_tick_age: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Seconds since the last tick before the loop counts as stalled (None: max(2 s, 10 ticks))."""
-    ready_max_overrun_ratio: float = Field(0.25, ge=0, le=1)
-    ready_min_window: int = Field(20, ge=1)
-    ready_store_check_ttl: float = Field(1.0, ge=0, allow_inf_nan=False)
-    stream_max_clients: int = Field(64, ge=0)
-    stream_default_limit: int = Field(2000, ge=0)
-    stream_max_limit: int = Field(20000, ge=0)
-    stream_max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    ready_max_overrun_ratio: float = Field(default=0.25, ge=0, le=1)
+    ready_min_window: int = Field(default=20, ge=1)
+    ready_store_check_ttl: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    stream_max_clients: int = Field(default=64, ge=0)
+    stream_default_limit: int = Field(default=2000, ge=0)
+    stream_max_limit: int = Field(default=20000, ge=0)
+    stream_max_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """None: unbounded on threaded servers, 10 s on one-request-per-worker servers."""
-    stream_stats_every: float = Field(1.0, gt=0, allow_inf_nan=False)
+    stream_stats_every: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
     @field_validator("autostart", mode="before")
     @classmethod

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from .commands import Command, Outcome
 from .errors import CommandInvalid, CommandRejected, WorldLoopError
+from .models import error_details, error_message
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
@@ -39,11 +41,28 @@ class System:
 
 
 class World(ABC):
-    """Base class for a world. Subclasses define commands, systems, state and a view."""
+    """Base class for a world. Subclasses define commands, systems, state and a view.
+
+    Commands are declared with a pydantic model per type; the default :meth:`validate` checks a
+    payload against it, so a world needs no validation code, and the API documents them::
+
+        class Add(BaseModel):
+            by: int
+
+        class Counter(World):
+            commands = {"add": Add}
+    """
 
     name: ClassVar[str] = "world"
     dt: float = 0.05
     """Simulation seconds per tick: simulation time is ``tick * dt``, never wall time."""
+    commands: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    """Command types clients may send, each with the pydantic model of its payload."""
+    internal_commands: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    """Command types only server code submits (no actor), e.g. a join carrying a token hash."""
+    view_models: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    """Models of what this world publishes, by the name of the API schema whose fields each one
+    adds to (``WorldSummary``, ``Entity``, ``Frame``): documentation only, never validated."""
 
     def __init__(self) -> None:
         self.tick = 0
@@ -56,12 +75,34 @@ class World(ABC):
 
     # -- to be defined by a world ---------------------------------------------------------
 
-    @abstractmethod
     def validate(self, type_: str, payload: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
         """Check a command's shape in the request thread; return the normalized payload.
 
-        Must not read live state (that belongs to the loop thread); raise CommandInvalid.
+        Must not read live state (that belongs to the loop thread); raise CommandInvalid. The
+        default validates with the declared model and returns its JSON form (what the journal
+        keeps, so a replay sees exactly what the live world saw); ``internal_commands`` are
+        accepted only without an actor.
         """
+        model = self.command_model(type_, actor)
+        try:
+            parsed = model.model_validate(payload)
+        except ValidationError as exc:
+            raise CommandInvalid(
+                f"{type_}: {error_message(exc)}", details=error_details(exc)
+            ) from None
+        return parsed.model_dump(mode="json")
+
+    def command_model(self, type_: str, actor: str | None) -> type[BaseModel]:
+        """The declared model of ``type_``; CommandInvalid when ``actor`` may not send it."""
+        model = self.commands.get(type_)
+        if model is None and actor is None:
+            model = self.internal_commands.get(type_)
+        if model is None:
+            allowed = [*self.commands, *(self.internal_commands if actor is None else ())]
+            raise CommandInvalid(
+                f"unknown command type {type_!r}", details={"field": "type", "allowed": allowed}
+            )
+        return model
 
     @abstractmethod
     def apply(self, command: Command) -> Any:

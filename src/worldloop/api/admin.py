@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import math
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..clock import MAX_RATE_HZ, MIN_RATE_HZ
-from ..errors import ClockStateError, CommandInvalid, WorldNotRunning
+from ..errors import ClockStateError, WorldNotRunning
 from ..runtime import WorldRuntime
 from ..state import get_runtime
-from .auth import require_admin
-from .common import json_object
+from .auth import ADMIN
+from .declare import Reply, operation
 
 bp = Blueprint("worldloop_admin", __name__, url_prefix="/api/v1/admin")
 
@@ -21,14 +21,63 @@ MAX_STEP = 1000
 STEP_TIMEOUT = 30.0
 
 
+class AdminStatus(BaseModel):
+    world: str
+    tick: int
+    rate_hz: float
+    paused: bool
+    running: bool
+    queue_depth: int
+    stepped: int = Field(0, description="Ticks run by this request (step only).")
+
+
+class StepBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    n: Annotated[int, Field(ge=1, le=MAX_STEP)] = 1
+
+
+class RateBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    rate_hz: Annotated[
+        float,
+        Field(
+            ge=MIN_RATE_HZ,
+            le=MAX_RATE_HZ,
+            allow_inf_nan=False,
+            validation_alias=AliasChoices("rate_hz", "hz"),
+            description="Ticks per second.",
+        ),
+    ]
+
+
+class Checkpoint(BaseModel):
+    tick: int
+    state_hash: str = ""
+    stored: bool = False
+
+
+_STATUS = {200: Reply("The clock's state afterwards", AdminStatus)}
+_CLOCK_ERRORS: tuple[int | tuple[int, str], ...] = (401, 403, 409, 503)
+
+
 @bp.get("/status")
-@require_admin
+@operation(
+    "Clock state",
+    tags=("admin",),
+    security=ADMIN,
+    responses={200: Reply("Clock state", AdminStatus)},
+    errors=(401, 403, 503),
+)
 def status() -> dict[str, Any]:
     return _status(get_runtime())
 
 
 @bp.post("/pause")
-@require_admin
+@operation(
+    "Pause the clock", tags=("admin",), security=ADMIN, responses=_STATUS, errors=_CLOCK_ERRORS
+)
 def pause() -> dict[str, Any]:
     rt = _running()
     rt.pause()
@@ -36,7 +85,9 @@ def pause() -> dict[str, Any]:
 
 
 @bp.post("/resume")
-@require_admin
+@operation(
+    "Resume the clock", tags=("admin",), security=ADMIN, responses=_STATUS, errors=_CLOCK_ERRORS
+)
 def resume() -> dict[str, Any]:
     rt = _running()
     rt.resume()
@@ -44,49 +95,53 @@ def resume() -> dict[str, Any]:
 
 
 @bp.post("/step")
-@require_admin
-def step() -> dict[str, Any]:
+@operation(
+    "Run n ticks while paused",
+    tags=("admin",),
+    security=ADMIN,
+    body=StepBody,
+    responses=_STATUS,
+    errors=(400, *_CLOCK_ERRORS, 413, 422),
+)
+def step(body: StepBody) -> dict[str, Any]:
     rt = _running()
-    body = json_object()
-    n = body.get("n", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEP:
-        raise CommandInvalid(f"n must be an integer in 1..{MAX_STEP}", details={"field": "n"})
     if not rt.stats().paused:
         raise ClockStateError("pause the world before stepping it")
     try:
-        rt.step(n, timeout=STEP_TIMEOUT)
+        rt.step(body.n, timeout=STEP_TIMEOUT)
     except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
-        raise WorldNotRunning(f"the {n} steps did not finish in {STEP_TIMEOUT:g} s") from None
+        raise WorldNotRunning(f"the {body.n} steps did not finish in {STEP_TIMEOUT:g} s") from None
     except ValueError as exc:
         raise ClockStateError(str(exc)) from None
-    return {**_status(rt), "stepped": n}
+    return {**_status(rt), "stepped": body.n}
 
 
 @bp.post("/rate")
-@require_admin
-def set_rate() -> dict[str, Any]:
+@operation(
+    "Set the tick rate",
+    tags=("admin",),
+    security=ADMIN,
+    body=RateBody,
+    responses=_STATUS,
+    errors=(400, *_CLOCK_ERRORS, 413, 422),
+)
+def set_rate(body: RateBody) -> dict[str, Any]:
     rt = _running()
-    body = json_object()
-    hz = body.get("rate_hz", body.get("hz"))
-    if (
-        not isinstance(hz, int | float)
-        or isinstance(hz, bool)
-        or not math.isfinite(hz)
-        or not MIN_RATE_HZ <= hz <= MAX_RATE_HZ
-    ):
-        raise CommandInvalid(
-            f"rate_hz must be a number in [{MIN_RATE_HZ:g}, {MAX_RATE_HZ:g}]",
-            details={"field": "rate_hz"},
-        )
-    rt.set_rate(float(hz))
+    rt.set_rate(body.rate_hz)
     return _status(rt)
 
 
 @bp.post("/snapshot")
-@require_admin
+@operation(
+    "Take a snapshot of the full state now (hash, and store it)",
+    tags=("admin",),
+    security=ADMIN,
+    responses={200: Reply("Tick and state hash", Checkpoint)},
+    errors=_CLOCK_ERRORS,
+)
 def take_snapshot() -> dict[str, Any]:
     """Hash (and store, when the runtime has a store) the full state, on the loop thread
-    between two ticks; works paused too. A runtime's own ``take_snapshot()`` wins if it has one."""
+    between two ticks; works paused too."""
     rt = _running()
     try:
         return rt.checkpoint(STEP_TIMEOUT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from flask import request
@@ -37,6 +38,20 @@ def check_admin() -> None:
         raise Forbidden("the admin API is disabled: set WORLDLOOP_ADMIN_TOKEN")
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise Forbidden("this token is not the admin token")
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """How an operation is guarded: a check that raises Unauthorized/Forbidden, and the name of
+    its scheme in the OpenAPI document. ``inject``: pass the check's result to the view."""
+
+    scheme: str
+    check: Callable[[], Any]
+    inject: bool = False
+
+
+ADMIN = Security("adminToken", check_admin)
+"""The admin bearer token (``WORLDLOOP_ADMIN_TOKEN``)."""
 
 
 def require_admin(fn: F) -> F:

@@ -1,33 +1,120 @@
-"""POST /api/v1/commands and GET /api/v1/commands/{id}: a player acts on its own avatar."""
+"""POST /api/v1/commands and GET /api/v1/commands/{id}: a player acts on its own avatar.
+
+The body is ``{"type": ..., **payload}``; the payload is checked by the model the world
+declares for that type (``World.commands``), and the document shows those models as a ``oneOf``
+discriminated by ``type``, built from the serving app's world.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..commands import CommandTicket
 from ..errors import CommandInvalid, status_of
 from ..state import current_settings
-from .common import current_player, json_object, query_bool
+from .common import PLAYER, AuthedPlayer
+from .declare import Reply, operation
 from .errors import Forbidden, NotFound, api_error
+from .params import WaitQuery
+
+if TYPE_CHECKING:
+    from .openapi import DocContext
 
 bp = Blueprint("worldloop_commands", __name__, url_prefix="/api/v1")
 
 
+Status = Literal["queued", "applied", "rejected"]
+
+
+class CommandBody(BaseModel):
+    """A command: its ``type`` and the payload fields of that type (checked by the world)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: str
+
+
+class CommandAccepted(BaseModel):
+    command_id: str
+    status: Status
+    tick: int
+
+
+class CommandError(BaseModel):
+    code: str | None
+    message: str | None
+    details: dict[str, Any]
+
+
+class CommandStatus(BaseModel):
+    command_id: str
+    type: str
+    status: Status
+    tick: int | None
+    result: Any = None
+    error: CommandError | None = None
+
+
+def world_commands(ctx: DocContext, op: dict[str, Any]) -> None:
+    """Document the body as the serving world's commands, a ``oneOf`` by ``type``."""
+    declared = dict(ctx.world.commands) if ctx.world is not None else {}
+    if not declared:
+        return
+    variants = [
+        create_model(
+            _camel(type_) + "Command",
+            __base__=model,
+            __doc__=model.__doc__,
+            type=(Literal[type_], ...),  # type: ignore[arg-type]
+        )
+        for type_, model in declared.items()
+    ]
+    union: Any = variants[0] if len(variants) == 1 else Union[tuple(variants)]  # noqa: UP007
+    schema = ctx.schema_of(Annotated[union, Field(discriminator="type")])
+    op["requestBody"]["content"]["application/json"]["schema"] = schema
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.replace("-", "_").split("_"))
+
+
 @bp.post("/commands")
-def submit_command() -> Response:
-    rt, world, player_id = current_player()
-    wait = query_bool("wait")
-    body = json_object()
-    type_ = body.get("type")
-    allowed = list(world.public_command_types)
-    if not isinstance(type_, str) or type_ not in allowed:
+@operation(
+    "Send a command for your avatar",
+    tags=("commands",),
+    security=PLAYER,
+    query=WaitQuery,
+    body=CommandBody,
+    amend=world_commands,
+    responses={
+        200: Reply("Applied (with ?wait=true)", CommandStatus),
+        202: Reply("Queued for the next tick", CommandAccepted, headers=("Location",)),
+    },
+    errors=(
+        400,
+        401,
+        (403, "Not your avatar"),
+        404,
+        409,
+        413,
+        422,
+        429,
+        503,
+    ),
+)
+def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> Response:
+    rt, world, player_id = auth
+    allowed = list(rt.world.commands)
+    if body.type not in allowed:
         raise CommandInvalid(
             "type must be one of " + ", ".join(allowed),
             details={"field": "type", "allowed": allowed},
         )
-    payload = {k: v for k, v in body.items() if k != "type"}
+    # validated here too, so a bad payload is a 422 before its entity_id is judged
+    payload = rt.world.validate(body.type, dict(body.model_extra or {}), player_id)
     eid = payload.get("entity_id")
     if isinstance(eid, int) and not isinstance(eid, bool):
         own = world.avatar_of(rt.snapshot, player_id)
@@ -37,8 +124,8 @@ def submit_command() -> Response:
                 details={"entity_id": eid, "own_entity_id": own},
             )
     tick = rt.snapshot.tick
-    ticket = rt.submit(type_, payload, actor=player_id)
-    if wait and ticket.wait(current_settings().command_wait):
+    ticket = rt.submit(body.type, payload, actor=player_id)
+    if query.wait and ticket.wait(current_settings().command_wait):
         return _resolved(ticket)
     resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
     resp.status_code = 202
@@ -47,8 +134,15 @@ def submit_command() -> Response:
 
 
 @bp.get("/commands/<command_id>")
-def get_command(command_id: str) -> dict[str, Any]:
-    rt, _world, player_id = current_player()
+@operation(
+    "A command's status and result",
+    tags=("commands",),
+    security=PLAYER,
+    responses={200: Reply("Status", CommandStatus)},
+    errors=(401, (403, "Another player's command"), 404, 429, 503),
+)
+def get_command(auth: AuthedPlayer, command_id: str) -> dict[str, Any]:
+    rt, _world, player_id = auth
     if len(command_id) > 64:
         raise NotFound("no such command", details={"command_id": command_id[:64]})
     # recent commands come from memory; older ones (before a restart, or out of the

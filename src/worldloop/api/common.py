@@ -1,17 +1,16 @@
-"""Request helpers shared by the v1 blueprints: JSON bodies, query parsing, player auth, limits."""
+"""Request helpers shared by the v1 blueprints: JSON bodies, player auth, limits."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app, request
 
 from ..runtime import WorldRuntime
 from ..state import current_settings, get_runtime
-from .auth import bearer_token
+from .auth import Security, bearer_token
 from .errors import BadRequest, Unauthorized, Unsupported
 from .protocols import PlayerWorld
 from .ratelimit import RateLimiter
@@ -29,63 +28,6 @@ def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-def query_int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", details={"param": name}) from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be in {lo}..{hi}", details={"param": name})
-    return value
-
-
-def query_float(name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number", details={"param": name}) from None
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise BadRequest(f"{name} must be in {lo:g}..{hi:g}", details={"param": name})
-    return value
-
-
-def query_bool(name: str) -> bool:
-    raw = request.args.get(name)
-    if raw is None:
-        return False
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", ""):
-        return True
-    if value in ("0", "false", "no"):
-        return False
-    raise BadRequest(f"{name} must be true or false", details={"param": name})
-
-
-def query_bbox(name: str = "bbox") -> tuple[float, float, float, float] | None:
-    """``x0,y0,x1,y1`` with x0 < x1 and y0 < y1, finite numbers; None when absent."""
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    parts = raw.split(",")
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        x0, y0, x1, y1 = (float(p) for p in parts)
-    except ValueError:
-        raise BadRequest(f"{name} must be x0,y0,x1,y1", details={"param": name}) from None
-    if not all(math.isfinite(v) and abs(v) <= 1e9 for v in (x0, y0, x1, y1)):
-        raise BadRequest(f"{name} values must be finite and within ±1e9", details={"param": name})
-    if not (x0 < x1 and y0 < y1):
-        raise BadRequest(f"{name} needs x0 < x1 and y0 < y1", details={"param": name})
-    return x0, y0, x1, y1
 
 
 def player_world(rt: WorldRuntime) -> PlayerWorld:
@@ -114,7 +56,15 @@ def limiter(kind: str) -> RateLimiter:
     return lim
 
 
-def current_player() -> tuple[WorldRuntime, PlayerWorld, str]:
+class AuthedPlayer(NamedTuple):
+    """The authenticated player of a request, with its world."""
+
+    rt: WorldRuntime
+    world: PlayerWorld
+    player_id: str
+
+
+def current_player() -> AuthedPlayer:
     """Authenticate the bearer player token against the latest snapshot; rate-limit it."""
     rt = get_runtime()
     world = player_world(rt)
@@ -126,4 +76,8 @@ def current_player() -> tuple[WorldRuntime, PlayerWorld, str]:
     if player_id is None:
         raise Unauthorized("unknown player token")
     limiter("token").hit(digest)
-    return rt, world, player_id
+    return AuthedPlayer(rt, world, player_id)
+
+
+PLAYER = Security("playerToken", current_player, inject=True)
+"""A player's bearer token (from POST /players); the view gets the AuthedPlayer as ``auth``."""

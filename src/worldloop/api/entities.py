@@ -4,27 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
+from pydantic import BaseModel, ConfigDict
 
 from ..state import get_runtime
-from .common import player_world, query_bbox, query_int
-from .errors import BadRequest, NotFound
+from .common import player_world
+from .declare import Reply, operation
+from .errors import NotFound
+from .params import MAX_ID, EntitiesQuery
 
 bp = Blueprint("worldloop_entities", __name__, url_prefix="/api/v1")
 
-MAX_LIMIT = 1000
-MAX_ID = 2**63 - 1
+
+class Entity(BaseModel):
+    """One entity as the world's ``find_entity`` shows it (a world documents its fields by
+    refining this model in ``World.view_models``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    kind: str
+
+
+class EntityPage(BaseModel):
+    tick: int
+    items: list[Entity]
+    next_cursor: str | None
 
 
 @bp.get("/entities")
-def list_entities() -> dict[str, Any]:
+@operation(
+    "Entities in a bounding box, by id, paged",
+    tags=("world",),
+    query=EntitiesQuery,
+    responses={200: Reply("A page of entities", EntityPage)},
+    errors=(400, 404, 503),
+)
+def list_entities(query: EntitiesQuery) -> dict[str, Any]:
     rt = get_runtime()
     world = player_world(rt)
-    bbox = query_bbox()
-    limit = query_int("limit", 100, 1, MAX_LIMIT)
-    after = _cursor(request.args.get("cursor"))
     snap = rt.snapshot
-    items, next_id = world.page_entities(snap, bbox, limit, after)
+    items, next_id = world.page_entities(snap, query.bbox, query.limit, query.cursor)
     return {
         "tick": snap.tick,
         "items": items,
@@ -33,6 +53,12 @@ def list_entities() -> dict[str, Any]:
 
 
 @bp.get("/entities/<int:entity_id>")
+@operation(
+    "One entity",
+    tags=("world",),
+    responses={200: Reply("The entity (with the tick it was read at)", Entity)},
+    errors=(404, 503),
+)
 def get_entity(entity_id: int) -> dict[str, Any]:
     rt = get_runtime()
     world = player_world(rt)
@@ -41,12 +67,3 @@ def get_entity(entity_id: int) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no entity {entity_id}", details={"entity_id": entity_id})
     return {"tick": snap.tick, **found}
-
-
-def _cursor(raw: str | None) -> int:
-    """Cursors are opaque to clients; they are the last id of the previous page."""
-    if raw is None or raw == "":
-        return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
-        raise BadRequest("cursor is not one this API issued", details={"param": "cursor"})
-    return int(raw)

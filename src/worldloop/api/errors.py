@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 from ..errors import WorldLoopError, register_code
@@ -62,6 +63,18 @@ class TooManyStreams(WorldLoopError, code="too_many_streams", status=503):
 
 
 register_code("payload_too_large", 413)
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class Error(BaseModel):
+    """Every error: a stable code, a message for people, and details for programs."""
+
+    error: ErrorInfo
 
 
 def api_error(

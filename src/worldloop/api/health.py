@@ -12,13 +12,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app
+from pydantic import BaseModel, Field
 
 from ..config import Settings
 from ..metrics import LoopObserver, render, render_jobs
 from ..runtime import WorldRuntime
+from .declare import Reply, operation
 
 bp = Blueprint("worldloop_health", __name__)
 
@@ -117,13 +119,52 @@ def assess(
     return problems
 
 
+class Liveness(BaseModel):
+    status: Literal["alive"]
+    pid: int
+
+
+class ProblemInfo(BaseModel):
+    """A reason the world is not fully ready. Fatal codes (503): not_running, halted,
+    loop_stalled, store_unwritable, overrunning, tick_errors; soft codes (200, degraded):
+    system_errors, hook_errors."""
+
+    code: str
+    message: str
+    fatal: bool
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    ready: bool
+    reasons: list[ProblemInfo]
+    world: str
+    tick: int | None
+    paused: bool
+    rate_hz: float
+    role: str = Field(description="serve, gunicorn-worker, prefork-master, reloader-parent, ...")
+
+
 @bp.get("/healthz")
+@operation(
+    "Liveness: the process answers (never touches the world)",
+    tags=("health",),
+    responses={200: Reply("Alive", Liveness)},
+)
 def healthz() -> dict[str, Any]:
     """Liveness: the process answers HTTP. Never touches the world."""
     return {"status": "alive", "pid": os.getpid()}
 
 
 @bp.get("/readyz")
+@operation(
+    "Readiness: the world is served here, ticking (or paused), store writable",
+    tags=("health",),
+    responses={
+        200: Reply("Ready: status ok, or degraded with soft reasons", Readiness),
+        503: Reply("Not ready: status unavailable, fatal reasons listed", Readiness),
+    },
+)
 def readyz() -> tuple[dict[str, Any], int]:
     ext = current_app.extensions["worldloop"]
     obs = current_app.extensions.get("worldloop_observe")
@@ -148,6 +189,17 @@ def readyz() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/metrics")
+@operation(
+    "Prometheus metrics (text exposition format)",
+    tags=("health",),
+    responses={
+        200: Reply(
+            "Loop, command, store, stream, job and HTTP metrics",
+            media_type="text/plain",
+            schema={"type": "string"},
+        )
+    },
+)
 def metrics() -> Response:
     obs = current_app.extensions.get("worldloop_observe")
     if obs is not None:

@@ -1,748 +1,120 @@
-"""The OpenAPI 3.1 document of the whole app (hand-written, checked by a schemathesis run) and a
-self-contained browsable docs page (no CDN: it renders the document with a little inline JS).
+"""The OpenAPI 3.1 document, built from the app's routes and what each one declares
+(``declare.operation``: its models, responses and security), and a self-contained browsable docs
+page (no CDN: it renders the document with a little inline JS).
 
-``document()`` describes every route the demo app registers (REST API v1, stream and frame,
-health, metrics, jobs, leaderboard, viewer, docs); a test fails when a route is missing. The
-served copy keeps only the operations the serving app really routes (``document_for(app)``).
+Only declared routes are documented: a host app's own routes stay out unless it declares them
+too. Component schemas come from the pydantic models (JSON Schema 2020-12, which OpenAPI 3.1
+uses as is); the command body is the serving world's declared commands, and a world may refine
+the schemas of what it publishes (``World.view_models``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from flask import Blueprint, Flask, Response, current_app
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from werkzeug.routing import Rule
+
+from ..world import World
+from .declare import ERROR_TEXT, Operation, Reply, declared, operation
+from .errors import Error
 
 bp = Blueprint("worldloop_openapi", __name__)
 
 VERSION = "1.0.0"
+REF = "#/components/schemas/{model}"
+Mode = Literal["validation", "serialization"]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(slots=True)
+class DocContext:
+    """What a document is built from: the app, its world's class, its jobs; and the component
+    schemas gathered so far (``ref`` and ``schema_of`` add to them)."""
 
+    app: Flask
+    world: type[World] | None = None
+    jobs: tuple[str, ...] = ()
+    schemas: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    def ref(self, model: type[BaseModel], mode: Mode = "serialization") -> dict[str, str]:
+        """``model`` as a component; a ``$ref`` to it."""
+        schema = model.model_json_schema(ref_template=REF, mode=mode)
+        self.merge(schema.pop("$defs", {}))
+        self.merge({model.__name__: schema})
+        return {"$ref": REF.format(model=model.__name__)}
 
+    def schema_of(self, tp: Any, mode: Mode = "validation") -> dict[str, Any]:
+        """The schema of any type (a union, say); the models it names become components."""
+        schema: dict[str, Any] = TypeAdapter(tp).json_schema(ref_template=REF, mode=mode)
+        self.merge(schema.pop("$defs", {}))
+        return schema
 
-def _errors(*codes: int | tuple[int, str]) -> dict[str, Any]:
-    """Error responses (the shared Error schema); ``(code, text)`` overrides the description."""
-    text = {
-        304: "Not modified",
-        400: "Malformed request (bad JSON or query parameter)",
-        401: "Missing, malformed or unknown bearer token",
-        403: "The token does not allow this (not your avatar, not the admin token)",
-        404: "No such resource",
-        409: "The world refused the command, or the clock is in the wrong state",
-        413: "Request body too large",
-        422: "The command or body failed validation",
-        429: "Rate limit exceeded (see Retry-After)",
-        503: "The world is not running, paused for joins, or the queue is full",
-    }
-    out: dict[str, Any] = {}
-    for item in codes:
-        code, description = item if isinstance(item, tuple) else (item, text[item])
-        resp = _json(_ref("Error"), description)
-        if code == 429:
-            resp["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
-        out[str(code)] = resp
-    return out
+    def annotate(self, name: str, **keys: Any) -> None:
+        """Add keywords a model cannot say to component ``name`` (applied once, at the end)."""
+        self.notes.setdefault(name, {}).update(keys)
 
+    def merge(self, defs: Mapping[str, Any]) -> None:
+        for name, schema in defs.items():
+            old = self.schemas.get(name)
+            if old is not None and old != schema:
+                raise ValueError(f"two different schemas are named {name!r}")
+            self.schemas[name] = schema
 
-_NUM = {"type": "number"}
-_INT = {"type": "integer"}
-_STR = {"type": "string"}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": _STR,
-                    "message": _STR,
-                    "details": {"type": "object"},
-                },
+    def refine(self, views: Mapping[str, type[BaseModel]]) -> None:
+        """Add a world's fields to the generic schemas of what it publishes (same name)."""
+        for name, model in views.items():
+            schema = model.model_json_schema(ref_template=REF, mode="serialization")
+            self.merge(schema.pop("$defs", {}))
+            base = self.schemas.get(name, {})
+            required = list(base.get("required", []))
+            required += [r for r in schema.get("required", []) if r not in required]
+            merged = {
+                **base,
+                **schema,
+                "properties": {**base.get("properties", {}), **schema.get("properties", {})},
             }
-        },
-    },
-    "WorldSummary": {
-        "type": "object",
-        "required": ["world", "tick", "sim_time", "rate_hz", "paused", "running", "entity_count"],
-        "properties": {
-            "world": _STR,
-            "tick": _INT,
-            "sim_time": _NUM,
-            "rate_hz": _NUM,
-            "paused": {"type": "boolean"},
-            "running": {"type": "boolean"},
-            "entity_count": _INT,
-            "creature_count": _INT,
-            "player_count": _INT,
-            "grass_total": _NUM,
-        },
-    },
-    "Snapshot": {
-        "type": "object",
-        "required": ["world", "tick", "sim_time", "created_at", "summary", "data"],
-        "properties": {
-            "world": _STR,
-            "tick": _INT,
-            "sim_time": _NUM,
-            "created_at": _NUM,
-            "summary": {"type": "object"},
-            "data": {"type": "object"},
-        },
-    },
-    "Entity": {
-        "type": "object",
-        "required": ["id", "kind", "x", "y", "energy", "age", "player_id", "name"],
-        "properties": {
-            "id": _INT,
-            "kind": {"type": "string", "enum": ["sheep", "avatar", "unknown"]},
-            "x": _NUM,
-            "y": _NUM,
-            "energy": _NUM,
-            "age": _INT,
-            "player_id": {"type": ["string", "null"]},
-            "name": {"type": ["string", "null"]},
-            "tick": _INT,
-        },
-    },
-    "EntityPage": {
-        "type": "object",
-        "required": ["tick", "items", "next_cursor"],
-        "properties": {
-            "tick": _INT,
-            "items": {"type": "array", "items": _ref("Entity")},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "NewPlayer": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 32}},
-    },
-    "Player": {
-        "type": "object",
-        "required": ["player_id", "token", "entity_id", "name", "tick"],
-        "properties": {
-            "player_id": _STR,
-            "token": {"type": "string", "description": "Shown once; send as a Bearer token."},
-            "entity_id": _INT,
-            "name": _STR,
-            "tick": _INT,
-        },
-    },
-    "Command": {
-        "type": "object",
-        "required": ["type"],
-        "description": (
-            "move_to {x, y}: walk the avatar to a point (wraps around the torus); "
-            "stop: stand still; plant: regrow the grass of the avatar's cell (409 when full); "
-            "say {text}: chat. entity_id is optional and must be your own avatar."
-        ),
-        "properties": {
-            "type": {"type": "string", "enum": ["move_to", "stop", "plant", "say"]},
-            "entity_id": {"type": "integer", "minimum": 1},
-            "x": _NUM,
-            "y": _NUM,
-            "text": {"type": "string", "minLength": 1, "maxLength": 200},
-        },
-    },
-    "CommandAccepted": {
-        "type": "object",
-        "required": ["command_id", "status", "tick"],
-        "properties": {
-            "command_id": _STR,
-            "status": {"type": "string", "enum": ["queued", "applied", "rejected"]},
-            "tick": _INT,
-        },
-    },
-    "CommandStatus": {
-        "type": "object",
-        "required": ["command_id", "type", "status", "tick"],
-        "properties": {
-            "command_id": _STR,
-            "type": _STR,
-            "status": {"type": "string", "enum": ["queued", "applied", "rejected"]},
-            "tick": {"type": ["integer", "null"]},
-            "result": {},
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": {"type": ["string", "null"]},
-                    "message": {"type": ["string", "null"]},
-                    "details": {"type": "object"},
-                },
-            },
-        },
-    },
-    "AdminStatus": {
-        "type": "object",
-        "required": ["world", "tick", "rate_hz", "paused", "running", "queue_depth"],
-        "properties": {
-            "world": _STR,
-            "tick": _INT,
-            "rate_hz": _NUM,
-            "paused": {"type": "boolean"},
-            "running": {"type": "boolean"},
-            "queue_depth": _INT,
-            "stepped": _INT,
-        },
-    },
-    "Checkpoint": {
-        "type": "object",
-        "required": ["tick"],
-        "properties": {"tick": _INT, "state_hash": _STR, "stored": {"type": "boolean"}},
-    },
-}
-
-_PLAYER_AUTH: list[dict[str, list[str]]] = [{"playerToken": []}]
-_ADMIN_AUTH: list[dict[str, list[str]]] = [{"adminToken": []}]
-
-# -- stream, frame, health, metrics (issue 5), jobs (issue 6), demo extras -------------------
-
-_INTS = {"type": "array", "items": _INT}
-_NUMS = {"type": "array", "items": _NUM}
-_SLOT_OR_NULL = {"anyOf": [_ref("JobSlot"), {"type": "null"}]}
-
-SCHEMAS.update(
-    {
-        "LoopStats": {
-            "type": "object",
-            "description": "Live loop figures, read without locks when the event is sent.",
-            "required": [
-                "rate_hz",
-                "paused",
-                "running",
-                "tick_duration_ms",
-                "tick_lateness_ms",
-                "queue_depth",
-                "ticks",
-                "overruns",
-                "skipped",
-                "errors",
-            ],
-            "properties": {
-                "rate_hz": _NUM,
-                "paused": {"type": "boolean"},
-                "running": {"type": "boolean"},
-                "tick_duration_ms": _NUM,
-                "tick_lateness_ms": _NUM,
-                "queue_depth": _INT,
-                "ticks": _INT,
-                "overruns": _INT,
-                "skipped": _INT,
-                "errors": _INT,
-            },
-        },
-        "Frame": {
-            "type": "object",
-            "description": (
-                "World.view_region(snapshot, bbox, limit) plus the loop's stats. Every world "
-                "gives tick, sim_time and summary; the meadow adds world, bbox, grass, "
-                "creatures and players."
-            ),
-            "required": ["stats", "tick", "sim_time", "summary"],
-            "properties": {
-                "stats": _ref("LoopStats"),
-                "tick": _INT,
-                "sim_time": _NUM,
-                "summary": {"type": "object"},
-                "world": {
-                    "type": "object",
-                    "required": ["width", "height"],
-                    "properties": {"width": _NUM, "height": _NUM},
-                },
-                "bbox": {
-                    "type": "array",
-                    "items": _NUM,
-                    "minItems": 4,
-                    "maxItems": 4,
-                    "description": "The region drawn (x0, y0, x1, y1), clipped to the world.",
-                },
-                "grass": {
-                    "type": "object",
-                    "description": "Grass levels 0..255, row-major: rows*cols cells of side cell.",
-                    "required": ["cols", "rows", "cell", "x0", "y0", "levels"],
-                    "properties": {
-                        "cols": _INT,
-                        "rows": _INT,
-                        "cell": _NUM,
-                        "x0": _NUM,
-                        "y0": _NUM,
-                        "levels": {
-                            "type": "array",
-                            "items": {"type": "integer", "minimum": 0, "maximum": 255},
-                        },
-                    },
-                },
-                "creatures": {
-                    "type": "object",
-                    "description": "Parallel arrays; at most limit creatures of total_in_view.",
-                    "required": ["id", "x", "y", "energy", "total_in_view"],
-                    "properties": {
-                        "id": _INTS,
-                        "x": _NUMS,
-                        "y": _NUMS,
-                        "energy": _NUMS,
-                        "total_in_view": _INT,
-                    },
-                },
-                "players": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["player_id", "name", "entity_id", "x", "y", "say"],
-                        "properties": {
-                            "player_id": _STR,
-                            "name": _STR,
-                            "entity_id": _INT,
-                            "x": _NUM,
-                            "y": _NUM,
-                            "say": {"type": ["string", "null"]},
-                        },
-                    },
-                },
-            },
-        },
-        "StreamEvent": {
-            "type": "object",
-            "description": (
-                "One server-sent event (as OpenAPI 3.0/3.1 tools read a text/event-stream "
-                "schema: per event). data is JSON text: a Frame for frame events (id = tick), "
-                "LoopStats for stats events, {} for the final end event."
-            ),
-            "required": ["event", "data"],
-            "properties": {
-                "event": {"type": "string", "enum": ["frame", "stats", "end"]},
-                "data": {"type": "string", "contentMediaType": "application/json"},
-                "id": {"type": "string", "pattern": "^[0-9]+$"},
-                "retry": _INT,
-            },
-            "oneOf": [
-                {
-                    "required": ["id"],
-                    "properties": {
-                        "event": {"const": "frame"},
-                        "data": {"contentSchema": _ref("Frame")},
-                    },
-                },
-                {
-                    "properties": {
-                        "event": {"const": "stats"},
-                        "data": {"contentSchema": _ref("LoopStats")},
-                    }
-                },
-                {"properties": {"event": {"const": "end"}, "data": {"const": "{}"}}},
-            ],
-        },
-        "Liveness": {
-            "type": "object",
-            "required": ["status", "pid"],
-            "properties": {"status": {"const": "alive"}, "pid": _INT},
-        },
-        "Problem": {
-            "type": "object",
-            "description": (
-                "A reason the world is not fully ready. Fatal codes (503): not_running, halted, "
-                "loop_stalled, store_unwritable, overrunning, tick_errors; soft codes (200, "
-                "degraded): system_errors, hook_errors."
-            ),
-            "required": ["code", "message", "fatal"],
-            "properties": {"code": _STR, "message": _STR, "fatal": {"type": "boolean"}},
-        },
-        "Readiness": {
-            "type": "object",
-            "required": [
-                "status",
-                "ready",
-                "reasons",
-                "world",
-                "tick",
-                "paused",
-                "rate_hz",
-                "role",
-            ],
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
-                "ready": {"type": "boolean"},
-                "reasons": {"type": "array", "items": _ref("Problem")},
-                "world": _STR,
-                "tick": {"type": ["integer", "null"]},
-                "paused": {"type": "boolean"},
-                "rate_hz": _NUM,
-                "role": {
-                    "type": "string",
-                    "description": "serve, gunicorn-worker, prefork-master, reloader-parent, ...",
-                },
-            },
-        },
-        "JobSlot": {
-            "description": "A schedule slot: a tick for tick schedules, else a UTC time.",
-            "oneOf": [
-                {"type": "object", "required": ["tick"], "properties": {"tick": _INT}},
-                {
-                    "type": "object",
-                    "required": ["at", "ts"],
-                    "properties": {"at": {"type": "string", "format": "date-time"}, "ts": _NUM},
-                },
-            ],
-        },
-        "JobResult": {
-            "type": "object",
-            "required": ["status", "slot", "finished_at", "duration", "value", "error"],
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "error", "timeout", "rejected"]},
-                "slot": {"type": ["number", "null"]},
-                "finished_at": {"type": "string", "format": "date-time"},
-                "duration": _NUM,
-                "value": {"description": "What the job returned (small JSON, or a description)."},
-                "error": {"type": ["string", "null"]},
-            },
-        },
-        "Job": {
-            "type": "object",
-            "required": [
-                "name",
-                "kind",
-                "schedule",
-                "basis",
-                "misfire",
-                "max_concurrent",
-                "timeout",
-                "paused",
-                "running",
-                "next_run",
-                "last_slot",
-                "last_run",
-                "last_result",
-                "runs",
-                "errors",
-                "skipped",
-                "timeouts",
-            ],
-            "properties": {
-                "name": _STR,
-                "kind": {"type": "string", "enum": ["world", "background"]},
-                "schedule": {
-                    "type": "string",
-                    "description": "e.g. every 60s, cron '0 4 * * *' UTC",
-                },
-                "basis": {"type": "string", "enum": ["wall", "tick"]},
-                "misfire": {"type": "string", "enum": ["run_late", "skip", "coalesce"]},
-                "max_concurrent": {"type": "integer", "minimum": 1},
-                "timeout": {"type": ["number", "null"]},
-                "paused": {"type": "boolean"},
-                "running": {"type": "integer", "minimum": 0},
-                "next_run": {**_SLOT_OR_NULL, "description": "null while paused"},
-                "last_slot": _SLOT_OR_NULL,
-                "last_run": {"type": ["string", "null"], "format": "date-time"},
-                "last_result": {"anyOf": [_ref("JobResult"), {"type": "null"}]},
-                "runs": _INT,
-                "errors": _INT,
-                "skipped": _INT,
-                "timeouts": _INT,
-            },
-        },
-        "JobList": {
-            "type": "object",
-            "required": ["jobs"],
-            "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-        },
-        "JobEnvelope": {"type": "object", "required": ["job"], "properties": {"job": _ref("Job")}},
-        "JobRun": {
-            "type": "object",
-            "required": ["run", "job"],
-            "properties": {
-                "run": {
-                    "type": "object",
-                    "required": ["job", "queued", "command_id"],
-                    "properties": {
-                        "job": _STR,
-                        "queued": {"type": "boolean"},
-                        "command_id": {
-                            "type": ["string", "null"],
-                            "description": "World jobs: the journaled command; null otherwise.",
-                        },
-                    },
-                },
-                "job": _ref("Job"),
-            },
-        },
-        "Leaderboard": {
-            "type": "object",
-            "required": ["world", "tick", "sim_time", "slot", "entries"],
-            "properties": {
-                "world": _STR,
-                "tick": _INT,
-                "sim_time": _NUM,
-                "slot": {"type": ["number", "null"], "description": "null for a manual run"},
-                "entries": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["rank", "entity_id", "kind", "score"],
-                        "properties": {
-                            "rank": {"type": "integer", "minimum": 1},
-                            "entity_id": _INT,
-                            "kind": {"type": "string", "enum": ["sheep", "avatar"]},
-                            "score": _NUM,
-                        },
-                    },
-                },
-            },
-        },
-    }
-)
-
-_BBOX_PARAM = {
-    "name": "bbox",
-    "in": "query",
-    "schema": _STR,
-    "description": (
-        "x0,y0,x1,y1 in world units (x0<x1, y0<y1, each within ±1e9); empty or absent: "
-        "the whole world."
-    ),
-}
-_LIMIT_PARAM = {
-    "name": "limit",
-    "in": "query",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 20000},
-    "description": (
-        "At most this many creatures (a deterministic subsample; creatures.total_in_view says "
-        "how many are in view). Default 2000 (WORLDLOOP_STREAM_DEFAULT_LIMIT), maximum 20000 "
-        "(WORLDLOOP_STREAM_MAX_LIMIT)."
-    ),
-}
-_HZ_PARAM = {
-    "name": "hz",
-    "in": "query",
-    "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
-    "description": "At most this many frames a second (default: every published tick).",
-}
-_JOB_NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
-    "description": "The job's name (the demo registers leaderboard and reseed-grass).",
-    "examples": {
-        "leaderboard": {"value": "leaderboard"},
-        "reseed-grass": {"value": "reseed-grass"},
-    },
-}
-_NO_JOB = (404, "No job of that name")
-_NO_CACHE = {"Cache-Control": {"schema": _STR}}
+            if required:
+                merged["required"] = required
+            self.schemas[name] = merged
 
 
-def _job_op(summary: str, ok: dict[str, Any], *errors: int | tuple[int, str]) -> dict[str, Any]:
-    """An admin jobs operation; those that can answer 404 (no such job) take the job name."""
-    op: dict[str, Any] = {
-        "tags": ["jobs"],
-        "summary": summary,
-        "security": _ADMIN_AUTH,
-        "responses": {**ok, **_errors(401, 403, *errors)},
-    }
-    if _NO_JOB in errors:
-        op["parameters"] = [_JOB_NAME]
-    return op
+class OpenAPIDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
 
 
-def _page(summary: str, tag: str, description: str) -> dict[str, Any]:
-    return {
-        "get": {
-            "tags": [tag],
-            "summary": summary,
-            "responses": {
-                "200": {
-                    "description": description,
-                    "content": {"text/html": {"schema": _STR}},
-                }
-            },
-        }
-    }
-
-
-_JOBS_PATHS: dict[str, Any] = {
-    "/api/v1/admin/jobs": {
-        "get": _job_op(
-            "Every job: schedule, next and last run, last result, counters",
-            {"200": _json(_ref("JobList"), "The jobs in registration order")},
-        )
-    },
-    "/api/v1/admin/jobs/{name}": {
-        "get": _job_op("One job", {"200": _json(_ref("JobEnvelope"), "The job")}, _NO_JOB),
-    },
-    "/api/v1/admin/jobs/{name}/pause": {
-        "post": _job_op(
-            "Stop scheduling a job (runs in flight finish; missed slots are skipped)",
-            {"200": _json(_ref("JobEnvelope"), "The job, paused")},
-            _NO_JOB,
-        ),
-    },
-    "/api/v1/admin/jobs/{name}/resume": {
-        "post": _job_op(
-            "Schedule a job again from now on",
-            {"200": _json(_ref("JobEnvelope"), "The job, resumed")},
-            _NO_JOB,
-        ),
-    },
-    "/api/v1/admin/jobs/{name}/run": {
-        "post": _job_op(
-            "Run a job once now, off schedule (world jobs at the next tick)",
-            {"202": _json(_ref("JobRun"), "Accepted: the run and the job's status")},
-            _NO_JOB,
-            (409, "The job already runs max_concurrent times (job_busy)"),
-            (503, "The world is not running in this process, or the command queue is full"),
-        ),
-    },
-}
-
-_OBSERVE_PATHS: dict[str, Any] = {
-    "/api/v1/stream": {
-        "get": {
-            "tags": ["viewer"],
-            "summary": "Live frames as server-sent events",
-            "description": (
-                "Starts with `retry: 1000`, then a `frame` event per new snapshot (id = tick, "
-                "data = Frame JSON; at most hz a second), a `stats` event (LoopStats JSON) "
-                "when no new tick came for about a second (e.g. paused), and `end` (data {}) "
-                "when the world stops or the stream reaches WORLDLOOP_STREAM_MAX_SECONDS "
-                "(10 s by default on one-request-per-worker servers). Needs a threaded "
-                "server; WORLDLOOP_STREAM_MAX_CLIENTS streams per process."
-            ),
-            "parameters": [_HZ_PARAM, _BBOX_PARAM, _LIMIT_PARAM],
-            "responses": {
-                "200": {
-                    "description": "The event stream; the schema describes one event",
-                    "headers": _NO_CACHE,
-                    "content": {"text/event-stream": {"schema": _ref("StreamEvent")}},
-                },
-                **_errors(
-                    (400, "A malformed or out-of-range parameter (details.param names it)"),
-                    (
-                        503,
-                        "The world does not run in this process, or every stream slot is taken "
-                        "(too_many_streams)",
-                    ),
-                ),
-            },
-        }
-    },
-    "/api/v1/frame": {
-        "get": {
-            "tags": ["viewer"],
-            "summary": "One frame of the latest snapshot (the stream's data, once)",
-            "parameters": [_BBOX_PARAM, _LIMIT_PARAM],
-            "responses": {
-                "200": {
-                    **_json(_ref("Frame"), "The frame"),
-                    "headers": {"ETag": {"schema": _STR}, **_NO_CACHE},
-                },
-                **_errors(
-                    (400, "A malformed or out-of-range parameter (details.param names it)"),
-                    (503, "No snapshot published yet"),
-                ),
-            },
-        }
-    },
-    "/healthz": {
-        "get": {
-            "tags": ["health"],
-            "summary": "Liveness: the process answers (never touches the world)",
-            "responses": {"200": _json(_ref("Liveness"), "Alive")},
-        }
-    },
-    "/readyz": {
-        "get": {
-            "tags": ["health"],
-            "summary": "Readiness: the world is served here, ticking (or paused), store writable",
-            "responses": {
-                "200": _json(_ref("Readiness"), "Ready: status ok, or degraded with soft reasons"),
-                "503": _json(
-                    _ref("Readiness"), "Not ready: status unavailable, fatal reasons listed"
-                ),
-            },
-        }
-    },
-    "/metrics": {
-        "get": {
-            "tags": ["health"],
-            "summary": "Prometheus metrics (text exposition format)",
-            "responses": {
-                "200": {
-                    "description": "Loop, command, store, stream, job and HTTP metrics",
-                    "content": {"text/plain": {"schema": _STR}},
-                }
-            },
-        }
-    },
-    "/": _page("The live viewer (HTML; its static files are under /viewer/)", "viewer", "Page"),
-}
-
-_DEMO_PATHS: dict[str, Any] = {
-    "/api/v1/leaderboard": {
-        "get": {
-            "tags": ["world"],
-            "summary": "The best-fed creatures, as the leaderboard job last wrote them",
-            "responses": {
-                "200": _json(_ref("Leaderboard"), "The last leaderboard"),
-                **_errors(
-                    (404, "No leaderboard yet: the job has not run"),
-                    (503, "The leaderboard file is unreadable"),
-                ),
-            },
-        }
-    },
-}
-
-_DOC_BODY = {
-    "type": "object",
-    "required": ["openapi", "info", "paths"],
-    "properties": {"openapi": _STR, "info": {"type": "object"}, "paths": {"type": "object"}},
-}
-_DOCS_PATHS: dict[str, Any] = {
-    path: {
-        "get": {
-            "tags": ["docs"],
-            "summary": "This OpenAPI document (the operations this app routes)",
-            "responses": {"200": _json(_DOC_BODY, "The document")},
-        }
-    }
-    for path in ("/openapi.json", "/api/v1/openapi.json")
-} | {path: _page("Browsable API docs", "docs", "Docs page") for path in ("/docs", "/api/v1/docs")}
-
-
-def _admin_op(
-    summary: str,
-    body: dict[str, Any] | None = None,
-    errors: tuple[int, ...] = (400, 401, 403, 409, 413, 422, 503),
+def build_document(
+    app: Flask, *, world: type[World] | None = None, jobs: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "tags": ["admin"],
-        "summary": summary,
-        "security": _ADMIN_AUTH,
-        "responses": {
-            "200": _json(_ref("AdminStatus"), "The clock's state afterwards"),
-            **_errors(*errors),
-        },
-    }
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    return op
-
-
-def document() -> dict[str, Any]:
-    """The whole OpenAPI document (built fresh: it is small)."""
+    """The OpenAPI document of every declared route of ``app``."""
+    ctx = DocContext(app, world, jobs)
+    paths: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        op = declared(view)
+        if op is None:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            obj = _operation(ctx, op, rule)
+            obj["operationId"] = _unique(op.operation_id or rule.endpoint.split(".")[-1], taken)
+            if op.amend is not None:
+                op.amend(ctx, obj)
+            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = obj
+    ctx.ref(Error)
+    if world is not None:
+        ctx.refine(world.view_models)
+    for name, keys in ctx.notes.items():
+        ctx.schemas[name] = {**ctx.schemas[name], **keys}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -756,209 +128,121 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": dict(sorted(ctx.schemas.items())),
             "securitySchemes": {
                 "playerToken": {"type": "http", "scheme": "bearer"},
                 "adminToken": {"type": "http", "scheme": "bearer"},
             },
         },
-        "paths": {
-            "/api/v1/world": {
-                "get": {
-                    "tags": ["world"],
-                    "summary": "World summary (latest snapshot)",
-                    "responses": {
-                        "200": _json(_ref("WorldSummary"), "Summary"),
-                        **_errors(503),
-                    },
-                }
-            },
-            "/api/v1/world/snapshot": {
-                "get": {
-                    "tags": ["world"],
-                    "summary": "The whole published state; ETag is the tick; long-poll",
-                    "parameters": [
-                        {
-                            "name": "after_tick",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": -1},
-                            "description": "Wait for a snapshot newer than this tick.",
-                        },
-                        {
-                            "name": "timeout",
-                            "in": "query",
-                            "schema": {"type": "number", "minimum": 0, "maximum": 30},
-                            "description": "Longest wait in seconds (bounded by config).",
-                        },
-                        {"name": "If-None-Match", "in": "header", "schema": _STR},
-                    ],
-                    "responses": {
-                        "200": {
-                            **_json(_ref("Snapshot"), "The snapshot"),
-                            "headers": {"ETag": {"schema": _STR}},
-                        },
-                        "304": {"description": "Unchanged since the ETag sent"},
-                        **_errors(400, 503),
-                    },
-                }
-            },
-            "/api/v1/entities": {
-                "get": {
-                    "tags": ["world"],
-                    "summary": "Entities in a bounding box, by id, paged",
-                    "parameters": [
-                        {
-                            "name": "bbox",
-                            "in": "query",
-                            "schema": _STR,
-                            "description": "x0,y0,x1,y1 in world units (x0<x1, y0<y1).",
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        },
-                        {"name": "cursor", "in": "query", "schema": _STR},
-                    ],
-                    "responses": {
-                        "200": _json(_ref("EntityPage"), "A page of entities"),
-                        **_errors(400, 404, 503),
-                    },
-                }
-            },
-            "/api/v1/entities/{entity_id}": {
-                "get": {
-                    "tags": ["world"],
-                    "summary": "One entity",
-                    "parameters": [
-                        {
-                            "name": "entity_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer", "minimum": 0},
-                        }
-                    ],
-                    "responses": {
-                        "200": _json(_ref("Entity"), "The entity"),
-                        **_errors(404, 503),
-                    },
-                }
-            },
-            "/api/v1/players": {
-                "post": {
-                    "tags": ["players"],
-                    "summary": "Join as a player: returns the token once",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("NewPlayer")}},
-                    },
-                    "responses": {
-                        "201": _json(_ref("Player"), "The new player and its avatar"),
-                        **_errors(400, 404, 409, 413, 422, 429, 503),
-                    },
-                }
-            },
-            "/api/v1/commands": {
-                "post": {
-                    "tags": ["commands"],
-                    "summary": "Send a command for your avatar",
-                    "security": _PLAYER_AUTH,
-                    "parameters": [
-                        {
-                            "name": "wait",
-                            "in": "query",
-                            "schema": {"type": "boolean"},
-                            "description": "Wait until applied: 200 with the result or a 4xx.",
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("Command")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("CommandStatus"), "Applied (with ?wait=true)"),
-                        "202": _json(_ref("CommandAccepted"), "Queued for the next tick"),
-                        **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503),
-                    },
-                }
-            },
-            "/api/v1/commands/{command_id}": {
-                "get": {
-                    "tags": ["commands"],
-                    "summary": "A command's status and result",
-                    "security": _PLAYER_AUTH,
-                    "parameters": [
-                        {"name": "command_id", "in": "path", "required": True, "schema": _STR}
-                    ],
-                    "responses": {
-                        "200": _json(_ref("CommandStatus"), "Status"),
-                        **_errors(401, 403, 404, 429, 503),
-                    },
-                }
-            },
-            "/api/v1/admin/status": {
-                "get": {
-                    "tags": ["admin"],
-                    "summary": "Clock state",
-                    "security": _ADMIN_AUTH,
-                    "responses": {
-                        "200": _json(_ref("AdminStatus"), "Clock state"),
-                        **_errors(401, 403, 503),
-                    },
-                }
-            },
-            "/api/v1/admin/pause": {
-                "post": _admin_op("Pause the clock", errors=(401, 403, 409, 503))
-            },
-            "/api/v1/admin/resume": {
-                "post": _admin_op("Resume the clock", errors=(401, 403, 409, 503))
-            },
-            "/api/v1/admin/step": {
-                "post": _admin_op(
-                    "Run n ticks while paused",
-                    {
-                        "type": "object",
-                        "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                    },
-                )
-            },
-            "/api/v1/admin/rate": {
-                "post": _admin_op(
-                    "Set the tick rate",
-                    {
-                        "type": "object",
-                        "required": ["rate_hz"],
-                        "properties": {
-                            "rate_hz": {"type": "number", "minimum": 0.01, "maximum": 1000}
-                        },
-                    },
-                )
-            },
-            "/api/v1/admin/snapshot": {
-                "post": {
-                    "tags": ["admin"],
-                    "summary": "Take a snapshot of the full state now (hash, and store it)",
-                    "security": _ADMIN_AUTH,
-                    "responses": {
-                        "200": _json(_ref("Checkpoint"), "Tick and state hash"),
-                        **_errors(401, 403, 409, 503),
-                    },
-                }
-            },
-            **_JOBS_PATHS,
-            **_OBSERVE_PATHS,
-            **_DEMO_PATHS,
-            **_DOCS_PATHS,
-        },
+        "paths": paths,
     }
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """operationIds are unique: a view routed twice gets ``name_2`` for its second path."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _operation(ctx: DocContext, op: Operation, rule: Rule) -> dict[str, Any]:
+    obj: dict[str, Any] = {"tags": list(op.tags), "summary": op.summary}
+    if op.description:
+        obj["description"] = op.description
+    if op.security is not None:
+        obj["security"] = [{op.security.scheme: []}]
+    params = [*_path_params(ctx, rule, op.path), *_model_params(ctx, op.query, "query")]
+    params += [
+        {"name": name, "in": "header", "schema": {"type": "string"}, "description": text}
+        for name, text in op.headers
+    ]
+    if params:
+        obj["parameters"] = params
+    if op.body is not None:
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ctx.ref(op.body, "validation")}},
+        }
+    responses = {str(status): _reply(ctx, r) for status, r in sorted(op.responses.items())}
+    for item in op.errors:
+        status, text = item if isinstance(item, tuple) else (item, ERROR_TEXT[item])
+        err = _reply(ctx, Reply(text, Error))
+        if status == 429:
+            err["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+        responses[str(status)] = err
+    obj["responses"] = dict(sorted(responses.items()))
+    return obj
+
+
+def _reply(ctx: DocContext, reply: Reply) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.headers:
+        out["headers"] = {name: {"schema": {"type": "string"}} for name in reply.headers}
+    if reply.model is not None:
+        out["content"] = {reply.media_type: {"schema": ctx.ref(reply.model)}}
+    elif reply.schema is not None:
+        out["content"] = {reply.media_type: {"schema": dict(reply.schema)}}
+    return out
+
+
+_CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+_PATH_TYPES: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number", "minimum": 0},
+    "uuid": {"type": "string", "format": "uuid"},
+}
 
 
 def openapi_path(rule: str) -> str:
     """A Werkzeug rule as an OpenAPI path: ``/a/<int:id>`` -> ``/a/{id}``."""
-    return _CONVERTER.sub(r"{\1}", rule)
+    return _CONVERTER.sub(r"{\2}", rule)
 
 
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+def _path_params(
+    ctx: DocContext, rule: Rule, model: type[BaseModel] | None
+) -> list[dict[str, Any]]:
+    """One parameter per rule variable, typed by its converter (or by ``model``'s field)."""
+    declared_params = {p["name"]: p for p in _model_params(ctx, model, "path")}
+    out = []
+    for converter, name in _CONVERTER.findall(rule.rule):
+        param = declared_params.get(name) or {
+            "name": name,
+            "in": "path",
+            "schema": dict(_PATH_TYPES.get(converter, {"type": "string"})),
+        }
+        out.append({**param, "required": True})
+    return out
+
+
+def _model_params(
+    ctx: DocContext, model: type[BaseModel] | None, where: str
+) -> list[dict[str, Any]]:
+    """A model's fields as parameters (a query string carries no null: optional is enough)."""
+    if model is None:
+        return []
+    schema = model.model_json_schema(ref_template=REF, mode="validation")
+    ctx.merge(schema.pop("$defs", {}))
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        description = prop.pop("description", None)
+        variants = prop.pop("anyOf", None)
+        if variants is not None:
+            kept = [v for v in variants if v != {"type": "null"}]
+            prop = {**(kept[0] if len(kept) == 1 else {"anyOf": kept}), **prop}
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        param: dict[str, Any] = {"name": name, "in": where, "schema": prop}
+        if name in required:
+            param["required"] = True
+        if description:
+            param["description"] = description
+        out.append(param)
+    return out
 
 
 def app_operations(app: Flask) -> Iterator[tuple[str, str]]:
@@ -971,23 +255,33 @@ def app_operations(app: Flask) -> Iterator[tuple[str, str]]:
 
 
 def document_for(app: Flask) -> dict[str, Any]:
-    """``document()`` narrowed to the operations ``app`` routes (an app may skip some parts)."""
-    doc = document()
-    routed = set(app_operations(app))
-    paths: dict[str, Any] = {}
-    for path, item in doc["paths"].items():
-        kept = {method: op for method, op in item.items() if (path, method) in routed}
-        if kept:
-            paths[path] = kept
-    doc["paths"] = paths
-    return doc
+    """The document ``app`` serves: its declared routes, its world's commands, its jobs."""
+    ext = app.extensions.get("worldloop")
+    rt = getattr(ext, "runtime", None)
+    world = type(rt.world) if rt is not None else None
+    jobs = getattr(ext, "jobs", None)
+    names = tuple(jobs.names) if jobs is not None else ()
+    return build_document(app, world=world, jobs=names)
+
+
+_DOC_RESPONSE = {200: Reply("The document", OpenAPIDocument)}
 
 
 @bp.get("/openapi.json")
 @bp.get("/api/v1/openapi.json")
+@operation(
+    "This OpenAPI document (the operations this app routes)",
+    tags=("docs",),
+    responses=_DOC_RESPONSE,
+)
 def openapi_json() -> Response:
-    # not jsonify: it sorts keys, and the paths read best in the order they are declared
-    return Response(json.dumps(document_for(current_app)), mimetype="application/json")
+    # built once per app (routes and world are fixed once it serves); not jsonify: it sorts
+    # keys, and the paths read best in the order they are declared
+    cache: dict[str, str] = current_app.extensions.setdefault("worldloop_openapi", {})
+    text = cache.get("document")
+    if text is None:
+        text = cache.setdefault("document", json.dumps(document_for(current_app)))
+    return Response(text, mimetype="application/json")
 
 
 DOCS_HTML = """<!doctype html>
@@ -1031,5 +325,10 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
 
 @bp.get("/docs")
 @bp.get("/api/v1/docs")
+@operation(
+    "Browsable API docs",
+    tags=("docs",),
+    responses={200: Reply("Docs page", media_type="text/html", schema={"type": "string"})},
+)
 def docs() -> Response:
     return Response(DOCS_HTML, mimetype="text/html")

@@ -7,26 +7,48 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, request
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import CommandInvalid, WorldNotRunning
 from ..state import current_settings, get_runtime
-from .common import json_object, limiter, player_world, token_hash
+from .common import limiter, player_world, token_hash
+from .declare import Reply, operation
 from .errors import JoinFailed
 
 bp = Blueprint("worldloop_players", __name__, url_prefix="/api/v1")
 
 
+class NewPlayer(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(description="The avatar's name; the world checks it (422 names the field).")
+
+
+class Player(BaseModel):
+    player_id: str
+    token: str = Field(description="Shown once; send as a Bearer token.")
+    entity_id: int
+    name: str
+    tick: int
+
+
 @bp.post("/players")
-def create_player() -> tuple[dict[str, Any], int, dict[str, str]]:
+@operation(
+    "Join as a player: returns the token once",
+    tags=("players",),
+    body=NewPlayer,
+    responses={201: Reply("The new player and its avatar", Player)},
+    errors=(400, 404, 409, 413, 422, 429, 503),
+)
+def create_player(body: NewPlayer) -> tuple[dict[str, Any], int, dict[str, str]]:
     rt = get_runtime()
     world = player_world(rt)
     limiter("join").hit(f"ip:{request.remote_addr}")
-    body = json_object()
     if rt.stats().paused:
         raise WorldNotRunning("the world is paused; players can join when it resumes")
     player_id = uuid.uuid4().hex
     token = secrets.token_urlsafe(32)
-    type_, payload = world.join_command(player_id, body.get("name"), token_hash(token))
+    type_, payload = world.join_command(player_id, body.name, token_hash(token))
     ticket = rt.submit(type_, payload)
     if not ticket.wait(current_settings().command_wait):
         raise WorldNotRunning(

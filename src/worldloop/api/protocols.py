@@ -13,9 +13,10 @@ from ..snapshot import Snapshot
 
 @runtime_checkable
 class PlayerWorld(Protocol):
-    """A world with players, avatars and queryable entities (the meadow game implements it)."""
+    """A world with players, avatars and queryable entities (the meadow game implements it).
 
-    public_command_types: tuple[str, ...]
+    Players may send the command types the world declares in ``World.commands``.
+    """
 
     def join_command(
         self, player_id: str, name: Any, token_hash: str

@@ -6,23 +6,49 @@ the first snapshot newer than N.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, request
+from pydantic import BaseModel
 
 from ..state import current_settings, get_runtime
-from .common import query_float, query_int
+from .declare import Reply, operation
+from .params import SnapshotQuery
 
 bp = Blueprint("worldloop_snapshot", __name__, url_prefix="/api/v1")
 
 
+class Snapshot(BaseModel):
+    """One published tick: the world's ``view()`` as ``data`` (private ``_`` keys left out)."""
+
+    world: str
+    tick: int
+    sim_time: float
+    created_at: float
+    summary: dict[str, Any]
+    data: dict[str, Any]
+
+
 @bp.get("/world/snapshot")
-def world_snapshot() -> Response:
+@operation(
+    "The whole published state; ETag is the tick; long-poll",
+    tags=("world",),
+    query=SnapshotQuery,
+    headers=(("If-None-Match", "An ETag from an earlier answer: 304 when unchanged."),),
+    responses={
+        200: Reply("The snapshot", Snapshot, headers=("ETag",)),
+        304: Reply("Unchanged since the ETag sent"),
+    },
+    errors=(400, 503),
+)
+def world_snapshot(query: SnapshotQuery) -> Response:
     rt = get_runtime()
-    after = query_int("after_tick", -1, -1, 2**62)
-    max_wait = current_settings().long_poll_max
-    timeout = query_float("timeout", min(10.0, max_wait), 0.0, max_wait)
+    timeout = query.timeout
+    if timeout is None:
+        timeout = min(10.0, current_settings().long_poll_max)
     snap = rt.snapshot
-    if after >= 0 and snap.tick <= after:
-        snap = rt.wait_for_snapshot(after, timeout)
+    if query.after_tick >= 0 and snap.tick <= query.after_tick:
+        snap = rt.wait_for_snapshot(query.after_tick, timeout)
     headers = {
         "ETag": snap.etag,
         "X-World-Tick": str(snap.tick),

@@ -9,25 +9,30 @@ holds anything the tick needs. Streams end within about a second once the world 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from ..errors import WorldNotRunning
 from ..metrics import FRAME_BUILD, STREAMS_OPEN
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot, dumps
 from ..state import current_settings, get_runtime
-from .errors import BadRequest, TooManyStreams
+from .declare import Reply, operation
+from .errors import TooManyStreams
+from .params import Box, ViewQuery
+
+if TYPE_CHECKING:
+    from .openapi import DocContext
 
 bp = Blueprint("worldloop_stream", __name__, url_prefix="/api/v1")
 
-Bbox = tuple[float, float, float, float]
+Bbox = Box
 
 SINGLE_THREAD_MAX_SECONDS = 10.0
 POLL = 0.5
@@ -42,6 +47,97 @@ def close_streams() -> None:
     _closing.set()
 
 
+class LoopStats(BaseModel):
+    """Live loop figures, read without locks when the event is sent."""
+
+    rate_hz: float
+    paused: bool
+    running: bool
+    tick_duration_ms: float
+    tick_lateness_ms: float
+    queue_depth: int
+    ticks: int
+    overruns: int
+    skipped: int
+    errors: int
+
+
+class FrameWorld(BaseModel):
+    width: float
+    height: float
+
+
+class FrameGrass(BaseModel):
+    """Grass levels 0..255, row-major: rows*cols cells of side cell."""
+
+    cols: int
+    rows: int
+    cell: float
+    x0: float
+    y0: float
+    levels: list[Annotated[int, Field(ge=0, le=255)]]
+
+
+class FrameCreatures(BaseModel):
+    """Parallel arrays; at most limit creatures of total_in_view."""
+
+    id: list[int]
+    x: list[float]
+    y: list[float]
+    energy: list[float]
+    total_in_view: int
+
+
+class FramePlayer(BaseModel):
+    player_id: str
+    name: str
+    entity_id: int
+    x: float
+    y: float
+    say: str | None
+
+
+class Frame(BaseModel):
+    """World.view_region(snapshot, bbox, limit) plus the loop's stats. Every world gives tick,
+    sim_time and summary; a world the viewer draws adds world, bbox, grass, creatures, players."""
+
+    stats: LoopStats
+    tick: int
+    sim_time: float
+    summary: dict[str, Any]
+    world: FrameWorld | None = None
+    bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
+        None, description="The region drawn (x0, y0, x1, y1), clipped to the world."
+    )
+    grass: FrameGrass | None = None
+    creatures: FrameCreatures | None = None
+    players: list[FramePlayer] | None = None
+
+
+_FRAME = "#/components/schemas/Frame"
+_STATS = "#/components/schemas/LoopStats"
+EVENT_VARIANTS = [
+    {
+        "required": ["id"],
+        "properties": {"event": {"const": "frame"}, "data": {"contentSchema": {"$ref": _FRAME}}},
+    },
+    {"properties": {"event": {"const": "stats"}, "data": {"contentSchema": {"$ref": _STATS}}}},
+    {"properties": {"event": {"const": "end"}, "data": {"const": "{}"}}},
+]
+"""What each event's data holds (JSON Schema keeps contentSchema as an annotation)."""
+
+
+class StreamEvent(BaseModel):
+    """One server-sent event (as OpenAPI 3.0/3.1 tools read a text/event-stream schema: per
+    event). data is JSON text: a Frame for frame events (id = tick), LoopStats for stats events,
+    {} for the final end event."""
+
+    event: Literal["frame", "stats", "end"]
+    data: Annotated[str, WithJsonSchema({"type": "string", "contentMediaType": "application/json"})]
+    id: Annotated[str, Field(pattern="^[0-9]+$")] | None = None
+    retry: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class View:
     """What one client asked to see: a region (None: everything), a cap, and a frame rate."""
@@ -49,56 +145,6 @@ class View:
     bbox: Bbox | None
     limit: int
     hz: float | None
-
-
-def parse_view(args: Any, default_limit: int, max_limit: int, max_hz: float) -> View:
-    """Validate ``bbox``, ``limit`` and ``hz`` query parameters (400 with details if wrong)."""
-    bbox: Bbox | None = None
-    raw = args.get("bbox")
-    if raw is not None and raw != "":
-        parts = raw.split(",")
-        if len(parts) != 4:
-            raise BadRequest("bbox must be x0,y0,x1,y1", details={"param": "bbox", "value": raw})
-        try:
-            x0, y0, x1, y1 = (float(p) for p in parts)
-        except ValueError:
-            raise BadRequest(
-                "bbox must be four numbers", details={"param": "bbox", "value": raw}
-            ) from None
-        finite = all(math.isfinite(v) and abs(v) <= 1e9 for v in (x0, y0, x1, y1))
-        if not finite or x1 <= x0 or y1 <= y0:
-            raise BadRequest(
-                "bbox needs numbers within ±1e9 with x0 < x1 and y0 < y1",
-                details={"param": "bbox", "value": raw},
-            )
-        bbox = (x0, y0, x1, y1)
-    limit = default_limit
-    raw = args.get("limit")
-    if raw is not None and raw != "":
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise BadRequest(
-                "limit must be an integer", details={"param": "limit", "value": raw}
-            ) from None
-        if not 0 <= limit <= max_limit:
-            raise BadRequest(
-                f"limit must be within 0..{max_limit}",
-                details={"param": "limit", "value": limit, "max": max_limit},
-            )
-    hz: float | None = None
-    raw = args.get("hz")
-    if raw is not None and raw != "":
-        try:
-            hz = float(raw)
-        except ValueError:
-            raise BadRequest("hz must be a number", details={"param": "hz", "value": raw}) from None
-        if not math.isfinite(hz) or hz <= 0 or hz > max_hz:
-            raise BadRequest(
-                f"hz must be > 0 and <= {max_hz:g}",
-                details={"param": "hz", "value": raw, "max": max_hz},
-            )
-    return View(bbox, limit, hz)
 
 
 def frame_json(rt: WorldRuntime, snap: Snapshot, bbox: Bbox | None, limit: int) -> bytes:
@@ -203,20 +249,27 @@ def events(
     yield b"event: end\ndata: {}\n\n"
 
 
-def _view() -> View:
-    cfg = current_settings()
-    return parse_view(
-        request.args,
-        cfg.stream_default_limit,
-        cfg.stream_max_limit,
-        1000.0,
-    )
+def _view(query: ViewQuery) -> View:
+    limit = query.limit
+    if limit is None:
+        limit = current_settings().stream_default_limit
+    return View(query.bbox, limit, query.hz)
+
+
+_BAD_PARAM = (400, "A malformed or out-of-range parameter (details.param names it)")
 
 
 @bp.get("/frame")
-def frame() -> Response:
+@operation(
+    "One frame of the latest snapshot (the stream's data, once)",
+    tags=("viewer",),
+    query=ViewQuery,
+    responses={200: Reply("The frame", Frame, headers=("ETag", "Cache-Control"))},
+    errors=(_BAD_PARAM, (503, "No snapshot published yet")),
+)
+def frame(query: ViewQuery) -> Response:
     """One frame of the latest snapshot (same ``bbox``/``limit`` as the stream)."""
-    view = _view()
+    view = _view(query)
     rt = get_runtime()
     snap = rt.snapshot
     body = with_stats(frame_json(rt, snap, view.bbox, view.limit), loop_stats(rt))
@@ -226,10 +279,48 @@ def frame() -> Response:
     return resp
 
 
+def _event_schemas(ctx: DocContext, op: dict[str, Any]) -> None:
+    """StreamEvent, with its variants by event type, which refer to Frame and LoopStats."""
+    ctx.ref(Frame)
+    ctx.ref(LoopStats)
+    ctx.ref(StreamEvent)
+    ctx.annotate("StreamEvent", oneOf=EVENT_VARIANTS)
+
+
 @bp.get("/stream")
-def stream() -> Response:
+@operation(
+    "Live frames as server-sent events",
+    tags=("viewer",),
+    description=(
+        "Starts with `retry: 1000`, then a `frame` event per new snapshot (id = tick, "
+        "data = Frame JSON; at most hz a second), a `stats` event (LoopStats JSON) "
+        "when no new tick came for about a second (e.g. paused), and `end` (data {}) "
+        "when the world stops or the stream reaches WORLDLOOP_STREAM_MAX_SECONDS "
+        "(10 s by default on one-request-per-worker servers). Needs a threaded "
+        "server; WORLDLOOP_STREAM_MAX_CLIENTS streams per process."
+    ),
+    query=ViewQuery,
+    amend=_event_schemas,
+    responses={
+        200: Reply(
+            "The event stream; the schema describes one event",
+            media_type="text/event-stream",
+            schema={"$ref": "#/components/schemas/StreamEvent"},
+            headers=("Cache-Control",),
+        )
+    },
+    errors=(
+        _BAD_PARAM,
+        (
+            503,
+            "The world does not run in this process, or every stream slot is taken "
+            "(too_many_streams)",
+        ),
+    ),
+)
+def stream(query: ViewQuery) -> Response:
     """Server-sent events: ``?hz=`` caps the frame rate, ``?bbox=&limit=`` the region."""
-    view = _view()
+    view = _view(query)
     rt = get_runtime()
     rt.snapshot  # noqa: B018 - 503 now (not mid-stream) when the world is not served here
     if not rt.running:

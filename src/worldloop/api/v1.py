@@ -9,11 +9,11 @@ from . import admin, commands, entities, openapi, players, snapshot
 from .world import bp as world_bp
 
 
-def register_v1(app: Flask, settings: Settings, *, docs: bool = True) -> None:
+def register_v1(app: Flask, settings: Settings | None = None, *, docs: bool = True) -> None:
     """Register the v1 blueprints (world, snapshot, entities, players, commands, admin, docs)
     and the request body limit (unless the app set its own ``MAX_CONTENT_LENGTH``)."""
     if app.config.get("MAX_CONTENT_LENGTH") is None:
-        app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+        app.config["MAX_CONTENT_LENGTH"] = (settings or Settings()).max_body_bytes
     blueprints = [world_bp, snapshot.bp, entities.bp, players.bp, commands.bp, admin.bp]
     if docs:
         blueprints.append(openapi.bp)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
 
+from .declare import Reply, operation
+
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 bp = Blueprint(
@@ -17,6 +19,11 @@ bp = Blueprint(
 
 
 @bp.get("/")
+@operation(
+    "The live viewer (HTML; its static files are under /viewer/)",
+    tags=("viewer",),
+    responses={200: Reply("Page", media_type="text/html", schema={"type": "string"})},
+)
 def index() -> Response:
     resp = send_from_directory(WEB_DIR, "index.html", max_age=0)
     resp.headers["Cache-Control"] = "no-cache"

@@ -16,14 +16,19 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
+from ..api.declare import Reply, operation
 from ..api.errors import api_error
 from ..extension import WorldLoop
 from ..jobs import JobContext
 from ..snapshot import Snapshot, dumps
 from ..world import World
 from .meadow import Meadow
+from .schemas import Leaderboard
 
 LEADERBOARD_FILE = "leaderboard.json"
+RESEED, LEADERBOARD = "reseed-grass", "leaderboard"
+DEMO_JOBS = (RESEED, LEADERBOARD)
+"""The demo's jobs, in registration order (the API document names them as examples)."""
 
 bp = Blueprint("meadow_leaderboard", __name__, url_prefix="/api/v1")
 
@@ -34,7 +39,7 @@ def register_demo_jobs(ext: WorldLoop, instance_path: str, config: Mapping[str, 
     limit = int(config.get("MEADOW_LEADERBOARD_SIZE", 10))
 
     @ext.job(
-        "reseed-grass",
+        RESEED,
         kind="world",
         cron=str(config.get("MEADOW_RESEED_CRON", "0 4 * * *")),
         tz=str(config.get("MEADOW_RESEED_TZ", "UTC")),
@@ -45,7 +50,7 @@ def register_demo_jobs(ext: WorldLoop, instance_path: str, config: Mapping[str, 
         return {"grass_total": round(float(total), 3), "tick": ctx.tick}
 
     @ext.job(
-        "leaderboard",
+        LEADERBOARD,
         kind="background",
         every=float(config.get("MEADOW_LEADERBOARD_EVERY", 60.0)),
         misfire="skip",
@@ -78,6 +83,15 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 @bp.get("/leaderboard")
+@operation(
+    "The best-fed creatures, as the leaderboard job last wrote them",
+    tags=("world",),
+    responses={200: Reply("The last leaderboard", Leaderboard)},
+    errors=(
+        (404, "No leaderboard yet: the job has not run"),
+        (503, "The leaderboard file is unreadable"),
+    ),
+)
 def get_leaderboard() -> Response:
     """The last leaderboard the background job wrote (404 until it has run once)."""
     path = Path(current_app.instance_path) / LEADERBOARD_FILE

@@ -10,38 +10,27 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..commands import Command
-from ..errors import CommandInvalid, CommandRejected
+from ..errors import CommandRejected
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
-from . import views
-from .spatial import SpatialGrid, torus_delta
+from . import schemas, systems, views
+from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
+from .spatial import SpatialGrid
+from .systems import AVATAR as AVATAR
+from .systems import KIND_NAMES as KIND_NAMES
+from .systems import SHEEP as SHEEP
 
-SHEEP = 0
-AVATAR = 1
-KIND_NAMES = ("sheep", "avatar")
-
-PLAYER_COMMANDS = ("move_to", "stop", "plant", "say")
-"""The command types a player may send through the API (``join`` and ``move`` are internal)."""
-INTERNAL_COMMANDS = ("join", "move")
-
-MAX_SPEED = 50.0
-MAX_COORD = 1e9
-MAX_NAME = 32
-MAX_SAY = 200
 CHAT_KEEP = 50
 SAY_VISIBLE_TICKS = 100
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +69,9 @@ class Meadow(World):
     """The meadow game world: a ``width`` x ``height`` torus of grass, sheep and avatars."""
 
     name: ClassVar[str] = "meadow"
+    commands = PLAYER_COMMANDS
+    internal_commands = INTERNAL_COMMANDS
+    view_models = schemas.VIEW_MODELS
 
     def __init__(
         self,
@@ -122,35 +114,6 @@ class Meadow(World):
         self._reindex()
 
     # -- commands --------------------------------------------------------------------------
-
-    def validate(self, type_: str, payload: Mapping[str, Any], actor: str | None) -> dict[str, Any]:
-        if not isinstance(payload, Mapping):
-            raise CommandInvalid("payload must be an object")
-        allowed = PLAYER_COMMANDS if actor is not None else PLAYER_COMMANDS + INTERNAL_COMMANDS
-        if type_ not in allowed:
-            raise CommandInvalid(
-                f"unknown command type {type_!r}", details={"allowed": list(allowed)}
-            )
-        out: dict[str, Any] = {}
-        if type_ == "join":
-            out["player_id"] = _match(payload, "player_id", _HEX32, "32 lowercase hex digits")
-            out["name"] = clean_name(payload.get("name"))
-            out["token_hash"] = _match(payload, "token_hash", _HEX64, "a SHA-256 hex digest")
-            return out
-        if type_ == "move":
-            out["entity_id"] = _entity_id(payload, required=True)
-            for key in ("vx", "vy"):
-                out[key] = _number(payload, key, MAX_SPEED)
-            return out
-        eid = _entity_id(payload, required=False)
-        if eid is not None:
-            out["entity_id"] = eid
-        if type_ == "move_to":
-            out["x"] = _number(payload, "x", MAX_COORD)
-            out["y"] = _number(payload, "y", MAX_COORD)
-        elif type_ == "say":
-            out["text"] = clean_text(payload.get("text"))
-        return out
 
     def apply(self, command: Command) -> Any:
         p = command.payload
@@ -239,138 +202,15 @@ class Meadow(World):
 
     def systems(self) -> Sequence[System]:
         return (
-            System("grass", self._grow_grass),
-            System("wander", self._wander),
-            System("flee", self._flee),
-            System("avatars", self._steer_avatars),
-            System("movement", self._movement),
-            System("grazing", self._graze),
-            System("life", self._life),
+            System("grass", partial(systems.grow_grass, self)),
+            System("wander", partial(systems.wander, self)),
+            System("flee", partial(systems.flee, self)),
+            System("avatars", partial(systems.steer_avatars, self)),
+            System("movement", partial(systems.movement, self)),
+            System("grazing", partial(systems.graze, self)),
+            System("life", partial(systems.life, self)),
             System("spatial_index", self._reindex),
         )
-
-    def _grow_grass(self) -> None:
-        g = self.grass
-        g += np.float32(self.params.grass_regrow)
-        np.minimum(g, np.float32(self.params.grass_max), out=g)
-
-    def _wander(self) -> None:
-        """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
-        n = len(self.ids)
-        if n == 0:
-            return
-        kick = self.rng.random((n, 2), dtype=np.float32)
-        kick -= np.float32(0.5)
-        kick *= np.float32(self.params.wander * math.sqrt(12.0))
-        self.vel += kick
-        speed2 = np.einsum("ij,ij->i", self.vel, self.vel)
-        vmax = self.params.sheep_speed
-        np.maximum(speed2, vmax * vmax, out=speed2)
-        scale = np.sqrt(speed2, out=speed2)
-        np.divide(vmax, scale, out=scale)
-        self.vel *= scale[:, None]
-
-    def _flee(self) -> None:
-        """Sheep near an avatar are pushed away from it (one neighbour query for all avatars)."""
-        avatars = self._avatars
-        if avatars.size == 0:
-            return
-        _who, near, d = self.grid.pairs_within(self.pos, self.pos[avatars], self.params.flee_radius)
-        sheep = self.kind[near] == SHEEP
-        near, d = near[sheep], d[sheep]
-        if near.size == 0:
-            return
-        dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
-        push = d * (self.params.flee_push / dist)[:, None]
-        np.add.at(self.vel, near, push)  # a sheep near two avatars is pushed by both
-
-    def _steer_avatars(self) -> None:
-        a = self._avatars
-        if a.size == 0:
-            return
-        self.vel[a] = 0.0
-        tgt = self.target[a]
-        moving = ~np.isnan(tgt[:, 0])
-        if not moving.any():
-            return
-        a = a[moving]
-        d = torus_delta(self.target[a], self.pos[a], self.width, self.height)
-        dist = np.hypot(d[:, 0], d[:, 1])
-        step = self.params.avatar_speed * self.dt
-        arrived = dist <= step
-        if arrived.any():
-            self.pos[a[arrived]] = self.target[a[arrived]]
-            self.target[a[arrived]] = np.nan
-        go = ~arrived
-        self.vel[a[go]] = d[go] / dist[go][:, None] * self.params.avatar_speed
-
-    def _movement(self) -> None:
-        pos = self.pos
-        pos += self.vel * self.dt
-        # a tick moves far less than the world's size, so one wrap each way is enough
-        for axis, size in ((0, self.width), (1, self.height)):
-            col = pos[:, axis]
-            np.add(col, size, out=col, where=col < 0.0)
-            np.subtract(col, size, out=col, where=col >= size)
-            if col.size and (col.min() < 0.0 or col.max() >= size):
-                np.mod(col, size, out=col)
-                np.minimum(col, self._upper[axis], out=col)
-
-    def _graze(self) -> None:
-        n_sheep = len(self.ids) - self._avatars.size
-        if n_sheep == 0:
-            return
-        cells = self._cells()
-        flat = self.grass.reshape(-1)
-        bite = self.params.bite
-        sheep_cells = cells if self._avatars.size == 0 else cells[self.kind == SHEEP]
-        demand = np.bincount(sheep_cells, minlength=flat.size).astype(np.float32)
-        demand *= np.float32(bite)
-        share = np.minimum(np.float32(1.0), flat / np.maximum(demand, np.float32(1e-12)))
-        eaten = share[cells].astype(np.float64)
-        eaten *= bite * self.params.food_energy
-        if self._avatars.size:
-            eaten[self._avatars] = 0.0
-        self.energy += eaten
-        demand *= share
-        np.minimum(demand, flat, out=demand)
-        flat -= demand
-
-    def _life(self) -> None:
-        """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
-        p = self.params
-        sheep = self.kind == SHEEP
-        self.age += 1
-        self.energy -= np.where(sheep, p.metabolism, 0.0)
-        dead = sheep & ((self.energy <= 0.0) | (self.age > p.max_age))
-        alive_sheep = int(np.count_nonzero(sheep)) - int(np.count_nonzero(dead))
-        room = self.max_creatures - alive_sheep
-        parents = np.flatnonzero(sheep & ~dead & (self.energy >= p.breed_energy))
-        if parents.size and room > 0:
-            parents = parents[self.rng.random(parents.size) < p.breed_chance][:room]
-        else:
-            parents = parents[:0]
-        if not dead.any() and parents.size == 0:
-            return
-        child_pos = child_energy = None
-        if parents.size:
-            self.energy[parents] *= 0.5
-            child_energy = self.energy[parents].copy()
-            jitter = self.rng.normal(0.0, 2.0, (parents.size, 2))
-            child_pos = np.mod(self.pos[parents] + jitter, (self.width, self.height))
-        if dead.any():
-            keep = ~dead
-            self.deaths += int(np.count_nonzero(dead))
-            self.ids, self.kind = self.ids[keep], self.kind[keep]
-            self.pos, self.vel = self.pos[keep], self.vel[keep]
-            self.energy, self.age, self.target = (
-                self.energy[keep],
-                self.age[keep],
-                self.target[keep],
-            )
-        if child_pos is not None and child_energy is not None:
-            self.births += len(child_pos)
-            self._spawn(SHEEP, child_pos, child_energy)
 
     def _spawn(self, kind: int, pos: NDArray[np.float64], energy: NDArray[np.float64]) -> list[int]:
         """Append new entities with fresh ids (ids only grow, so the arrays stay sorted)."""
@@ -567,8 +407,6 @@ class Meadow(World):
 
     # -- reader hooks for the player API (worldloop.api.protocols.PlayerWorld) ----------------
 
-    public_command_types: ClassVar[tuple[str, ...]] = PLAYER_COMMANDS
-
     def join_command(
         self, player_id: str, name: Any, token_hash: str
     ) -> tuple[str, dict[str, Any]]:
@@ -594,68 +432,6 @@ class Meadow(World):
         after_id: int,
     ) -> tuple[list[dict[str, Any]], int | None]:
         return views.page_entities(snapshot, bbox, limit, after_id)
-
-
-# -- validation helpers (request threads: they read no live state) ----------------------------
-
-
-def clean_name(value: Any) -> str:
-    """A player name: 1..32 printable characters, surrounding spaces removed."""
-    if not isinstance(value, str):
-        raise CommandInvalid("name must be a string", details={"field": "name"})
-    name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name) or not _utf8(name):
-        raise CommandInvalid(
-            f"name must be 1..{MAX_NAME} printable characters", details={"field": "name"}
-        )
-    return name
-
-
-def clean_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise CommandInvalid("text must be a string", details={"field": "text"})
-    text = _CONTROL.sub(" ", value).strip()
-    if not _utf8(text):
-        raise CommandInvalid("text must be valid Unicode text", details={"field": "text"})
-    if not 1 <= len(text) <= MAX_SAY:
-        raise CommandInvalid(
-            f"text must be 1..{MAX_SAY} characters", details={"field": "text", "max": MAX_SAY}
-        )
-    return text
-
-
-def _utf8(text: str) -> bool:
-    """False for strings holding lone surrogates (JSON allows them; UTF-8 stores cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _match(payload: Mapping[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
-    value = payload.get(key)
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise CommandInvalid(f"{key} must be {what}", details={"field": key})
-    return value
-
-
-def _entity_id(payload: Mapping[str, Any], *, required: bool) -> int | None:
-    eid = payload.get("entity_id")
-    if eid is None and not required:
-        return None
-    if not isinstance(eid, int) or isinstance(eid, bool) or not 1 <= eid <= 2**53:
-        raise CommandInvalid("entity_id must be a positive integer", details={"field": "entity_id"})
-    return eid
-
-
-def _number(payload: Mapping[str, Any], key: str, bound: float) -> float:
-    v = payload.get(key)
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-        raise CommandInvalid(f"{key} must be a finite number", details={"field": key})
-    if abs(v) > bound:
-        raise CommandInvalid(f"{key} must be within ±{bound:g}", details={"field": key})
-    return float(v)
 
 
 def _positive(value: Any, what: str) -> float:

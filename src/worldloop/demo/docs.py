@@ -1,0 +1,50 @@
+"""The demo app's OpenAPI document without running it: its blueprints on a bare Flask app, the
+meadow's commands and published models, the demo jobs. Equal to what the running demo serves
+at /openapi.json (a test checks it), so tools can read it at import time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from ..api import (
+    admin,
+    commands,
+    entities,
+    health,
+    jobs,
+    openapi,
+    players,
+    snapshot,
+    stream,
+    viewer,
+    world,
+)
+from .jobs import DEMO_JOBS
+from .jobs import bp as leaderboard_bp
+from .meadow import Meadow
+
+BLUEPRINTS = (
+    world.bp,
+    snapshot.bp,
+    entities.bp,
+    players.bp,
+    commands.bp,
+    admin.bp,
+    openapi.bp,
+    jobs.bp,
+    leaderboard_bp,
+    health.bp,
+    stream.bp,
+    viewer.bp,
+)
+"""Every blueprint the demo app registers."""
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document of the demo app (built fresh: it is small)."""
+    app = Flask("worldloop.demo.docs")
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+    return openapi.build_document(app, world=Meadow, jobs=DEMO_JOBS)
