@@ -117,16 +117,17 @@ def target_of_app(
 
 
 def open_store(t: Target, *, readonly: bool) -> Any:
-    """The target's store (SQLAlchemy loads here, only when a command needs it)."""
-    if t.url in ("memory://", "sqlite://", "sqlite:///:memory:"):
+    """The target's store, opened by URL (SQLAlchemy loads only for a SQL URL). A memory
+    store lives in its server's process: another process has nothing to read there."""
+    if t.url.startswith("memory://") or t.url in ("sqlite://", "sqlite:///:memory:"):
         raise CliError(
-            f"world {t.world.name!r} keeps no store ({t.url}): nothing to read. "
+            f"world {t.world.name!r} keeps no store another process can read ({t.url}). "
             "Set WORLDLOOP_STORE_URL, or pass --store URL."
         )
-    from ..store import SqlStore
+    from ..store import open_store as open_by_url
 
     try:
-        return SqlStore(t.url, schema=t.schema, readonly=readonly)
+        return open_by_url(t.url, schema=t.schema, readonly=readonly)
     except WorldLoopError as exc:
         raise CliError(exc.message) from None
 
