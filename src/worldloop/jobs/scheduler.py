@@ -144,7 +144,7 @@ class JobScheduler:
         """Run ``name`` once now, outside its schedule (world jobs: at the next tick)."""
         st = self._state(name)
         rt = self._require_runtime()
-        ctx = JobContext(name, st.spec.kind, None, rt.world.tick, self.wall(), manual=True)
+        ctx = JobContext(name, st.spec.kind, None, rt.tick, self.wall(), manual=True)
         if st.spec.kind is JobKind.WORLD:
             with self._lock:  # the handler checks _mine under this lock: no race with the loop
                 ticket = rt.enqueue(st.spec.command_type, ctx.to_payload(), actor="admin")
