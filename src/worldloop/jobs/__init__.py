@@ -29,11 +29,14 @@ from .scheduler import JobScheduler
 from .schedules import MAX_COUNTED_MISSES, Basis, Cron, Every, EveryTicks, Schedule
 from .spec import (
     COMMAND_PREFIX,
+    BackgroundJobDecorator,
     BackgroundJobFunc,
     JobContext,
     JobKind,
     JobSpec,
     Misfire,
+    MisfireOption,
+    WorldJobDecorator,
     WorldJobFunc,
     load_config_jobs,
     make_spec,
@@ -43,6 +46,7 @@ from .spec import (
 __all__ = [
     "COMMAND_PREFIX",
     "MAX_COUNTED_MISSES",
+    "BackgroundJobDecorator",
     "BackgroundJobFunc",
     "Basis",
     "Cron",
@@ -58,7 +62,9 @@ __all__ = [
     "JobSpec",
     "JobsCollector",
     "Misfire",
+    "MisfireOption",
     "Schedule",
+    "WorldJobDecorator",
     "WorldJobFunc",
     "load_config_jobs",
     "make_spec",

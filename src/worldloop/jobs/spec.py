@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..errors import ConfigError
 from .schedules import Cron, Every, EveryTicks, Schedule
@@ -45,6 +45,10 @@ class Misfire(StrEnum):
     """Run once, late, for the newest missed slot; the older ones fold into it."""
 
 
+MisfireOption = Misfire | Literal["run_late", "skip", "coalesce"]
+"""A misfire policy as ``job(...)`` accepts it: the enum member or its value."""
+
+
 @dataclass(frozen=True, slots=True)
 class JobContext:
     """What a job run is told: its slot and tick (job code must not read wall time itself)."""
@@ -73,12 +77,34 @@ class JobContext:
         }
 
 
-# -- the job functions ------------------------------------------------------------------------
+# -- the job functions and the decorators that register them ----------------------------------
 
 WorldJobFunc = Callable[["World", JobContext], Any]
 """A world job: called on the loop thread with the live world, inside the tick's command."""
 BackgroundJobFunc = Callable[["Snapshot", JobContext], Any]
 """A background job: called in a worker thread with the latest immutable snapshot."""
+
+WorldT = TypeVar("WorldT", bound="World")
+ResultT = TypeVar("ResultT")
+
+
+class WorldJobDecorator(Protocol):
+    """What ``job(kind="world", ...)`` returns: takes ``f(world, ctx)``, returns it unchanged.
+
+    The world parameter may be any World subclass (the job's own world type).
+    """
+
+    def __call__(
+        self, func: Callable[[WorldT, JobContext], ResultT], /
+    ) -> Callable[[WorldT, JobContext], ResultT]: ...
+
+
+class BackgroundJobDecorator(Protocol):
+    """What ``job(kind="background", ...)`` returns: takes ``f(snapshot, ctx)``, unchanged."""
+
+    def __call__(
+        self, func: Callable[[Snapshot, JobContext], ResultT], /
+    ) -> Callable[[Snapshot, JobContext], ResultT]: ...
 
 
 # -- the spec ---------------------------------------------------------------------------------
