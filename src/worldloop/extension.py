@@ -14,13 +14,24 @@ import importlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from flask import Flask, has_app_context
 
 from .config import Settings
 from .errors import ConfigError
-from .jobs import JobContext, JobScheduler, JobSpec, load_config_jobs, make_spec
+from .jobs import (
+    BackgroundJobDecorator,
+    JobContext,
+    JobKind,
+    JobScheduler,
+    JobSpec,
+    Misfire,
+    MisfireOption,
+    WorldJobDecorator,
+    load_config_jobs,
+    make_spec,
+)
 from .lifecycle import serving_role
 from .runtime import WorldRuntime
 from .state import WorldLoopState, get_runtime, state_of
@@ -81,13 +92,45 @@ class WorldLoop:
         state.start_by_policy(app)
         return state
 
+    @overload
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        kind: Literal[JobKind.WORLD, "world"],
+        every: float | None = None,
+        every_ticks: int | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        misfire: MisfireOption = Misfire.COALESCE,
+        max_concurrent: int = 1,
+        timeout: float | None = None,
+        grace: float = 1.0,
+    ) -> WorldJobDecorator: ...
+
+    @overload
+    def job(
+        self,
+        name: str | None = None,
+        *,
+        kind: Literal[JobKind.BACKGROUND, "background"] = JobKind.BACKGROUND,
+        every: float | None = None,
+        every_ticks: int | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        misfire: MisfireOption = Misfire.COALESCE,
+        max_concurrent: int = 1,
+        timeout: float | None = None,
+        grace: float = 1.0,
+    ) -> BackgroundJobDecorator: ...
+
     def job(
         self, name: str | None = None, **options: Any
     ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
         """Register a scheduled job: ``@loop.job(every=60)`` or ``(cron=..., tz=...)``.
 
-        Options: kind ("world" | "background"), every / every_ticks / cron (+ tz), misfire
-        ("run_late" | "skip" | "coalesce"), max_concurrent, timeout, grace. See worldloop.jobs.
+        A world job is ``f(world, ctx)``, a background job (the default) ``f(snapshot, ctx)``;
+        mypy checks which by ``kind``. The options are :meth:`JobScheduler.job`'s.
         Declared before ``init_app`` it reaches every app; declared later, the apps already
         served learn it at once.
         """
