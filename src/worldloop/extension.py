@@ -14,21 +14,17 @@ import importlib
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, overload
+from typing import Any, cast
 
 from flask import Flask, has_app_context
 
 from .config import Settings
 from .errors import ConfigError
 from .jobs import (
-    BackgroundJobDecorator,
     JobContext,
-    JobKind,
+    JobRegistrar,
     JobScheduler,
     JobSpec,
-    Misfire,
-    MisfireOption,
-    WorldJobDecorator,
     load_config_jobs,
     make_spec,
 )
@@ -92,48 +88,16 @@ class WorldLoop:
         state.start_by_policy(app)
         return state
 
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.WORLD, "world"],
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> WorldJobDecorator: ...
+    @property
+    def job(self) -> JobRegistrar:
+        """Register a scheduled job: ``@loop.job(every=60)`` or ``(cron=..., tz=...)``, typed by
+        :class:`~worldloop.jobs.JobRegistrar`. Declared before ``init_app`` it reaches every
+        app; declared later, the apps already served learn it at once."""
+        return cast(JobRegistrar, self._declare_job)
 
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.BACKGROUND, "background"] = JobKind.BACKGROUND,
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> BackgroundJobDecorator: ...
-
-    def job(
+    def _declare_job(
         self, name: str | None = None, **options: Any
     ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
-        """Register a scheduled job: ``@loop.job(every=60)`` or ``(cron=..., tz=...)``.
-
-        A world job is ``f(world, ctx)``, a background job (the default) ``f(snapshot, ctx)``;
-        mypy checks which by ``kind``. The options are :meth:`JobScheduler.job`'s.
-        Declared before ``init_app`` it reaches every app; declared later, the apps already
-        served learn it at once.
-        """
 
         def decorate(func: Callable[[Any, JobContext], Any]) -> Callable[[Any, JobContext], Any]:
             spec = make_spec(name or func.__name__, func, **options)

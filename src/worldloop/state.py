@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Literal, overload
 
 from flask import Flask, current_app
 
@@ -19,12 +18,8 @@ from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, WorldLockedError
 from .jobs import (
-    BackgroundJobDecorator,
-    JobKind,
+    JobRegistrar,
     JobScheduler,
-    Misfire,
-    MisfireOption,
-    WorldJobDecorator,
 )
 from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
@@ -66,42 +61,10 @@ class WorldLoopState:
         jobs.attach(self.runtime)
         self._start_lock = threading.Lock()
 
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.WORLD, "world"],
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> WorldJobDecorator: ...
-
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.BACKGROUND, "background"] = JobKind.BACKGROUND,
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> BackgroundJobDecorator: ...
-
-    def job(self, name: str | None = None, **options: Any) -> Any:
-        """Register a job on this app's world only (``WorldLoop.job`` reaches every app);
-        typed like :meth:`JobScheduler.job`."""
-        return self.jobs.job(name, **options)
+    @property
+    def job(self) -> JobRegistrar:
+        """Register a job on this app's world only (``WorldLoop.job`` reaches every app)."""
+        return self.jobs.job
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError, JobBusy, JobNotFound, WorldLoopError, WorldNotRunning
 from ..plugins import RuntimePlugin
@@ -22,13 +22,12 @@ from .runs import JobResult, JobState, Run, slot_out
 from .schedules import count_slots
 from .spec import (
     COMMAND_PREFIX,
-    BackgroundJobDecorator,
     JobContext,
     JobKind,
+    JobRegistrar,
     JobSpec,
     Misfire,
     MisfireOption,
-    WorldJobDecorator,
     make_spec,
 )
 
@@ -80,39 +79,13 @@ class JobScheduler:
             self._register_handler(self._world, spec)
         return spec
 
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.WORLD, "world"],
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> WorldJobDecorator: ...
+    @property
+    def job(self) -> JobRegistrar:
+        """Decorator form of :meth:`add`: ``@scheduler.job(every=60, kind="background")``
+        (typed by :class:`JobRegistrar`)."""
+        return cast(JobRegistrar, self._job)
 
-    @overload
-    def job(
-        self,
-        name: str | None = None,
-        *,
-        kind: Literal[JobKind.BACKGROUND, "background"] = JobKind.BACKGROUND,
-        every: float | None = None,
-        every_ticks: int | None = None,
-        cron: str | None = None,
-        tz: str = "UTC",
-        misfire: MisfireOption = Misfire.COALESCE,
-        max_concurrent: int = 1,
-        timeout: float | None = None,
-        grace: float = 1.0,
-    ) -> BackgroundJobDecorator: ...
-
-    def job(
+    def _job(
         self,
         name: str | None = None,
         *,
@@ -125,13 +98,7 @@ class JobScheduler:
         max_concurrent: int = 1,
         timeout: float | None = None,
         grace: float = 1.0,
-    ) -> WorldJobDecorator | BackgroundJobDecorator:
-        """Decorator form of :meth:`add`: ``@scheduler.job(every=60, kind="background")``.
-
-        A world job is ``f(world, ctx)``, a background job (the default) ``f(snapshot, ctx)``;
-        ``kind`` tells mypy which one to check. Give exactly one of ``every`` (seconds),
-        ``every_ticks`` or ``cron`` (with ``tz``); the other options are :class:`JobSpec`'s.
-        """
+    ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
 
         def decorate(func: Callable[[Any, JobContext], Any]) -> Callable[[Any, JobContext], Any]:
             spec = make_spec(

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from ..errors import ConfigError
 from .schedules import Cron, Every, EveryTicks, Schedule
@@ -105,6 +105,47 @@ class BackgroundJobDecorator(Protocol):
     def __call__(
         self, func: Callable[[Snapshot, JobContext], ResultT], /
     ) -> Callable[[Snapshot, JobContext], ResultT]: ...
+
+
+class JobRegistrar(Protocol):
+    """The typed ``job(...)`` decorator factory (scheduler, extension and app state share it).
+
+    ``kind="world"`` takes ``f(world, ctx)``, ``kind="background"`` (the default)
+    ``f(snapshot, ctx)``; mypy checks which. Give exactly one of ``every`` (seconds),
+    ``every_ticks`` or ``cron`` (with ``tz``); the other options are :class:`JobSpec`'s.
+    """
+
+    @overload
+    def __call__(
+        self,
+        name: str | None = None,
+        *,
+        kind: Literal[JobKind.WORLD, "world"],
+        every: float | None = None,
+        every_ticks: int | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        misfire: MisfireOption = Misfire.COALESCE,
+        max_concurrent: int = 1,
+        timeout: float | None = None,
+        grace: float = 1.0,
+    ) -> WorldJobDecorator: ...
+
+    @overload
+    def __call__(
+        self,
+        name: str | None = None,
+        *,
+        kind: Literal[JobKind.BACKGROUND, "background"] = JobKind.BACKGROUND,
+        every: float | None = None,
+        every_ticks: int | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
+        misfire: MisfireOption = Misfire.COALESCE,
+        max_concurrent: int = 1,
+        timeout: float | None = None,
+        grace: float = 1.0,
+    ) -> BackgroundJobDecorator: ...
 
 
 # -- the spec ---------------------------------------------------------------------------------
