@@ -167,6 +167,43 @@ def test_set_rate_changes_the_period_from_the_next_due_tick(manual_clock, make_t
     assert rec.infos[-1].scheduled - rec.infos[-2].scheduled == pytest.approx(0.125)
 
 
+def test_raising_the_rate_after_a_very_slow_one_takes_effect_at_once(manual_clock, make_ticker):
+    # issue 10 finding 5: after 0.01 Hz the loop sleeps towards a tick 100 s away; a new
+    # rate must wake it and count its next deadline from now, not from the old schedule
+    rec = Recorder()
+    t = make_ticker(rec, rate_hz=0.01)
+    assert t.wait_for_ticks(1, 5.0)  # the first tick is due at once
+    manual_clock.advance(1.0)
+    t.set_rate(1 / PERIOD)
+    manual_clock.advance(PERIOD)
+    assert t.wait_for_ticks(2, 5.0)
+    assert rec.infos[1].scheduled == pytest.approx(rec.infos[0].scheduled + 1.0 + PERIOD)
+    advance_ticks(manual_clock, t, 3)
+    assert t.stats().ticks == 5
+
+
+def test_lowering_the_rate_keeps_the_next_due_tick(manual_clock, make_ticker):
+    rec = Recorder()
+    t = make_ticker(rec)
+    assert t.wait_for_ticks(1, 5.0)
+    t.set_rate(0.01)
+    manual_clock.advance(PERIOD)  # the slot already due at the old rate still runs
+    assert t.wait_for_ticks(2, 5.0)
+    manual_clock.advance(PERIOD)
+    assert not t.wait_for_ticks(3, 0.2)
+
+
+def test_real_clock_a_raised_rate_ticks_within_its_new_period():
+    t = Ticker(lambda info: None, 0.01)  # real clock, next tick due in 100 s
+    t.start()
+    try:
+        assert t.wait_for_ticks(1, 5.0)
+        t.set_rate(50.0)
+        assert t.wait_for_ticks(6, 5.0)  # ~0.1 s at 50 Hz; the bound is only a safety net
+    finally:
+        assert t.stop(2.0)
+
+
 @pytest.mark.parametrize(
     "bad", [0, -1, float("nan"), float("inf"), 10_000, True, "5", 5e-324, 1e-11, 0.009]
 )

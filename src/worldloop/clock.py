@@ -210,13 +210,21 @@ class Ticker:
         return self._policy
 
     def set_rate(self, rate_hz: float) -> None:
-        """Change the rate; the schedule is re-anchored at the next due tick."""
+        """Change the rate at once: the next tick is due one new period from now, or at the
+        old schedule's next tick if that is sooner, and the schedule is re-anchored there.
+
+        The sleeping loop is woken to recompute its deadline, so raising the rate after a
+        very slow one (0.01 Hz: a 100 s sleep) takes effect now, not when the old tick fires.
+        """
         _check_rate(rate_hz)
         with self._cv:
+            period = 1.0 / rate_hz
             next_due = self._t0 + self._k * self._period
+            if self._thread is not None:
+                next_due = min(next_due, self._clock.now() + period)
             self._t0 = next_due
             self._k = 0
-            self._period = 1.0 / rate_hz
+            self._period = period
             self._cv.notify_all()
 
     def pause(self, wait: float = 5.0) -> None:
