@@ -25,7 +25,7 @@ from worldloop.demo.jobs import LEADERBOARD_FILE
 
 from .support import wait_for
 
-ADMIN_TOKEN = "fuzz-admin"
+ADMIN_TOKEN = "fuzz-admin-token-0123"
 RATE_HZ = 50.0
 STREAM_SECONDS = 0.3
 """Server-side cap on each fuzzed stream (WORLDLOOP_STREAM_MAX_SECONDS): streams end with an

@@ -22,7 +22,7 @@ from worldloop.runtime import WorldRuntime
 
 from .support import wait_for
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456"}
 
 
 def make_app(tmp_path: Any, **config: Any) -> Flask:
@@ -30,7 +30,7 @@ def make_app(tmp_path: Any, **config: Any) -> Flask:
     base = {
         "TESTING": True,
         "WORLDLOOP_HANDLE_SIGNALS": False,
-        "WORLDLOOP_ADMIN_TOKEN": "admin-secret",
+        "WORLDLOOP_ADMIN_TOKEN": "admin-secret-0123456",
         "WORLDLOOP_RATE_HZ": 50.0,
         "MEADOW_ENTITIES": 300,
         "MEADOW_WIDTH": 400.0,
@@ -476,13 +476,13 @@ def test_admin_disabled_without_a_token(tmp_path: Any, monkeypatch: pytest.Monke
 
 
 def test_admin_token_from_the_environment(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WORLDLOOP_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("WORLDLOOP_ADMIN_TOKEN", "from-env-0123456789")
     app = make_app(tmp_path, WORLDLOOP_ADMIN_TOKEN=None)
     try:
         c = app.test_client()
-        assert c.get("/api/v1/admin/status", headers={"Authorization": "Bearer from-env"}).json[
-            "running"
-        ]
+        assert c.get(
+            "/api/v1/admin/status", headers={"Authorization": "Bearer from-env-0123456789"}
+        ).json["running"]
     finally:
         app.extensions["worldloop"].stop()
 

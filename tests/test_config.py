@@ -32,9 +32,21 @@ def test_environment_strings_are_coerced_by_type() -> None:
     assert s.jobs == [{"name": "x", "func": "m:f", "every": 5}]
 
 
-@pytest.mark.parametrize("word", ["false", "null", "0", "1e5"])
+@pytest.mark.parametrize(
+    "word", ["1e500000000000000", "  spaced secret 0123  ", "null-null-null-null"]
+)
 def test_a_secret_is_taken_verbatim(word: str) -> None:
     assert Settings.from_config({"WORLDLOOP_ADMIN_TOKEN": word}).admin_token == word
+
+
+@pytest.mark.parametrize("word", ["false", "null", "0", "1e5", "FALSE", " off ", "None", "short"])
+def test_a_switch_word_or_a_short_token_is_refused_naming_the_key(word: str) -> None:
+    # issue 10 finding 4: "false", "null", "0" used to turn the admin API on with that word as
+    # its token; they are refused at start, and so is anything too short to be a secret
+    with pytest.raises(ConfigError, match="WORLDLOOP_ADMIN_TOKEN") as err:
+        Settings.from_config({"WORLDLOOP_ADMIN_TOKEN": word})
+    assert "\n" not in err.value.message
+    assert "unset or empty" in err.value.message
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])

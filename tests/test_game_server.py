@@ -12,7 +12,7 @@ from .support import flask_argv, http, running_server, wait_for
 @pytest.mark.slow
 def test_real_server_join_move_snapshot(tmp_path: Path) -> None:
     env = {
-        "WORLDLOOP_ADMIN_TOKEN": "proc-admin",
+        "WORLDLOOP_ADMIN_TOKEN": "proc-admin-token-0123",
         "MEADOW_ENTITIES": "500",
         "WORLDLOOP_RATE_HZ": "40",
     }
@@ -39,7 +39,7 @@ def test_real_server_join_move_snapshot(tmp_path: Path) -> None:
         wait_for(at_target, timeout=30, what="the avatar to arrive")
         status, headers, snap = srv.get("/api/v1/world/snapshot")
         assert status == 200 and headers["ETag"] == f'"meadow-{snap["tick"]}"'
-        admin = {"Authorization": "Bearer proc-admin"}
+        admin = {"Authorization": "Bearer proc-admin-token-0123"}
         assert srv.post("/api/v1/admin/pause", {}, headers=admin)[0] == 200
         tick = srv.get("/api/v1/world")[2]["tick"]
         status, headers, _ = srv.get(

@@ -17,7 +17,7 @@ from tests.support import gunicorn_argv, running_server, wait_for
 from worldloop import JobContext, World
 from worldloop.snapshot import Snapshot
 
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token-for-jobs"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 config_runs: list[tuple[int, int]] = []

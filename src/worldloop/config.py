@@ -4,8 +4,9 @@
 else reads or coerces a ``WORLDLOOP_*`` key. Values may come as Python values or as the
 strings an environment gives (``"20"``, ``"true"``, a JSON list for ``WORLDLOOP_JOBS``); a
 value that does not fit is a ConfigError naming the key. Strings are taken verbatim: a secret
-such as ``WORLDLOOP_ADMIN_TOKEN`` is never decoded as JSON, so ``"false"`` or ``"0"`` is a
-string, not an "off" switch (an empty value, or none at all, is what turns the admin API off).
+such as ``WORLDLOOP_ADMIN_TOKEN`` is never decoded as JSON (``1e5`` stays ``"1e5"``); an empty
+value, or none at all, turns the admin API off, and a value that reads as a switch (``false``,
+``0``, ``null``...) or is shorter than 16 characters is refused at start, naming the key.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from .errors import ConfigError
 log = logging.getLogger("worldloop")
 
 PREFIX = "WORLDLOOP_"
+
+MIN_SECRET_LENGTH = 16
+"""The shortest admin token accepted: a token is a secret, not a word someone might guess."""
+
+SWITCH_WORDS = frozenset({"false", "true", "null", "none", "no", "yes", "off", "on", "0", "1"})
+"""Values that mean a switch, not a secret: refused as tokens (issue 10: ``false`` must never
+turn the admin API on with ``false`` as its token)."""
 
 Autostart = Literal["auto", "eager", "lazy", "never"]
 JsonErrors = Literal["worldloop", "all"]
@@ -131,6 +139,19 @@ class Settings(BaseModel):
             return None
         if not isinstance(value, str):
             raise ValueError("must be a string (taken verbatim); unset or empty turns it off")
+        if value.strip().lower() in SWITCH_WORDS:
+            raise ValueError(
+                "looks like an on/off switch, not a secret; leave it unset or empty to turn "
+                f"the admin API off, or give a random token of at least {MIN_SECRET_LENGTH} "
+                "characters to turn it on"
+            )
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"is {len(value)} characters; a token must be a real secret of at least "
+                f"{MIN_SECRET_LENGTH} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'); leave it unset or empty to turn the "
+                "admin API off"
+            )
         return value
 
     @field_validator("world", mode="before")
@@ -174,11 +195,15 @@ class Settings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "?"
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            shown = "" if field in _SECRETS else f"={values.get(field)!r}"  # never log a secret
             raise ConfigError(
-                f"{cls.key(field)}={values.get(field)!r}: {first['msg']}",
-                details={"key": cls.key(field)},
+                f"{cls.key(field)}{shown}: {msg}", details={"key": cls.key(field)}
             ) from None
 
+
+_SECRETS = frozenset({"admin_token"})
+"""Settings whose values never appear in an error message or a log line."""
 
 _NOT_SETTINGS = frozenset({"instance_path", "test_pg_url"})
 """``WORLDLOOP_*`` names that are not app settings (read from the environment by the demo

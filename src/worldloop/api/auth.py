@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 
 from flask import request
 
+from ..config import MIN_SECRET_LENGTH
 from ..state import current_settings
 from .errors import Forbidden, Unauthorized
 
@@ -33,9 +34,14 @@ def admin_token() -> str | None:
 def check_admin() -> None:
     """Raise unless the request carries the configured admin token."""
     expected = admin_token()
+    if expected is None:  # said first, whatever the request carries: nothing to guess
+        raise Forbidden(
+            "the admin API is disabled: set WORLDLOOP_ADMIN_TOKEN to a random secret of at "
+            f"least {MIN_SECRET_LENGTH} characters to enable it",
+            details={"disabled": True, "enable": "WORLDLOOP_ADMIN_TOKEN"},
+        )
     token = bearer_token()
-    if expected is None:
-        raise Forbidden("the admin API is disabled: set WORLDLOOP_ADMIN_TOKEN")
+    # constant-time: the time taken does not tell how much of a guess was right
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise Forbidden("this token is not the admin token")
 

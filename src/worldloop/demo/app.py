@@ -13,6 +13,7 @@ from flask import Flask
 
 from ..config import env_config
 from ..extension import WorldLoop
+from ..files import FILE_MODE, private_dir
 from .jobs import bp as leaderboard_bp
 from .jobs import register_demo_jobs
 from .meadow import create_world
@@ -45,11 +46,12 @@ def _demo_admin_token(instance: Path) -> str:
     """The demo's admin token when none is configured: made once, kept in instance/admin-token
     (mode 0600) so restarts and the reloader's child agree, and never written to the logs."""
     path = instance / "admin-token"
-    instance.mkdir(parents=True, exist_ok=True)
+    private_dir(instance)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
         return path.read_text().strip()
+    os.fchmod(fd, FILE_MODE)  # whatever the umask
     token = secrets.token_urlsafe(24)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app
 from ..api.declare import Reply, operation
 from ..api.errors import api_error
 from ..extension import WorldLoop
+from ..files import private_dir
 from ..jobs import JobContext
 from ..snapshot import Snapshot, dumps
 from ..world import World
@@ -71,7 +72,7 @@ def register_demo_jobs(ext: WorldLoop, instance_path: str, config: Mapping[str, 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import WorldLockedError
+from ..files import private_fd
 
 
 class FileLease:
@@ -70,8 +71,7 @@ class FileLease:
         if self._fd is not None:
             return
         bound = self.wait if wait is None else float(wait)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = private_fd(self.path)  # 0600 in a 0700 folder when it is new
         deadline = time.monotonic() + bound
         while True:
             try:

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateSchema
 
 from ..errors import StoreError
+from ..files import private_dir
 from .base import (
     JournalRecord,
     Recovery,
@@ -132,13 +133,19 @@ class SqlStore:
                         "afresh.",
                         details={"path": str(path)},
                     )
-                if not path.exists():
+                new = not path.exists()
+                if new:
                     if self.readonly:
                         raise StoreError(f"no store file at {path}", details={"path": str(path)})
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    private_dir(path.parent)
                 kwargs["connect_args"] = {"timeout": self.busy_timeout}
             engine = create_engine(url, **kwargs)
-            sqlite_events(engine, wal=not memory, busy_timeout=self.busy_timeout)
+            sqlite_events(
+                engine,
+                wal=not memory,
+                busy_timeout=self.busy_timeout,
+                private=None if memory or not new else Path(db),
+            )
         else:
             if self.schema:
                 kwargs["execution_options"] = {"schema_translate_map": {None: self.schema}}

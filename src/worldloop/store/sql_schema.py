@@ -6,6 +6,7 @@ the store reads and writes it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +25,8 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.exc import SQLAlchemyError
+
+from ..files import make_private
 
 SCHEMA_VERSION = 1
 """Bump when the tables change, and add the migration to ``SqlStore._migrate``."""
@@ -80,11 +83,20 @@ snapshots = Table(
 )
 
 
-def sqlite_events(engine: Engine, *, wal: bool, busy_timeout: float) -> None:
-    """WAL + full sync, our own BEGIN (IMMEDIATE for writes) instead of pysqlite's."""
+def sqlite_events(
+    engine: Engine, *, wal: bool, busy_timeout: float, private: Path | None = None
+) -> None:
+    """WAL + full sync, our own BEGIN (IMMEDIATE for writes) instead of pysqlite's.
+
+    ``private``: the database file this engine creates; it is made 0600 as soon as SQLite has
+    created it (still empty) and before anything is written, and SQLite gives its -wal and
+    -shm files the database file's mode, so they are 0600 too (checked after the first write).
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if private is not None:
+            make_private(private)
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
@@ -94,6 +106,11 @@ def sqlite_events(engine: Engine, *, wal: bool, busy_timeout: float) -> None:
             cur.execute("PRAGMA synchronous = FULL")
         finally:
             cur.close()
+        if private is not None:
+            for suffix in ("-wal", "-shm", "-journal"):
+                side = private.with_name(private.name + suffix)
+                if side.exists():
+                    make_private(side)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
