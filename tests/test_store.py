@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from tests.durability_app import Drift
 from tests.store_support import PG_URL, drop_pg_schema, make_runtime, require_postgres, run_ticks
@@ -17,6 +18,7 @@ from tests.support import wait_for
 from worldloop import StoreError, WorldRuntime
 from worldloop.store import SCHEMA_VERSION, SqlStore
 from worldloop.store.codec import decode_state, encode_state
+from worldloop.store.sql_schema import schema_table
 from worldloop.world import hash_state
 
 
@@ -44,6 +46,53 @@ def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE worldloop_schema SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this worldloop understands"):
         SqlStore(f"sqlite:///{path}").open()
+
+
+def _as_version_1(store: SqlStore) -> None:
+    """Turn a fresh store back into a schema version 1 store (no idempotency key column)."""
+    from sqlalchemy import text
+
+    prefix = f'"{store.schema}".' if store.schema else ""
+    with store.engine.connect().execution_options(worldloop_write=True) as conn, conn.begin():
+        conn.execute(text(f"DROP INDEX {prefix}ix_worldloop_commands_key"))
+        conn.execute(text(f"ALTER TABLE {prefix}worldloop_commands DROP COLUMN idem_key"))
+        conn.execute(text(f"UPDATE {prefix}worldloop_schema SET version = 1"))
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_version_1_store_is_migrated_and_keeps_its_journal(tmp_path: Path, kind: str) -> None:
+    from worldloop.commands import Command, IdempotencyKey, Outcome
+    from worldloop.store import journal_record
+
+    schema = None
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    else:
+        require_postgres()
+        url, schema = PG_URL, f"wl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        old = SqlStore(url, schema=schema)
+        old.open()
+        cmd = Command("c1", 1, "kick", {"i": 0}, "ann")
+        old.append("w", 1, [journal_record(Outcome(cmd, True, 1))])
+        _as_version_1(old)
+        store = SqlStore(url, schema=schema)
+        try:
+            store.open()
+            with store.engine.connect() as conn:
+                version = conn.execute(select(schema_table.c.version)).scalar()
+            assert version == SCHEMA_VERSION == 2
+            assert store.find_command("w", "c1") is not None  # old data kept
+            keyed = Command("c2", 2, "kick", {"i": 0}, "ann", key=IdempotencyKey("s", "fp"))
+            store.append("w", 2, [journal_record(Outcome(keyed, True, 2))])
+            found = store.find_key("w", "s")
+            assert found is not None and found[0] == 2 and found[1]["id"] == "c2"
+        finally:
+            store.close()
+    finally:
+        if schema:
+            drop_pg_schema(schema)
 
 
 def _stored_world(tmp_path: Path) -> Path:

@@ -3,6 +3,11 @@
 Request threads validate a command and put it on the queue; the loop thread drains the queue in
 arrival order at the next tick. A full queue raises :class:`QueueFull` (backpressure) instead of
 growing without bound. Each command gets a :class:`CommandTicket` that the submitter can wait on.
+
+A command may carry an :class:`IdempotencyKey` (exactly-once submission): the queue remembers
+recent keys (bounded by count and age, never forgetting one still in flight), so a retry gets
+the first command's ticket instead of a second command; the key is journaled with the command,
+so the store answers for keys the queue no longer remembers (after a restart too).
 """
 
 from __future__ import annotations
@@ -11,12 +16,30 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import QueueFull
+from .errors import IdempotencyKeyReused, QueueFull
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's key for one submission: ``scope`` names it uniquely (who sent it, and the
+    key), ``fingerprint`` is a digest of the request it first came with."""
+
+    scope: str
+    fingerprint: str
+
+    def check(self, fingerprint: str | None) -> None:
+        """Raise IdempotencyKeyReused unless ``fingerprint`` is this key's first request's."""
+        if fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was first used with a different request; "
+                "use a new key for a new request",
+                details={"header": "Idempotency-Key"},
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,25 +52,32 @@ class Command:
     payload: Mapping[str, Any]
     actor: str | None = None
     submitted_at: float = field(default=0.0, compare=False)
+    key: IdempotencyKey | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-able form kept in the journal and replayed on recovery."""
-        return {
+        record: dict[str, Any] = {
             "id": self.id,
             "seq": self.seq,
             "type": self.type,
             "payload": dict(self.payload),
             "actor": self.actor,
         }
+        if self.key is not None:
+            record["key"] = self.key.scope
+            record["key_fp"] = self.key.fingerprint
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Command:
+        scope = record.get("key")
         return cls(
             id=str(record["id"]),
             seq=int(record["seq"]),
             type=str(record["type"]),
             payload=dict(record.get("payload") or {}),
             actor=record.get("actor"),
+            key=None if scope is None else IdempotencyKey(str(scope), str(record.get("key_fp"))),
         )
 
 
@@ -100,6 +130,23 @@ class CommandTicket:
         self.status = CommandStatus.APPLIED if outcome.ok else CommandStatus.REJECTED
         self._done.set()
 
+    @classmethod
+    def from_journal(cls, tick: int, record: Mapping[str, Any]) -> CommandTicket:
+        """A resolved ticket for a command the journal holds (a key the queue forgot)."""
+        ticket = cls(Command.from_record(record))
+        error = record.get("error") or {}
+        ok = bool(record.get("ok"))
+        outcome = Outcome(
+            ticket.command,
+            ok,
+            record.get("result") if ok else None,
+            None if ok else error.get("code"),
+            None if ok else error.get("message"),
+            None if ok else dict(error.get("details") or {}),
+        )
+        ticket.resolve(outcome, tick)
+        return ticket
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "command_id": self.command.id,
@@ -123,7 +170,15 @@ class CommandTicket:
 class CommandQueue:
     """A bounded FIFO of commands with global sequencing; put never blocks, it refuses."""
 
-    def __init__(self, maxsize: int, *, history: int = 100_000) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        history: int = 100_000,
+        keys: int = 10_000,
+        key_seconds: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if maxsize < 1:
             raise ValueError("queue size must be >= 1")
         self.maxsize = maxsize
@@ -132,6 +187,10 @@ class CommandQueue:
         self._seq = 0
         self._history: OrderedDict[str, CommandTicket] = OrderedDict()
         self._history_max = history
+        self._keys: OrderedDict[str, tuple[float, CommandTicket]] = OrderedDict()
+        self._keys_max = keys
+        self._key_seconds = key_seconds
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._items)
@@ -146,10 +205,22 @@ class CommandQueue:
             self._seq = max(self._seq, seq)
 
     def put(
-        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+        self,
+        type_: str,
+        payload: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
     ) -> CommandTicket:
-        """Sequence and enqueue a validated command; raise QueueFull when at capacity."""
+        """Sequence and enqueue a validated command; raise QueueFull when at capacity.
+
+        With a ``key`` the queue still remembers, the first command's ticket comes back and
+        nothing is queued (IdempotencyKeyReused if the request differs)."""
         with self._lock:
+            if key is not None:
+                known = self._keys.get(key.scope)
+                if known is not None:
+                    key.check(known[1].command.key.fingerprint if known[1].command.key else None)
+                    return known[1]
             if len(self._items) >= self.maxsize:
                 raise QueueFull(
                     f"command queue is full ({self.maxsize} waiting); retry shortly",
@@ -163,13 +234,34 @@ class CommandQueue:
                 payload=payload,
                 actor=actor,
                 submitted_at=time.time(),
+                key=key,
             )
             ticket = CommandTicket(cmd)
             self._items.append(ticket)
             self._history[cmd.id] = ticket
             while len(self._history) > self._history_max:
                 self._history.popitem(last=False)
+            if key is not None:
+                self._remember(key.scope, ticket)
         return ticket
+
+    def _remember(self, scope: str, ticket: CommandTicket) -> None:
+        """Keep ``scope`` → ticket; forget the oldest resolved keys beyond the count or age
+        bound (one still in flight is never forgotten: the journal does not have it yet)."""
+        now = self._clock()
+        self._keys[scope] = (now, ticket)
+        while self._keys:
+            _scope, (since, oldest) = next(iter(self._keys.items()))
+            expired = len(self._keys) > self._keys_max or now - since > self._key_seconds
+            if not (expired and oldest.done):
+                break
+            self._keys.popitem(last=False)
+
+    def keyed(self, scope: str) -> CommandTicket | None:
+        """The ticket of a remembered idempotency key, or None (then ask the journal)."""
+        with self._lock:
+            known = self._keys.get(scope)
+            return None if known is None else known[1]
 
     def drain(self, limit: int | None = None) -> list[CommandTicket]:
         """Take up to ``limit`` commands in arrival order (all when None)."""

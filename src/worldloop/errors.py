@@ -92,6 +92,10 @@ class StoreError(WorldLoopError, code="store_error", status=503):
     retry_after = 5.0
 
 
+class IdempotencyKeyReused(WorldLoopError, code="idempotency_key_reused", status=422):
+    """An ``Idempotency-Key`` came back with a different request than the one it first named."""
+
+
 class ClockStateError(WorldLoopError, code="clock_state", status=409):
     """A clock control was used in a state that does not allow it (e.g. step while running)."""
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .bus import Bus, open_bus
 from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
-from .commands import Command, CommandTicket, Outcome
+from .commands import Command, CommandTicket, IdempotencyKey, Outcome
 from .durability import Durability
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, open_lease
@@ -244,21 +244,49 @@ class WorldRuntime:
     # -- commands and snapshots ------------------------------------------------------------
 
     def submit(
-        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+        self,
+        type_: str,
+        payload: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
     ) -> CommandTicket:
-        """Validate (in the caller's thread) and queue a command; raises on invalid or full."""
+        """Validate (in the caller's thread) and queue a command; raises on invalid or full.
+
+        With an idempotency ``key`` already used, the first command's ticket comes back (in
+        flight, or resolved: from memory, else from the journal) and nothing new is queued;
+        IdempotencyKeyReused if that key first came with a different request.
+        """
         if not self._running:
             raise WorldNotRunning(f"world {self.name!r} is not running in this process")
+        if key is not None:
+            first = self.keyed(key)
+            if first is not None:
+                return first
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
         normalized = self.world.validate(type_, payload, actor)
-        ticket = self.bus.put(type_, normalized, actor)
+        ticket = self.bus.put(type_, normalized, actor, key)
         halted = self.degraded
         if halted:
             # The loop halted while this command was being validated, after it drained the
             # queue: refuse it now, or (paused, or stopping) nothing would ever resolve it.
             self._refuse([], halted)
             raise StoreError(f"world {self.name!r} halted: {halted}")
+        return ticket
+
+    def keyed(self, key: IdempotencyKey) -> CommandTicket | None:
+        """The command first submitted with ``key``: its ticket from the bus (recent keys),
+        else rebuilt from the journal (resolved), else None; IdempotencyKeyReused if the
+        request differs. The journal answers after a restart: keys are journaled with their
+        command, so a retry after kill -9 finds what was acknowledged."""
+        ticket = self.bus.keyed(key.scope)
+        if ticket is None and self.store is not None:
+            found = self.store.find_key(self.name, key.scope)
+            if found is not None:
+                ticket = CommandTicket.from_journal(*found)
+        if ticket is not None:
+            first = ticket.command.key
+            key.check(None if first is None else first.fingerprint)
         return ticket
 
     def command_status(self, command_id: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from tests.contracts.conftest import StoreBackend
 from tests.durability_app import Drift
 from tests.store_support import make_runtime, run_ticks
 from worldloop import StoreError
-from worldloop.commands import Command, Outcome
+from worldloop.commands import Command, CommandTicket, IdempotencyKey, Outcome
 from worldloop.durability import replay
 from worldloop.plugins import TickListener
 from worldloop.store import Recovery, Store, journal_record
@@ -105,6 +105,7 @@ def test_find_command_shows_applied_and_rejected_commands(store: Store) -> None:
         "type": "kick",
         "status": "applied",
         "tick": 2,
+        "actor": "ann",
         "result": {"i": 0, "v": 1.5},
     }
     rejected = store.find_command(W, "c4-1")
@@ -177,6 +178,59 @@ def test_prune_needs_two_snapshots(store: Store) -> None:
     store.prune(W, 0)
     assert store.journal_range(W) == (1, 12, 2 * 11)
     assert [s.tick for s in store.snapshots(W)] == [10]
+
+
+def keyed(tick: int, scope: str, *, ok: bool = True) -> dict[str, Any]:
+    """A journal record of a command sent with idempotency key ``scope``."""
+    cmd = Command(f"k{tick}", 900 + tick, "kick", {"i": 0}, "ann", key=IdempotencyKey(scope, "fp"))
+    if ok:
+        return journal_record(Outcome(cmd, True, {"v": tick}))
+    return journal_record(Outcome(cmd, False, None, "command_rejected", "no", {"i": 0}))
+
+
+def test_a_keyed_command_is_found_by_its_key_after_a_reopen(backend: StoreBackend) -> None:
+    first = backend.open()
+    fill(first, 4, (0,))
+    first.append(W, 5, [*records(5), keyed(5, "cmd:ann:key-5")])
+    first.append(W, 6, [keyed(6, "cmd:ann:key-6", ok=False)])
+    first.close()
+    store = backend.open()
+    try:
+        found = store.find_key(W, "cmd:ann:key-5")
+        assert found is not None
+        tick, record = found
+        assert tick == 5 and record["id"] == "k5" and record["key_fp"] == "fp"
+        ticket = CommandTicket.from_journal(tick, record)
+        assert ticket.done and ticket.tick == 5 and ticket.outcome is not None
+        assert ticket.outcome.ok and ticket.outcome.result == {"v": 5}
+        assert ticket.command.key == IdempotencyKey("cmd:ann:key-5", "fp")
+        rejected = store.find_key(W, "cmd:ann:key-6")
+        assert rejected is not None and rejected[1]["error"]["code"] == "command_rejected"
+        assert store.find_key(W, "cmd:bob:key-5") is None
+        assert store.find_key("another-world", "cmd:ann:key-5") is None
+        assert store.find_command(W, "k5") == {
+            "command_id": "k5",
+            "type": "kick",
+            "status": "applied",
+            "tick": 5,
+            "actor": "ann",
+            "result": {"v": 5},
+        }
+    finally:
+        store.close()
+
+
+def test_a_pruned_key_is_forgotten(store: Store) -> None:
+    fill(store, 4, (0,))
+    store.append(W, 5, [keyed(5, "cmd:ann:old")])
+    fill_from = 6
+    for tick in range(fill_from, 31):
+        store.append(W, tick, records(tick))
+    for tick in (10, 20, 30):
+        state, digest = state_at(0)
+        store.save_snapshot(W, tick, state, digest)
+    store.prune(W, 5)
+    assert store.find_key(W, "cmd:ann:old") is None
 
 
 def test_a_reopened_store_finds_everything(backend: StoreBackend) -> None:

@@ -13,11 +13,12 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..commands import CommandTicket
-from ..errors import CommandInvalid, status_of
+from ..errors import CommandInvalid, StoreError, status_of
 from ..state import current_settings
 from .common import PLAYER, AuthedPlayer
 from .declare import Reply, operation
 from .errors import Forbidden, NotFound, api_error
+from .idempotency import document_key, request_key
 from .params import WaitQuery
 
 if TYPE_CHECKING:
@@ -81,6 +82,11 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.replace("-", "_").split("_"))
 
 
+def _amend_submit(ctx: DocContext, op: dict[str, Any]) -> None:
+    world_commands(ctx, op)
+    document_key(ctx, op)
+
+
 @bp.post("/commands")
 @operation(
     "Send a command for your avatar",
@@ -88,7 +94,7 @@ def _camel(name: str) -> str:
     security=PLAYER,
     query=WaitQuery,
     body=CommandBody,
-    amend=world_commands,
+    amend=_amend_submit,
     responses={
         200: Reply("Applied (with ?wait=true)", CommandStatus),
         202: Reply("Queued for the next tick", CommandAccepted, headers=("Location",)),
@@ -123,10 +129,14 @@ def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> R
                 "a player can act only on its own avatar",
                 details={"entity_id": eid, "own_entity_id": own},
             )
+    key = request_key(f"cmd:{player_id}", body.model_dump())
     tick = rt.snapshot.tick
-    ticket = rt.submit(body.type, payload, actor=player_id)
+    # with a key already used, the first command's ticket (in flight or resolved) comes back
+    ticket = rt.submit(body.type, payload, actor=player_id, key=key)
     if query.wait and ticket.wait(current_settings().command_wait):
         return _resolved(ticket)
+    if ticket.tick is not None:
+        tick = ticket.tick
     resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
     resp.status_code = 202
     resp.headers["Location"] = f"/api/v1/commands/{ticket.id}"
@@ -139,7 +149,7 @@ def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> R
     tags=("commands",),
     security=PLAYER,
     responses={200: Reply("Status", CommandStatus)},
-    errors=(401, (403, "Another player's command"), 404, 429, 503),
+    errors=(401, (404, "No such command, or another player's"), 429, 503),
 )
 def get_command(auth: AuthedPlayer, command_id: str) -> dict[str, Any]:
     rt, _world, player_id = auth
@@ -152,9 +162,13 @@ def get_command(auth: AuthedPlayer, command_id: str) -> dict[str, Any]:
         raise NotFound(
             "no such command (or too old to remember)", details={"command_id": command_id}
         )
-    if found.get("actor", player_id) != player_id:
-        raise Forbidden("this command belongs to another player")
-    found.pop("actor", None)
+    # Another player's command (or the engine's own) is "not found", as an unknown id is:
+    # a 403 would confirm that the id exists. Journaled commands carry their actor too, so
+    # this holds after a restart and once a command leaves the in-memory history.
+    if found.pop("actor", None) != player_id:
+        raise NotFound(
+            "no such command (or too old to remember)", details={"command_id": command_id}
+        )
     return found
 
 
@@ -168,4 +182,7 @@ def _resolved(ticket: CommandTicket) -> Response:
     code = str(err.get("code") or "command_rejected")
     details = dict(err.get("details") or {})
     details.update({"command_id": ticket.id, "tick": ticket.tick})
-    return api_error(status_of(code, 409), code, str(err.get("message") or "rejected"), details)
+    retry = StoreError.retry_after if code == "store_unavailable" else None
+    return api_error(
+        status_of(code, 409), code, str(err.get("message") or "rejected"), details, retry
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ..commands import Command, CommandTicket, Outcome
+from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
 from ..snapshot import Snapshot
 
 
@@ -40,9 +40,19 @@ class Bus(Protocol):
     # -- API side (any thread) ---------------------------------------------------------------
 
     def put(
-        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+        self,
+        type_: str,
+        payload: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
     ) -> CommandTicket:
-        """Sequence and enqueue a validated command; never blocks: QueueFull when at capacity."""
+        """Sequence and enqueue a validated command; never blocks: QueueFull when at capacity.
+        With a ``key`` the bus remembers, the first command's ticket instead (nothing queued;
+        IdempotencyKeyReused when the request differs)."""
+        ...
+
+    def keyed(self, scope: str) -> CommandTicket | None:
+        """The ticket of a recent idempotency key (bounded; never one in flight), or None."""
         ...
 
     def ticket(self, command_id: str) -> CommandTicket | None:

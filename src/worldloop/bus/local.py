@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..commands import Command, CommandQueue, CommandTicket, Outcome
+from ..commands import Command, CommandQueue, CommandTicket, IdempotencyKey, Outcome
 from ..snapshot import Snapshot, SnapshotBoard
 
 
@@ -41,9 +41,16 @@ class LocalBus:
     # -- API side ----------------------------------------------------------------------------
 
     def put(
-        self, type_: str, payload: Mapping[str, Any], actor: str | None = None
+        self,
+        type_: str,
+        payload: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
     ) -> CommandTicket:
-        return self._queue.put(type_, payload, actor)
+        return self._queue.put(type_, payload, actor, key)
+
+    def keyed(self, scope: str) -> CommandTicket | None:
+        return self._queue.keyed(scope)
 
     def ticket(self, command_id: str) -> CommandTicket | None:
         return self._queue.get(command_id)

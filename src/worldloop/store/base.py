@@ -106,6 +106,11 @@ class Store(Protocol):
         """A journaled command as GET /commands/{id} shows it (see :func:`command_view`)."""
         ...
 
+    def find_key(self, world: str, scope: str) -> tuple[int, JournalRecord] | None:
+        """The journaled command submitted with idempotency key ``scope`` (the record's
+        ``key``), as ``(tick, record)``; None if the journal holds none (or pruned it)."""
+        ...
+
     def journal_range(self, world: str) -> tuple[int | None, int | None, int]:
         """(first tick still journaled with commands, head, number of journaled commands)."""
         ...
@@ -180,12 +185,14 @@ def check_window(
 
 
 def command_view(tick: int, record: JournalRecord) -> dict[str, Any]:
-    """A journal record as GET /commands/{id} shows it: id, type, status, tick, result/error."""
+    """A journal record as GET /commands/{id} shows it: id, type, status, tick, result/error,
+    and the ``actor`` who sent it (None for the engine's own), for the API's owner check."""
     out: dict[str, Any] = {
         "command_id": record["id"],
         "type": record["type"],
         "status": "applied" if record.get("ok") else "rejected",
         "tick": int(tick),
+        "actor": record.get("actor"),
     }
     if record.get("ok"):
         out["result"] = record.get("result")

@@ -48,6 +48,8 @@ class _Stored:
     snapshots: dict[int, tuple[SnapshotInfo, bytes]] = field(default_factory=dict)
     by_id: dict[str, tuple[int, int]] = field(default_factory=dict)
     """command id -> (tick, position in that tick)."""
+    by_key: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """idempotency key scope -> (tick, position in that tick)."""
 
 
 _Worlds = dict[str, _Stored]
@@ -106,6 +108,7 @@ class MemoryStore:
         try:  # encode everything before changing anything: all or nothing
             texts = [encode_record(rec) for rec in records]
             ids = [(str(rec["id"]), int(rec["seq"])) for rec in records]
+            keys = [rec.get("key") for rec in records]
         except (TypeError, ValueError, KeyError) as exc:
             raise StoreError(f"journal write failed: a record cannot be stored: {exc}") from exc
         with self._lock:
@@ -123,6 +126,8 @@ class MemoryStore:
                 data.count += len(texts)
                 for pos, (command_id, _seq) in enumerate(ids):
                     data.by_id.setdefault(command_id, (tick, pos))
+                    if keys[pos] is not None:
+                        data.by_key.setdefault(str(keys[pos]), (tick, pos))
             if state_hash is not None:
                 data.hashes[tick] = state_hash
             data.head = tick
@@ -174,6 +179,16 @@ class MemoryStore:
             text = data.journal[tick][pos][1]
         return command_view(tick, json.loads(text))
 
+    def find_key(self, world: str, scope: str) -> tuple[int, JournalRecord] | None:
+        with self._lock:
+            data = self._worlds.get(world)
+            where = None if data is None else data.by_key.get(scope)
+            if data is None or where is None:
+                return None
+            tick, pos = where
+            text = data.journal[tick][pos][1]
+        return tick, json.loads(text)
+
     def journal_range(self, world: str) -> tuple[int | None, int | None, int]:
         with self._lock:
             data = self._worlds.get(world) or _Stored()
@@ -214,9 +229,12 @@ class MemoryStore:
             for t in data.ticks[:cut]:
                 entries = data.journal.pop(t)
                 data.count -= len(entries)
-                for pos, (command_id, _text) in enumerate(entries):
+                for pos, (command_id, text) in enumerate(entries):
                     if data.by_id.get(command_id) == (t, pos):
                         del data.by_id[command_id]
+                    scope = json.loads(text).get("key") if '"key":' in text else None
+                    if scope is not None and data.by_key.get(scope) == (t, pos):
+                        del data.by_key[scope]
             del data.ticks[:cut]
             for t in [t for t in data.hashes if t <= base]:
                 del data.hashes[t]

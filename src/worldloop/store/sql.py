@@ -53,6 +53,7 @@ from .sql_schema import (
     hashes,
     heads,
     metadata,
+    migrate_1_to_2,
     reason,
     schema_table,
     snapshots,
@@ -190,7 +191,15 @@ class SqlStore:
                 )
 
     def _migrate(self, conn: Connection, version: int) -> None:
-        raise StoreError(f"no migration from store schema version {version}")  # none yet
+        """Bring a store of an older schema version up to SCHEMA_VERSION, in the open's
+        transaction (all or nothing)."""
+        if version == 1:
+            migrate_1_to_2(conn, None if self.is_sqlite else self.schema)
+            version = 2
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"no migration from store schema version {version}")
+        conn.execute(update(schema_table).values(version=SCHEMA_VERSION))
+        log.info("store %r migrated to schema version %d", self, SCHEMA_VERSION)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -251,6 +260,7 @@ class SqlStore:
                 "seq": int(rec["seq"]),
                 "command_id": str(rec["id"]),
                 "record": encode_record(rec),
+                "idem_key": None if rec.get("key") is None else str(rec["key"]),
             }
             for pos, rec in enumerate(records)
         ]
@@ -355,6 +365,16 @@ class SqlStore:
                 )
             ).first()
         return None if row is None else command_view(int(row[0]), json.loads(row[1]))
+
+    def find_key(self, world: str, scope: str) -> tuple[int, JournalRecord] | None:
+        with self._read("finding an idempotency key") as conn:
+            row = conn.execute(
+                select(commands.c.tick, commands.c.record)
+                .where(commands.c.world == world, commands.c.idem_key == scope)
+                .order_by(commands.c.tick, commands.c.pos)
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row[0]), json.loads(row[1]))
 
     def journal_range(self, world: str) -> tuple[int | None, int | None, int]:
         with self._read("reading the journal") as conn:

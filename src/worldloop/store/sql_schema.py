@@ -28,8 +28,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..files import make_private
 
-SCHEMA_VERSION = 1
-"""Bump when the tables change, and add the migration to ``SqlStore._migrate``."""
+SCHEMA_VERSION = 2
+"""Bump when the tables change, and add the migration to ``SqlStore._migrate``.
+
+2: ``worldloop_commands.idem_key`` (a command's idempotency key scope, indexed per world)."""
+
+KEY_LENGTH = 300
+"""Longest idempotency key scope stored (the API bounds the client's part well below it)."""
 
 metadata = MetaData()
 
@@ -59,8 +64,23 @@ commands = Table(
     Column("seq", BigInteger, nullable=False),
     Column("command_id", String(64), nullable=False),
     Column("record", Text, nullable=False),
+    Column("idem_key", String(KEY_LENGTH), nullable=True),
     Index("ix_worldloop_commands_id", "command_id"),
+    Index("ix_worldloop_commands_key", "world", "idem_key"),
 )
+
+
+def migrate_1_to_2(conn: Connection, schema: str | None) -> None:
+    """Add the idempotency key column and its index to a version 1 store (kept data intact:
+    old commands have no key)."""
+    prep = conn.dialect.identifier_preparer
+    table = prep.quote(commands.name)
+    if schema:
+        table = f"{prep.quote_schema(schema)}.{table}"
+    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN idem_key VARCHAR({KEY_LENGTH})")
+    index = next(ix for ix in commands.indexes if ix.name == "ix_worldloop_commands_key")
+    index.create(conn)
+
 
 hashes = Table(
     "worldloop_hashes",
