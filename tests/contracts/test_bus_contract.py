@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from worldloop.bus import Bus, open_bus
-from worldloop.commands import Outcome
-from worldloop.errors import QueueFull
+from worldloop.commands import CommandQueue, IdempotencyKey, Outcome
+from worldloop.errors import IdempotencyKeyReused, QueueFull
 from worldloop.snapshot import Snapshot
 
 
@@ -51,6 +51,39 @@ def test_a_full_bus_refuses_instead_of_growing(bus: Bus) -> None:
     assert bus.depth == 4
     bus.take(1)
     bus.put("add", {"v": 100})  # room again once the loop took one
+
+
+def test_a_key_put_twice_gives_the_first_ticket_and_queues_once(bus: Bus) -> None:
+    key = IdempotencyKey("cmd:ann:k1", "fp")
+    first = bus.put("add", {"v": 1}, "ann", key)
+    for _ in range(6):  # more than the queue holds: a retry takes no room
+        assert bus.put("add", {"v": 1}, "ann", IdempotencyKey("cmd:ann:k1", "fp")) is first
+    assert bus.depth == 1 and bus.keyed("cmd:ann:k1") is first
+    with pytest.raises(IdempotencyKeyReused) as err:
+        bus.put("add", {"v": 2}, "ann", IdempotencyKey("cmd:ann:k1", "other"))
+    assert err.value.status == 422
+    (taken,) = bus.take()
+    assert taken.key == key and taken.to_record()["key"] == "cmd:ann:k1"
+    bus.publish(snap(1), [Outcome(taken, True, 7)])
+    assert bus.put("add", {"v": 1}, "ann", key) is first and first.done
+    assert bus.keyed("cmd:bob:k1") is None and bus.depth == 0
+
+
+def test_remembered_keys_are_bounded_but_never_forget_one_in_flight() -> None:
+    now = [0.0]
+    q = CommandQueue(100, keys=3, key_seconds=10.0, clock=lambda: now[0])
+    pending = q.put("add", {}, "ann", IdempotencyKey("s0", "f"))
+    for i in range(1, 6):
+        q.put("add", {}, "ann", IdempotencyKey(f"s{i}", "f"))
+    assert q.keyed("s0") is pending  # in flight: kept beyond the count bound
+    for ticket in q.drain():
+        ticket.resolve(Outcome(ticket.command, True), 1)
+    q.put("add", {}, "ann", IdempotencyKey("s6", "f"))
+    assert [s for s in (f"s{i}" for i in range(7)) if q.keyed(s)] == ["s4", "s5", "s6"]
+    now[0] = 100.0  # and by age
+    q.put("add", {}, "ann", IdempotencyKey("s7", "f"))
+    assert q.keyed("s4") is None and q.keyed("s5") is None
+    assert q.keyed("s6") is not None and q.keyed("s7") is not None  # both still in flight
 
 
 def test_tickets_resolve_only_when_their_tick_is_published(bus: Bus) -> None:
