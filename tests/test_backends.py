@@ -44,7 +44,7 @@ def test_opening_a_sql_url_loads_the_sql_store(tmp_path: Path) -> None:
         "from worldloop.store import SqlStore, SCHEMA_VERSION\n"
         "print(SqlStore is type(store), SCHEMA_VERSION)\n"
     )
-    assert out.split("\n")[:2] == ["SqlStore True", "True 1"]
+    assert out.split("\n")[:2] == ["SqlStore True", "True 2"]  # schema 2: idempotency keys
 
 
 def test_store_urls_pick_their_backend(tmp_path: Path) -> None:
