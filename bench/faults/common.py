@@ -96,7 +96,7 @@ class Target:
         self.work = work / name
         self.work.mkdir(parents=True, exist_ok=True)
         self.instance = self.work / "instance"
-        self.env = server_env(self.instance, **BASE_ENV, **env)
+        self.env = server_env(self.instance, **{**BASE_ENV, **env})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.server: Server | None = None
