@@ -70,6 +70,8 @@ class Row:
     statuses: Counter[int] = field(default_factory=Counter)
     verify: str = "not run"
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    """Reproductions of anything not clean (request and answer)."""
 
     @property
     def ok(self) -> bool:
@@ -201,6 +203,22 @@ def journal_ids(store_url: str, schema: str | None = None) -> Counter[str]:
             return Counter(str(r[0]) for r in conn.execute(select(commands.c.command_id)))
     finally:
         engine.dispose()
+
+
+def final_snapshot_landed(store_url: str) -> bool:
+    """Whether the last durable tick has a snapshot (what a clean stop writes)."""
+    from sqlalchemy import create_engine, func, select
+
+    from worldloop.store.sql_schema import heads, snapshots
+
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            head = conn.execute(select(func.max(heads.c.tick))).scalar()
+            snap = conn.execute(select(func.max(snapshots.c.tick))).scalar()
+    finally:
+        engine.dispose()
+    return head is not None and head == snap
 
 
 def check_journal(row: Row, acked: set[str], store_url: str, schema: str | None = None) -> None:

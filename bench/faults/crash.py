@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import Row, Target, check_journal, player_load, verify
+from common import Row, Target, check_journal, final_snapshot_landed, player_load, verify
 
 from liveserver import StreamReader, http_json
 
@@ -52,6 +52,7 @@ def sigterm(work: Path, rounds: int, streams: int = 8, players: int = 3, seed: i
     target = Target(work, "sigterm")
     acked: set[str] = set()
     stops: list[float] = []
+    finals = 0
     try:
         for n in range(rounds):
             srv = target.start()
@@ -74,6 +75,7 @@ def sigterm(work: Path, rounds: int, streams: int = 8, players: int = 3, seed: i
                 acked |= load.acked
             stop.set()
             target.stop()
+            finals += final_snapshot_landed(target.store_url)
             status, _ = http_json("GET", target.base, "/healthz", timeout=1)
             if status != 0:
                 row.notes.append(f"still answering after stop: {status}")
@@ -83,4 +85,5 @@ def sigterm(work: Path, rounds: int, streams: int = 8, players: int = 3, seed: i
     verify(target, row)
     if stops:
         row.notes.append(f"stopped in {min(stops):.1f}-{max(stops):.1f} s")
+    row.notes.append(f"final snapshot written in {finals} of {rounds} stops")
     return row

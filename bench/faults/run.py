@@ -130,6 +130,10 @@ def report(
     lines += ["", "Statuses seen, by phase:", ""]
     for r in rows:
         lines.append(f"- {r.phase}: {dict(sorted(r.statuses.items()))} (0 = no answer)")
+    details = [(r.phase, d) for r in rows for d in r.details]
+    if details:
+        lines += ["", "## 5xx answers (request → answer)", ""]
+        lines += [f"- {phase}: `{d}`" for phase, d in details]
     if failures:
         lines += ["", "## Schemathesis findings (its own check names), by run", ""]
         lines += ["| run | findings |", "|---|---|"]
