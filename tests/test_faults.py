@@ -50,5 +50,8 @@ def test_fault_suite_short(phases: str, tmp_path) -> None:
         assert row["lost"] == "0" and row["duplicated"] == "0", row
         assert row["5xx"] == "0", row
         assert row["verify"] == "ok", row
-        assert int(row["acknowledged"]) > 0, row  # the oracle saw something to check
+        if row["phase"].startswith("schemathesis"):
+            assert int(row["tries"]) >= 20, row  # cases ran (applied ones depend on the draw)
+        else:
+            assert int(row["acknowledged"]) > 0, row  # the oracle saw something to check
     assert proc.returncode == 0, proc.stdout[-3000:]
