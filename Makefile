@@ -15,7 +15,7 @@ UV         = $(LOCK_VENV)/bin/uv
 UV_COMPILE = $(UV) pip compile pyproject.toml --quiet --universal --python-version 3.11 \
 	--generate-hashes --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: run test lint typecheck bench setup setup-dev browser lock clean
+.PHONY: run test lint typecheck bench soak faults setup setup-dev browser lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,16 @@ typecheck: setup-dev
 
 bench: setup-dev
 	$(PY) bench/run_all.py
+
+# The standing fault suite, long version (~15 min): kill -9, SIGTERM with streams, store faults,
+# schemathesis against a live server; results in bench/results/faults.md. A short version runs
+# inside `make test` (tests/test_faults.py).
+faults: setup-dev
+	$(PY) bench/faults/run.py --out bench/results/faults.md
+
+# Ten minutes of streams and commands against a live server; RSS and threads over time.
+soak: setup-dev
+	$(PY) bench/soak.py --out bench/results/soak.md
 
 $(UV):
 	$(PYTHON) -m venv $(LOCK_VENV)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +134,40 @@ def test_check_writable_is_bounded_and_refuses_read_only_stores(tmp_path: Path) 
     with pytest.raises(StoreError, match="read-only"):
         ro.check_writable()
     ro.close()
+
+
+def _make_read_only(path: Path, on: bool) -> None:
+    """Read-only even for root (the immutable attribute), or by mode for anyone else."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None:
+            pytest.skip("running as root without chattr: cannot make a file read-only")
+        done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr is not supported here: {done.stderr!r}")
+    else:
+        path.chmod(0o444 if on else 0o644)
+
+
+def test_check_writable_sees_a_read_only_database_file(tmp_path: Path) -> None:
+    """The fault suite's finding: SQLite takes the write lock (BEGIN IMMEDIATE) on a read-only
+    file and fails only at the first write, so /readyz said 200 until the journal gave up."""
+    db = tmp_path / "w.db"
+    store = SqlStore(f"sqlite:///{db}")
+    store.open()
+    store.check_writable()
+    store.close()
+    _make_read_only(db, True)
+    try:
+        again = SqlStore(f"sqlite:///{db}")
+        with pytest.raises(StoreError, match=r"readonly|read-only"):
+            again.check_writable()
+        again.close()
+    finally:
+        _make_read_only(db, False)
+    writable = SqlStore(f"sqlite:///{db}")
+    writable.check_writable()  # and the probe itself wrote nothing
+    assert writable.head("nothing") is None
+    writable.close()
 
 
 @pytest.mark.postgres

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from .errors import IdempotencyKeyReused, QueueFull
+from .sizes import TICKET_OVERHEAD, MiB, object_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +103,12 @@ class Outcome:
 class CommandTicket:
     """The submitter's handle on a command: its status, tick and result once the loop is done."""
 
-    __slots__ = ("_done", "command", "outcome", "status", "tick")
+    __slots__ = ("_done", "command", "nbytes", "outcome", "status", "tick")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, nbytes: int = TICKET_OVERHEAD) -> None:
         self.command = command
+        self.nbytes = nbytes
+        """Estimated memory of this ticket (envelope, payload, and once resolved its result)."""
         self.status = CommandStatus.QUEUED
         self.tick: int | None = None
         self.outcome: Outcome | None = None
@@ -168,25 +171,37 @@ class CommandTicket:
 
 
 class CommandQueue:
-    """A bounded FIFO of commands with global sequencing; put never blocks, it refuses."""
+    """A bounded FIFO of commands with global sequencing; put never blocks, it refuses.
+
+    Two memory bounds, both by estimated bytes (``worldloop.sizes``): the commands waiting
+    (``max_bytes`` of payload, beside ``maxsize`` commands) and the history of recent tickets
+    kept for look-ups by id (``history_bytes``; the oldest leave first, and the journal answers
+    for them). A single command always fits an empty queue.
+    """
 
     def __init__(
         self,
         maxsize: int,
         *,
-        history: int = 100_000,
+        history_bytes: int = 32 * MiB,
+        max_bytes: int = 64 * MiB,
         keys: int = 10_000,
         key_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if maxsize < 1:
             raise ValueError("queue size must be >= 1")
+        if history_bytes < 0 or max_bytes < 1:
+            raise ValueError("history_bytes must be >= 0 and max_bytes >= 1")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self._items: deque[CommandTicket] = deque()
+        self._queued_bytes = 0
         self._lock = threading.Lock()
         self._seq = 0
         self._history: OrderedDict[str, CommandTicket] = OrderedDict()
-        self._history_max = history
+        self._history_bytes = 0
+        self.history_max_bytes = history_bytes
         self._keys: OrderedDict[str, tuple[float, CommandTicket]] = OrderedDict()
         self._keys_max = keys
         self._key_seconds = key_seconds
@@ -194,6 +209,20 @@ class CommandQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Estimated bytes of the commands waiting."""
+        return self._queued_bytes
+
+    @property
+    def history_bytes(self) -> int:
+        """Estimated bytes of the tickets kept for look-ups."""
+        return self._history_bytes
+
+    @property
+    def history_len(self) -> int:
+        return len(self._history)
 
     @property
     def last_seq(self) -> int:
@@ -215,6 +244,7 @@ class CommandQueue:
 
         With a ``key`` the queue still remembers, the first command's ticket comes back and
         nothing is queued (IdempotencyKeyReused if the request differs)."""
+        size = object_size(payload)
         with self._lock:
             if key is not None:
                 known = self._keys.get(key.scope)
@@ -226,6 +256,11 @@ class CommandQueue:
                     f"command queue is full ({self.maxsize} waiting); retry shortly",
                     details={"capacity": self.maxsize},
                 )
+            if self._items and self._queued_bytes + size > self.max_bytes:
+                raise QueueFull(
+                    f"command queue is full ({self._queued_bytes} bytes waiting); retry shortly",
+                    details={"capacity": self.maxsize, "capacity_bytes": self.max_bytes},
+                )
             self._seq += 1
             cmd = Command(
                 id=uuid.uuid4().hex,
@@ -236,16 +271,27 @@ class CommandQueue:
                 submitted_at=time.time(),
                 key=key,
             )
-            ticket = CommandTicket(cmd)
+            ticket = CommandTicket(cmd, TICKET_OVERHEAD + size)
             self._items.append(ticket)
-            self._history[cmd.id] = ticket
-            while len(self._history) > self._history_max:
-                self._history.popitem(last=False)
+            self._queued_bytes += size
+            self._remember(ticket)
             if key is not None:
-                self._remember(key.scope, ticket)
+                self._remember_key(key.scope, ticket)
         return ticket
 
-    def _remember(self, scope: str, ticket: CommandTicket) -> None:
+    def _remember(self, ticket: CommandTicket) -> None:
+        """Keep ``ticket`` for look-ups, letting the oldest go past the bound (lock held)."""
+        self._history[ticket.command.id] = ticket
+        self._history_bytes += ticket.nbytes
+        self._trim()
+
+    def _trim(self) -> None:
+        history = self._history
+        while self._history_bytes > self.history_max_bytes and history:
+            _, old = history.popitem(last=False)
+            self._history_bytes -= old.nbytes
+
+    def _remember_key(self, scope: str, ticket: CommandTicket) -> None:
         """Keep ``scope`` → ticket; forget the oldest resolved keys beyond the count or age
         bound (one still in flight is never forgotten: the journal does not have it yet)."""
         now = self._clock()
@@ -267,9 +313,37 @@ class CommandQueue:
         """Take up to ``limit`` commands in arrival order (all when None)."""
         with self._lock:
             n = len(self._items) if limit is None else min(limit, len(self._items))
-            return [self._items.popleft() for _ in range(n)]
+            taken = [self._items.popleft() for _ in range(n)]
+            if not self._items:
+                self._queued_bytes = 0
+            else:
+                for ticket in taken:
+                    self._queued_bytes -= ticket.nbytes - TICKET_OVERHEAD
+            return taken
+
+    def charge_results(self, tickets: list[CommandTicket]) -> None:
+        """Charge resolved tickets' results to the history (measured once, when resolved)."""
+        extra = []
+        for ticket in tickets:
+            o = ticket.outcome
+            if o is None:
+                continue
+            if o.ok:
+                size = object_size(o.result)
+            else:
+                size = len(o.error_message or "") + object_size(o.error_details or {})
+            extra.append((ticket, size))
+        if not extra:
+            return
+        with self._lock:
+            history = self._history
+            for ticket, size in extra:
+                ticket.nbytes += size
+                if history.get(ticket.command.id) is ticket:
+                    self._history_bytes += size
+            self._trim()
 
     def get(self, command_id: str) -> CommandTicket | None:
-        """A recent ticket by command id (the last ``history`` commands are kept)."""
+        """A recent ticket by command id (kept while the history is under its byte bound)."""
         with self._lock:
             return self._history.get(command_id)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .clock import MAX_RATE_HZ, MIN_RATE_HZ, OverrunPolicy
 from .errors import ConfigError
+from .sizes import MiB
 
 log = logging.getLogger("worldloop")
 
@@ -68,6 +69,16 @@ class Settings(BaseModel):
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
     bus_url: str = "local://"
     """How commands and snapshots travel between the API and the loop (``local://``)."""
+
+    # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
+    queue_bytes: int = Field(default=64 * MiB, ge=1)
+    """Payload bytes of the commands waiting in the queue (beside ``queue_size``); full = 503."""
+    command_history_bytes: int = Field(default=32 * MiB, ge=0)
+    """Recent tickets kept for ``GET /commands/{id}``; older ones are answered from the journal."""
+    snapshot_cache_bytes: int = Field(default=32 * MiB, ge=0)
+    """Serialized frames one snapshot keeps for its readers (past it: built per reader)."""
+    rate_limit_bytes: int = Field(default=16 * MiB, ge=0)
+    """Token buckets of each rate limiter (least recently used go first)."""
 
     # -- jobs ------------------------------------------------------------------------------------
     jobs: list[dict[str, Any]] | None = None

@@ -25,7 +25,7 @@ from .durability import Durability
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, open_lease
 from .plugins import HOOKS, RuntimePlugin, overridden
-from .snapshot import Snapshot, freeze_arrays
+from .snapshot import DEFAULT_CACHE_BYTES, Snapshot, freeze_arrays
 from .store import Store
 from .world import World
 
@@ -68,6 +68,7 @@ class WorldRuntime:
         hash_every: int = 100,
         retention_ticks: int = 3000,
         store_retry_seconds: float = 5.0,
+        snapshot_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.world = world
         self.name = world.name
@@ -86,6 +87,7 @@ class WorldRuntime:
             )
         )
         self.max_commands_per_tick = max_commands_per_tick
+        self.snapshot_cache_bytes = snapshot_cache_bytes
         self.shutdown_timeout = shutdown_timeout
         self.ticker = Ticker(
             self._on_tick,
@@ -433,6 +435,13 @@ class WorldRuntime:
     def _publish(self, outcomes: list[Outcome] | None = None) -> Snapshot:
         """Publish the world's current view, resolving ``outcomes``' tickets after it."""
         w = self.world
-        snap = Snapshot(self.name, w.tick, w.sim_time, freeze_arrays(w.view()), w.summary())
+        snap = Snapshot(
+            self.name,
+            w.tick,
+            w.sim_time,
+            freeze_arrays(w.view()),
+            w.summary(),
+            cache_bytes=self.snapshot_cache_bytes,
+        )
         self.bus.publish(snap, outcomes or ())
         return snap

@@ -17,6 +17,9 @@ import orjson
 
 T = TypeVar("T")
 
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+"""Default bound on one snapshot's cached serializations (WORLDLOOP_SNAPSHOT_CACHE_BYTES)."""
+
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):  # orjson hands over only arrays it cannot encode itself
@@ -61,7 +64,18 @@ def freeze_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
 class Snapshot:
     """The world as it was after ``tick``: data, plus lazily cached derived values."""
 
-    __slots__ = ("_cache", "_lock", "created_at", "data", "sim_time", "summary", "tick", "world")
+    __slots__ = (
+        "_cache",
+        "_cache_bytes",
+        "_lock",
+        "cache_max_bytes",
+        "created_at",
+        "data",
+        "sim_time",
+        "summary",
+        "tick",
+        "world",
+    )
 
     def __init__(
         self,
@@ -71,6 +85,8 @@ class Snapshot:
         data: Mapping[str, Any],
         summary: Mapping[str, Any] | None = None,
         created_at: float | None = None,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.world = world
         self.tick = tick
@@ -79,22 +95,44 @@ class Snapshot:
         self.summary: Mapping[str, Any] = summary or {}
         self.created_at = time.time() if created_at is None else created_at
         self._cache: dict[str, Any] = {}
+        self._cache_bytes = 0
+        self.cache_max_bytes = cache_bytes
+        """Bound on the serialized values (``bytes``) this snapshot keeps: per-region frames
+        are keyed by what clients ask for, so their number has no bound of its own."""
         self._lock = threading.RLock()  # a computation may use other cached values
 
     @property
     def etag(self) -> str:
         return f'"{self.world}-{self.tick}"'
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of serialized values kept in this snapshot's cache."""
+        return self._cache_bytes
+
     def cached(self, key: str, compute: Callable[[Snapshot], T]) -> T:
-        """Compute a derived value once per snapshot; concurrent callers wait for the first."""
+        """Compute a derived value once per snapshot; concurrent callers wait for the first.
+
+        A ``bytes`` value is kept only while the cache's bytes stay under ``cache_max_bytes``
+        (the first one always is, so the full serialization is shared however large); past the
+        bound it is computed for its caller and not kept. Other values (indexes, views over the
+        snapshot's own arrays) are few, fixed keys and are always kept.
+        """
         try:
             return self._cache[key]  # type: ignore[no-any-return]
         except KeyError:
             pass
         with self._lock:
-            if key not in self._cache:
-                self._cache[key] = compute(self)
-            return self._cache[key]  # type: ignore[no-any-return]
+            if key in self._cache:
+                return self._cache[key]  # type: ignore[no-any-return]
+            value = compute(self)
+            if isinstance(value, bytes):
+                size = len(value)
+                if self._cache_bytes and self._cache_bytes + size > self.cache_max_bytes:
+                    return value
+                self._cache_bytes += size
+            self._cache[key] = value
+            return value
 
     def to_json(self) -> bytes:
         """The whole snapshot as JSON bytes, serialized once."""

@@ -57,6 +57,7 @@ class WorldLoopState:
             hash_every=settings.hash_every,
             retention_ticks=settings.journal_retention,
             store_retry_seconds=settings.store_retry_seconds,
+            snapshot_cache_bytes=settings.snapshot_cache_bytes,
         )
         jobs.attach(self.runtime)
         self._start_lock = threading.Lock()
@@ -152,7 +153,14 @@ class WorldLoopState:
 
     def _make_bus(self, world_name: str) -> Bus:
         """How commands and snapshots travel between the API and the loop (WORLDLOOP_BUS_URL)."""
-        return open_bus(self.settings.bus_url, world_name, queue_size=self.settings.queue_size)
+        cfg = self.settings
+        return open_bus(
+            cfg.bus_url,
+            world_name,
+            queue_size=cfg.queue_size,
+            queue_bytes=cfg.queue_bytes,
+            history_bytes=cfg.command_history_bytes,
+        )
 
 
 def state_of(app: Flask | None = None) -> WorldLoopState:

@@ -49,9 +49,11 @@ def limiter(kind: str) -> RateLimiter:
     if lim is None:
         cfg = current_settings()
         if kind == "join":
-            lim = RateLimiter(cfg.join_rate_limit, cfg.join_rate_burst)
+            lim = RateLimiter(
+                cfg.join_rate_limit, cfg.join_rate_burst, max_bytes=cfg.rate_limit_bytes
+            )
         else:
-            lim = RateLimiter(cfg.rate_limit, cfg.rate_burst)
+            lim = RateLimiter(cfg.rate_limit, cfg.rate_burst, max_bytes=cfg.rate_limit_bytes)
         lim = ext.setdefault(kind, lim)
     return lim
 

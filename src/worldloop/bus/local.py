@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..commands import Command, CommandQueue, CommandTicket, IdempotencyKey, Outcome
+from ..sizes import MiB
 from ..snapshot import Snapshot, SnapshotBoard
 
 
@@ -19,10 +20,15 @@ class LocalBus:
     """Commands and snapshots of one world inside this process."""
 
     def __init__(
-        self, world: str = "world", *, queue_size: int = 10_000, history: int = 100_000
+        self,
+        world: str = "world",
+        *,
+        queue_size: int = 10_000,
+        queue_bytes: int = 64 * MiB,
+        history_bytes: int = 32 * MiB,
     ) -> None:
         self.world = world
-        self._queue = CommandQueue(queue_size, history=history)
+        self._queue = CommandQueue(queue_size, max_bytes=queue_bytes, history_bytes=history_bytes)
         self._board = SnapshotBoard()
         self._taken: dict[str, CommandTicket] = {}
         """Tickets of commands taken by the loop and not resolved yet (loop thread only)."""
@@ -89,10 +95,13 @@ class LocalBus:
 
     def settle(self, outcomes: Sequence[Outcome], tick: int) -> None:
         taken = self._taken
+        resolved = []
         for outcome in outcomes:
             ticket = taken.pop(outcome.command.id, None)
             if ticket is not None:
                 ticket.resolve(outcome, tick)
+                resolved.append(ticket)
+        self._queue.charge_results(resolved)
 
     def refuse_waiting(
         self, code: str, message: str, tick: int, details: Mapping[str, Any] | None = None
@@ -100,6 +109,7 @@ class LocalBus:
         tickets = self._queue.drain()
         for ticket in tickets:
             ticket.resolve(Outcome(ticket.command, False, None, code, message, details), tick)
+        self._queue.charge_results(tickets)
         return len(tickets)
 
     def close(self) -> None:

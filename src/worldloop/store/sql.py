@@ -451,9 +451,11 @@ class SqlStore:
     def check_writable(self, timeout: float = 0.25) -> None:
         """Raise StoreError unless a write transaction can start now (for /readyz).
 
-        SQLite: take the write lock (BEGIN IMMEDIATE) and roll back at once, waiting at most
-        ``timeout`` s, so a readiness probe never hangs on a lock. PostgreSQL: the server must
-        answer and not be read-only (a standby, or default_transaction_read_only).
+        SQLite: take the write lock (BEGIN IMMEDIATE), try a write that touches no row (SQLite
+        takes the lock on a read-only file and refuses only the first write), and roll back at
+        once, waiting at most ``timeout`` s, so a readiness probe never hangs on a lock.
+        PostgreSQL: the server must answer and not be read-only (a standby, or
+        default_transaction_read_only).
         """
         if self.readonly:
             raise StoreError(f"the store {self!r} was opened read-only")
@@ -465,7 +467,10 @@ class SqlStore:
                     cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
                     try:
                         cur.execute("BEGIN IMMEDIATE")
-                        cur.execute("ROLLBACK")
+                        try:
+                            cur.execute(f"UPDATE {heads.name} SET tick = tick WHERE 0")
+                        finally:
+                            cur.execute("ROLLBACK")
                     finally:
                         cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                         cur.close()
