@@ -102,6 +102,9 @@ class Settings(BaseModel):
     rate_burst: float = Field(default=40, ge=1, allow_inf_nan=False)
     join_rate_limit: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     join_rate_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
+    """Proxies in front whose X-Forwarded-For/-Proto/-Host are trusted (werkzeug ProxyFix);
+    0 trusts none. Rate limits key on the client address this yields."""
     max_body_bytes: int = Field(default=16 * 1024, ge=64)
     command_wait: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     long_poll_max: float = Field(default=30.0, ge=0, allow_inf_nan=False)
@@ -116,6 +119,9 @@ class Settings(BaseModel):
     ready_min_window: int = Field(default=20, ge=1)
     ready_store_check_ttl: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     stream_max_clients: int = Field(default=64, ge=0)
+    """Streams per process at most; lowered to the server's threads minus the reserve."""
+    stream_reserve_threads: int = Field(default=4, ge=1)
+    """Request threads never given to streams (gunicorn gthread): the API and probes keep them."""
     stream_default_limit: int = Field(default=2000, ge=0)
     stream_max_limit: int = Field(default=20000, ge=0)
     stream_max_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)

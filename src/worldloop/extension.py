@@ -70,7 +70,7 @@ class WorldLoop:
         for key, value in {**Settings.defaults(), **self.defaults}.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
-        from .api.install import install_api, install_logging
+        from .api.install import announce_server, install_api, install_logging
 
         install_logging(app, settings)  # before the loop starts: its first lines are formatted
         factory = world or self.world_factory or import_factory(settings.world)
@@ -86,6 +86,7 @@ class WorldLoop:
         self._states.add(state)
         install_api(app, state)
         state.start_by_policy(app)
+        announce_server(app, state)
         return state
 
     @property

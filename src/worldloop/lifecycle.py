@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("worldloop")
 
@@ -74,8 +74,18 @@ def _flask_cli_command() -> bool:
     return argv0.rsplit("/", 1)[-1] == "flask" or argv0.endswith("/flask/__main__.py")
 
 
-def stop_at_exit(item: Stoppable, handle_signals: bool) -> None:
-    """Stop ``item`` at interpreter exit; turn a default SIGTERM into a clean exit."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+_stopping = False
+_said_stopping = False
+
+
+def stop_at_exit(item: Stoppable, handle_signals: bool, *, server: bool = False) -> None:
+    """Stop ``item`` at interpreter exit; turn a default SIGTERM into a clean exit.
+
+    In a server process (``server``: flask run, a gunicorn worker) every stop signal means
+    "exit", so only the first one is acted on: a second Ctrl-C or SIGTERM while the process
+    stops is quiet and the stop still finishes within its bound (see :func:`quiet_repeats`).
+    """
     global _installed
     _live.add(item)
     if _installed:
@@ -86,10 +96,57 @@ def stop_at_exit(item: Stoppable, handle_signals: bool) -> None:
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_signal)
+    if server:
+        quiet_repeats()
+
+
+def quiet_repeats() -> None:
+    """Let each stop signal's handler run once; repeats are logged once and ignored.
+
+    Chained to whatever handler is there (Python's KeyboardInterrupt, gunicorn's worker
+    handlers, ours): the first signal starts the exit as it always did; a second one would
+    otherwise raise inside the exit (a traceback from atexit, the final snapshot skipped).
+    """
+    for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        if callable(previous) and not getattr(previous, "_worldloop_once", False):
+            signal.signal(sig, _once(previous))
+
+
+def _once(previous: Callable[[int, FrameType | None], Any]) -> Callable[..., None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        global _stopping
+        if _stopping:
+            _already_stopping(signum, frame)
+            return
+        _stopping = True
+        previous(signum, frame)
+
+    handler._worldloop_once = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _already_stopping(signum: int, frame: FrameType | None) -> None:
+    global _said_stopping
+    if not _said_stopping:
+        _said_stopping = True
+        log.warning(
+            "worldloop: already stopping; %s ignored (the stop ends within its bound)",
+            signal.Signals(signum).name,
+        )
 
 
 def stop_all() -> None:
-    """Stop everything registered with :func:`stop_at_exit` (each within its own bound)."""
+    """Stop everything registered with :func:`stop_at_exit` (each within its own bound).
+
+    From the main thread, stop signals that come meanwhile are logged and ignored: the stop
+    is bounded already, and cutting it short would skip the final snapshot.
+    """
+    global _stopping
+    _stopping = True
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _already_stopping)
     for item in list(_live):
         try:
             item.stop()

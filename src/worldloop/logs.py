@@ -114,4 +114,12 @@ def configure_logging(
 
 
 def is_configured() -> bool:
+    """Whether worldloop installed its handler in this process."""
     return _handler is not None
+
+
+def host_configured_logging() -> bool:
+    """Whether the host configured logging already: the root logger has a handler that is not
+    worldloop's (``logging.config.fileConfig``/``dictConfig``, gunicorn ``--log-config``,
+    ``logging.basicConfig``). Adding one more would print every line twice."""
+    return any(h is not _handler for h in logging.getLogger().handlers)

@@ -16,18 +16,22 @@ from flask import Flask, current_app
 from ._loading import is_inspecting
 from .bus import Bus, open_bus
 from .config import Settings
-from .errors import ConfigError, WorldLockedError
+from .errors import ConfigError, WorldLockedError, WorldLoopError
 from .jobs import (
     JobRegistrar,
     JobScheduler,
 )
 from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
+from .preflight import check_gunicorn, holder_is_stranger, refuse
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
 from .world import World
 
 log = logging.getLogger("worldloop")
+
+SERVER_ROLES = frozenset({"serve", "gunicorn-worker"})
+"""Processes that load the app to serve it: a start failure there ends the process cleanly."""
 
 
 class WorldLoopState:
@@ -77,8 +81,11 @@ class WorldLoopState:
         with self._start_lock:
             if self.runtime.running:
                 return
+            lease = self.runtime.lease
+            if self.role in SERVER_ROLES and not lease.held and holder_is_stranger(lease):
+                lease.acquire(wait=0)  # a second server, not a restarting sibling: no wait
             self.runtime.start()
-        stop_at_exit(self, self.settings.handle_signals)
+        stop_at_exit(self, self.settings.handle_signals, server=self.role in SERVER_ROLES)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the loop within the configured bound; True if it ended in time."""
@@ -109,7 +116,20 @@ class WorldLoopState:
             )
             after_fork(self._start_in_forked_worker)
             return
-        self.start()
+        self._start_or_refuse()
+
+    def _start_or_refuse(self) -> None:
+        """Start; in a server process, what cannot be served is one line and an exit code
+        (worldloop.preflight), never a traceback after the server said it was up."""
+        if self.role not in SERVER_ROLES:
+            self.start()
+            return
+        try:
+            if self.role == "gunicorn-worker":
+                check_gunicorn(self.runtime.lease.url, self.settings.autostart)
+            self.start()
+        except WorldLoopError as exc:
+            refuse(exc.message, self.role, quiet=bool(exc.details.get("quiet")))
 
     def _start_lazily(self) -> None:
         if not self.runtime.running and not self.runtime.stats().running:
@@ -121,9 +141,9 @@ class WorldLoopState:
     def _start_in_forked_worker(self) -> None:
         try:
             self.start()
-        except WorldLockedError as exc:
+        except WorldLoopError as exc:
             # Gunicorn treats exit code 3 as "worker failed to boot" and stops with the reason.
-            log.error("worldloop: %s", exc.message)
+            log.error("worldloop: cannot serve: %s", exc.message)
             os._exit(3)
 
     # -- backends --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 from typing import Any, NamedTuple
 
 from flask import current_app, request
+from werkzeug.http import unquote_etag
 
 from ..runtime import WorldRuntime
 from ..state import current_settings, get_runtime
@@ -83,3 +84,10 @@ def current_player() -> AuthedPlayer:
 
 PLAYER = Security("playerToken", current_player, inject=True)
 """A player's bearer token (from POST /players); the view gets the AuthedPlayer as ``auth``."""
+
+
+def not_modified(etag: str) -> bool:
+    """Whether the request's ``If-None-Match`` matches ``etag`` (a quoted tag), as Werkzeug
+    parses it: a list of tags, weak ones (``W/``) compared weakly, and ``*``."""
+    tag, _weak = unquote_etag(etag)
+    return tag is not None and request.if_none_match.contains_weak(tag)

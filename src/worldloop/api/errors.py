@@ -120,10 +120,20 @@ def is_worldloop_request() -> bool:
     return blueprint.startswith("worldloop_") or request.path.startswith(API_PREFIX)
 
 
+def ensure_retry_after(resp: Response) -> Response:
+    """Every 503 and 429 of worldloop's routes says when to retry, whichever path made it
+    (the envelope does already; /readyz and host-built responses may not)."""
+    missing = resp.status_code in (429, 503) and "Retry-After" not in resp.headers
+    if missing and is_worldloop_request():
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
 def register_worldloop_errors(app: Flask) -> None:
     """JSON for worldloop's errors wherever raised, and for HTTP errors and unexpected
     exceptions on worldloop's own routes; the host app's other pages keep their own errors."""
     app.register_error_handler(WorldLoopError, worldloop_error)
+    app.after_request(ensure_retry_after)
 
     def scoped_http(exc: HTTPException) -> HTTPException | Response:
         return http_error(exc) if is_worldloop_request() else exc
@@ -141,5 +151,6 @@ def register_error_handlers(app: Flask) -> None:
     """Every error of the app as JSON (API-only servers): worldloop's, HTTP errors, and any
     unexpected exception (logged, answered as a 500 without internals)."""
     app.register_error_handler(WorldLoopError, worldloop_error)
+    app.after_request(ensure_retry_after)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)

@@ -145,6 +145,13 @@ class Readiness(BaseModel):
     role: str = Field(description="serve, gunicorn-worker, prefork-master, reloader-parent, ...")
 
 
+@bp.after_request
+def _no_store(resp: Response) -> Response:
+    """Probes and metrics describe this instant of this process: never cached by a proxy."""
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 @bp.get("/healthz")
 @operation(
     "Liveness: the process answers (never touches the world)",

@@ -11,8 +11,9 @@ from flask import Flask
 from . import v1
 from .errors import register_error_handlers, register_worldloop_errors
 from .jobs import bp as jobs_bp
+from .observe import announce_capacity, setup_logging
 from .observe import install as install_observation
-from .observe import setup_logging
+from .proxy import trust_proxies
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -32,6 +33,7 @@ def install_api(app: Flask, state: WorldLoopState) -> None:
     of the app (``"all"``, for API-only servers such as the demo).
     """
     settings = state.settings
+    trust_proxies(app, settings.trusted_proxies)
     if settings.json_errors == "all":
         register_error_handlers(app)
     else:
@@ -45,3 +47,8 @@ def install_api(app: Flask, state: WorldLoopState) -> None:
         from .viewer import bp as viewer_bp
 
         app.register_blueprint(viewer_bp)
+
+
+def announce_server(app: Flask, state: WorldLoopState) -> None:
+    """The start-up line that says which server hosts the app and what it means for streams."""
+    announce_capacity(app, state)

@@ -4,13 +4,16 @@ the viewer, installed by ``init_app`` (``WORLDLOOP_OBSERVE``); and worldloop's l
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 
 from ..config import Settings
-from ..logs import configure_logging, is_configured
+from ..hosting import gunicorn_worker
+from ..lifecycle import after_fork
+from ..logs import configure_logging, host_configured_logging, is_configured
 from ..metrics import HTTP_LATENCY, LoopObserver
 from ..state import WorldLoopState
 from .health import StoreProbe
@@ -18,6 +21,8 @@ from .health import bp as health_bp
 from .stream import StreamSlots
 from .stream import bp as stream_bp
 from .viewer import bp as viewer_bp
+
+log = logging.getLogger("worldloop")
 
 
 @dataclass(slots=True)
@@ -35,7 +40,7 @@ def install(app: Flask, state: WorldLoopState, *, viewer: bool = True) -> Observ
     obs = Observation(
         observer=LoopObserver(state.runtime).attach(),
         store_probe=StoreProbe(cfg.ready_store_check_ttl),
-        stream_slots=StreamSlots(cfg.stream_max_clients),
+        stream_slots=StreamSlots(cfg.stream_max_clients, cfg.stream_reserve_threads),
     )
     app.extensions["worldloop_observe"] = obs
     app.register_blueprint(health_bp)
@@ -47,10 +52,31 @@ def install(app: Flask, state: WorldLoopState, *, viewer: bool = True) -> Observ
     return obs
 
 
+def announce_capacity(app: Flask, state: WorldLoopState) -> None:
+    """Once the world is started (or refused), say which server was found and what it means
+    for streams: in a gunicorn worker now, or after the fork under ``--preload``."""
+    obs: Observation | None = app.extensions.get("worldloop_observe")
+    if obs is None:
+        return
+    slots = obs.stream_slots
+
+    def announce() -> None:
+        if gunicorn_worker() is not None:
+            log.info("worldloop: %s", slots.resolve(True).describe())
+
+    if state.role == "prefork-master":
+        after_fork(announce)
+    else:
+        announce()
+
+
 def setup_logging(app: Flask, settings: Settings) -> None:
     """Configure worldloop logging once per process (before the loop starts, so its first
-    lines are formatted too); WORLDLOOP_CONFIGURE_LOGGING=False opts out."""
-    if settings.configure_logging and not is_configured():
+    lines are formatted too); WORLDLOOP_CONFIGURE_LOGGING=False opts out. Where the host has
+    configured logging already (root handlers, e.g. gunicorn --log-config or
+    logging.config.fileConfig), worldloop adds nothing: its records reach the host's handlers
+    once."""
+    if settings.configure_logging and not is_configured() and not host_configured_logging():
         configure_logging(json_lines=settings.log_json, level=settings.log_level)
 
 

@@ -1,17 +1,18 @@
 """GET /api/v1/world/snapshot: the whole published state, serialized once per tick.
 
-ETag carries the tick; If-None-Match answers 304; ``?after_tick=N`` long-polls (bounded) for
-the first snapshot newer than N.
+ETag carries the tick; If-None-Match (a list, weak tags, ``*``: Werkzeug's parsing) answers
+304; ``?after_tick=N`` long-polls (bounded) for the first snapshot newer than N.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 from pydantic import BaseModel
 
 from ..state import current_settings, get_runtime
+from .common import not_modified
 from .declare import Reply, operation
 from .params import SnapshotQuery
 
@@ -54,11 +55,6 @@ def world_snapshot(query: SnapshotQuery) -> Response:
         "X-World-Tick": str(snap.tick),
         "Cache-Control": "no-cache",
     }
-    if snap.etag in _etags(request.headers.get("If-None-Match", "")):
+    if not_modified(snap.etag):
         return Response(status=304, headers=headers)
     return Response(snap.to_json(), status=200, mimetype="application/json", headers=headers)
-
-
-def _etags(header: str) -> set[str]:
-    tags = {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
-    return tags

@@ -19,10 +19,13 @@ from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from ..errors import WorldNotRunning
+from ..hosting import Capacity, shutting_down
+from ..hosting import capacity as server_capacity
 from ..metrics import FRAME_BUILD, STREAMS_OPEN
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot, dumps
 from ..state import current_settings, get_runtime
+from .common import not_modified
 from .declare import Reply, operation
 from .errors import TooManyStreams
 from .params import Box, ViewQuery
@@ -43,7 +46,11 @@ _closing = threading.Event()
 
 
 def close_streams() -> None:
-    """End every stream of this process within ``POLL`` s (a server is shutting down)."""
+    """End every stream of this process within ``POLL`` s (a server is shutting down).
+
+    Under gunicorn, streams also end by themselves once the worker is told to stop (its
+    ``alive`` flag, see worldloop.hosting.shutting_down), with or without worldloop's hooks.
+    """
     _closing.set()
 
 
@@ -187,22 +194,67 @@ def with_stats(frame: bytes, stats: dict[str, Any]) -> bytes:
 
 
 class StreamSlots:
-    """Caps concurrent streams per process, so viewers cannot take every server thread."""
+    """Caps concurrent streams per process, so viewers cannot take every server thread.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._sem = threading.BoundedSemaphore(capacity)
+    The cap is ``WORLDLOOP_STREAM_MAX_CLIENTS``, lowered to what the server can give once it
+    is known (see worldloop.hosting.capacity): on gunicorn gthread, ``--threads`` minus
+    ``WORLDLOOP_STREAM_RESERVE_THREADS`` kept for the API and the probes; none on a sync
+    worker, where a stream would hold the only thread.
+    """
 
-    def take(self) -> None:
+    def __init__(self, max_clients: int, reserve: int = 0) -> None:
+        self.max_clients = max_clients
+        self.reserve = reserve
+        self._lock = threading.Lock()
+        self._capacity: Capacity | None = None
+        self._sem: threading.BoundedSemaphore | None = None
+
+    @property
+    def capacity(self) -> int:
+        known = self._capacity
+        return self.max_clients if known is None else known.streams
+
+    def resolve(self, multithread: bool | None = None) -> Capacity:
+        """Find the server's capacity once (the gunicorn worker is on the stack here)."""
+        with self._lock:
+            if self._capacity is None:
+                self._capacity = server_capacity(
+                    max_streams=self.max_clients, reserve=self.reserve, multithread=multithread
+                )
+                self._sem = threading.BoundedSemaphore(max(1, self._capacity.streams))
+            return self._capacity
+
+    def take(self, multithread: bool | None = None) -> None:
+        cap = self.resolve(multithread)
+        assert self._sem is not None
+        if cap.streams <= 0 and self.max_clients <= 0:
+            raise TooManyStreams(
+                "event streams are switched off here (WORLDLOOP_STREAM_MAX_CLIENTS=0); "
+                "GET /api/v1/frame serves single frames",
+                details={"capacity": 0},
+            )
+        if cap.streams <= 0:
+            fix = (
+                "run gunicorn -k gthread --threads 16 (or -c python:worldloop.gunicorn_conf)"
+                if cap.server == "gunicorn"
+                else "give the server more threads"
+            )
+            raise TooManyStreams(
+                f"this server cannot hold an event stream without stalling other requests "
+                f"({cap.worker_class or cap.server} worker, {cap.threads} thread(s)); {fix}; "
+                "GET /api/v1/frame serves single frames meanwhile",
+                details={"capacity": 0, "worker_class": cap.worker_class, "threads": cap.threads},
+            )
         if not self._sem.acquire(blocking=False):
             raise TooManyStreams(
-                f"all {self.capacity} stream slots are in use; retry later",
-                details={"capacity": self.capacity},
+                f"all {cap.streams} stream slots are in use; retry later",
+                details={"capacity": cap.streams},
             )
         STREAMS_OPEN.inc()
 
     def give(self) -> None:
         STREAMS_OPEN.dec()
+        assert self._sem is not None
         self._sem.release()
 
 
@@ -226,7 +278,7 @@ def events(
     last_sent = started
     next_at = 0.0
     yield b"retry: 1000\n\n"
-    while rt.running and not _closing.is_set():
+    while rt.running and not _closing.is_set() and not shutting_down():
         now = time.monotonic()
         if max_seconds is not None and now - started >= max_seconds:
             break
@@ -264,7 +316,11 @@ _BAD_PARAM = (400, "A malformed or out-of-range parameter (details.param names i
     "One frame of the latest snapshot (the stream's data, once)",
     tags=("viewer",),
     query=ViewQuery,
-    responses={200: Reply("The frame", Frame, headers=("ETag", "Cache-Control"))},
+    headers=(("If-None-Match", "An ETag from an earlier answer: 304 when no new tick."),),
+    responses={
+        200: Reply("The frame", Frame, headers=("ETag", "Cache-Control")),
+        304: Reply("No new tick since the ETag sent"),
+    },
     errors=(_BAD_PARAM, (503, "No snapshot published yet")),
 )
 def frame(query: ViewQuery) -> Response:
@@ -272,11 +328,11 @@ def frame(query: ViewQuery) -> Response:
     view = _view(query)
     rt = get_runtime()
     snap = rt.snapshot
+    headers = {"ETag": snap.etag, "Cache-Control": "no-cache"}
+    if not_modified(snap.etag):
+        return Response(status=304, headers=headers)
     body = with_stats(frame_json(rt, snap, view.bbox, view.limit), loop_stats(rt))
-    resp = Response(body, content_type="application/json")
-    resp.headers["ETag"] = snap.etag
-    resp.headers["Cache-Control"] = "no-cache"
-    return resp
+    return Response(body, content_type="application/json", headers=headers)
 
 
 def _event_schemas(ctx: DocContext, op: dict[str, Any]) -> None:
@@ -332,7 +388,7 @@ def stream(query: ViewQuery) -> Response:
     obs = current_app.extensions.get("worldloop_observe")
     slots: StreamSlots | None = obs.stream_slots if obs is not None else None
     if slots is not None:
-        slots.take()
+        slots.take(bool(request.environ.get("wsgi.multithread", False)))
     body = events(
         rt,
         view,
@@ -342,6 +398,6 @@ def stream(query: ViewQuery) -> Response:
     resp = Response(body, mimetype="text/event-stream")
     if slots is not None:
         resp.call_on_close(slots.give)  # runs even if the body never started
-    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

@@ -85,9 +85,9 @@ class FileLease:
                 os.close(fd)
                 raise WorldLockedError(
                     f"world {self.world!r} is already running in another process (pid {holder}) "
-                    f"on this store; the embedded mode runs one process per store. Serve it from "
-                    f"one process (e.g. gunicorn -w 1 --threads 8) or use the redis mode "
-                    "to scale out.",
+                    f"on this store; the embedded mode runs one process per store: stop that "
+                    f"server first, or give this one its own store (WORLDLOOP_STORE_URL or "
+                    f"another instance folder).",
                     details={
                         "lock_file": str(self.path),
                         "holder_pid": holder,
