@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from flask import Flask, has_app_context
 
+from ._loading import is_inspecting
 from .config import Settings
 from .errors import ConfigError
 from .jobs import (
@@ -29,8 +30,10 @@ from .jobs import (
     make_spec,
 )
 from .lifecycle import serving_role
+from .preflight import preflight
 from .runtime import WorldRuntime
 from .state import WorldLoopState, get_runtime, state_of
+from .store import default_store_url
 from .world import World
 
 log = logging.getLogger("worldloop")
@@ -73,6 +76,12 @@ class WorldLoop:
         from .api.install import announce_server, install_api, install_logging
 
         install_logging(app, settings)  # before the loop starts: its first lines are formatted
+        if not is_inspecting():  # what this server cannot serve is refused before any work
+            preflight(
+                settings.store_url or default_store_url(app.instance_path),
+                settings.autostart,
+                serving_role(),
+            )
         factory = world or self.world_factory or import_factory(settings.world)
         built = factory(app.config)
         if not isinstance(built, World):

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from .errors import WorldLoopError
 from .hosting import GREEN_CLASSES, gunicorn_worker, parent_pid_of, worker_class_name
-from .lease import Lease
+from .lease import Lease, default_lease_url
 
 log = logging.getLogger("worldloop")
 
@@ -43,6 +43,16 @@ def refuse(message: str, role: str, *, quiet: bool = False) -> NoReturn:
         for handler in logging.getLogger().handlers:
             handler.flush()
     raise SystemExit(GUNICORN_BOOT_ERROR if role.startswith(("gunicorn", "prefork")) else 1)
+
+
+def preflight(store_url: str, autostart: str, role: str) -> None:
+    """Before the world is even built: refuse a gunicorn set-up this store cannot serve."""
+    if role != "gunicorn-worker" or autostart == "never":
+        return
+    try:
+        check_gunicorn(default_lease_url(store_url, "world", "."), autostart)
+    except Refused as exc:
+        refuse(exc.message, role, quiet=bool(exc.details.get("quiet")))
 
 
 def check_gunicorn(lease_url: str, autostart: str, worker: Any = None) -> None:

@@ -23,7 +23,7 @@ from .jobs import (
 )
 from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
-from .preflight import check_gunicorn, holder_is_stranger, refuse
+from .preflight import holder_is_stranger, refuse
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
 from .world import World
@@ -125,8 +125,6 @@ class WorldLoopState:
             self.start()
             return
         try:
-            if self.role == "gunicorn-worker":
-                check_gunicorn(self.runtime.lease.url, self.settings.autostart)
             self.start()
         except WorldLoopError as exc:
             refuse(exc.message, self.role, quiet=bool(exc.details.get("quiet")))
