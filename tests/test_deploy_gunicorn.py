@@ -182,14 +182,14 @@ def test_gthread_with_fewer_threads_than_the_cap_keeps_threads_for_the_api(
     seed_project(tmp_path)
     argv = gunicorn("-k", "gthread", "--threads", "8", "app:app")
     with running_server(argv, tmp_path, env=env_here(tmp_path)) as srv:
-        assert "with 8 threads: up to 4 streams per process" in srv.log
+        assert "with 8 threads: up to 6 streams per process" in srv.log
         with streams(srv.base, 8) as readers:
             wait_for(lambda: all(r.status for r in readers), 10, what="every stream answered")
             codes = sorted(r.status or 0 for r in readers)
-            assert codes == [200] * 4 + [503] * 4, codes
+            assert codes == [200] * 6 + [503] * 2, codes
             refused = next(r for r in readers if r.status == 503)
             wait_for(refused.closed.is_set, 5)
-            assert b"Retry-After: 1" in refused.data and b"all 4 stream slots" in refused.data
+            assert b"Retry-After: 1" in refused.data and b"all 6 stream slots" in refused.data
             for path in ("/healthz", "/readyz", "/api/v1/world", "/api/v1/world/snapshot"):
                 for _ in range(3):
                     status, took = timed_get(srv.base, path)
@@ -235,7 +235,7 @@ def test_the_shipped_config_serves_50_viewers_and_the_api(tmp_path: Path) -> Non
         "-b", "127.0.0.1:{port}", "worldloop.demo:create_app()",
     ]  # fmt: skip
     with running_server(argv, tmp_path) as srv:
-        assert "with 64 threads: up to 60 streams per process" in srv.log
+        assert "with 64 threads: up to 62 streams per process" in srv.log
         with streams(srv.base, 50) as readers:
             wait_for(lambda: all(r.frame.is_set() for r in readers), 30, what="50 live streams")
             assert all(r.status == 200 for r in readers)
@@ -245,7 +245,7 @@ def test_the_shipped_config_serves_50_viewers_and_the_api(tmp_path: Path) -> Non
             while time.monotonic() < deadline and count < 200:
                 for path in ("/healthz", "/readyz", "/api/v1/world", "/api/v1/frame"):
                     status, took = timed_get(srv.base, path)
-                    assert status == 200, (path, status)
+                    assert status == 200, (path, status, srv.get(path)[2])
                     if took >= 1.0:
                         slow.append((path, took))
                     count += 1
@@ -258,10 +258,6 @@ def test_the_shipped_config_serves_50_viewers_and_the_api(tmp_path: Path) -> Non
         log = srv.log
     assert took < STOP_BOUND + MARGIN + 4, log
     assert FINAL.search(log) and '"GET /healthz HTTP/1.1" 200' in log  # the access log format
-
-
-def refused_within(srv_proc: subprocess.Popen[bytes], seconds: float) -> int:
-    return srv_proc.wait(seconds)
 
 
 def test_a_second_server_on_the_same_store_is_refused_before_ready_in_one_line(
@@ -295,7 +291,8 @@ def test_several_workers_on_the_embedded_store_are_refused_fast_in_one_line(
         code = srv.proc.wait(20)
         took = time.monotonic() - started
         log = srv.log
-    assert code == 3 and took < 10, (code, took, log)
+    assert code == 3 and took < 20, (code, took, log)  # the app's imports, then out
+    assert not (tmp_path / "instance" / "worldloop.db").exists()  # before any world was built
     assert log.count("cannot serve: gunicorn -w 3 on the embedded (SQLite) store") == 1, log
     assert "gunicorn -c python:worldloop.gunicorn_conf" in log
     assert "Traceback" not in log and "started at tick" not in log

@@ -120,7 +120,7 @@ class Settings(BaseModel):
     ready_store_check_ttl: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     stream_max_clients: int = Field(default=64, ge=0)
     """Streams per process at most; lowered to the server's threads minus the reserve."""
-    stream_reserve_threads: int = Field(default=4, ge=1)
+    stream_reserve_threads: int = Field(default=2, ge=1)
     """Request threads never given to streams (gunicorn gthread): the API and probes keep them."""
     stream_default_limit: int = Field(default=2000, ge=0)
     stream_max_limit: int = Field(default=20000, ge=0)

@@ -25,7 +25,7 @@ worker_class = "gthread"
 thread for as long as a viewer watches (a ``sync`` worker would stall on the first viewer)."""
 
 threads = 64
-"""Request threads: up to ``threads - WORLDLOOP_STREAM_RESERVE_THREADS`` (60) viewers' streams
+"""Request threads: up to ``threads - WORLDLOOP_STREAM_RESERVE_THREADS`` (62) viewers' streams
 at once, the rest always kept for the API and the probes. About 8 MB of address space (not
 resident memory) per thread; see docs/deploy.md, sizing."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from typing import Any, NoReturn
 
 from .errors import WorldLoopError
@@ -36,13 +37,28 @@ class Refused(WorldLoopError, code="cannot_serve", status=500):
     """This process cannot serve its world as deployed (the message names the way out)."""
 
 
+SIBLING_WAIT = 30.0
+"""Longest a quiet sibling waits for the master to stop it (see :func:`refuse`)."""
+
+
 def refuse(message: str, role: str, *, quiet: bool = False) -> NoReturn:
-    """Log ``message`` as one error line (unless ``quiet``) and exit without a traceback."""
-    if not quiet:
-        log.error("worldloop: cannot serve: %s", message)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-    raise SystemExit(GUNICORN_BOOT_ERROR if role.startswith(("gunicorn", "prefork")) else 1)
+    """Log ``message`` as one error line and exit without a traceback.
+
+    ``quiet``: a sibling gunicorn worker that found the same fault as the first one. It says
+    nothing and waits for the master, which stops every worker once the first exits with
+    code 3; exiting with 3 as well would make gunicorn's master halt twice (a traceback).
+    """
+    gunicorn = role.startswith(("gunicorn", "prefork"))
+    if quiet and gunicorn:
+        worker = gunicorn_worker()
+        deadline = time.monotonic() + SIBLING_WAIT
+        while worker is not None and worker.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise SystemExit(0 if worker is not None and not worker.alive else GUNICORN_BOOT_ERROR)
+    log.error("worldloop: cannot serve: %s", message)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    raise SystemExit(GUNICORN_BOOT_ERROR if gunicorn else 1)
 
 
 def preflight(store_url: str, autostart: str, role: str) -> None:

@@ -258,6 +258,18 @@ class StreamSlots:
         self._sem.release()
 
 
+def frame_event(rt: WorldRuntime, snap: Snapshot, view: View) -> bytes:
+    """The whole ``frame`` event for ``snap`` and ``view``, built once per snapshot however
+    many clients watch (its stats are those of the first reader's instant in that tick), so
+    each further viewer costs a socket write, not an encoding."""
+
+    def build(s: Snapshot) -> bytes:
+        frame = frame_json(rt, s, view.bbox, view.limit)
+        return _event("frame", with_stats(frame, loop_stats(rt)), s.tick)
+
+    return snap.cached(f"event:{view.bbox}:{view.limit}", build)
+
+
 def _event(name: str, data: bytes, event_id: int | None = None) -> bytes:
     head = f"event: {name}\n" + (f"id: {event_id}\n" if event_id is not None else "")
     return head.encode() + b"data: " + data + b"\n\n"
@@ -292,8 +304,7 @@ def events(
                 yield _event("stats", stats)
                 last_sent = time.monotonic()
             continue
-        frame = frame_json(rt, snap, view.bbox, view.limit)
-        yield _event("frame", with_stats(frame, loop_stats(rt)), snap.tick)
+        yield frame_event(rt, snap, view)
         last_tick = snap.tick
         last_sent = time.monotonic()
         if view.hz is not None:
