@@ -19,6 +19,7 @@ BENCHES: dict[str, list[str]] = {
     "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
     "observe": ["observe.py", "--out", str(RESULTS / "observe.md")],
     "jobs_overhead": ["jobs_overhead.py"],
+    "deploy_sizing": ["deploy_sizing.py", "--out", str(RESULTS / "deploy_sizing.md")],
 }
 
 
