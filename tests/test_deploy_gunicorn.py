@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, SRC, http, running_server, wait_for
+from tests.support import BIN, SRC, free_port, http, running_server, wait_for
 from worldloop.store import SqlStore
 
 pytestmark = pytest.mark.slow
@@ -322,3 +322,15 @@ def test_a_second_ctrl_c_during_the_stop_is_quiet_and_the_stop_finishes(tmp_path
     assert [p for _, p in stopped] == [worker]
     assert [int(t) for t in FINAL.findall(log)] == [stopped[0][0]], log
     assert stopped[0][0] in snapshot_ticks(tmp_path)
+
+
+def test_a_missing_database_is_refused_before_ready_in_one_line(tmp_path: Path) -> None:
+    env = {"WORLDLOOP_STORE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x"}
+    with running_server(gunicorn("worldloop.demo:create_app()"), tmp_path, env=env,
+                        ready=False) as srv:  # fmt: skip
+        code = srv.proc.wait(30)
+        log = srv.log
+    assert code == 3, log
+    lines = [line for line in log.splitlines() if "cannot serve" in line]
+    assert len(lines) == 1 and "check WORLDLOOP_STORE_URL" in lines[0], log
+    assert "Traceback" not in log and "started at tick" not in log

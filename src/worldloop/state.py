@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from ._loading import is_inspecting
 from .bus import Bus, open_bus
 from .config import Settings
-from .errors import ConfigError, WorldLockedError, WorldLoopError
+from .errors import ConfigError, StoreError, WorldLockedError, WorldLoopError
 from .jobs import (
     JobRegistrar,
     JobScheduler,
@@ -127,7 +127,10 @@ class WorldLoopState:
         try:
             self.start()
         except WorldLoopError as exc:
-            refuse(exc.message, self.role, quiet=bool(exc.details.get("quiet")))
+            message = exc.message
+            if isinstance(exc, StoreError):
+                message += "; check WORLDLOOP_STORE_URL and that the database is up"
+            refuse(message, self.role, quiet=bool(exc.details.get("quiet")))
 
     def _start_lazily(self) -> None:
         if not self.runtime.running and not self.runtime.stats().running:
