@@ -2,9 +2,10 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set, the master empties that folder at start (stale files of an
 old run would be summed in) and forgets each worker's live gauges when it exits. In each worker,
-SIGTERM first ends the open event streams, so a graceful stop is not held up by viewers until
-the graceful timeout. Streams need a threaded worker (``-k gthread --threads N``); on sync
-workers each stream is cut after 10 s (the client reconnects) so workers are not timed out.
+SIGTERM first ends the open event streams at once (without the hooks they end within half a
+second anyway: they watch the worker's ``alive`` flag). Streams need a threaded worker
+(``-k gthread --threads N``); a sync worker refuses them with 503. The complete production
+config, these hooks included, is worldloop.gunicorn_conf.
 """
 
 from __future__ import annotations
