@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, SRC, free_port, http, running_server, wait_for
+from tests.support import BIN, SRC, flask_argv, free_port, http, running_server, wait_for
 from worldloop.store import SqlStore
 
 pytestmark = pytest.mark.slow
@@ -334,3 +334,21 @@ def test_a_missing_database_is_refused_before_ready_in_one_line(tmp_path: Path) 
     lines = [line for line in log.splitlines() if "cannot serve" in line]
     assert len(lines) == 1 and "check WORLDLOOP_STORE_URL" in lines[0], log
     assert "Traceback" not in log and "started at tick" not in log
+
+
+def test_a_second_ctrl_c_under_flask_run_is_quiet_too(tmp_path: Path) -> None:
+    env = {"MEADOW_ENTITIES": "50000", "WORLDLOOP_SHUTDOWN_TIMEOUT": "5"}
+    with running_server(flask_argv(), tmp_path, env=env) as srv:
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # two key presses (pending signals of one kind would merge into one)
+        srv.proc.send_signal(signal.SIGINT)
+        code = srv.proc.wait(5 + MARGIN)
+        took = time.monotonic() - started
+        log = srv.log
+    assert took < 5 + MARGIN and code == 0, (code, log)
+    assert "Traceback" not in log and "Exception ignored" not in log, log
+    assert "already stopping; SIGINT ignored" in log, log
+    (stopped,) = [int(t) for t, _ in STOPPED.findall(log)]
+    assert [int(t) for t in FINAL.findall(log)] == [stopped]
+    assert stopped in snapshot_ticks(tmp_path)
