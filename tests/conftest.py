@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
+from tests.browser import browser, page, phone  # noqa: F401 - fixtures for the viewer tests
 from worldloop import ManualClock
 
 

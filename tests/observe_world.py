@@ -19,6 +19,7 @@ import numpy as np
 from flask import Flask
 
 from worldloop import Command, CommandInvalid, CommandRejected, System, World
+from worldloop.frame import Grid, Layer, Panel, Scene, Series, clip_box, pick
 from worldloop.snapshot import Snapshot
 from worldloop.world import State, rng_from_state, rng_state
 
@@ -151,48 +152,48 @@ class GardenWorld(World):
             "entity_count": len(self.cid) + len(self.players),
         }
 
-    def view_region(
+    def scene(
         self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
-    ) -> dict[str, Any]:
+    ) -> Scene:
         d = snapshot.data
         w, h = d["width"], d["height"]
-        x0, y0, x1, y1 = bbox if bbox is not None else (0.0, 0.0, w, h)
+        box = clip_box(bbox, w, h)
         pos = d["pos"]
-        inside = (pos[:, 0] >= x0) & (pos[:, 0] < x1) & (pos[:, 1] >= y0) & (pos[:, 1] < y1)
-        idx = np.flatnonzero(inside)
-        total = len(idx)
-        if total > limit:
-            idx = idx[np.linspace(0, total - 1, limit).astype(np.int64)] if limit else idx[:0]
-        grass = d["grass"]
+        idx, total = pick(pos[:, 0], pos[:, 1], box, limit)
         # Shared by every viewport of this snapshot (and computed inside the frame's own cached
         # computation: nested use of Snapshot.cached must work).
         levels = snapshot.cached(
             "garden:levels", lambda s: np.clip(s.data["grass"] * 255, 0, 255).astype(np.uint8)
         )
+        x0, y0, x1, y1 = box
         players = [p for p in d["players"] if x0 <= p["x"] < x1 and y0 <= p["y"] < y1]
-        return {
-            "tick": snapshot.tick,
-            "sim_time": snapshot.sim_time,
-            "summary": dict(snapshot.summary),
-            "world": {"width": w, "height": h},
-            "bbox": [x0, y0, x1, y1],
-            "grass": {
-                "cols": grass.shape[1],
-                "rows": grass.shape[0],
-                "cell": 10.0,
-                "x0": 0.0,
-                "y0": 0.0,
-                "levels": levels.ravel(),
-            },
-            "creatures": {
-                "id": d["cid"][idx],
-                "x": pos[idx, 0],
-                "y": pos[idx, 1],
-                "energy": d["energy"][idx],
-                "total_in_view": total,
-            },
-            "players": players,
-        }
+        creatures = Layer(
+            "creature",
+            pos[idx, 0],
+            pos[idx, 1],
+            id=d["cid"][idx],
+            shade=np.clip(d["energy"][idx] / 2.0, 0, 1),
+            color="#f2c14e",
+            total=total,
+        )
+        avatars = Layer(
+            "player",
+            [p["x"] for p in players],
+            [p["y"] for p in players],
+            id=[p["entity_id"] for p in players],
+            label=[p["name"] for p in players],
+            say=[p["say"] for p in players],
+            color="#ff5a7a",
+            size=7.0,
+        )
+        summary = snapshot.summary
+        panel = Panel(
+            stats={"creatures": summary["creature_count"], "players": summary["player_count"]},
+            plots=(Series("creatures", summary["creature_count"], "#f2c14e"),),
+            plot_title="population",
+            plot_unit="count",
+        )
+        return Scene(w, h, (creatures, avatars), Grid(levels, 10.0), panel, box)
 
 
 def create_world(config: Mapping[str, Any]) -> GardenWorld:

@@ -221,7 +221,8 @@ def test_stream_events_fit_the_document(fuzz_app: Flask) -> None:
         event_schema.validate(event)
         validators[event["event"]].validate(json.loads(event["data"]))
     frame = json.loads(next(e["data"] for e in events if e["event"] == "frame"))
-    assert len(frame["creatures"]["id"]) <= 50 and frame["bbox"] == [0.0, 0.0, 150.0, 150.0]
+    sheep = next(lay for lay in frame["layers"] if lay["kind"] == "sheep")
+    assert len(sheep["id"]) <= 50 and frame["bbox"] == [0.0, 0.0, 150.0, 150.0]
 
 
 def _break(doc: dict[str, Any], where: str) -> dict[str, Any]:

@@ -7,13 +7,15 @@ import itertools
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
+from tests.frames import layer, rows
 from worldloop import Command, CommandInvalid
 from worldloop.demo.meadow import AVATAR, SHEEP, Meadow, Params, create_world
 from worldloop.demo.spatial import SpatialGrid, torus_delta
-from worldloop.demo.views import find_entity, page_entities, region_frame
-from worldloop.snapshot import Snapshot, freeze_arrays
+from worldloop.demo.views import find_entity, page_entities
+from worldloop.snapshot import Snapshot, dumps, freeze_arrays
 
 _seq = itertools.count(1)
 
@@ -240,31 +242,32 @@ def test_reader_views_of_a_snapshot() -> None:
     world.step([cmd("say", {"text": "hi all"}, pid)])
     snap = publish(world)
     world.step([])  # the live world moves on; the snapshot must not
-    frame = region_frame(snap, None, 50)
+    frame = orjson.loads(dumps(world.view_region(snap, None, 50)))
     assert frame["tick"] == snap.tick
     assert frame["world"] == {"width": 500.0, "height": 400.0}
     assert frame["bbox"] == [0.0, 0.0, 500.0, 400.0]
-    g = frame["grass"]
+    g = frame["grid"]
+    assert g["kind"] == "grass"
     assert g["rows"] * g["cols"] == len(g["levels"]) <= 16384
     assert all(0 <= v <= 255 for v in g["levels"])
-    cr = frame["creatures"]
+    cr = layer(frame, "sheep")
     assert len(cr["id"]) == 50 and cr["total_in_view"] == 400
-    assert frame["players"] == [
-        {
-            "player_id": pid,
-            "name": "ann",
-            "entity_id": eid,
-            "x": pytest.approx(frame["players"][0]["x"]),
-            "y": pytest.approx(frame["players"][0]["y"]),
-            "say": "hi all",
-        }
-    ]
-    part = region_frame(snap, (0.0, 0.0, 100.0, 100.0), 10_000)
-    xs, ys = np.array(part["creatures"]["x"]), np.array(part["creatures"]["y"])
+    assert all(0 <= s <= 1 for s in cr["shade"])
+    (me_row,) = rows(frame, "avatar")
+    assert me_row == {
+        "id": eid,
+        "label": "ann",
+        "x": pytest.approx(me_row["x"]),
+        "y": pytest.approx(me_row["y"]),
+        "say": "hi all",
+    }
+    assert frame["panel"]["stats"]["sheep"] == 400 and frame["panel"]["plot_title"]
+    part = orjson.loads(dumps(world.view_region(snap, (0.0, 0.0, 100.0, 100.0), 10_000)))
+    xs, ys = np.array(layer(part, "sheep")["x"]), np.array(layer(part, "sheep")["y"])
     assert (xs <= 100.0).all() and (ys <= 100.0).all()
     ents = snap.data["entities"]
     in_box = (ents["pos"][:, 0] < 100) & (ents["pos"][:, 1] < 100) & (ents["kind"] == SHEEP)
-    assert part["creatures"]["total_in_view"] == int(in_box.sum())
+    assert layer(part, "sheep")["total_in_view"] == int(in_box.sum())
     # paging through a bbox by id sees every entity exactly once
     seen: list[int] = []
     after = 0

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from tests.frames import layer
 from tests.observe_world import make_test_app, runtime_of
 from worldloop import WorldRuntime
 from worldloop.snapshot import Snapshot
 
-FRAME_KEYS = {"tick", "sim_time", "summary", "world", "bbox", "grass", "creatures", "players"}
+FRAME_KEYS = {"tick", "sim_time", "summary", "world", "bbox", "grid", "layers", "panel"}
 
 
 make_app = make_test_app
@@ -88,10 +89,11 @@ def test_stream_sends_every_tick_as_a_full_frame(garden: Flask) -> None:
     f = frames[-1]
     assert f.keys() >= FRAME_KEYS
     assert f["world"] == {"width": 400.0, "height": 300.0}
-    g = f["grass"]
+    g = f["grid"]
     assert len(g["levels"]) == g["rows"] * g["cols"] == 30 * 40
-    assert f["creatures"]["total_in_view"] == 300 == len(f["creatures"]["x"])
-    assert [p["name"] for p in f["players"]] == ["Scout"]
+    assert layer(f, "creature")["total_in_view"] == 300 == len(layer(f, "creature")["x"])
+    assert layer(f, "player")["label"] == ["Scout"]
+    assert f["panel"]["stats"] == {"creatures": 300, "players": 1}
     stats = f["stats"]
     assert stats["rate_hz"] == 50.0 and stats["paused"] is False and stats["running"] is True
     assert stats["tick_duration_ms"] >= 0 and stats["queue_depth"] == 0
@@ -120,7 +122,7 @@ def test_viewport_and_limit_restrict_the_frame(garden: Flask) -> None:
     finally:
         sse.close()
     assert f["bbox"] == [0, 0, 200, 150]
-    c = f["creatures"]
+    c = layer(f, "creature")
     assert len(c["x"]) == 20 < c["total_in_view"] < 300
     assert all(0 <= x < 200 for x in c["x"]) and all(0 <= y < 150 for y in c["y"])
 
@@ -248,7 +250,7 @@ def test_frame_endpoint_returns_the_latest_frame(garden: Flask) -> None:
     body = resp.get_json()
     assert body["tick"] == rt.snapshot.tick
     assert resp.headers["ETag"] == rt.snapshot.etag
-    assert len(body["creatures"]["x"]) == 5 and body["stats"]["paused"] is True
+    assert len(layer(body, "creature")["x"]) == 5 and body["stats"]["paused"] is True
 
 
 def test_stream_of_a_world_not_running_here_is_503(garden: Flask) -> None:

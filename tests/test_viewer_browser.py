@@ -9,15 +9,14 @@ from typing import Any
 
 import pytest
 
+from tests.browser import ARTIFACTS
+from tests.frames import layer
 from tests.support import ROOT, SRC, Server, flask_argv, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTIFACTS = ROOT / "test-artifacts"
 ADMIN_TOKEN = "viewer-test-admin"
 PLAYER_RGB = (255, 90, 122)  # COLORS.player in viewer.js
 
@@ -29,27 +28,6 @@ PIXEL_AT = """([x, y]) => {
   const px = c.getContext('2d').getImageData(Math.round(sx * r), Math.round(sy * r), 1, 1);
   return Array.from(px.data);
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1200, "height": 760})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    ctx.close()
-    assert errors == [], f"JavaScript errors in the page: {errors}"
 
 
 @pytest.fixture
@@ -71,6 +49,14 @@ def demo(tmp_path: Path) -> Iterator[Server]:
     env = {"WORLDLOOP_ADMIN_TOKEN": ADMIN_TOKEN, "WORLDLOOP_RATE_HZ": "20"}
     with running_server(flask_argv(), tmp_path, env=env, name="demo") as srv:
         yield srv
+
+
+AVATAR_OF = """(name) => {
+  const a = window.worldloopViewer.layer('avatar');
+  const i = a ? a.label.indexOf(name) : -1;
+  return i < 0 ? null : {x: a.x[i], y: a.y[i], id: a.id[i]};
+}"""
+"""The avatar named ``name`` in the viewer's latest frame, or null."""
 
 
 def open_viewer(page: Any, srv: Server) -> None:
@@ -102,9 +88,9 @@ def test_map_draws_and_the_tick_advances(page: Any, garden: Server) -> None:
     )
     assert colors > 50
     frame = page.evaluate("() => window.worldloopViewer.frame")
-    assert frame["creatures"]["total_in_view"] == 300
-    assert page.text_content("#creatures") == "300"
-    assert page.text_content("#players") == "1"
+    assert layer(frame, "creature")["total_in_view"] == 300
+    assert page.text_content("#stat-creatures") == "300"
+    assert page.text_content("#stat-players") == "1"
     assert page.text_content("#paused") == "running"
     page.wait_for_function("() => document.getElementById('world-name').textContent === 'garden'")
     assert "Hz" in page.text_content("#rate") and "ms" in page.text_content("#tick-ms")
@@ -126,8 +112,9 @@ def test_a_moving_player_is_drawn_where_it_is(page: Any, garden: Server) -> None
 
     def scout() -> tuple[int, list[float], list[int]]:
         out = page.evaluate(
-            "(pixelAt) => { const f = window.worldloopViewer.frame; const p = f.players[0];"
-            " return [f.tick, [p.x, p.y], (new Function('return ' + pixelAt))()([p.x, p.y])]; }",
+            "(pixelAt) => { const v = window.worldloopViewer; const p = v.layer('player');"
+            " const f = v.frame; return [f.tick, [p.x[0], p.y[0]],"
+            " (new Function('return ' + pixelAt))()([p.x[0], p.y[0]])]; }",
             PIXEL_AT,
         )
         return out[0], out[1], out[2]
@@ -147,13 +134,14 @@ def test_zooming_streams_only_the_viewport(page: Any, garden: Server) -> None:
     # The view is widened to the canvas's shape around the asked region.
     assert view[0] <= 0 and view[1] <= 0 and view[2] >= 200 and view[3] >= 150
     assert view[2] - view[0] < 400 and view[3] - view[1] < 300
-    page.wait_for_function(
+    clipped = [max(0.0, view[0]), max(0.0, view[1]), min(400.0, view[2]), min(300.0, view[3])]
+    page.wait_for_function(  # the frame's bbox is the view clipped to the world (400 x 300)
         "(v) => { const b = window.worldloopViewer.frame.bbox;"
         " return b.every((x, i) => Math.abs(x - v[i]) < 1e-6); }",
-        arg=view,
+        arg=clipped,
     )
     frame = page.evaluate("() => window.worldloopViewer.frame")
-    xs, ys = frame["creatures"]["x"], frame["creatures"]["y"]
+    xs, ys = layer(frame, "creature")["x"], layer(frame, "creature")["y"]
     assert 0 < len(xs) < 300
     assert all(view[0] <= x < view[2] for x in xs) and all(view[1] <= y < view[3] for y in ys)
     page.dblclick("#map")  # back to the whole world
@@ -194,13 +182,16 @@ def test_admin_controls_pause_step_and_resume(page: Any, demo: Server) -> None:
 
 
 def test_admin_controls_report_a_wrong_token(page: Any, demo: Server) -> None:
+    """Issue 16: the token is checked when entered; a wrong one is refused, never kept."""
     if not admin_available(demo):
         pytest.xfail("POST /api/v1/admin/* (issue 3) is not on this branch yet")
     open_viewer(page, demo)
     page.fill("#token", "wrong")
     page.click("#token-use")
-    page.click("#btn-pause")
     page.wait_for_function("() => document.getElementById('admin-msg').textContent.includes('403')")
+    assert "wrong token" in page.text_content("#admin-msg")
+    assert page.is_hidden("#admin-controls") and page.is_visible("#token-form")
+    assert page.evaluate("() => sessionStorage.getItem('worldloop-admin-token')") is None
     status, _, body = demo.get("/api/v1/world")
     assert status == 200 and body["paused"] is False
 
@@ -211,10 +202,8 @@ def test_a_players_move_shows_on_the_demo_map(page: Any, demo: Server) -> None:
         pytest.xfail("POST /api/v1/players and /commands (issue 3) are not on this branch yet")
     assert status in (200, 201), joined
     open_viewer(page, demo)
-    page.wait_for_function(
-        "() => (window.worldloopViewer.frame.players || []).some(p => p.name === 'ann')"
-    )
-    start = page.evaluate("() => window.worldloopViewer.frame.players.find(p => p.name === 'ann')")
+    page.wait_for_function(AVATAR_OF, arg="ann")
+    start = page.evaluate(AVATAR_OF, "ann")
     world = page.evaluate("() => window.worldloopViewer.frame.world")
     target = ((start["x"] + 40) % world["width"], (start["y"] + 30) % world["height"])
     status, _, body = demo.post(
@@ -224,9 +213,9 @@ def test_a_players_move_shows_on_the_demo_map(page: Any, demo: Server) -> None:
     )
     assert status == 202, body
     page.wait_for_function(
-        "([tx, ty]) => { const f = window.worldloopViewer.frame;"
-        " const p = f.players.find(q => q.name === 'ann');"
-        " return p && Math.hypot(p.x - tx, p.y - ty) < 3; }",
+        "([tx, ty]) => { const a = window.worldloopViewer.layer('avatar');"
+        " const i = a ? a.label.indexOf('ann') : -1;"
+        " return i >= 0 && Math.hypot(a.x[i] - tx, a.y[i] - ty) < 3; }",
         arg=list(target),
         timeout=30_000,
     )

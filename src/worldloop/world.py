@@ -24,6 +24,7 @@ from .errors import CommandInvalid, CommandRejected, WorldLoopError
 from .models import error_details, error_message
 
 if TYPE_CHECKING:
+    from .frame import Scene
     from .snapshot import Snapshot
 
 log = logging.getLogger("worldloop.world")
@@ -133,13 +134,29 @@ class World(ABC):
     ) -> dict[str, Any]:
         """A viewport-limited JSON-able frame of a published snapshot, for streams and viewers.
 
-        Runs on reader threads: it must read only ``snapshot``, never the live world.
+        Runs on reader threads: it must read only ``snapshot``, never the live world. The
+        default is the tick, simulation time and summary plus the JSON encoding of
+        :meth:`scene` (what a world overrides to be drawn).
         """
+        from .frame import scene_json
+
         return {
             "tick": snapshot.tick,
             "sim_time": snapshot.sim_time,
             "summary": dict(snapshot.summary),
+            **scene_json(self.scene(snapshot, bbox, limit)),
         }
+
+    def scene(
+        self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
+    ) -> Scene | None:
+        """What the viewer draws for ``snapshot`` (see worldloop.frame): bounds, layers of
+        entities (at most ``limit`` each, inside ``bbox``), a grid, the panel. None (the
+        default) draws no map; the viewer still shows the tick, rate and timings.
+
+        Runs on reader threads: read only ``snapshot``, never the live world.
+        """
+        return None
 
     # -- provided ---------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """GET /api/v1/stream (server-sent events) and GET /api/v1/frame: what the viewer draws.
 
-A frame is ``world.view_region(snapshot, bbox, limit)`` (see World.view_region), built and
+A frame is ``world.view_region(snapshot, bbox, limit)`` (by default the world's
+``World.scene`` encoded by worldloop.frame.scene_json), built and
 serialized once per snapshot per (bbox, limit) however many clients watch, plus a small
 ``stats`` object added per event. Readers only wait on the snapshot board, so a stream never
 holds anything the tick needs. Streams end within about a second once the world stops.
@@ -70,43 +71,72 @@ class LoopStats(BaseModel):
 
 
 class FrameWorld(BaseModel):
+    """The world's bounds: x in 0..width, y in 0..height, origin at the top left."""
+
     width: float
     height: float
 
 
-class FrameGrass(BaseModel):
-    """Grass levels 0..255, row-major: rows*cols cells of side cell."""
+Color = Annotated[str, Field(description="A CSS colour, e.g. #f2c14e or hsl(40,80%,60%).")]
 
+
+class FrameLayer(BaseModel):
+    """Entities of one kind as parallel columns (worldloop.frame.Layer): every per-entity
+    column has one value per entity, in the same order as x and y."""
+
+    kind: str = Field(description="What these entities are (the viewer's legend).")
+    x: list[float]
+    y: list[float]
+    total_in_view: int = Field(description="Entities of this kind in the region before limit.")
+    size: float = Field(description="Marker radius, screen pixels.")
+    id: list[int] | None = None
+    label: list[str | None] | None = Field(None, description="Written under each marker.")
+    heading: list[float] | None = Field(
+        None, description="Radians, 0 = +x, y down: the marker becomes an arrow."
+    )
+    shade: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="0 pale .. 1 full colour."
+    )
+    color: Color | list[Color] | None = Field(None, description="One for the layer, or one each.")
+    say: list[str | None] | None = Field(None, description="A speech bubble over each marker.")
+
+
+class FrameGrid(BaseModel):
+    """A field under the entities (worldloop.frame.Grid): levels 0..255, row-major, rows*cols
+    square cells of side cell from (x0, y0), shaded from low (0) to high (255)."""
+
+    kind: str
     cols: int
     rows: int
     cell: float
     x0: float
     y0: float
+    low: Color
+    high: Color
     levels: list[Annotated[int, Field(ge=0, le=255)]]
 
 
-class FrameCreatures(BaseModel):
-    """Parallel arrays; at most limit creatures of total_in_view."""
+class FrameSeries(BaseModel):
+    """One plotted line: the viewer samples value over time."""
 
-    id: list[int]
-    x: list[float]
-    y: list[float]
-    energy: list[float]
-    total_in_view: int
+    label: str
+    value: float
+    color: Color | None
 
 
-class FramePlayer(BaseModel):
-    player_id: str
-    name: str
-    entity_id: int
-    x: float
-    y: float
-    say: str | None
+class FramePanel(BaseModel):
+    """The figures and plot the world wants in the viewer's panel (worldloop.frame.Panel)."""
+
+    stats: dict[str, float | int | str]
+    plots: list[FrameSeries]
+    plot_title: str
+    plot_unit: str = Field(description="Unit of the plot's vertical axis.")
 
 
 class Frame(BaseModel):
-    """World.view_region(snapshot, bbox, limit) plus the loop's stats. Every world gives tick,
-    sim_time and summary; a world the viewer draws adds world, bbox, grass, creatures, players."""
+    """World.view_region(snapshot, bbox, limit) plus the loop's stats: the frame protocol
+    (docs/your-world.md). Every world gives tick, sim_time and summary; a world that defines
+    World.scene adds world (bounds), bbox, background, layers, and optionally grid and panel."""
 
     stats: LoopStats
     tick: int
@@ -116,9 +146,10 @@ class Frame(BaseModel):
     bbox: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
         None, description="The region drawn (x0, y0, x1, y1), clipped to the world."
     )
-    grass: FrameGrass | None = None
-    creatures: FrameCreatures | None = None
-    players: list[FramePlayer] | None = None
+    background: Color | None = None
+    layers: list[FrameLayer] | None = Field(None, description="Drawn in order, last on top.")
+    grid: FrameGrid | None = None
+    panel: FramePanel | None = None
 
 
 _FRAME = "#/components/schemas/Frame"

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from ..commands import Command
 from ..errors import CommandRejected
+from ..frame import Scene
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
 from . import schemas, systems, views
@@ -400,10 +401,10 @@ class Meadow(World):
             "deaths": self.deaths,
         }
 
-    def view_region(
+    def scene(
         self, snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
-    ) -> dict[str, Any]:
-        return views.region_frame(snapshot, bbox, limit)
+    ) -> Scene:
+        return views.region_scene(snapshot, bbox, limit)
 
     # -- reader hooks for the player API (worldloop.api.protocols.PlayerWorld) ----------------
 

@@ -1,4 +1,4 @@
-"""Reader-side queries over a published meadow snapshot: frames, entity pages, single entities.
+"""Reader-side queries over a published meadow snapshot: scenes, entity pages, single entities.
 
 Everything here runs on request or stream threads and reads only the frozen ``snapshot.data``
 that ``Meadow.view()`` produced, never the live world.
@@ -12,11 +12,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..frame import Grid, Layer, Panel, Scene, Series, clip_box
 from ..snapshot import Snapshot
 from .spatial import SpatialGrid
 
 MAX_GRASS_CELLS = 16384
 KINDS = ("sheep", "avatar")
+SHEEP_COLOR = "#f2c14e"
+AVATAR_COLOR = "#ff5a7a"
 
 
 def grid_of(snapshot: Snapshot) -> SpatialGrid:
@@ -118,16 +121,14 @@ def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:
     ]
 
 
-def region_frame(
+def region_scene(
     snapshot: Snapshot, bbox: tuple[float, float, float, float] | None, limit: int
-) -> dict[str, Any]:
-    """The viewer's frame (see the stream contract): grass levels, creatures, players."""
+) -> Scene:
+    """What the viewer draws (the frame protocol): grass as a grid, sheep, then avatars."""
     data = snapshot.data
     w, h = float(data["width"]), float(data["height"])
-    x0, y0, x1, y1 = (0.0, 0.0, w, h) if bbox is None else bbox
-    x0, x1 = max(0.0, min(x0, w)), max(0.0, min(x1, w))
-    y0, y1 = max(0.0, min(y0, h)), max(0.0, min(y1, h))
-    box = (x0, y0, x1, y1)
+    box = clip_box(bbox, w, h)
+    x0, y0, x1, y1 = box
     rows = in_bbox(snapshot, box)
     ents = data["entities"]
     creature_rows = rows[ents["kind"][rows] == 0]
@@ -137,48 +138,70 @@ def region_frame(
         pick = np.linspace(0, total - 1, limit).astype(np.intp)
         creature_rows = creature_rows[pick]
     pos = ents["pos"][creature_rows]
+    energy = ents["energy"][creature_rows]
+    top = float(energy.max()) if energy.size else 0.0
     recent = snapshot.tick - 100
     last_say: dict[str, str] = {}
     for line in data["chat"]:
         if line["tick"] >= recent and line["player_id"] is not None:
             last_say[line["player_id"]] = line["text"]
-    players = []
     ids = ents["id"]
+    avatars: list[tuple[int, float, float, str, str | None]] = []
     for p in data["players"]:
         row = int(np.searchsorted(ids, p["entity_id"]))
         if row >= len(ids) or ids[row] != p["entity_id"]:
             continue
         px, py = float(ents["pos"][row, 0]), float(ents["pos"][row, 1])
         if (x0 <= px < x1 and y0 <= py < y1) or (bbox is None):
-            players.append(
-                {
-                    "player_id": p["player_id"],
-                    "name": p["name"],
-                    "entity_id": int(p["entity_id"]),
-                    "x": px,
-                    "y": py,
-                    "say": last_say.get(p["player_id"]),
-                }
-            )
-    return {
-        "tick": snapshot.tick,
-        "sim_time": snapshot.sim_time,
-        "summary": dict(snapshot.summary),
-        "world": {"width": w, "height": h},
-        "bbox": [x0, y0, x1, y1],
-        "grass": _grass_levels(data, box),
-        "creatures": {
-            "id": ents["id"][creature_rows].tolist(),
-            "x": np.round(pos[:, 0], 2).tolist(),
-            "y": np.round(pos[:, 1], 2).tolist(),
-            "energy": np.round(ents["energy"][creature_rows], 3).tolist(),
-            "total_in_view": total,
+            avatars.append((int(p["entity_id"]), px, py, p["name"], last_say.get(p["player_id"])))
+    summary = snapshot.summary
+    sheep = Layer(
+        "sheep",
+        pos[:, 0],
+        pos[:, 1],
+        id=ids[creature_rows],
+        color=SHEEP_COLOR,
+        shade=energy / top if top > 0 else None,
+        total=total,
+    )
+    avatar = Layer(
+        "avatar",
+        [a[1] for a in avatars],
+        [a[2] for a in avatars],
+        id=[a[0] for a in avatars],
+        label=[a[3] for a in avatars],
+        say=[a[4] for a in avatars],
+        color=AVATAR_COLOR,
+        size=7.0,
+    )
+    panel = Panel(
+        stats={
+            "sheep": summary.get("creature_count", total),
+            "sheep in view": total,
+            "players": summary.get("player_count", len(avatars)),
+            "grass": round(float(summary.get("grass_total", 0.0))),
+            "births": summary.get("births", 0),
+            "deaths": summary.get("deaths", 0),
         },
-        "players": players,
-    }
+        plots=(
+            Series("sheep", float(summary.get("creature_count", total)), SHEEP_COLOR),
+            Series("players", float(summary.get("player_count", len(avatars))), AVATAR_COLOR),
+        ),
+        plot_title="population",
+        plot_unit="count",
+    )
+    return Scene(
+        w,
+        h,
+        layers=(sheep, avatar),
+        grid=_grass_levels(data, box),
+        panel=panel,
+        bbox=box,
+        background="#3a2e1e",
+    )
 
 
-def _grass_levels(data: Any, box: tuple[float, float, float, float]) -> dict[str, Any]:
+def _grass_levels(data: Any, box: tuple[float, float, float, float]) -> Grid:
     """Grass of the region as 0..255 levels, block-averaged so rows*cols <= MAX_GRASS_CELLS."""
     grass: NDArray[np.float32] = data["grass"]
     cell = float(data["cell"])
@@ -198,11 +221,4 @@ def _grass_levels(data: Any, box: tuple[float, float, float, float]) -> dict[str
         sub = np.nanmean(padded.reshape(rows, f, cols, f), axis=(1, 3))
     scale = 255.0 / float(data.get("grass_max", 1.0) or 1.0)
     levels = np.clip(np.round(sub * scale), 0, 255).astype(np.uint8)
-    return {
-        "cols": cols,
-        "rows": rows,
-        "cell": cell * f,
-        "x0": c0 * cell,
-        "y0": r0 * cell,
-        "levels": levels.reshape(-1).tolist(),
-    }
+    return Grid(levels, cell * f, c0 * cell, r0 * cell, kind="grass")

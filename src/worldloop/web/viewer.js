@@ -1,5 +1,7 @@
 // worldloop live viewer: draws frames from GET /api/v1/stream (server-sent events) on a canvas.
-// Plain script, no build step. Frame format: see World.view_region in worldloop/world.py.
+// Plain script, no build step. It draws any world that speaks the frame protocol
+// (worldloop/frame.py, docs/your-world.md): bounds, a grid, layers of entities, a panel.
+// admin.js and play.js add the admin controls and playing; they use window.worldloopViewer.
 (() => {
   "use strict";
 
@@ -8,34 +10,32 @@
   const ctx = map.getContext("2d");
   const plot = $("plot");
   const pctx = plot.getContext("2d");
-  const TOKEN_KEY = "worldloop-admin-token";
   const HISTORY = 300; // plot points
   const SAMPLE_MS = 500; // one plot point per half second: 2.5 minutes on the plot
-  const COLORS = {
-    background: "#0f1510",
-    soil: [58, 46, 30],
-    grass: [86, 170, 72],
-    border: "#3c4c3d",
-    player: "#ff5a7a",
-  };
+  const PALETTE = ["#f2c14e", "#ff5a7a", "#6ec6ff", "#9be37b", "#c79bff", "#ffa35c"];
+  const BORDER = "#3c4c3d";
+  const SELF = "#7cf3ff";
 
   const state = {
     frame: null,
     stats: null,
     framesDrawn: 0,
     statsSeen: 0,
-    world: { width: 1000, height: 1000 },
+    world: null, // {width, height} once a frame has bounds
     view: null, // [x0, y0, x1, y1] in world units, null = whole world
     history: [],
     lastSample: 0,
     source: null,
-    grassCanvas: document.createElement("canvas"),
-    grassKey: null,
+    gridCanvas: document.createElement("canvas"),
+    gridKey: null,
+    me: null, // {entity_id, name} once this page has joined as a player
+    clickHandlers: [],
   };
 
   // ---- geometry ---------------------------------------------------------------------------
   function viewBox() {
-    return state.view || [0, 0, state.world.width, state.world.height];
+    const w = state.world || { width: 1, height: 1 };
+    return state.view || [0, 0, w.width, w.height];
   }
 
   function transform() {
@@ -72,15 +72,20 @@
   }
 
   // ---- drawing ----------------------------------------------------------------------------
-  function grassImage(g) {
-    const key = state.frame.tick + ":" + g.cols + "x" + g.rows;
-    if (state.grassKey === key) return state.grassCanvas;
-    const c = state.grassCanvas;
+  function rgb(hex) {
+    const m = /^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex || "");
+    return m ? [1, 2, 3].map((i) => parseInt(m[i], 16)) : [128, 128, 128];
+  }
+
+  function gridImage(g) {
+    const key = state.frame.tick + ":" + g.cols + "x" + g.rows + ":" + g.x0 + "," + g.y0;
+    if (state.gridKey === key) return state.gridCanvas;
+    const c = state.gridCanvas;
     c.width = g.cols;
     c.height = g.rows;
     const gctx = c.getContext("2d");
     const img = gctx.createImageData(g.cols, g.rows);
-    const d = img.data, lv = g.levels, a = COLORS.soil, b = COLORS.grass;
+    const d = img.data, lv = g.levels, a = rgb(g.low), b = rgb(g.high);
     for (let i = 0; i < lv.length; i++) {
       const t = lv[i] / 255;
       d[4 * i] = a[0] + (b[0] - a[0]) * t;
@@ -89,71 +94,89 @@
       d[4 * i + 3] = 255;
     }
     gctx.putImageData(img, 0, 0);
-    state.grassKey = key;
+    state.gridKey = key;
     return c;
   }
 
   function draw() {
     const w = map.width, h = map.height;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.fillStyle = COLORS.background;
+    ctx.fillStyle = "#0f1510";
     ctx.fillRect(0, 0, w, h);
     const f = state.frame;
-    const t = transform();
     const dpr = window.devicePixelRatio || 1;
+    if (!state.world) {
+      ctx.fillStyle = "#7d8b78";
+      ctx.font = (14 * dpr).toFixed(0) + "px system-ui, sans-serif";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      const msg = f ? "this world draws no map (see docs/your-world.md)" : "waiting for a frame…";
+      ctx.fillText(msg, w / 2, h / 2);
+      if (f) state.framesDrawn += 1;
+      return;
+    }
+    const t = transform();
     ctx.setTransform(t.s, 0, 0, t.s, t.ox, t.oy);
-    // the world's ground
-    ctx.fillStyle = "rgb(" + COLORS.soil.join(",") + ")";
+    ctx.fillStyle = (f && f.background) || "#1d2a1f";
     ctx.fillRect(0, 0, state.world.width, state.world.height);
-    if (f && f.grass && f.grass.levels && f.grass.levels.length) {
-      const g = f.grass;
+    if (f && f.grid && f.grid.levels && f.grid.levels.length) {
+      const g = f.grid;
       ctx.imageSmoothingEnabled = true;
-      ctx.drawImage(grassImage(g), g.x0, g.y0, g.cols * g.cell, g.rows * g.cell);
+      ctx.drawImage(gridImage(g), g.x0, g.y0, g.cols * g.cell, g.rows * g.cell);
     }
     ctx.lineWidth = 2 / t.s;
-    ctx.strokeStyle = COLORS.border;
+    ctx.strokeStyle = BORDER;
     ctx.strokeRect(0, 0, state.world.width, state.world.height);
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     if (!f) return;
-    drawCreatures(f, t, dpr);
-    drawPlayers(f, t, dpr);
+    (f.layers || []).forEach((layer, i) => drawLayer(layer, i, t, dpr));
     state.framesDrawn += 1;
   }
 
-  function drawCreatures(f, t, dpr) {
-    const c = f.creatures;
-    if (!c || !c.x) return;
-    let emax = 0;
-    for (const e of c.energy || []) if (e > emax) emax = e;
-    const r = Math.max(1.5 * dpr, Math.min(4 * dpr, 1.2 * t.s));
-    for (let i = 0; i < c.x.length; i++) {
-      const e = emax > 0 && c.energy ? c.energy[i] / emax : 0.7;
-      // hungry creatures are pale, well-fed ones golden
-      ctx.fillStyle = "hsl(" + (30 + 20 * e).toFixed(0) + ",85%," + (78 - 26 * e).toFixed(0) + "%)";
-      ctx.beginPath();
-      ctx.arc(c.x[i] * t.s + t.ox, c.y[i] * t.s + t.oy, r, 0, 2 * Math.PI);
-      ctx.fill();
-    }
+  function layerColor(layer, i, k) {
+    const c = layer.color;
+    if (Array.isArray(c)) return c[k] || PALETTE[i % PALETTE.length];
+    return c || PALETTE[i % PALETTE.length];
   }
 
-  function drawPlayers(f, t, dpr) {
-    const players = f.players || [];
+  function drawLayer(layer, i, t, dpr) {
+    const n = (layer.x || []).length;
+    const r = (layer.size || 3) * dpr;
+    const labelled = layer.label || layer.say;
     ctx.font = (12 * dpr).toFixed(0) + "px system-ui, sans-serif";
     ctx.textAlign = "center";
-    for (const p of players) {
-      const x = p.x * t.s + t.ox, y = p.y * t.s + t.oy;
-      const r = 7 * dpr;
-      ctx.fillStyle = COLORS.player;
-      ctx.strokeStyle = "#ffffff";
-      ctx.lineWidth = 2 * dpr;
+    for (let k = 0; k < n; k++) {
+      const x = layer.x[k] * t.s + t.ox, y = layer.y[k] * t.s + t.oy;
+      ctx.globalAlpha = layer.shade ? 0.35 + 0.65 * layer.shade[k] : 1;
+      ctx.fillStyle = layerColor(layer, i, k);
       ctx.beginPath();
-      ctx.arc(x, y, r, 0, 2 * Math.PI);
+      if (layer.heading) {
+        const a = layer.heading[k], c = Math.cos(a), s = Math.sin(a);
+        ctx.moveTo(x + 2 * r * c, y + 2 * r * s);
+        ctx.lineTo(x - r * c - r * s, y - r * s + r * c);
+        ctx.lineTo(x - r * c + r * s, y - r * s - r * c);
+        ctx.closePath();
+      } else {
+        ctx.arc(x, y, r, 0, 2 * Math.PI);
+      }
       ctx.fill();
-      ctx.stroke();
-      ctx.fillStyle = "#ffffff";
-      ctx.textBaseline = "top";
-      ctx.fillText(p.name || p.player_id, x, y + r + 3 * dpr);
-      if (p.say) bubble(String(p.say), x, y - r - 6 * dpr, dpr);
+      ctx.globalAlpha = 1;
+      const mine = state.me && layer.id && layer.id[k] === state.me.entity_id;
+      if (labelled || mine) {
+        ctx.strokeStyle = mine ? SELF : "#ffffff";
+        ctx.lineWidth = (mine ? 3 : 2) * dpr;
+        ctx.beginPath();
+        ctx.arc(x, y, r + (mine ? 4 * dpr : 0), 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+      const label = layer.label && layer.label[k];
+      if (label || mine) {
+        ctx.fillStyle = mine ? SELF : "#ffffff";
+        ctx.textBaseline = "top";
+        ctx.fillText((label || "") + (mine ? " (you)" : ""), x, y + r + 5 * dpr);
+      }
+      const say = layer.say && layer.say[k];
+      if (say) bubble(String(say), x, y - r - 6 * dpr, dpr);
     }
   }
 
@@ -178,36 +201,45 @@
     ctx.fillText(msg, x, by + h / 2);
   }
 
+  const short = (v) => (Number.isInteger(v) ? String(v) : Number(v).toPrecision(3));
+
+  // ---- the panel's plot: each series on its own scale, sampled twice a second -------------
   function drawPlot() {
     const w = plot.width, h = plot.height, hist = state.history;
+    const left = 4, bottom = h - 14, top = 14;
     pctx.clearRect(0, 0, w, h);
-    if (hist.length < 2) return;
+    const panel = state.frame && state.frame.panel;
+    if (!panel || !panel.plots.length || hist.length < 2) return;
     const span = Math.max(hist.length - 1, 40);
-    // Each line on its own scale, so a population's ups and downs stay visible.
-    const line = (key, color, lo, hi) => {
-      pctx.strokeStyle = color;
+    const ranges = [];
+    panel.plots.forEach((series, j) => {
+      let lo = Infinity, hi = -Infinity;
+      for (const p of hist) if (p[j] !== undefined) { lo = Math.min(lo, p[j]); hi = Math.max(hi, p[j]); }
+      const pad = Math.max(1, (hi - lo) * 0.1);
+      const a = Math.max(0, lo - pad), b = hi + pad;
+      ranges.push(series.label + " " + short(lo) + "–" + short(hi));
+      pctx.strokeStyle = series.color || PALETTE[j % PALETTE.length];
       pctx.lineWidth = 1.5;
       pctx.beginPath();
       hist.forEach((p, i) => {
-        const x = w - ((hist.length - 1 - i) / span) * w;
-        const y = h - 6 - ((p[key] - lo) / (hi - lo || 1)) * (h - 20);
+        const x = left + (w - left) - ((hist.length - 1 - i) / span) * (w - left);
+        const y = bottom - ((p[j] - a) / (b - a || 1)) * (bottom - top);
         if (i === 0) pctx.moveTo(x, y);
         else pctx.lineTo(x, y);
       });
       pctx.stroke();
-    };
-    let cmin = Infinity, cmax = -Infinity, pmax = 1;
-    for (const p of hist) {
-      cmin = Math.min(cmin, p.creatures);
-      cmax = Math.max(cmax, p.creatures);
-      pmax = Math.max(pmax, p.players);
-    }
-    const pad = Math.max(1, (cmax - cmin) * 0.1);
-    line("players", "#ff5a7a", 0, pmax);
-    line("creatures", "#f2c14e", Math.max(0, cmin - pad), cmax + pad);
+    });
     pctx.fillStyle = "#93a38e";
     pctx.font = "10px system-ui, sans-serif";
-    pctx.fillText("creatures " + cmin + "–" + cmax + " · players ≤ " + pmax, 4, 10);
+    pctx.textBaseline = "alphabetic";
+    pctx.textAlign = "left";
+    const unit = panel.plot_unit ? " (" + panel.plot_unit + ")" : "";
+    const title = (panel.plot_title || "") + unit;
+    pctx.fillText((title ? title + ": " : "") + ranges.join(" · "), left, 10);
+    const secs = Math.round((span * SAMPLE_MS) / 1000);
+    pctx.fillText("← " + secs + " s (wall time)", left, h - 3);
+    pctx.textAlign = "right";
+    pctx.fillText("now", w - 2, h - 3);
   }
 
   // ---- panel ------------------------------------------------------------------------------
@@ -224,22 +256,63 @@
     $("paused").textContent = s.running === false ? "stopped" : s.paused ? "paused" : "running";
   }
 
+  const slug = (name) => String(name).toLowerCase().replace(/[^a-z0-9]+/g, "-");
+
+  // The world's own figures: its panel's stats, else the plain values of its summary.
+  function showWorldStats(f) {
+    let stats = f.panel ? f.panel.stats : null;
+    if (!stats) {
+      stats = {};
+      for (const [k, v] of Object.entries(f.summary || {})) {
+        if (k !== "tick" && (typeof v === "number" || typeof v === "string")) stats[k] = v;
+      }
+    }
+    const dl = $("world-stats");
+    const names = Object.keys(stats);
+    if (dl.dataset.names !== names.join("\n")) {
+      dl.replaceChildren();
+      for (const name of names) {
+        const dt = document.createElement("dt");
+        dt.textContent = name;
+        const dd = document.createElement("dd");
+        dd.id = "stat-" + slug(name);
+        dl.append(dt, dd);
+      }
+      dl.dataset.names = names.join("\n");
+    }
+    for (const name of names) {
+      const v = stats[name];
+      $("stat-" + slug(name)).textContent = typeof v === "number" && !Number.isInteger(v) ? fmt(v, 2) : v;
+    }
+    $("world-section").hidden = names.length === 0;
+    const plots = f.panel ? f.panel.plots : [];
+    $("plot-wrap").hidden = plots.length === 0;
+    const legend = $("legend");
+    const key = plots.map((p) => p.label).join("\n");
+    if (legend.dataset.key !== key) {
+      legend.replaceChildren();
+      plots.forEach((p, j) => {
+        const sw = document.createElement("span");
+        sw.className = "sw";
+        sw.style.background = p.color || PALETTE[j % PALETTE.length];
+        legend.append(sw, document.createTextNode(p.label + " "));
+      });
+      legend.dataset.key = key;
+      state.history = [];
+    }
+  }
+
   function onFrame(f) {
     state.frame = f;
-    if (f.world && f.world.width > 0 && f.world.height > 0) state.world = f.world;
-    const sum = f.summary || {};
+    state.world = f.world && f.world.width > 0 && f.world.height > 0 ? f.world : null;
     $("tick").textContent = f.tick;
     $("sim-time").textContent = fmt(f.sim_time, 2) + " s";
-    const creatures = sum.creature_count ?? sum.entity_count;
-    $("creatures").textContent = creatures ?? "–";
-    $("in-view").textContent = f.creatures ? f.creatures.total_in_view : "–";
-    $("players").textContent = sum.player_count ?? (f.players ? f.players.length : "–");
-    $("grass").textContent = sum.grass_total !== undefined ? fmt(sum.grass_total, 0) : "–";
     showStats(f.stats);
+    showWorldStats(f);
     const now = performance.now();
-    if (now - state.lastSample >= SAMPLE_MS) {
+    if (f.panel && now - state.lastSample >= SAMPLE_MS) {
       state.lastSample = now;
-      state.history.push({ creatures: creatures || 0, players: sum.player_count || 0 });
+      state.history.push(f.panel.plots.map((p) => p.value));
       if (state.history.length > HISTORY) state.history.shift();
     }
     draw();
@@ -262,6 +335,7 @@
     el.className = "conn " + (on ? "conn-on" : "conn-off");
   }
 
+  let reconnectTimer = null;
   function connect() {
     if (state.source) state.source.close();
     const es = new EventSource(streamUrl());
@@ -283,13 +357,12 @@
     es.addEventListener("end", () => setConn(false, "stream ended"));
   }
 
-  let reconnectTimer = null;
   function reconnectSoon() {
     clearTimeout(reconnectTimer);
     reconnectTimer = setTimeout(connect, 250);
   }
 
-  // ---- zoom and pan (viewport-limited stream) ---------------------------------------------
+  // ---- zoom and pan (viewport-limited stream); a click goes to play.js --------------------
   // Widen a view to the canvas's shape, so the streamed region fills the whole map.
   function fitAspect(v) {
     let [x0, y0, x1, y1] = v;
@@ -308,6 +381,7 @@
   }
 
   function setView(v) {
+    if (!state.world) return;
     const W = state.world.width, H = state.world.height;
     if (v) v = fitAspect(v);
     if (v && v[2] - v[0] >= W && v[3] - v[1] >= H) v = null;
@@ -318,6 +392,7 @@
 
   map.addEventListener("wheel", (e) => {
     e.preventDefault();
+    if (!state.world) return;
     const [cx, cy] = toWorld(e.offsetX, e.offsetY);
     const [x0, y0, x1, y1] = viewBox();
     const k = Math.exp(Math.sign(e.deltaY) * 0.15);
@@ -328,11 +403,11 @@
   }, { passive: false });
 
   let drag = null;
-  map.addEventListener("mousedown", (e) => {
-    drag = { x: e.offsetX, y: e.offsetY, view: viewBox().slice() };
+  map.addEventListener("pointerdown", (e) => {
+    drag = { x: e.offsetX, y: e.offsetY, x0: e.offsetX, y0: e.offsetY, view: viewBox().slice() };
     map.classList.add("dragging");
   });
-  window.addEventListener("mousemove", (e) => {
+  window.addEventListener("pointermove", (e) => {
     if (!drag || !state.view) return;
     const rect = map.getBoundingClientRect();
     const [ax, ay] = toWorld(drag.x, drag.y);
@@ -345,134 +420,23 @@
     drag.y = e.clientY - rect.top;
     draw();
   });
-  window.addEventListener("mouseup", () => {
+  window.addEventListener("pointerup", (e) => {
     if (!drag) return;
+    const rect = map.getBoundingClientRect();
+    const cx = e.clientX - rect.left, cy = e.clientY - rect.top;
+    const moved = Math.hypot(cx - drag.x0, cy - drag.y0);
     drag = null;
     map.classList.remove("dragging");
-    if (state.view) reconnectSoon();
+    if (moved < 5 && state.world && e.target === map) {
+      const [wx, wy] = toWorld(cx, cy);
+      for (const handler of state.clickHandlers) handler(wx, wy);
+    } else if (state.view) {
+      reconnectSoon();
+    }
   });
   map.addEventListener("dblclick", () => setView(null));
   $("hz").addEventListener("change", connect);
   $("limit").addEventListener("change", connect);
-
-  // ---- admin ------------------------------------------------------------------------------
-  function token() {
-    return sessionStorage.getItem(TOKEN_KEY) || "";
-  }
-
-  function showAdmin() {
-    const has = token() !== "";
-    $("admin-controls").hidden = !has;
-    $("token-form").hidden = has;
-  }
-
-  async function admin(path, body) {
-    const msg = $("admin-msg");
-    msg.textContent = "…";
-    try {
-      const resp = await fetch("/api/v1/admin/" + path, {
-        method: "POST",
-        headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
-        body: JSON.stringify(body || {}),
-      });
-      let data = null;
-      try { data = await resp.json(); } catch (_) { data = null; }
-      if (resp.ok) {
-        msg.textContent = path + ": ok";
-      } else {
-        const err = data && data.error ? data.error.message : resp.statusText;
-        msg.textContent = path + " refused (" + resp.status + "): " + err;
-      }
-      return resp.ok;
-    } catch (err) {
-      msg.textContent = path + " failed: " + err;
-      return false;
-    }
-  }
-
-  // ---- jobs (the admin jobs API: list every 2 s while a token is set; run now, pause) ---------
-  function slotText(slot) {
-    if (!slot) return "–";
-    if (slot.tick !== undefined) return "t" + slot.tick;
-    return new Date(slot.ts * 1000).toLocaleTimeString();
-  }
-
-  function cell(row, text, cls) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (cls) td.className = cls;
-    row.appendChild(td);
-    return td;
-  }
-
-  function jobButton(td, label, name, action) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = label;
-    b.dataset.job = name;
-    b.dataset.action = action;
-    b.addEventListener("click", async () => {
-      if (await admin("jobs/" + encodeURIComponent(name) + "/" + action)) refreshJobs();
-    });
-    td.appendChild(b);
-  }
-
-  function renderJobs(jobs) {
-    const body = $("jobs-table").tBodies[0];
-    body.replaceChildren();
-    for (const job of jobs) {
-      const row = document.createElement("tr");
-      row.dataset.job = job.name;
-      cell(row, job.name).title = job.kind + ", " + job.schedule;
-      cell(row, job.paused ? "paused" : slotText(job.next_run));
-      const last = job.last_result;
-      cell(row, last ? last.status : "–", last && last.status !== "ok" ? "bad" : "")
-        .title = last && last.error ? last.error : "";
-      cell(row, String(job.runs)).className = "runs";
-      cell(row, String(job.errors), job.errors ? "bad" : "");
-      const actions = cell(row, "");
-      jobButton(actions, "run", job.name, "run");
-      jobButton(actions, job.paused ? "resume" : "pause", job.name, job.paused ? "resume" : "pause");
-      body.appendChild(row);
-    }
-  }
-
-  async function refreshJobs() {
-    if (!token()) { $("jobs").hidden = true; return; }
-    try {
-      const resp = await fetch("/api/v1/admin/jobs", {
-        headers: { "Authorization": "Bearer " + token() },
-      });
-      if (!resp.ok) { $("jobs").hidden = true; return; }
-      const data = await resp.json();
-      renderJobs(data.jobs || []);
-      $("jobs").hidden = !(data.jobs && data.jobs.length);
-    } catch (_) {
-      $("jobs").hidden = true;
-    }
-  }
-  setInterval(refreshJobs, 2000);
-
-  $("token-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const value = $("token").value.trim();
-    if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
-    $("token").value = "";
-    $("admin-msg").textContent = "";
-    showAdmin();
-    refreshJobs();
-  });
-  $("token-forget").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    $("admin-msg").textContent = "";
-    showAdmin();
-    refreshJobs();
-  });
-  $("btn-pause").addEventListener("click", () => admin("pause"));
-  $("btn-resume").addEventListener("click", () => admin("resume"));
-  $("btn-step").addEventListener("click", () => admin("step", { n: Number($("step-n").value) || 1 }));
-  $("btn-rate").addEventListener("click", () => admin("rate", { hz: Number($("rate-hz").value) }));
 
   // ---- start ------------------------------------------------------------------------------
   fetch("/api/v1/world")
@@ -480,20 +444,23 @@
     .then((w) => { if (w && w.world) $("world-name").textContent = w.world; })
     .catch(() => {});
   window.addEventListener("resize", resize);
-  showAdmin();
-  refreshJobs();
   resize();
   draw();
   connect();
 
-  // A small read-only handle for tests and for poking around in the console.
+  // A small handle for tests, the console, admin.js and play.js.
   window.worldloopViewer = {
     get frame() { return state.frame; },
     get stats() { return state.stats; },
     get framesDrawn() { return state.framesDrawn; },
     get statsSeen() { return state.statsSeen; },
     get view() { return state.view; },
+    get me() { return state.me; },
+    set me(value) { state.me = value; draw(); },
+    layer(kind) { return ((state.frame && state.frame.layers) || []).find((l) => l.kind === kind); },
+    onMapClick(handler) { state.clickHandlers.push(handler); },
     toScreen,
+    toWorld,
     setView,
   };
 })();
