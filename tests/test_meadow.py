@@ -312,3 +312,16 @@ def test_pairs_within_matches_brute_force_for_many_centers() -> None:
             want += [(c, int(i)) for i in np.flatnonzero(np.hypot(dd[:, 0], dd[:, 1]) <= r)]
         assert got == sorted(want)
         assert np.allclose(d, torus_delta(pos[idx], centers[who], w, h))
+
+
+def test_the_demo_population_moves_and_stays_under_its_cap_for_a_minute() -> None:
+    """Issue 16: the default ecology tells a story on the plot (no flat line at a cap)."""
+    world = create_world({})
+    counts = []
+    for tick in range(1, 1201):  # one minute at the default 20 Hz
+        world.step([])
+        if tick % 100 == 0:
+            counts.append(len(world.ids))
+    assert max(counts) < world.max_creatures
+    assert max(counts) > 1.5 * 200  # it grows...
+    assert len(set(counts)) == len(counts)  # ...and never sits still

@@ -71,6 +71,8 @@ class WorldRuntime:
         snapshot_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.world = world
+        if world.tick == 0:
+            world.use_rate(rate_hz)  # a new world's dt; a recovered state brings its own
         self.name = world.name
         self.bus: Bus = bus or open_bus("local://", world.name, queue_size=queue_size)
         self.lease: Lease = lease or open_lease("memory://", world.name)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worldloop.world")
 
+DEFAULT_DT = 0.05
+"""dt of a world no runtime has set (1 / the default 20 Hz), and of states saved without one."""
+
 StateValue = np.ndarray | int | float | str | bool | None
 State = dict[str, StateValue]
 
@@ -55,8 +58,11 @@ class World(ABC):
     """
 
     name: ClassVar[str] = "world"
-    dt: float = 0.05
-    """Simulation seconds per tick: simulation time is ``tick * dt``, never wall time."""
+    fixed_dt: ClassVar[float | None] = None
+    """Simulation seconds per tick when the world fixes its own step; None (the default): the
+    runtime sets ``dt = 1 / rate`` when it takes the world, so at its configured rate
+    simulation time keeps pace with wall time. Either way ``dt`` is part of the state: a rate
+    change at run time (or a restart at another rate) changes the wall speed, never ``dt``."""
     commands: ClassVar[Mapping[str, type[BaseModel]]] = {}
     """Command types clients may send, each with the pydantic model of its payload."""
     internal_commands: ClassVar[Mapping[str, type[BaseModel]]] = {}
@@ -67,6 +73,8 @@ class World(ABC):
 
     def __init__(self) -> None:
         self.tick = 0
+        self.dt: float = self.fixed_dt if self.fixed_dt is not None else DEFAULT_DT
+        """Simulation seconds per tick: simulation time is ``tick * dt``, never wall time."""
         self.system_errors: Counter[str] = Counter()
         self.logger = log
         self.command_handlers: dict[str, Callable[[Command], Any]] = {}
@@ -164,6 +172,12 @@ class World(ABC):
     def sim_time(self) -> float:
         return self.tick * self.dt
 
+    def use_rate(self, rate_hz: float) -> None:
+        """Called by the runtime that takes a new world: ``dt = 1 / rate_hz`` unless the world
+        fixes its own (``fixed_dt``). A restored state's ``dt`` replaces it afterwards."""
+        if self.fixed_dt is None and rate_hz > 0:
+            self.dt = 1.0 / float(rate_hz)
+
     def step(self, commands: Sequence[Command]) -> list[Outcome]:
         """Advance one tick: apply commands in order, run the systems, count the tick."""
         outcomes = [self._apply_contained(cmd) for cmd in commands]
@@ -194,9 +208,10 @@ class World(ABC):
         return Outcome(cmd, True, result)
 
     def full_state(self) -> State:
-        """get_state plus the tick counter (and the last job slots, when any job has run)."""
+        """get_state plus the tick counter and dt (and the last job slots, when any job ran)."""
         state = dict(self.get_state())
         state["__tick__"] = self.tick
+        state["__dt__"] = self.dt
         if self.job_slots:
             state["__jobs__"] = json.dumps(self.job_slots, sort_keys=True)
         return state
@@ -205,6 +220,8 @@ class World(ABC):
         """Inverse of full_state."""
         rest = dict(state)
         self.tick = int(rest.pop("__tick__", 0))
+        # States saved before dt was kept were all made at the one dt there was then.
+        self.dt = float(rest.pop("__dt__", DEFAULT_DT))
         jobs = rest.pop("__jobs__", None)
         self.job_slots = (
             {str(k): float(v) for k, v in json.loads(str(jobs)).items()} if jobs else {}
