@@ -20,6 +20,7 @@ BENCHES: dict[str, list[str]] = {
     "observe": ["observe.py", "--out", str(RESULTS / "observe.md")],
     "jobs_overhead": ["jobs_overhead.py"],
     "deploy_sizing": ["deploy_sizing.py", "--out", str(RESULTS / "deploy_sizing.md")],
+    "players": ["players.py", "--out", str(RESULTS / "players.md")],
 }
 
 
