@@ -83,7 +83,7 @@ def main() -> None:
             "PYTHONPATH": str(ROOT / "src"),
             "WORLDLOOP_INSTANCE_PATH": tmp,
             "WORLDLOOP_RATE_HZ": str(args.rate),
-            "WORLDLOOP_ADMIN_TOKEN": "bench",
+            "WORLDLOOP_ADMIN_TOKEN": "bench-admin-token-0123",
             "WORLDLOOP_RATE_LIMIT": "10000",  # the load, not the per-player limit, is measured
             "WORLDLOOP_RATE_BURST": "10000",
         }

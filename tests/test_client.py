@@ -18,14 +18,14 @@ from worldloop.client import ApiError, Client
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Server]:
-    env = {"WORLDLOOP_ADMIN_TOKEN": "client-admin", "WORLDLOOP_RATE_HZ": "40"}
+    env = {"WORLDLOOP_ADMIN_TOKEN": "client-admin-token-0123", "WORLDLOOP_RATE_HZ": "40"}
     with running_server(flask_argv(), tmp_path, env=env, name="demo") as srv:
         yield srv
 
 
 @pytest.mark.slow
 def test_the_client_drives_the_demo(demo: Server) -> None:
-    c = Client(demo.base, admin_token="client-admin")
+    c = Client(demo.base, admin_token="client-admin-token-0123")
     me = c.join("ann")
     assert me.name == "ann" and me.entity_id > 0 and c.token == me.token
     done = c.send("move_to", wait=True, x=5.0, y=6.0)

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Server]:
-    env = {"WORLDLOOP_ADMIN_TOKEN": "play-test-admin", "WORLDLOOP_RATE_HZ": "20"}
+    env = {"WORLDLOOP_ADMIN_TOKEN": "play-test-admin-token-0123", "WORLDLOOP_RATE_HZ": "20"}
     with running_server(flask_argv(), tmp_path, env=env, name="demo") as srv:
         yield srv
 
