@@ -62,6 +62,9 @@ class Settings(BaseModel):
     ``memory://NAME`` (journal in process memory); None: the instance's ``worldloop.db``."""
     store_schema: str | None = None
     snapshot_every: int = Field(default=1000, ge=0)
+    recovery_seconds: float = Field(default=0.25, ge=0, allow_inf_nan=False)
+    """Also snapshot once the ticks since the last snapshot took this many seconds to step, so a
+    restart replays about that long whatever the world's size (0: every ``snapshot_every``)."""
     hash_every: int = Field(default=100, ge=0)
     journal_retention: int = Field(default=3000, ge=0)
     store_retry_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)

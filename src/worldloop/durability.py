@@ -15,6 +15,7 @@ reports itself degraded with the reason. A restart recovers the last durable tic
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -142,12 +143,20 @@ class Durability:
         hash_every: int = 100,
         retention_ticks: int = 3000,
         retry_seconds: float = 5.0,
+        recovery_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.clock = clock
         """Times the recovery progress log (injectable for tests)."""
         self.snapshot_every = max(0, int(snapshot_every))
+        self.recovery_seconds = max(0.0, float(recovery_seconds))
+        """Replay bound: a snapshot is also due once the ticks since the last one took this many
+        seconds of stepping (0: only every ``snapshot_every`` ticks). A restart replays about
+        that much, whatever the world's size; these interim snapshots are pruned as soon as
+        two newer ones exist, so the store does not grow with them."""
+        self._interim: collections.deque[int] = collections.deque(maxlen=16)
+        """Ticks of the interim snapshots this process wrote (the writer prunes them)."""
         self.hash_every = max(0, int(hash_every))
         self.retention_ticks = max(0, int(retention_ticks))
         self.retry_seconds = float(retry_seconds)
@@ -161,9 +170,14 @@ class Durability:
         self.last_snapshot_tick: int | None = None
         self.last_recovery: ReplayResult | None = None
         self._pending = False
+        self._stepped = 0.0
+        """Seconds of stepping since the last snapshot handed to the writer (loop thread)."""
+        self._write_seconds = 0.0
+        """What the last snapshot took the writer: interim snapshots wait at least that much
+        stepping, so writing them never costs more than the ticks they save replaying."""
         self._closed = False
         self._write_lock = threading.Lock()
-        self._jobs: queue.Queue[tuple[str, int, dict[str, Any], bool] | None] = queue.Queue(
+        self._jobs: queue.Queue[tuple[str, int, dict[str, Any], str] | None] = queue.Queue(
             maxsize=1
         )
         self._busy = threading.Event()
@@ -197,6 +211,7 @@ class Durability:
         commands.set_last_seq(rec.last_seq)
         self.last_snapshot_tick = rec.snapshot_tick
         self.last_recovery = result
+        self._stepped = result.seconds  # what the next restart would replay, so far
         log.info(
             "world %r recovered at tick %d from the snapshot of tick %d + %d journaled ticks "
             "(%d commands, %d hashes checked) in %.3f s",
@@ -301,12 +316,30 @@ class Durability:
             return False
         return head is not None and head >= tick
 
-    def after_tick(self, world: World) -> None:
-        """Hand a snapshot to the writer when one is due (copy now, write in the background)."""
+    def snapshot_due(self, world: World, step_seconds: float = 0.0) -> bool:
+        """Whether ``after_tick(world, step_seconds)`` would ask for a snapshot (no side effect):
+        every ``snapshot_every`` ticks, or once ``recovery_seconds`` of stepping (and at least
+        as much as the last snapshot took to write) has built up since the last one."""
+        if not self.snapshot_every or self.failed:
+            return False
+        if self._pending or world.tick % self.snapshot_every == 0:
+            return True
+        budget = self.recovery_seconds
+        if not budget:
+            return False
+        return self._stepped + step_seconds >= max(budget, self._write_seconds)
+
+    def after_tick(self, world: World, step_seconds: float = 0.0) -> None:
+        """Hand a snapshot to the writer when one is due (copy now, write in the background).
+
+        ``step_seconds`` is what ``world.step`` took this tick: it estimates what a restart
+        would spend replaying the tick, and so paces the snapshots that bound that replay.
+        """
         if not self.snapshot_every or self.failed:
             return
-        if world.tick % self.snapshot_every == 0:
+        if self.snapshot_due(world, step_seconds):
             self._pending = True
+        self._stepped += step_seconds
         if not self._pending:
             return
         if self._busy.is_set():
@@ -314,9 +347,11 @@ class Durability:
                 self.snapshots_skipped += 1
             return
         self._pending = False
+        self._stepped = 0.0
         self._ensure_writer()
         self._busy.set()
-        self._jobs.put((world.name, world.tick, copy_state(world), False))
+        interim = world.tick % self.snapshot_every != 0
+        self._jobs.put((world.name, world.tick, copy_state(world), "interim" if interim else ""))
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -348,7 +383,7 @@ class Durability:
             return True
         self._ensure_writer()
         self._busy.set()
-        self._jobs.put((world.name, world.tick, copy_state(world), True))
+        self._jobs.put((world.name, world.tick, copy_state(world), "final"))
         if self.drain(deadline - time.monotonic()) and self.last_snapshot_tick == world.tick:
             return True
         if self._busy.is_set():
@@ -417,22 +452,26 @@ class Durability:
             job = self._jobs.get()
             if job is None:
                 return
-            name, tick, state, final = job
+            name, tick, state, kind = job
             try:
-                self._write(name, tick, state, final=final)
+                self._write(name, tick, state, kind=kind)
             except Exception:
                 self.snapshot_errors += 1
                 log.exception("world %r: snapshot of tick %d failed", name, tick)
             finally:
                 self._busy.clear()
 
-    def _write(self, name: str, tick: int, state: Mapping[str, Any], *, final: bool) -> None:
+    def _write(self, name: str, tick: int, state: Mapping[str, Any], *, kind: str) -> None:
+        """Save one snapshot; ``kind`` is ``""`` (periodic), ``"interim"`` or ``"final"``."""
         started = time.perf_counter()
         self.store.save_snapshot(name, tick, state, hash_state(state))
+        self._write_seconds = time.perf_counter() - started
         self._tell("snapshot_saved", tick, started)
         self.last_snapshot_tick = tick
         self.snapshots_written += 1
-        if final:  # no pruning at stop: it is not needed, and the stop is bounded
+        if kind == "interim":
+            self._interim.append(tick)
+        if kind == "final":  # no pruning at stop: it is not needed, and the stop is bounded
             log.info(
                 "world %r: final snapshot at tick %d written in %.3f s",
                 name,
@@ -440,10 +479,11 @@ class Durability:
                 time.perf_counter() - started,
             )
             return
-        self.store.prune(name, self.retention_ticks)
+        self.store.prune(name, self.retention_ticks, interim=set(self._interim))
         log.info(
-            "world %r: snapshot of tick %d written in %.3f s",
+            "world %r: %ssnapshot of tick %d written in %.3f s",
             name,
+            "interim " if kind else "",
             tick,
             time.perf_counter() - started,
         )

@@ -65,6 +65,7 @@ class WorldRuntime:
         start_paused: bool = False,
         shutdown_timeout: float = 2.0,
         snapshot_every: int = 1000,
+        recovery_seconds: float = 0.25,
         hash_every: int = 100,
         retention_ticks: int = 3000,
         store_retry_seconds: float = 5.0,
@@ -83,6 +84,7 @@ class WorldRuntime:
             else Durability(
                 store,
                 snapshot_every=snapshot_every,
+                recovery_seconds=recovery_seconds,
                 hash_every=hash_every,
                 retention_ticks=retention_ticks,
                 retry_seconds=store_retry_seconds,
@@ -393,6 +395,7 @@ class WorldRuntime:
         started = time.perf_counter()
         commands = self.bus.take(self.max_commands_per_tick)
         outcomes = self.world.step(commands)
+        stepped = time.perf_counter() - started
         tick = self.world.tick
         if self.durability is not None:
             try:
@@ -404,7 +407,7 @@ class WorldRuntime:
             (self.applied if outcome.ok else self.rejected)[outcome.command.type] += 1
         snap = self._publish(outcomes)
         if self.durability is not None:
-            self.durability.after_tick(self.world)
+            self.durability.after_tick(self.world, stepped)
         self.last_tick_duration = time.perf_counter() - started
         self.last_tick_at = time.time()
         if self._hooks["after_tick"]:

@@ -58,6 +58,7 @@ class WorldLoopState:
             shutdown_timeout=settings.shutdown_timeout,
             store=self._make_store(),
             snapshot_every=settings.snapshot_every,
+            recovery_seconds=settings.recovery_seconds,
             hash_every=settings.hash_every,
             retention_ticks=settings.journal_retention,
             store_retry_seconds=settings.store_retry_seconds,

@@ -173,6 +173,16 @@ def test_prune_keeps_what_rebuilds_every_retained_tick(store: Store) -> None:
     assert [s.tick for s in store.snapshots(W)] == [50, 60, 70, 80]
 
 
+def test_prune_drops_interim_snapshots_once_two_newer_exist(store: Store) -> None:
+    fill(store, 80, (0, 10, 15, 20, 25, 30, 35), hash_every=10)
+    store.prune(W, 1000, interim={15, 25, 35})
+    # 35 is the latest: kept; 25 and 15 have two newer snapshots: gone; the journal stays
+    assert [s.tick for s in store.snapshots(W)] == [0, 10, 20, 30, 35]
+    assert store.journal_range(W) == (1, 80, 2 * 79)
+    rec = store.load(W, upto=27)
+    assert (rec.snapshot_tick, rec.head_tick) == (20, 27)
+
+
 def test_prune_needs_two_snapshots(store: Store) -> None:
     fill(store, 12, (10,))
     store.prune(W, 0)

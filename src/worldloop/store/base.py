@@ -14,7 +14,7 @@ so two backends cannot drift apart on them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,7 +128,7 @@ class Store(Protocol):
         """Stored snapshots of ``world`` (without data), oldest first."""
         ...
 
-    def prune(self, world: str, retention_ticks: int) -> None:
+    def prune(self, world: str, retention_ticks: int, *, interim: Collection[int] = ()) -> None:
         """Drop the journal and snapshots no longer needed (see :func:`prune_plan`)."""
         ...
 
@@ -137,23 +137,30 @@ class Store(Protocol):
         ...
 
 
-def prune_plan(snapshot_ticks: Sequence[int], retention_ticks: int) -> tuple[int, list[int]] | None:
-    """What :meth:`Store.prune` removes: ``(base, snapshots to drop)``, or None for nothing.
+def prune_plan(
+    snapshot_ticks: Sequence[int], retention_ticks: int, interim: Collection[int] = ()
+) -> tuple[int | None, list[int]] | None:
+    """What :meth:`Store.prune` removes: ``(base, snapshots to drop)``, or None for nothing
+    (a None base: no journal goes).
 
     Keep what rebuilds any tick from ``latest snapshot - retention_ticks`` onwards: the *base*
     is the newest snapshot at or before both the previous snapshot and that tick. Journal ticks
     up to the base (commands and hashes) and snapshots older than it go, so every tick from the
-    base to the head can still be rebuilt. ``snapshot_ticks`` is ascending.
+    base to the head can still be rebuilt. The ``interim`` snapshots (taken only to keep restarts
+    short) also go once two newer snapshots exist, unless one is the base: the journal still
+    rebuilds their ticks from an older kept snapshot. ``snapshot_ticks`` is ascending.
     """
     if len(snapshot_ticks) < 2:
         return None
     latest, prev = snapshot_ticks[-1], snapshot_ticks[-2]
     limit = min(prev, latest - max(0, retention_ticks))
     older = [t for t in snapshot_ticks if t <= limit]
-    if not older:
+    base = older[-1] if older else None
+    drop = [t for t in snapshot_ticks if base is not None and t < base]
+    drop += [t for t in snapshot_ticks if t in interim and t < prev and (base is None or t > base)]
+    if base is None and not drop:
         return None
-    base = older[-1]
-    return base, [t for t in snapshot_ticks if t < base]
+    return base, drop
 
 
 def check_window(

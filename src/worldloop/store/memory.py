@@ -16,7 +16,7 @@ import bisect
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,18 +213,20 @@ class MemoryStore:
                 return []
             return [data.snapshots[t][0] for t in sorted(data.snapshots)]
 
-    def prune(self, world: str, retention_ticks: int) -> None:
+    def prune(self, world: str, retention_ticks: int, *, interim: Collection[int] = ()) -> None:
         self._writable("pruning")
         with self._lock:
             data = self._worlds.get(world)
             if data is None:
                 return
-            plan = prune_plan(sorted(data.snapshots), retention_ticks)
+            plan = prune_plan(sorted(data.snapshots), retention_ticks, interim)
             if plan is None:
                 return
             base, drop = plan
             for t in drop:
                 del data.snapshots[t]
+            if base is None:
+                return
             cut = bisect.bisect_right(data.ticks, base)
             for t in data.ticks[:cut]:
                 entries = data.journal.pop(t)

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -429,9 +429,9 @@ class SqlStore:
             ).all()
         return [SnapshotInfo(int(t), str(h), int(s), float(c)) for t, h, s, c in rows]
 
-    def prune(self, world: str, retention_ticks: int) -> None:
+    def prune(self, world: str, retention_ticks: int, *, interim: Collection[int] = ()) -> None:
         """Delete what :func:`~worldloop.store.base.prune_plan` says is no longer needed."""
-        plan = prune_plan([s.tick for s in self.snapshots(world)], retention_ticks)
+        plan = prune_plan([s.tick for s in self.snapshots(world)], retention_ticks, interim)
         if plan is None:
             return
         base, drop = plan
@@ -440,8 +440,11 @@ class SqlStore:
                 conn.execute(
                     delete(snapshots).where(snapshots.c.world == world, snapshots.c.tick.in_(drop))
                 )
-            conn.execute(delete(commands).where(commands.c.world == world, commands.c.tick <= base))
-            conn.execute(delete(hashes).where(hashes.c.world == world, hashes.c.tick <= base))
+            if base is not None:
+                conn.execute(
+                    delete(commands).where(commands.c.world == world, commands.c.tick <= base)
+                )
+                conn.execute(delete(hashes).where(hashes.c.world == world, hashes.c.tick <= base))
 
     def drop_schema(self) -> None:
         """Remove every worldloop table (tests and tooling only)."""
