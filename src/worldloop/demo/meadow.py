@@ -25,6 +25,7 @@ from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
 from . import schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
+from .kernels import Kernels, get_kernels
 from .spatial import SpatialGrid
 from .systems import AVATAR as AVATAR
 from .systems import KIND_NAMES as KIND_NAMES
@@ -86,8 +87,12 @@ class Meadow(World):
         seed: int = 0,
         max_creatures: int | None = None,
         params: Params | None = None,
+        kernels: str = "numpy",
     ) -> None:
         super().__init__()
+        self.kernels: Kernels = get_kernels(kernels)
+        """Who does the systems' arithmetic (demo/kernels.py): ``numpy``, ``numba`` or ``auto``.
+        Not state: every implementation gives the same bits."""
         self.width = _positive(width, "width")
         self.height = _positive(height, "height")
         self.params = params or Params()
@@ -233,13 +238,23 @@ class Meadow(World):
         return [int(i) for i in new_ids]
 
     def _reindex(self) -> None:
-        """Rebuild the derived indexes (spatial grid, avatar rows) from the state."""
-        bucket = max(self.params.cell, self.params.flee_radius)
-        self.grid = SpatialGrid.build(self.pos, self.width, self.height, bucket)
+        """Refresh the derived indexes from the state: the avatar rows now, the spatial grid
+        when it is next read (a replay, which publishes nothing, builds it only for ``flee``)."""
+        self._grid: SpatialGrid | None = None
         self._avatars = np.flatnonzero(self.kind == AVATAR)
         self._upper = np.array(
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64
         )
+
+    @property
+    def grid(self) -> SpatialGrid:
+        """The spatial grid of the current positions (derived state, never hashed or saved)."""
+        if self._grid is None:
+            bucket = max(self.params.cell, self.params.flee_radius)
+            self._grid = SpatialGrid.build(
+                self.pos, self.width, self.height, bucket, self.kernels.bucket_order
+            )
+        return self._grid
 
     def reseed_grass(self) -> float:
         """Regrow every cell to a random level from the world's generator; returns the total.
@@ -258,11 +273,9 @@ class Meadow(World):
     # -- helpers ---------------------------------------------------------------------------
 
     def _cells(self) -> NDArray[np.intp]:
-        cx = (self.pos[:, 0] * (self.gcols / self.width)).astype(np.intp)
-        cy = (self.pos[:, 1] * (self.grows / self.height)).astype(np.intp)
-        np.clip(cx, 0, self.gcols - 1, out=cx)
-        np.clip(cy, 0, self.grows - 1, out=cy)
-        cells: NDArray[np.intp] = cy * self.gcols + cx
+        cells: NDArray[np.intp] = self.kernels.cells(
+            self.pos, self.gcols, self.grows, self.width, self.height
+        )
         return cells
 
     def _cell_of(self, idx: int) -> tuple[int, int]:
@@ -455,4 +468,5 @@ def create_world(config: Mapping[str, Any]) -> Meadow:
         entities=int(config.get("MEADOW_ENTITIES", 200)),
         seed=int(config.get("MEADOW_SEED", 0)),
         max_creatures=None if max_creatures in (None, "") else int(max_creatures),
+        kernels=str(config.get("MEADOW_KERNELS") or "numpy"),
     )

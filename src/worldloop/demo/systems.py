@@ -1,6 +1,8 @@
 """The meadow's systems, run every tick in this order by ``Meadow.systems()``: grass grows,
 sheep wander and flee avatars, avatars walk to their targets, everyone moves, sheep graze, then
-metabolism, births and deaths. Each is vectorized over the world's arrays (no per-entity loop).
+metabolism, births and deaths. Each is vectorized over the world's arrays (no per-entity loop):
+the random numbers come from the world's generator here, the arithmetic from ``m.kernels``
+(demo/kernels.py), whose implementations agree bit for bit.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ KIND_NAMES = ("sheep", "avatar")
 
 
 def grow_grass(m: Meadow) -> None:
-    g = m.grass
-    g += np.float32(m.params.grass_regrow)
-    np.minimum(g, np.float32(m.params.grass_max), out=g)
+    m.kernels.grow_grass(m.grass, m.params.grass_regrow, m.params.grass_max)
 
 
 def wander(m: Meadow) -> None:
@@ -32,15 +32,7 @@ def wander(m: Meadow) -> None:
     if n == 0:
         return
     kick = m.rng.random((n, 2), dtype=np.float32)
-    kick -= np.float32(0.5)
-    kick *= np.float32(m.params.wander * math.sqrt(12.0))
-    m.vel += kick
-    speed2 = np.einsum("ij,ij->i", m.vel, m.vel)
-    vmax = m.params.sheep_speed
-    np.maximum(speed2, vmax * vmax, out=speed2)
-    scale = np.sqrt(speed2, out=speed2)
-    np.divide(vmax, scale, out=scale)
-    m.vel *= scale[:, None]
+    m.kernels.wander(m.vel, kick, m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
 
 
 def flee(m: Meadow) -> None:
@@ -80,14 +72,11 @@ def steer_avatars(m: Meadow) -> None:
 
 
 def movement(m: Meadow) -> None:
-    pos = m.pos
-    pos += m.vel * m.dt
-    # a tick moves far less than the world's size, so one wrap each way is enough
-    for axis, size in ((0, m.width), (1, m.height)):
-        col = pos[:, axis]
-        np.add(col, size, out=col, where=col < 0.0)
-        np.subtract(col, size, out=col, where=col >= size)
-        if col.size and (col.min() < 0.0 or col.max() >= size):
+    # a tick moves far less than the world's size, so one wrap each way is nearly always
+    # enough; what is still outside (a huge velocity set by a command) is wrapped here
+    if m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height):
+        for axis, size in ((0, m.width), (1, m.height)):
+            col = m.pos[:, axis]
             np.mod(col, size, out=col)
             np.minimum(col, m._upper[axis], out=col)
 
@@ -96,38 +85,23 @@ def graze(m: Meadow) -> None:
     n_sheep = len(m.ids) - m._avatars.size
     if n_sheep == 0:
         return
-    cells = m._cells()
-    flat = m.grass.reshape(-1)
-    bite = m.params.bite
-    sheep_cells = cells if m._avatars.size == 0 else cells[m.kind == SHEEP]
-    demand = np.bincount(sheep_cells, minlength=flat.size).astype(np.float32)
-    demand *= np.float32(bite)
-    share = np.minimum(np.float32(1.0), flat / np.maximum(demand, np.float32(1e-12)))
-    eaten = share[cells].astype(np.float64)
-    eaten *= bite * m.params.food_energy
-    if m._avatars.size:
-        eaten[m._avatars] = 0.0
-    m.energy += eaten
-    demand *= share
-    np.minimum(demand, flat, out=demand)
-    flat -= demand
+    p = m.params
+    sheep = None if m._avatars.size == 0 else m.kind == SHEEP
+    m.kernels.graze(m._cells(), sheep, m.grass.reshape(-1), m.energy, p.bite, p.food_energy)
 
 
 def life(m: Meadow) -> None:
     """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
     p = m.params
-    sheep = m.kind == SHEEP
-    m.age += 1
-    m.energy -= np.where(sheep, p.metabolism, 0.0)
-    dead = sheep & ((m.energy <= 0.0) | (m.age > p.max_age))
-    alive_sheep = int(np.count_nonzero(sheep)) - int(np.count_nonzero(dead))
-    room = m.max_creatures - alive_sheep
-    parents = np.flatnonzero(sheep & ~dead & (m.energy >= p.breed_energy))
+    dead, n_sheep, n_dead, parents = m.kernels.life(
+        m.kind, m.age, m.energy, p.metabolism, p.max_age, p.breed_energy
+    )
+    room = m.max_creatures - (n_sheep - n_dead)
     if parents.size and room > 0:
         parents = parents[m.rng.random(parents.size) < p.breed_chance][:room]
     else:
         parents = parents[:0]
-    if not dead.any() and parents.size == 0:
+    if not n_dead and parents.size == 0:
         return
     child_pos = child_energy = None
     if parents.size:
@@ -135,15 +109,10 @@ def life(m: Meadow) -> None:
         child_energy = m.energy[parents].copy()
         jitter = m.rng.normal(0.0, 2.0, (parents.size, 2))
         child_pos = np.mod(m.pos[parents] + jitter, (m.width, m.height))
-    if dead.any():
-        keep = ~dead
-        m.deaths += int(np.count_nonzero(dead))
-        m.ids, m.kind = m.ids[keep], m.kind[keep]
-        m.pos, m.vel = m.pos[keep], m.vel[keep]
-        m.energy, m.age, m.target = (
-            m.energy[keep],
-            m.age[keep],
-            m.target[keep],
+    if n_dead:
+        m.deaths += n_dead
+        m.ids, m.kind, m.pos, m.vel, m.energy, m.age, m.target = m.kernels.compact(
+            ~dead, [m.ids, m.kind, m.pos, m.vel, m.energy, m.age, m.target]
         )
     if child_pos is not None and child_energy is not None:
         m.births += len(child_pos)

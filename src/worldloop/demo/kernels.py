@@ -1,0 +1,196 @@
+"""The meadow's per-entity arithmetic, in interchangeable implementations that agree bit for bit.
+
+``Meadow``'s systems draw their random numbers from the world's generator themselves and hand
+the arithmetic to a :class:`Kernels`: ``numpy`` (vectorized NumPy, the reference, always
+there) or ``numba`` (compiled loops over both cores, from the ``fast`` extra). Both compute
+every value with the same operations in the same order and precision (no fast-math, no
+floating-point reductions, no fused multiply-add), so the state hash does not depend on
+which one ran: a store written with one replays with the other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .spatial import order_by_argsort
+
+F64 = NDArray[np.float64]
+F32 = NDArray[np.float32]
+
+KERNELS = ("numpy", "numba")
+"""Implementation names; ``auto`` picks ``numba`` when it is installed, else ``numpy``."""
+
+
+class Kernels(Protocol):
+    """The hot loops of the meadow's systems (arrays are updated in place where named so)."""
+
+    name: str
+
+    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> None:
+        """``grass = min(grass + regrow, grass_max)`` in float32, in place."""
+        ...
+
+    def wander(self, vel: F64, kick: F32, kick_scale: float, vmax: float) -> None:
+        """Add ``(kick - 0.5) * kick_scale`` (float32) to ``vel`` and cap its length at ``vmax``."""
+        ...
+
+    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> bool:
+        """``pos += vel * dt`` wrapped once each way; True if some position is still outside."""
+        ...
+
+    def graze(
+        self,
+        cells: NDArray[np.intp],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        bite: float,
+        food_energy: float,
+    ) -> None:
+        """Sheep (all rows, or where ``sheep``) eat from their ``cells`` of the flat ``grass``:
+        each cell is shared in proportion when it holds less than the bites asked of it."""
+        ...
+
+    def cells(self, pos: F64, cols: int, rows: int, width: float, height: float) -> Any:
+        """Row-major cell index of each position on a ``cols`` x ``rows`` grid (clipped)."""
+        ...
+
+    def life(
+        self,
+        kind: NDArray[np.int8],
+        age: NDArray[np.int32],
+        energy: F64,
+        metabolism: float,
+        max_age: int,
+        breed_energy: float,
+    ) -> tuple[NDArray[np.bool_], int, int, NDArray[np.intp]]:
+        """Age everyone and burn the sheep's energy, in place; return (dead, sheep count,
+        dead count, rows of the living sheep with energy to breed)."""
+        ...
+
+    def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
+        """The rows of each array where ``keep`` (new arrays, order kept)."""
+        ...
+
+    def bucket_order(
+        self, buckets: NDArray[np.signedinteger[Any]], n_buckets: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        """Rows sorted by bucket, stably, and each bucket's start (``n_buckets + 1`` values)."""
+        ...
+
+
+class NumpyKernels:
+    """The reference implementation: NumPy array expressions, one thread."""
+
+    name = "numpy"
+
+    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> None:
+        grass += np.float32(regrow)
+        np.minimum(grass, np.float32(grass_max), out=grass)
+
+    def wander(self, vel: F64, kick: F32, kick_scale: float, vmax: float) -> None:
+        kick -= np.float32(0.5)
+        kick *= np.float32(kick_scale)
+        vel += kick
+        speed2 = np.einsum("ij,ij->i", vel, vel)
+        np.maximum(speed2, vmax * vmax, out=speed2)
+        scale = np.sqrt(speed2, out=speed2)
+        np.divide(vmax, scale, out=scale)
+        vel *= scale[:, None]
+
+    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> bool:
+        pos += vel * dt
+        outside = False
+        for axis, size in ((0, width), (1, height)):
+            col = pos[:, axis]
+            np.add(col, size, out=col, where=col < 0.0)
+            np.subtract(col, size, out=col, where=col >= size)
+            outside = outside or bool(col.size and (col.min() < 0.0 or col.max() >= size))
+        return outside
+
+    def cells(self, pos: F64, cols: int, rows: int, width: float, height: float) -> Any:
+        cx = (pos[:, 0] * (cols / width)).astype(np.intp)
+        cy = (pos[:, 1] * (rows / height)).astype(np.intp)
+        np.clip(cx, 0, cols - 1, out=cx)
+        np.clip(cy, 0, rows - 1, out=cy)
+        cy *= cols
+        cy += cx
+        return cy
+
+    def graze(
+        self,
+        cells: NDArray[np.intp],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        bite: float,
+        food_energy: float,
+    ) -> None:
+        sheep_cells = cells if sheep is None else cells[sheep]
+        counts = np.bincount(sheep_cells, minlength=grass.size)
+        # Only cells with sheep change; the rest would compute a share that nobody eats.
+        occupied = np.flatnonzero(counts)
+        demand = counts[occupied].astype(np.float32)
+        demand *= np.float32(bite)
+        here = grass[occupied]
+        share = np.minimum(np.float32(1.0), here / np.maximum(demand, np.float32(1e-12)))
+        by_cell = np.zeros(grass.size, dtype=np.float32)
+        by_cell[occupied] = share
+        eaten = by_cell[cells].astype(np.float64)
+        eaten *= bite * food_energy
+        if sheep is not None:
+            eaten[~sheep] = 0.0
+        energy += eaten
+        demand *= share
+        np.minimum(demand, here, out=demand)
+        grass[occupied] = here - demand
+
+    def life(
+        self,
+        kind: NDArray[np.int8],
+        age: NDArray[np.int32],
+        energy: F64,
+        metabolism: float,
+        max_age: int,
+        breed_energy: float,
+    ) -> tuple[NDArray[np.bool_], int, int, NDArray[np.intp]]:
+        sheep = kind == 0
+        age += 1
+        energy -= np.where(sheep, metabolism, 0.0)
+        dead = sheep & ((energy <= 0.0) | (age > max_age))
+        parents = np.flatnonzero(sheep & ~dead & (energy >= breed_energy))
+        return dead, int(np.count_nonzero(sheep)), int(np.count_nonzero(dead)), parents
+
+    def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
+        return [a[keep] for a in arrays]
+
+    def bucket_order(
+        self, buckets: NDArray[np.signedinteger[Any]], n_buckets: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        return order_by_argsort(buckets, n_buckets)
+
+
+_loaded: dict[str, Kernels] = {"numpy": NumpyKernels()}
+
+
+def numba_available() -> bool:
+    """Whether the compiled kernels can be used (numba is installed)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def get_kernels(name: str = "numpy") -> Kernels:
+    """The kernels called ``name`` (``numpy``, ``numba`` or ``auto``); ValueError if unknown,
+    ImportError if ``numba`` is asked for and not installed (``pip install worldloop[fast]``)."""
+    if name == "auto":
+        name = "numba" if numba_available() else "numpy"
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernels {name!r}; choose one of {', '.join(KERNELS)} or auto")
+    if name not in _loaded:
+        from .kernels_numba import NumbaKernels
+
+        _loaded[name] = NumbaKernels()
+    return _loaded[name]
