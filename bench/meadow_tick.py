@@ -1,12 +1,18 @@
-"""Meadow tick cost: can 100,000 creatures tick at 20 Hz within half the 50 ms budget on one core?
+"""Meadow tick cost: how many creatures tick at 20 Hz within half the 50 ms budget?
 
-Measures ``world.step`` (all systems) and the snapshot build the runtime does after each tick
-(``freeze_arrays(world.view())`` + ``summary()``) for 1k/10k/100k creatures at constant density,
-as CPU time of the loop thread (``time.thread_time``: other processes on a shared machine do not
-inflate it) and as wall time. The baseline, measured in the same run, is a naive per-entity
-Python-loop version of the same systems on a smaller world, compared per creature.
+First, the implementations side by side (issue 17) at 10k/100k/1M creatures: the systems as they
+were before the kernels (``bench/meadow_before.py``, the baseline), today's NumPy kernels, and
+the numba kernels on one thread and on both cores; each runs the same ticks from the same seed,
+and their state hashes must be equal (the run fails otherwise). Then, for the default (NumPy)
+implementation, it measures ``world.step`` (all systems) and the snapshot build the runtime
+does after each tick (``freeze_arrays(world.view())`` + ``summary()``) for 1k/10k/100k
+creatures at constant density, as CPU time of the loop thread (``time.thread_time``: other
+processes on a shared machine do not inflate it) and as wall time. Its baseline, measured in
+the same run, is a naive per-entity Python-loop version of the same systems on a smaller world,
+compared per creature.
 
-Run: python bench/meadow_tick.py [--ticks N] [--out bench/results/meadow_tick.md]
+Run: python bench/meadow_tick.py [--ticks N] [--impl-sizes 10000,100000,1000000]
+        [--out bench/results/meadow_tick.md]
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from meadow_before import MeadowBefore  # noqa: E402
 from worldloop.commands import Command  # noqa: E402
+from worldloop.demo.kernels import numba_available  # noqa: E402
 from worldloop.demo.meadow import Meadow, Params  # noqa: E402
 from worldloop.plugins import TickListener  # noqa: E402
 from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
@@ -36,14 +45,90 @@ BUDGET_MS = 50.0
 AREA_PER_CREATURE = 250.0  # world units^2: the demo's default density is 1000^2 / 200 = 5000
 
 
-def pin_one_core() -> str:
-    """Run on one CPU so the figure means "one core" (NumPy elementwise ops are 1-thread)."""
+def numba_version() -> str:
     try:
-        cpu = sorted(os.sched_getaffinity(0))[0]
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    except (AttributeError, OSError):
-        return "not pinned"
+        from importlib.metadata import version
+
+        return version("numba")
+    except Exception:
+        return "not installed"
+
+
+def implementations() -> list[tuple[str, str, int]]:
+    """(label, kernels, numba threads) to compare; numba rows only when it is installed."""
+    rows = [("NumPy as it was (baseline)", "before", 0), ("NumPy kernels (default)", "numpy", 0)]
+    if numba_available():
+        rows += [("numba kernels, 1 thread", "numba", 1), ("numba kernels, 2 threads", "numba", 2)]
+    return rows
+
+
+def make_meadow(kernels: str, n: int) -> Meadow:
+    side = math.sqrt(n * AREA_PER_CREATURE)
+    if kernels == "before":
+        return MeadowBefore(width=side, height=side, entities=n, seed=1, max_creatures=2 * n)
+    return Meadow(width=side, height=side, entities=n, seed=1, max_creatures=2 * n, kernels=kernels)
+
+
+def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
+    """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash."""
+    if threads:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    world = make_meadow(kernels, n)
+    snap = lambda: Snapshot(  # noqa: E731 - what the runtime publishes after each tick
+        world.name, world.tick, world.sim_time, freeze_arrays(world.view()), world.summary()
+    )
+    for _ in range(warmup):  # the first ticks also load (or compile) the numba kernels
+        world.step([])
+        snap()
+    step: list[float] = []
+    total: list[float] = []
+    cpu: list[float] = []
+    for _ in range(ticks):
+        c0, w0 = time.process_time(), time.perf_counter()
+        world.step([])
+        w1 = time.perf_counter()
+        snap()
+        w2, c2 = time.perf_counter(), time.process_time()
+        step.append((w1 - w0) * 1000)
+        total.append((w2 - w0) * 1000)
+        cpu.append((c2 - c0) * 1000)
+    return {
+        "n": n,
+        "alive": len(world.ids),
+        "step_p50": pct(step, 50),
+        "total_p50": pct(total, 50),
+        "total_mean": float(np.mean(total)),
+        "cpu_mean": float(np.mean(cpu)),
+        "hash": world.state_hash(),
+    }
+
+
+def compare_implementations(sizes: list[int], ticks: int, warmup: int) -> tuple[list[str], bool]:
+    """The side-by-side table (markdown lines) and whether every hash matched the baseline."""
+    lines = [
+        "| creatures | implementation | alive after | step p50 | step speed-up "
+        "| step within 25 ms? | step + snapshot p50 | step + snapshot mean "
+        "| CPU mean (all threads) | state hash |",
+        "|---:|---|---:|---:|---:|:---:|---:|---:|---:|:---:|",
+    ]
+    all_same = True
+    for n in sizes:
+        base: dict[str, Any] | None = None
+        for label, kernels, threads in implementations():
+            r = measure_impl(kernels, threads, n, ticks, warmup)
+            base = base or r
+            same = r["hash"] == base["hash"]
+            all_same = all_same and same
+            lines.append(
+                f"| {n:,} | {label} | {r['alive']:,} | {r['step_p50']:.2f} "
+                f"| {base['step_p50'] / r['step_p50']:.1f}x "
+                f"| {'yes' if r['step_p50'] <= BUDGET_MS / 2 else 'NO'} "
+                f"| {r['total_p50']:.2f} | {r['total_mean']:.2f} | {r['cpu_mean']:.2f} "
+                f"| {'= baseline' if same else 'DIFFERENT'} ({r['hash'][:12]}) |"
+            )
+    return lines, all_same
 
 
 def pct(values: list[float], q: float) -> float:
@@ -236,9 +321,14 @@ def main() -> None:
     ap.add_argument("--naive-size", type=int, default=10000)
     ap.add_argument("--players", type=int, default=1000, help="avatars in the extra row")
     ap.add_argument("--live-seconds", type=float, default=5.0)
+    ap.add_argument("--impl-sizes", default="10000,100000,1000000")
+    ap.add_argument("--impl-ticks", type=int, default=40)
+    ap.add_argument("--impl-warmup", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
-    pinned = pin_one_core()
+    impl_lines, all_same = compare_implementations(
+        [int(n) for n in args.impl_sizes.split(",")], args.impl_ticks, args.impl_warmup
+    )
     rows = [measure(int(n), args.ticks, args.warmup) for n in args.sizes.split(",")]
     if args.players:
         big = max(int(n) for n in args.sizes.split(","))
@@ -253,10 +343,24 @@ def main() -> None:
         "",
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, {os.cpu_count()} CPUs ({pinned}); {args.ticks} ticks after "
-        f"{args.warmup} warm-up ticks; density {AREA_PER_CREATURE:g} units² per creature.  ",
-        "Times are CPU ms of the loop thread per tick (wall p50 shown for reference). "
+        f"NumPy {np.__version__}, numba {numba_version()}, {os.cpu_count()} CPUs (shared with "
+        f"other jobs: compare rows of one run); density {AREA_PER_CREATURE:g} units² per "
+        "creature.  ",
         f"Budget at 20 Hz: {BUDGET_MS:g} ms; target: step + snapshot <= {BUDGET_MS / 2:g} ms.",
+        "",
+        "## Implementations side by side",
+        "",
+        f"{args.impl_ticks} ticks after {args.impl_warmup} warm-up ticks, each implementation "
+        "from the same seed. Wall ms per tick; the snapshot is what the runtime publishes "
+        "after each tick (copies of the arrays and the spatial grid, which the baseline "
+        "builds inside its step). The state hash after the run must be the baseline's.",
+        "",
+        *impl_lines,
+        "",
+        "## The default implementation in detail",
+        "",
+        f"{args.ticks} ticks after {args.warmup} warm-up ticks. Times are CPU ms of the loop "
+        "thread per tick (wall p50 shown for reference).",
         "",
         "| creatures | players | alive after | step p50 | step p99 | step mean | wall p50 "
         "| snapshot build "
@@ -318,6 +422,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if not all_same:
+        sys.exit("state hashes differ between implementations (see the table)")
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def _cells(pos: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: 
     n = pos.shape[0]
     out = np.empty(n, dtype=np.intp)
     for i in nb.prange(n):
-        cx = np.intp(pos[i, 0] * fx)
-        cy = np.intp(pos[i, 1] * fy)
+        cx: Any = np.intp(pos[i, 0] * fx)
+        cy: Any = np.intp(pos[i, 1] * fy)
         cx = min(max(cx, 0), cols - 1)
         cy = min(max(cy, 0), rows - 1)
         out[i] = cy * cols + cx
@@ -143,7 +143,7 @@ def _life(
 
 @_jit
 def _compact(a: Any, keep: Any, n_keep: Any) -> Any:  # pragma: no cover
-    out = np.empty((n_keep,) + a.shape[1:], dtype=a.dtype)
+    out = np.empty((n_keep,) + a.shape[1:], dtype=a.dtype)  # noqa: RUF005 - numba types this
     j = 0
     for i in range(keep.size):
         if keep[i]:
