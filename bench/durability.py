@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchenv import header  # noqa: E402
 from worldloop.commands import Command, CommandQueue  # noqa: E402
 from worldloop.demo.meadow import create_world  # noqa: E402
 from worldloop.durability import Durability, copy_state  # noqa: E402
@@ -103,7 +103,6 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    cmdline = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="wl-bench-"))
     backends: list[tuple[str, Callable[[], SqlStore], Callable[[], None]]] = []
@@ -128,11 +127,8 @@ def main() -> None:
 
     n = args.creatures
     lines = [
-        "# Durability benchmark",
-        "",
-        f"Command: `{cmdline}`  ",
+        *header("Durability benchmark"),
         f"World: demo meadow, {n:,} creatures; state hash recorded every 100 ticks.  ",
-        "Machine: shared 2-core box (other jobs running), so treat figures as rough.",
         "",
         f"## Journal cost per tick ({args.journal_ticks} ticks, {args.commands} commands/tick)",
         "",

@@ -12,7 +12,6 @@ Both loops do the same simulated work per tick (a busy loop of --work-ms millise
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import itertools
 
+from benchenv import header
 from naive_timer import NaiveLoop
 from worldloop.clock import Ticker, TickInfo
 
@@ -121,12 +121,8 @@ def main() -> None:
         results.append(run_naive(rate, args.seconds, args.work_ms))
         results.append(run_worldloop(rate, args.seconds, args.work_ms))
 
-    cmd = "python bench/jitter.py " + " ".join(sys.argv[1:])
     lines = [
-        "## Tick-start jitter and drift",
-        "",
-        f"Command: `{cmd.strip()}`  ",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+        *header("Tick-start jitter and drift"),
         f"{args.seconds:g} s per case, {args.work_ms:g} ms of work per tick.",
         "",
         "Jitter is |interval - period|. Drift at end is the last tick's start minus its ideal time "

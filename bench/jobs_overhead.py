@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from benchenv import header
 from worldloop import JobContext, JobScheduler, ManualClock, World, WorldRuntime
 from worldloop.demo.meadow import Meadow
 from worldloop.lease import MemoryLease
@@ -79,8 +80,8 @@ def main() -> None:
         per_tick = measure(setup, args.ticks, args.rounds)
         base = base or per_tick
         rows.append((label, per_tick, per_tick / base))
-    cmd = "python bench/jobs_overhead.py " + " ".join(sys.argv[1:])
-    print(f"`{cmd.strip()}` ({args.ticks} ticks x {args.rounds} rounds, median)\n")
+    print("\n".join(header("Jobs overhead per tick")))
+    print(f"{args.ticks} ticks x {args.rounds} rounds, median.\n")
     print("| case | µs per tick | ratio to baseline |")
     print("|---|---:|---:|")
     for label, per_tick, ratio in rows:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json as stdlib_json
 import math
-import os
-import platform
 import random
 import sys
 import time
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchenv import header  # noqa: E402
 from meadow_before import MeadowBefore  # noqa: E402
 from worldloop.commands import Command  # noqa: E402
 from worldloop.demo.kernels import numba_available  # noqa: E402
@@ -43,15 +42,6 @@ from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
 
 BUDGET_MS = 50.0
 AREA_PER_CREATURE = 250.0  # world units^2: the demo's default density is 1000^2 / 200 = 5000
-
-
-def numba_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("numba")
-    except Exception:
-        return "not installed"
 
 
 def implementations() -> list[tuple[str, str, int]]:
@@ -337,15 +327,10 @@ def main() -> None:
     live = live_loop(max(int(n) for n in args.sizes.split(",")), args.live_seconds)
     ref = min(rows, key=lambda r: (abs(r["n"] - args.naive_size), r["players"]))
 
-    cmd = "python bench/meadow_tick.py " + " ".join(sys.argv[1:])
     lines = [
-        "# Meadow tick cost",
-        "",
-        f"Command: `{cmd.strip()}`  ",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, numba {numba_version()}, {os.cpu_count()} CPUs (shared with "
-        f"other jobs: compare rows of one run); density {AREA_PER_CREATURE:g} units² per "
-        "creature.  ",
+        *header("Meadow tick cost"),
+        f"Density {AREA_PER_CREATURE:g} units² per creature; compare rows of one run (the "
+        "machine is shared).  ",
         f"Budget at 20 Hz: {BUDGET_MS:g} ms; target: step + snapshot <= {BUDGET_MS / 2:g} ms.",
         "",
         "## Implementations side by side",

@@ -12,7 +12,6 @@ players). Usage: python bench/observe.py [--creatures 20000] [--ticks 200] [--ou
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.observe_world import GardenWorld  # noqa: E402
 
+from benchenv import header  # noqa: E402
 from worldloop import TickReport, WorldRuntime  # noqa: E402
 from worldloop.api.stream import frame_json  # noqa: E402
 from worldloop.metrics import LoopObserver  # noqa: E402
@@ -100,10 +100,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     lines = [
-        "# Observation costs",
-        "",
-        f"Command: `python {shlex.join(['bench/observe.py', *sys.argv[1:]])}`",
-        "",
+        *header("Observation costs"),
         "## Metrics listener vs the tick",
         "",
         *bench_metrics(args.creatures, args.ticks),

@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -35,6 +33,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchenv import header
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -254,16 +254,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wl-recovery-"))
     rows = [run_case(tmp, *cases[c], args.creatures, args.commands) for c in args.cases.split(",")]
     base = rows[0]["got"]["ready_s"]
-    import numpy as np
 
-    cmdline = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     lines = [
-        "# Restart to ready",
-        "",
-        f"Command: `{cmdline}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared, other jobs running), "
-        f"Python {platform.python_version()}, NumPy {np.__version__}, SQLite (WAL, "
-        "synchronous=FULL).  ",
+        *header("Restart to ready"),
+        "Store: SQLite (WAL, synchronous=FULL).  ",
         f"World: demo meadow, {args.creatures:,} creatures at {AREA_PER_CREATURE:g} units² "
         f"each, {args.commands} commands journaled per tick. The builder is killed (SIGKILL) on "
         "the tick just before its next snapshot would start; the demo server is then spawned "

@@ -1,6 +1,6 @@
 """Run every benchmark and write its markdown table to bench/results/<name>.md.
 
-python bench/run_all.py            # all of them (several minutes: durability replays 10k ticks)
+python bench/run_all.py            # all of them (many minutes: durability replays 10k ticks)
 python bench/run_all.py jitter     # only the named ones
 """
 
@@ -17,6 +17,8 @@ BENCHES: dict[str, list[str]] = {
     "jitter": ["jitter.py", "--out", str(RESULTS / "jitter.md")],
     "meadow_tick": ["meadow_tick.py", "--out", str(RESULTS / "meadow_tick.md")],
     "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
+    "recovery": ["recovery.py", "--out", str(RESULTS / "recovery.md")],
+    "shutdown": ["shutdown.py", "--out", str(RESULTS / "shutdown.md")],
     "observe": ["observe.py", "--out", str(RESULTS / "observe.md")],
     "jobs_overhead": ["jobs_overhead.py"],
     "deploy_sizing": ["deploy_sizing.py", "--out", str(RESULTS / "deploy_sizing.md")],

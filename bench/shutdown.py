@@ -11,7 +11,6 @@ same run: the same stop without a store. Usage:
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchenv import header  # noqa: E402
 from worldloop.demo.meadow import create_world  # noqa: E402
 from worldloop.durability import copy_state  # noqa: E402
 from worldloop.runtime import WorldRuntime  # noqa: E402
@@ -55,7 +55,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    cmd = "python bench/shutdown.py " + shlex.join(sys.argv[1:])
 
     base = [one_stop(args.creatures, args.ticks, None)[0] for _ in range(args.repeat)]
     runs = []
@@ -72,12 +71,9 @@ def main() -> None:
     b = statistics.median(base)
     s = statistics.median(r[0] for r in runs)
     lines = [
-        "# Shutdown with a store",
-        "",
-        f"Command: `{cmd}`  ",
+        *header("Shutdown with a store"),
         f"World: demo meadow, {args.creatures:,} creatures, {args.ticks} ticks before the stop; "
         f"median of {args.repeat}. Bound: WORLDLOOP_SHUTDOWN_TIMEOUT = 2 s.  ",
-        "Machine: shared 2-core box (other jobs running), so treat figures as rough.",
         "",
         "| stop | seconds (median) | max | final snapshot written | ratio to no store | "
         "share of the 2 s bound |",

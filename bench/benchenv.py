@@ -1,0 +1,56 @@
+"""The header every benchmark table starts with: the command that made it, and the machine
+and versions it ran on (so a figure can be traced to the code and box that produced it)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sqlite3
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command() -> str:
+    """The command line that is running, as one would type it from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = str(script.relative_to(ROOT))
+    except ValueError:
+        shown = str(script)
+    return "python " + shlex.join([shown, *sys.argv[1:]])
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    """``Machine: ...`` with CPU count, OS, Python and the versions that set the figures."""
+    cpus = os.cpu_count()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = cpus
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", 1-min load average {os.getloadavg()[0]:.1f}"
+    return (
+        f"Machine: {platform.machine()} {platform.processor() or ''}".rstrip()
+        + f", {usable} of {cpus} CPUs usable (shared with other jobs{load}), "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+        f"NumPy {_version('numpy')}, numba {_version('numba')}, "
+        f"SQLAlchemy {_version('sqlalchemy')}, SQLite {sqlite3.sqlite_version}, "
+        f"Flask {_version('flask')}."
+    )
+
+
+def header(title: str) -> list[str]:
+    """A markdown title, the command and the machine line (two-space line breaks)."""
+    return [f"# {title}", "", f"Command: `{command()}`  ", machine(), ""]
