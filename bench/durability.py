@@ -96,7 +96,7 @@ def build_journal(store: SqlStore, creatures: int, ticks: int, per_tick: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--creatures", type=int, default=100_000)
-    ap.add_argument("--ticks", type=int, default=10_000, help="journaled ticks to recover")
+    ap.add_argument("--ticks", type=int, default=2_000, help="journaled ticks to recover")
     ap.add_argument("--journal-ticks", type=int, default=300, help="ticks for the per-tick cost")
     ap.add_argument("--commands", type=int, default=20, help="commands per tick")
     ap.add_argument("--recovery-commands", type=int, default=2, help="commands per tick")

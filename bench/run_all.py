@@ -1,6 +1,6 @@
 """Run every benchmark and write its markdown table to bench/results/<name>.md.
 
-python bench/run_all.py            # all of them (many minutes: durability replays 10k ticks)
+python bench/run_all.py            # all of them (many minutes on a 2-core machine)
 python bench/run_all.py jitter     # only the named ones
 """
 
