@@ -4,7 +4,7 @@ Runs the demo world with N creatures (default 100,000) on SQLite and PostgreSQL 
 markdown table. Baselines are measured in the same run: the same ticks without a store, and
 the same replay without loading anything. Usage:
 
-    python bench/durability.py [--creatures 100000] [--ticks 10000] [--journal-ticks 300]
+    python bench/durability.py [--creatures 100000] [--ticks 2000] [--journal-ticks 300]
         [--commands 20] [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test] [--out FILE]
 """
 

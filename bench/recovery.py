@@ -9,8 +9,10 @@ store, and the time from spawning it to the first ``/readyz`` 200 is measured; i
 tick and state hash must equal the builder's last journaled tick and hash (nothing lost).
 
 Policies, paired in one run: ``every 1,000 ticks`` (what the defaults did before
-``WORLDLOOP_RECOVERY_SECONDS``), ``every 100 ticks``, and the current defaults (every 1,000
-ticks, and also once 0.5 s of stepping has built up since the last snapshot).
+``WORLDLOOP_RECOVERY_SECONDS``), ``every 100 ticks``, the current defaults (every 1,000 ticks,
+and also once ``WORLDLOOP_RECOVERY_SECONDS`` of stepping has built up since the last snapshot),
+and the defaults with a server that loads the numba kernels (``MEADOW_KERNELS=numba``, loaded
+in the background while the world recovers on NumPy).
 
 Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--out FILE]
 """
@@ -190,7 +192,13 @@ def restart(db: str, instance: Path, creatures: int, env_extra: dict[str, str]) 
 
 
 def run_case(
-    tmp: Path, label: str, every: int, budget: float, creatures: int, per_tick: int
+    tmp: Path,
+    label: str,
+    every: int,
+    budget: float,
+    server_env: dict[str, str],
+    creatures: int,
+    per_tick: int,
 ) -> dict[str, Any]:
     case = tmp / re.sub(r"\W+", "_", label)
     case.mkdir()
@@ -219,7 +227,11 @@ def run_case(
     if proc.returncode != -signal.SIGKILL:
         raise RuntimeError(f"builder did not die by SIGKILL ({proc.returncode}): {proc.stderr}")
     built = json.loads(proc.stdout.strip().splitlines()[-1])
-    env = {"WORLDLOOP_SNAPSHOT_EVERY": str(every), "WORLDLOOP_RECOVERY_SECONDS": str(budget)}
+    env = {
+        "WORLDLOOP_SNAPSHOT_EVERY": str(every),
+        "WORLDLOOP_RECOVERY_SECONDS": str(budget),
+        **server_env,
+    }
     got = restart(db, case, creatures, env)
     size = sum(p.stat().st_size for p in case.glob("worldloop.db*"))
     return {"label": label, "built": built, "got": got, "db_mb": size / 1e6}
@@ -234,7 +246,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--interim", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--cases", default="old,100,default", help="old, 100, default")
+    ap.add_argument("--cases", default="old,100,default,numba", help="old, 100, default, numba")
     args = ap.parse_args()
     if args.build:
         build(args.build, args.creatures, args.every, args.budget, args.commands, args.interim)
@@ -243,16 +255,26 @@ def main() -> None:
 
     default_budget = Settings().recovery_seconds
     cases = {
-        "old": ("every 1,000 ticks (the old default)", 1000, 0.0),
-        "100": ("every 100 ticks", 100, 0.0),
+        "old": ("every 1,000 ticks (the old default)", 1000, 0.0, {}),
+        "100": ("every 100 ticks", 100, 0.0, {}),
         "default": (
             f"default: every 1,000 ticks or {default_budget:g} s of stepping",
             1000,
             default_budget,
+            {},
+        ),
+        "numba": (
+            "default, server with MEADOW_KERNELS=numba",
+            1000,
+            default_budget,
+            {"MEADOW_KERNELS": "numba"},
         ),
     }
     tmp = Path(tempfile.mkdtemp(prefix="wl-recovery-"))
-    rows = [run_case(tmp, *cases[c], args.creatures, args.commands) for c in args.cases.split(",")]
+    from worldloop.demo.kernels import numba_available
+
+    names = [c for c in args.cases.split(",") if c != "numba" or numba_available()]
+    rows = [run_case(tmp, *cases[c], args.creatures, args.commands) for c in names]
     base = rows[0]["got"]["ready_s"]
 
     lines = [

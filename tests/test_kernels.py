@@ -111,3 +111,32 @@ def test_kernels_are_chosen_by_name() -> None:
     assert create_world({"MEADOW_ENTITIES": 5}).kernels.name == "numpy"
     with pytest.raises(ValueError, match="unknown kernels"):
         get_kernels("cuda")
+
+
+@needs_numba
+def test_the_server_world_starts_on_numpy_and_switches_when_numba_is_ready() -> None:
+    import threading
+
+    world = create_world({"MEADOW_ENTITIES": 3000, "MEADOW_KERNELS": "numba", "MEADOW_SEED": 2})
+    same = create_world({"MEADOW_ENTITIES": 3000, "MEADOW_SEED": 2})
+    assert world.kernels.name == "numpy"  # at once: nobody waits for numba to load
+    for _ in range(20):
+        world.step([])
+        same.step([])
+    for loader in threading.enumerate():
+        if loader.name == "worldloop-kernels":
+            loader.join(300)
+    assert world.kernels.name == "numba"
+    for _ in range(20):
+        world.step([])
+        same.step([])
+    assert world.state_hash() == same.state_hash()
+
+
+def test_asking_for_numba_without_it_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worldloop.demo import kernels
+
+    monkeypatch.setattr(kernels, "numba_available", lambda: False)
+    with pytest.raises(ImportError, match=r"worldloop\[fast\]"):
+        create_world({"MEADOW_ENTITIES": 5, "MEADOW_KERNELS": "numba"})
+    assert create_world({"MEADOW_ENTITIES": 5, "MEADOW_KERNELS": "auto"}).kernels.name == "numpy"

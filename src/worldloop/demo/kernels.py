@@ -11,6 +11,10 @@ which one ran: a store written with one replays with the other.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -174,6 +178,8 @@ class NumpyKernels:
         return order_by_argsort(buckets, n_buckets)
 
 
+log = logging.getLogger("worldloop.demo")
+
 _loaded: dict[str, Kernels] = {"numpy": NumpyKernels()}
 
 
@@ -194,3 +200,38 @@ def get_kernels(name: str = "numpy") -> Kernels:
 
         _loaded[name] = NumbaKernels()
     return _loaded[name]
+
+
+def kernels_later(name: str, install: Callable[[Kernels], None]) -> Kernels:
+    """The NumPy kernels now, and ``install(kernels)`` from a background thread once the
+    kernels called ``name`` are loaded and warmed up (nothing more if ``name`` means numpy).
+
+    Loading numba and its compiled code takes seconds; a server need not wait for it, since
+    every implementation gives the same bits: the world starts (and replays its journal) on
+    NumPy and switches between two systems when the compiled kernels are ready.
+    """
+    resolved = ("numba" if numba_available() else "numpy") if name == "auto" else name
+    if resolved not in KERNELS:
+        raise ValueError(f"unknown kernels {name!r}; choose one of {', '.join(KERNELS)} or auto")
+    if resolved == "numpy":
+        return get_kernels("numpy")
+    if not numba_available():
+        raise ImportError('the numba kernels need numba: pip install "worldloop[fast]"')
+
+    def load() -> None:
+        started = time.perf_counter()
+        try:
+            kernels = get_kernels(resolved)
+            warm = getattr(kernels, "warm_up", None)
+            if warm is not None:
+                warm()
+        except Exception:
+            log.exception("the %s kernels could not be loaded; the world stays on NumPy", name)
+            return
+        install(kernels)
+        log.info(
+            "the %s kernels are in use (loaded in %.1f s)", resolved, time.perf_counter() - started
+        )
+
+    threading.Thread(target=load, name="worldloop-kernels", daemon=True).start()
+    return get_kernels("numpy")

@@ -225,3 +225,24 @@ class NumbaKernels:
     ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
         order, starts = _bucket_order(buckets, n_buckets)
         return order, starts
+
+    def warm_up(self) -> None:
+        """Load (or compile) every kernel for the argument types the meadow uses."""
+        pos = np.zeros((4, 2))
+        grass = np.zeros((2, 2), dtype=np.float32)
+        self.grow_grass(grass, 0.1, 1.0)
+        self.wander(pos.copy(), np.zeros((4, 2), dtype=np.float32), 1.0, 1.0)
+        self.move(pos.copy(), pos.copy(), 0.1, 1.0, 1.0)
+        cells = self.cells(pos, 2, 2, 1.0, 1.0)
+        energy = np.ones(4)
+        for sheep in (None, np.ones(4, dtype=np.bool_)):
+            self.graze(cells, sheep, grass.reshape(-1), energy, 0.1, 0.5)
+        age = np.zeros(4, dtype=np.int32)
+        kind = np.zeros(4, dtype=np.int8)
+        dead = self.life(kind, age, energy, 0.1, 10, 2.0)[0]
+        self.compact(
+            ~dead,
+            [np.arange(4, dtype=np.int64), kind, pos, pos, energy, age, pos],
+        )
+        for dtype in (np.int16, np.int32):
+            self.bucket_order(np.zeros(4, dtype=dtype), 2)

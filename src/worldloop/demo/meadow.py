@@ -25,7 +25,7 @@ from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
 from . import schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
-from .kernels import Kernels, get_kernels
+from .kernels import Kernels, get_kernels, kernels_later
 from .spatial import SpatialGrid
 from .systems import AVATAR as AVATAR
 from .systems import KIND_NAMES as KIND_NAMES
@@ -88,11 +88,17 @@ class Meadow(World):
         max_creatures: int | None = None,
         params: Params | None = None,
         kernels: str = "numpy",
+        kernels_in_background: bool = False,
     ) -> None:
         super().__init__()
-        self.kernels: Kernels = get_kernels(kernels)
-        """Who does the systems' arithmetic (demo/kernels.py): ``numpy``, ``numba`` or ``auto``.
-        Not state: every implementation gives the same bits."""
+        self.kernels: Kernels = (
+            kernels_later(kernels, self._use_kernels)
+            if kernels_in_background
+            else get_kernels(kernels)
+        )
+        """Who does the systems' arithmetic (demo/kernels.py): ``numpy``, ``numba`` or ``auto``;
+        loaded in the background (NumPy until then) with ``kernels_in_background``. Not state:
+        every implementation gives the same bits, so they may change between any two systems."""
         self.width = _positive(width, "width")
         self.height = _positive(height, "height")
         self.params = params or Params()
@@ -236,6 +242,9 @@ class Meadow(World):
         if kind == AVATAR:
             self._reindex()
         return [int(i) for i in new_ids]
+
+    def _use_kernels(self, kernels: Kernels) -> None:
+        self.kernels = kernels  # one reference swap: the next system call uses them
 
     def _reindex(self) -> None:
         """Refresh the derived indexes from the state: the avatar rows now, the spatial grid
@@ -469,4 +478,5 @@ def create_world(config: Mapping[str, Any]) -> Meadow:
         seed=int(config.get("MEADOW_SEED", 0)),
         max_creatures=None if max_creatures in (None, "") else int(max_creatures),
         kernels=str(config.get("MEADOW_KERNELS") or "numpy"),
+        kernels_in_background=True,
     )
