@@ -220,7 +220,9 @@ def test_kill9_under_load_loses_nothing_postgres(tmp_path: Path) -> None:
 
 def test_sigterm_writes_a_final_snapshot(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'instance' / 'worldloop.db'}"
-    env = server_env(tmp_path, url, None, WORLDLOOP_SNAPSHOT_EVERY="100000")
+    env = server_env(
+        tmp_path, url, None, WORLDLOOP_SNAPSHOT_EVERY="100000", WORLDLOOP_RECOVERY_SECONDS="0"
+    )
     srv = start_server(tmp_path, env, "server")
     try:
         with Load(srv, seed=5) as load:

@@ -43,6 +43,7 @@ def test_a_signal_with_a_locked_store_exits_within_the_bound_and_loses_nothing(
         url,
         None,
         WORLDLOOP_SNAPSHOT_EVERY="100000",
+        WORLDLOOP_RECOVERY_SECONDS="0",  # no interim snapshots either: only tick 0's exists
         WORLDLOOP_SHUTDOWN_TIMEOUT=str(BOUND),
         DRIFT_PARTICLES="200000",  # a 3 MB state: the final snapshot has real work to do
     )
