@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = Path("bench") / "results"
+"""Relative to the repository root, where every script runs (so each table's header shows the
+command as one would type it there)."""
+ROOT = HERE.parent
 
 BENCHES: dict[str, list[str]] = {
     "jitter": ["jitter.py", "--out", str(RESULTS / "jitter.md")],
@@ -35,14 +38,14 @@ def main(names: list[str]) -> int:
     for name in names or list(BENCHES):
         script, *args = BENCHES[name]
         print(f"== {name}", flush=True)
-        argv = [sys.executable, str(HERE / script), *args]
+        argv = [sys.executable, str(Path("bench") / script), *args]
         if "--out" in args:
-            code = subprocess.run(argv).returncode
+            code = subprocess.run(argv, cwd=ROOT).returncode
         else:  # this one prints its table: keep a copy
-            proc = subprocess.run(argv, capture_output=True, text=True)
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
             print(proc.stdout, proc.stderr, sep="", end="")
             if proc.returncode == 0:
-                (RESULTS / f"{name}.md").write_text(proc.stdout)
+                (ROOT / RESULTS / f"{name}.md").write_text(proc.stdout)
             code = proc.returncode
         if code:
             failed.append(name)
