@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -105,6 +106,9 @@ def build(
             dur.drain()  # the writer is free for the next one, as at 20 Hz
 
 
+BENCH_TOKEN = secrets.token_urlsafe(24)
+"""The admin token of the benchmarked server (it reads the recovered state through the API)."""
+
 AREA_PER_CREATURE = 250.0
 """World units² per creature, as in meadow_tick.py: a density at which the population lives on
 (100,000 creatures on the default 1000 x 1000 meadow starve within a few hundred ticks)."""
@@ -131,7 +135,7 @@ def restart(db: str, instance: Path, creatures: int, env_extra: dict[str, str]) 
             "PYTHONPATH": str(ROOT / "src"),
             "WORLDLOOP_STORE_URL": f"sqlite:///{db}",
             "WORLDLOOP_INSTANCE_PATH": str(instance),
-            "WORLDLOOP_ADMIN_TOKEN": "bench-token",
+            "WORLDLOOP_ADMIN_TOKEN": BENCH_TOKEN,
             "WORLDLOOP_START_PAUSED": "true",  # the state read below is the recovered one
             **world_config(creatures),
             **env_extra,
@@ -172,7 +176,7 @@ def restart(db: str, instance: Path, creatures: int, env_extra: dict[str, str]) 
         req = urllib.request.Request(
             base + "/api/v1/admin/snapshot",
             method="POST",
-            headers={"Authorization": "Bearer bench-token"},
+            headers={"Authorization": f"Bearer {BENCH_TOKEN}"},
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             state = json.loads(r.read())
