@@ -83,11 +83,8 @@ def run_forecast(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary(forecast: str | None) -> dict[str, Any] | None:
-    """The forecast as the world's summary shows it: outcome and the final numbers."""
+    """The forecast as the world's summary shows it (the series is a few hundred numbers)."""
     if forecast is None:
         return None
-    done = json.loads(forecast)
-    series = done.pop("series") or {}
-    done["final_sheep"] = (series.get("sheep") or [None])[-1]
-    done["final_grass"] = (series.get("grass") or [None])[-1]
-    return dict(done)
+    done: dict[str, Any] = json.loads(forecast)
+    return done
