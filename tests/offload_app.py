@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from pydantic import BaseModel
 
 from worldloop import WorldLoop
@@ -85,11 +85,16 @@ class Asker(World):
 
 
 def work(params: dict[str, Any]) -> dict[str, Any]:
-    """Touch the marker (the test sees the task started), sleep, return a value."""
+    """Sleep and return a value. With a marker file: note each run's pid in it (the test sees
+    the task started, and how often it ran), and sleep only on the first run."""
+    first = True
     if params.get("marker"):
-        with open(str(params["marker"]), "a") as f:
+        marker = str(params["marker"])
+        first = not os.path.exists(marker)
+        with open(marker, "a") as f:
             f.write(f"{os.getpid()}\n")
-    time.sleep(float(params["sleep"]))
+    if first:
+        time.sleep(float(params["sleep"]))
     return {"value": 2 * int(params["value"]), "app": current_app.name}
 
 
@@ -124,6 +129,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if "celery" in app.extensions:
         app.extensions["celery"].task(name="t.work")(work)
         app.extensions["celery"].task(name="t.fail")(fail)
+
+    @app.post("/test/ask")
+    def ask() -> Any:
+        rt = app.extensions["worldloop"].runtime
+        ticket = rt.submit("ask", request.get_json())
+        assert ticket.wait(5) and ticket.outcome is not None
+        return jsonify(ticket.outcome.result)
 
     @app.get("/test/state")
     def state() -> Any:

@@ -89,6 +89,10 @@ class CelerySender:
     def __init__(self, celery_app: Celery, queue: str | None = None) -> None:
         self.celery = celery_app
         self.queue = queue
+        # Import the result backend and the broker transport now, not on the first send: those
+        # imports hold the interpreter lock long enough to make the running world's ticks late.
+        _ = celery_app.backend
+        _ = celery_app.connection_for_write().transport
 
     def send(self, request: TaskRequest) -> CeleryHandle:
         options: dict[str, Any] = {"task_id": request.id}
