@@ -181,3 +181,44 @@ def test_params_must_be_json() -> None:
     with pytest.raises(TypeError):
         world.request_task("t.work", {"value": object()})
     assert not world.outbox.pending and world.outbox.seq == 0
+
+
+def test_tasks_in_the_admin_api_and_metrics(tmp_path: Any) -> None:
+    from tests.offload_app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "WORLDLOOP_STORE_URL": f"memory://offload-{uuid.uuid4().hex}",
+            "WORLDLOOP_ADMIN_TOKEN": "secret",
+            "WORLDLOOP_AUTOSTART": "never",
+            "WORLDLOOP_HANDLE_SIGNALS": False,
+            "WORLDLOOP_START_PAUSED": True,
+        }
+    )
+    client = app.test_client()
+    admin = {"Authorization": "Bearer secret"}
+    assert client.get("/api/v1/admin/tasks", headers=admin).get_json() == {
+        "enabled": False,
+        "counts": {},
+        "tasks": [],
+    }
+    assert client.get("/api/v1/admin/tasks").status_code == 401
+    gate = Gate()
+    state = app.extensions["worldloop"]
+    state.use_offload(ThreadSender({"t.fail": gate.fail}))
+    state.start()
+    try:
+        rt = state.runtime
+        task_id = ask(rt, "t.fail", 2)
+        settle_next(rt)
+        body = client.get("/api/v1/admin/tasks", headers=admin).get_json()
+        assert body["enabled"] and body["counts"] == {"sent": 1, "failed": 1}
+        [task] = body["tasks"]
+        assert (task["id"], task["task"], task["state"]) == (task_id, "t.fail", "failed")
+        assert task["error"] == "ValueError: no good: 2"
+        text = client.get("/metrics").get_data(as_text=True)
+        assert 'worldloop_task_events_total{event="failed",world="asker"} 1.0' in text
+        assert 'worldloop_tasks_in_flight{world="asker"} 0.0' in text
+    finally:
+        state.stop()
