@@ -55,12 +55,14 @@ def broker_env(broker: str, backend: str) -> dict[str, str]:
     }
 
 
-def start_worker(tmp_path: Path, env: dict[str, str], name: str) -> Server:
+def start_worker(
+    tmp_path: Path, env: dict[str, str], name: str, app_module: str = "tests.offload_worker"
+) -> Server:
     """A real ``celery worker`` (solo pool, one task at a time) on the test's own queue."""
     argv = [
         str(BIN / "celery"),
         "-A",
-        "tests.offload_worker",
+        app_module,
         "worker",
         "--pool=solo",
         "-c",
@@ -74,7 +76,8 @@ def start_worker(tmp_path: Path, env: dict[str, str], name: str) -> Server:
         "--without-heartbeat",
         "--loglevel=INFO",
     ]
-    worker_env = child_env(WORLDLOOP_INSTANCE_PATH=str(tmp_path / "worker"), **env)
+    defaults = {"WORLDLOOP_INSTANCE_PATH": str(tmp_path / "worker"), "PYTHONPATH": f"{SRC}:{ROOT}"}
+    worker_env = child_env(**{**defaults, **env})
     worker = Server(argv, port=0, env=worker_env, cwd=tmp_path, log_path=tmp_path / f"{name}.log")
 
     def ready() -> bool:
