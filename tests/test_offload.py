@@ -190,14 +190,14 @@ def test_tasks_in_the_admin_api_and_metrics(tmp_path: Any) -> None:
         {
             "TESTING": True,
             "WORLDLOOP_STORE_URL": f"memory://offload-{uuid.uuid4().hex}",
-            "WORLDLOOP_ADMIN_TOKEN": "secret",
+            "WORLDLOOP_ADMIN_TOKEN": "offload-admin-token-0123",
             "WORLDLOOP_AUTOSTART": "never",
             "WORLDLOOP_HANDLE_SIGNALS": False,
             "WORLDLOOP_START_PAUSED": True,
         }
     )
     client = app.test_client()
-    admin = {"Authorization": "Bearer secret"}
+    admin = {"Authorization": "Bearer offload-admin-token-0123"}
     assert client.get("/api/v1/admin/tasks", headers=admin).get_json() == {
         "enabled": False,
         "counts": {},
