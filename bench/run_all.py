@@ -26,6 +26,7 @@ BENCHES: dict[str, list[str]] = {
     "jobs_overhead": ["jobs_overhead.py"],
     "deploy_sizing": ["deploy_sizing.py", "--out", str(RESULTS / "deploy_sizing.md")],
     "players": ["players.py", "--out", str(RESULTS / "players.md")],
+    "celery_offload": ["celery_offload.py", "--out", str(RESULTS / "celery_offload.md")],
 }
 
 

@@ -21,7 +21,11 @@ SRC = ROOT / "src"
 # Modules that belong to an extra and so may import its packages when they are imported (a core
 # module must not import them at module level). Add a module here with the extra it needs, e.g.
 # "worldloop.lease.redis": "redis".
-EXTRA_MODULES: dict[str, str] = {"worldloop.demo.kernels_numba": "fast"}
+EXTRA_MODULES: dict[str, str] = {
+    "worldloop.demo.kernels_numba": "fast",
+    "worldloop.offload.celery": "celery",
+    "worldloop.demo.celery_app": "celery",
+}
 
 
 def _norm(name: str) -> str:

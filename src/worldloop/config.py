@@ -86,6 +86,9 @@ class Settings(BaseModel):
     # -- jobs ------------------------------------------------------------------------------------
     jobs: list[dict[str, Any]] | None = None
     job_workers: int = Field(default=4, ge=1)
+    task_timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    """Seconds an offloaded task (``World.request_task``) may take before it is reported
+    timed out; its late result is then ignored."""
 
     # -- what init_app installs -----------------------------------------------------------------
     api: bool = True

@@ -94,6 +94,11 @@ class WorldLoop:
         app.extensions["worldloop"] = state
         self._states.add(state)
         install_api(app, state)
+        if app.config.get("CELERY"):
+            # Flask's Celery pattern, only when configured: the core never imports celery.
+            from .offload.celery import CelerySender, celery_init_app
+
+            state.use_offload(CelerySender(celery_init_app(app)))
         state.start_by_policy(app)
         announce_server(app, state)
         return state

@@ -35,6 +35,8 @@ from prometheus_client import (
 from .clock import TickInfo
 from .jobs import JobScheduler, JobsCollector
 from .logs import set_loop_context
+from .offload import OffloadPlugin
+from .offload.collector import TasksCollector
 from .plugins import RuntimePlugin
 from .runtime import TickReport, WorldRuntime
 
@@ -191,6 +193,14 @@ def render_jobs(scheduler: JobScheduler) -> bytes:
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobsCollector(scheduler))
+    return generate_latest(registry)
+
+
+def render_tasks(plugin: OffloadPlugin, world: str) -> bytes:
+    """Exposition text of a world's offloaded tasks (``worldloop_task_*``), for /metrics; like
+    the jobs, only in the process that runs the world."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TasksCollector(plugin, world))
     return generate_latest(registry)
 
 

@@ -23,6 +23,7 @@ from .jobs import (
 )
 from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
+from .offload import OffloadPlugin, TaskSender
 from .preflight import holder_is_stranger, refuse
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
@@ -65,7 +66,17 @@ class WorldLoopState:
             snapshot_cache_bytes=settings.snapshot_cache_bytes,
         )
         jobs.attach(self.runtime)
+        self.offload: OffloadPlugin | None = None
+        """Sends the world's task requests (worldloop.offload); None until a sender is set."""
         self._start_lock = threading.Lock()
+
+    def use_offload(self, sender: TaskSender) -> OffloadPlugin:
+        """Send this world's task requests through ``sender`` (set once, before the start)."""
+        if self.offload is not None:
+            raise ConfigError("this world already has a task sender")
+        self.offload = OffloadPlugin(sender, timeout=self.settings.task_timeout)
+        self.runtime.add_plugin(self.offload)
+        return self.offload
 
     @property
     def job(self) -> JobRegistrar:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from .commands import Command, Outcome
 from .errors import CommandInvalid, CommandRejected, WorldLoopError
 from .models import error_details, error_message
+from .outbox import TASK_RESULT, Outbox, TaskRequest, TaskResult
 
 if TYPE_CHECKING:
     from .frame import Scene
@@ -81,6 +82,9 @@ class World(ABC):
         """Handlers consulted before ``apply`` by command type (scheduled jobs register here)."""
         self.job_slots: dict[str, float] = {}
         """Last schedule slot run per job: world state, so replay and failover never rerun one."""
+        self.outbox = Outbox()
+        """Heavy work this world asked for and has not had back (see worldloop.outbox)."""
+        self.command_handlers[TASK_RESULT] = self._task_result
 
     # -- to be defined by a world ---------------------------------------------------------
 
@@ -166,7 +170,34 @@ class World(ABC):
         """
         return None
 
+    def on_task_result(
+        self, request: TaskRequest, status: str, result: Any, error: str | None
+    ) -> Any:
+        """Apply the outcome of ``request`` (status: succeeded, failed or timed_out).
+
+        Called on the loop thread, once per request, inside the journaled ``task:result``
+        command (so replay calls it with the same result). Worlds that request tasks override it.
+        """
+        return None
+
     # -- provided ---------------------------------------------------------------------------
+
+    def request_task(self, task: str, params: Mapping[str, Any]) -> str:
+        """Ask for heavy work off the tick (loop thread: a command, system or world job).
+
+        ``params`` must be JSON and hold a copy of what the task needs. Returns the request's
+        deterministic id; the task is sent once this tick is durable (worldloop.offload).
+        """
+        return self.outbox.request(self.name, task, dict(params), self.tick)
+
+    def _task_result(self, cmd: Command) -> Any:
+        """The ``task:result`` command: applied only while its request is pending."""
+        res = TaskResult.model_validate(cmd.payload)
+        request = self.outbox.settle(res.task_id)
+        if request is None:
+            return {"task_id": res.task_id, "applied": False}
+        applied = self.on_task_result(request, res.status, res.result, res.error)
+        return {"task_id": res.task_id, "applied": True, "status": res.status, "result": applied}
 
     @property
     def sim_time(self) -> float:
@@ -214,6 +245,9 @@ class World(ABC):
         state["__dt__"] = self.dt
         if self.job_slots:
             state["__jobs__"] = json.dumps(self.job_slots, sort_keys=True)
+        outbox = self.outbox.to_state()
+        if outbox is not None:
+            state["__outbox__"] = outbox
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -223,6 +257,8 @@ class World(ABC):
         # States saved before dt was kept were all made at the one dt there was then.
         self.dt = float(rest.pop("__dt__", DEFAULT_DT))
         jobs = rest.pop("__jobs__", None)
+        outbox = rest.pop("__outbox__", None)
+        self.outbox.load(None if outbox is None else str(outbox))
         self.job_slots = (
             {str(k): float(v) for k, v in json.loads(str(jobs)).items()} if jobs else {}
         )

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app
 from pydantic import BaseModel, Field
 
 from ..config import Settings
-from ..metrics import LoopObserver, render, render_jobs
+from ..metrics import LoopObserver, render, render_jobs, render_tasks
 from ..runtime import WorldRuntime
 from .declare import Reply, operation
 
@@ -216,4 +216,6 @@ def metrics() -> Response:
     rt = getattr(ext, "runtime", None)
     if ext is not None and rt is not None and rt.running:  # jobs run where the world runs
         payload += render_jobs(ext.jobs)
+        if ext.offload is not None:
+            payload += render_tasks(ext.offload, rt.name)
     return Response(payload, content_type=content_type)

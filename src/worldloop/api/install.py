@@ -14,6 +14,7 @@ from .jobs import bp as jobs_bp
 from .observe import announce_capacity, setup_logging
 from .observe import install as install_observation
 from .proxy import trust_proxies
+from .tasks import bp as tasks_bp
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -41,6 +42,7 @@ def install_api(app: Flask, state: WorldLoopState) -> None:
     if settings.api:
         v1.register_v1(app, settings, docs=settings.docs)
         app.register_blueprint(jobs_bp)
+        app.register_blueprint(tasks_bp)
     if settings.observe:
         install_observation(app, state, viewer=settings.viewer)
     elif settings.viewer:

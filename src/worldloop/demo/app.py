@@ -14,6 +14,9 @@ from flask import Flask
 from ..config import env_config
 from ..extension import WorldLoop
 from ..files import FILE_MODE, private_dir
+from ..offload import ThreadSender
+from .forecast import FORECAST_TASK, run_forecast
+from .forecast_api import bp as forecast_bp
 from .jobs import bp as leaderboard_bp
 from .jobs import register_demo_jobs
 from .meadow import create_world
@@ -31,15 +34,36 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.config.update(env_config(os.environ, ("WORLDLOOP_", "MEADOW_")))
     if config:
         app.config.update(config)
+    if "CELERY" not in app.config and os.environ.get("CELERY_BROKER_URL"):
+        app.config["CELERY"] = celery_config(os.environ)
     if "WORLDLOOP_ADMIN_TOKEN" not in app.config and not app.config.get("TESTING"):
         app.config["WORLDLOOP_ADMIN_TOKEN"] = _demo_admin_token(Path(app.instance_path))
     # The demo is an API server with its viewer at /: every error is JSON.
     ext = WorldLoop(world=create_world, viewer=True, json_errors="all")
     if _flag(app.config.get("MEADOW_DEMO_JOBS", True)):
         register_demo_jobs(ext, app.instance_path, app.config)
-    ext.init_app(app)
+    state = ext.init_app(app)
+    if app.config.get("CELERY"):
+        # The forecast runs on Celery workers (celery -A worldloop.demo.celery_app worker).
+        app.extensions["celery"].task(name=FORECAST_TASK)(run_forecast)
+    else:  # no Celery: one worker thread in this process (shares the interpreter lock)
+        state.use_offload(ThreadSender({FORECAST_TASK: run_forecast}, workers=1))
     app.register_blueprint(leaderboard_bp)
+    app.register_blueprint(forecast_bp)
     return app
+
+
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def celery_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The demo's Celery settings from the environment: ``CELERY_BROKER_URL`` (default: the
+    local RabbitMQ), ``CELERY_RESULT_BACKEND`` (default ``rpc://``), ``CELERY_QUEUE``."""
+    return {
+        "broker_url": environ.get("CELERY_BROKER_URL") or DEFAULT_BROKER,
+        "result_backend": environ.get("CELERY_RESULT_BACKEND") or "rpc://",
+        "task_default_queue": environ.get("CELERY_QUEUE") or "worldloop",
+    }
 
 
 def _demo_admin_token(instance: Path) -> str:

@@ -23,6 +23,7 @@ MAX_SPEED = 50.0
 MAX_COORD = 1e9
 MAX_NAME = 32
 MAX_SAY = 200
+MAX_FORECAST_TICKS = 20_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -114,4 +115,12 @@ PLAYER_COMMANDS: dict[str, type[BaseModel]] = {
     "say": Say,
 }
 """What a player may send through the API."""
-INTERNAL_COMMANDS: dict[str, type[BaseModel]] = {"join": Join, "move": Move}
+
+
+class Forecast(Payload):
+    """Internal: forecast the meadow ``ticks`` ahead, off the tick (POST /api/v1/forecast)."""
+
+    ticks: Annotated[int, Field(ge=1, le=MAX_FORECAST_TICKS)] = 2000
+
+
+INTERNAL_COMMANDS: dict[str, type[BaseModel]] = {"join": Join, "move": Move, "forecast": Forecast}

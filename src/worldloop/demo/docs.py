@@ -18,9 +18,11 @@ from ..api import (
     players,
     snapshot,
     stream,
+    tasks,
     viewer,
     world,
 )
+from .forecast_api import bp as forecast_bp
 from .jobs import DEMO_JOBS
 from .jobs import bp as leaderboard_bp
 from .meadow import Meadow
@@ -34,7 +36,9 @@ BLUEPRINTS = (
     admin.bp,
     openapi.bp,
     jobs.bp,
+    tasks.bp,
     leaderboard_bp,
+    forecast_bp,
     health.bp,
     stream.bp,
     viewer.bp,

@@ -21,9 +21,10 @@ from numpy.typing import NDArray
 from ..commands import Command
 from ..errors import CommandRejected
 from ..frame import Scene
+from ..outbox import TaskRequest
 from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
-from . import schemas, systems, views
+from . import forecast, schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
 from .kernels import Kernels, get_kernels, kernels_later
 from .spatial import SpatialGrid
@@ -123,6 +124,8 @@ class Meadow(World):
         self.chat: list[dict[str, Any]] = []
         self.births = 0
         self.deaths = 0
+        self.forecast: str | None = None
+        """The last forecast (JSON), see demo/forecast.py; kept in the state once there is one."""
         self._views_cache: (
             tuple[int, tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]] | None
         ) = None
@@ -134,6 +137,8 @@ class Meadow(World):
         p = command.payload
         if command.type == "join":
             return self._join(str(p["player_id"]), str(p["name"]), str(p["token_hash"]))
+        if command.type == "forecast":
+            return forecast.request(self, int(p["ticks"]))
         if command.type == "move":
             idx = self._index_of(int(p["entity_id"]))
             self.vel[idx] = (p["vx"], p["vy"])
@@ -153,6 +158,11 @@ class Meadow(World):
         if command.type == "say":
             return self._say(command.actor, idx, str(p["text"]))
         raise CommandRejected(f"unknown command type {command.type!r}")
+
+    def on_task_result(
+        self, request: TaskRequest, status: str, result: Any, error: str | None
+    ) -> Any:
+        return forecast.settle(self, request, status, result, error)
 
     def _join(self, player_id: str, name: str, token_hash: str) -> dict[str, Any]:
         if player_id in self.players:
@@ -332,9 +342,11 @@ class Meadow(World):
             "players": json.dumps(self.players, sort_keys=True),
             "chat": json.dumps(self.chat, sort_keys=True),
             "rng": rng_state(self.rng),
+            **({} if self.forecast is None else {"forecast": self.forecast}),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        self.forecast = None if state.get("forecast") is None else str(state["forecast"])
         self.width = float(state["width"])
         self.height = float(state["height"])
         self.max_creatures = int(state["max_creatures"])
@@ -424,6 +436,7 @@ class Meadow(World):
             "grass_total": round(float(self.grass.sum(dtype=np.float64)), 3),
             "births": self.births,
             "deaths": self.deaths,
+            **({} if self.forecast is None else {"forecast": forecast.summary(self.forecast)}),
         }
 
     def scene(

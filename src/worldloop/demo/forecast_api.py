@@ -1,0 +1,80 @@
+"""The forecast's endpoints: ask for one (``POST /api/v1/forecast``), read the last one (GET).
+
+Asking submits the internal ``forecast`` command and answers 202 once the request is durable in
+the world (its id is the task's id); the work itself runs off the tick (demo/forecast.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+
+from ..api.declare import Reply, operation
+from ..api.errors import api_error
+from ..errors import status_of
+from ..state import get_runtime
+from .commands import Forecast
+
+bp = Blueprint("meadow_forecast", __name__, url_prefix="/api/v1")
+ASK_WAIT = 5.0
+"""Seconds the request waits for its tick to be durable."""
+
+
+class ForecastAccepted(BaseModel):
+    """A forecast request recorded in the world: the work runs off the tick."""
+
+    task_id: str
+    from_tick: int
+    ticks: int
+    command_id: str
+
+
+class ForecastView(BaseModel):
+    """The last forecast: its outcome and, when it succeeded, sheep and grass over time."""
+
+    task_id: str
+    status: str
+    from_tick: int
+    ticks: int
+    error: str | None = None
+    series: dict[str, list[float]] | None = None
+
+
+@bp.post("/forecast")
+@operation(
+    "Ask for a forecast of the meadow, computed off the tick (Celery or a worker thread)",
+    tags=("world",),
+    body=Forecast,
+    responses={202: Reply("The request is durable; the forecast runs", ForecastAccepted)},
+    errors=(400, (409, "A forecast is already running"), 413, 422, 503),
+)
+def ask_forecast(body: Forecast) -> Response | tuple[Response, int]:
+    ticket = get_runtime().submit("forecast", body.model_dump(mode="json"))
+    if not ticket.wait(ASK_WAIT) or ticket.outcome is None:
+        return api_error(503, "timeout", "the world did not record the request in time")
+    outcome = ticket.outcome
+    if not outcome.ok:
+        code = outcome.error_code or "command_rejected"
+        details = dict(outcome.error_details or {})
+        return api_error(status_of(code, 409), code, outcome.error_message or "rejected", details)
+    return jsonify({**outcome.result, "command_id": ticket.id}), 202
+
+
+@bp.get("/forecast")
+@operation(
+    "The last forecast the world received",
+    tags=("world",),
+    responses={200: Reply("The last forecast", ForecastView)},
+    errors=((404, "No forecast yet"),),
+)
+def get_forecast() -> Response:
+    """The last forecast, from the latest snapshot's summary (it is world state: it survives
+    restarts and replays)."""
+    snap = get_runtime().latest
+    done = None if snap is None else snap.summary.get("forecast")
+    if done is None:
+        return api_error(404, "not_found", "no forecast yet: POST /api/v1/forecast asks for one")
+    view: dict[str, Any] = dict(done)
+    return jsonify(view)

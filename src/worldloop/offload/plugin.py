@@ -1,0 +1,206 @@
+"""The offload plug-in: sends durable outbox requests, watches them, and returns their results.
+
+Every tick after the journal write (``after_tick``) the loop thread copies the requests it has not
+sent yet into a hand-off queue; one sender thread sends them (with the request id as the task id)
+and polls the handles of those in flight. A finished task becomes one ``task:result`` command,
+queued through the world's own command path, so it is journaled and replayed like any other. The
+plug-in remembers nothing across restarts: a new one sends every pending request again, which is
+why results are applied only while pending (worldloop.outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..outbox import TASK_RESULT, TaskRequest
+from ..plugins import RuntimePlugin
+
+if TYPE_CHECKING:
+    from ..runtime import TickReport, WorldRuntime
+
+log = logging.getLogger("worldloop.offload")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    """What a handle knows now: ``state`` is pending, started, retry, succeeded or failed."""
+
+    state: str
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+
+class TaskHandle(Protocol):
+    """One sent task, polled by the sender thread (never blocks)."""
+
+    def poll(self) -> TaskState: ...
+
+
+class TaskSender(Protocol):
+    """Where tasks run: sends one request under its own id; ``close`` at the world's stop."""
+
+    def send(self, request: TaskRequest) -> TaskHandle: ...
+
+    def close(self) -> None: ...
+
+
+class OffloadPlugin(RuntimePlugin):
+    """Sends a world's durable task requests through ``sender`` and feeds the results back.
+
+    ``timeout`` (seconds from sending) turns a task that has not finished into a ``timed_out``
+    result; a later real result is then ignored by the world. ``clock`` is injectable.
+    """
+
+    def __init__(
+        self,
+        sender: TaskSender,
+        *,
+        timeout: float = 60.0,
+        poll_interval: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sender = sender
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        """sent, resent (after a restart), succeeded, failed, timed_out, retried, send_errors."""
+        self.tasks: dict[str, dict[str, Any]] = {}
+        """Recent tasks by id: task, state, sent/finished times, error (the admin API's view)."""
+        self._handoff: queue.SimpleQueue[TaskRequest | None] = queue.SimpleQueue()
+        self._handed: set[str] = set()
+        self._version = -1
+        self._start_tick = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._rt: WorldRuntime | None = None
+        self._lock = threading.Lock()
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def started(self, rt: WorldRuntime) -> None:
+        if self._thread is not None:
+            return
+        self._rt = rt
+        self._start_tick = rt.tick
+        self._thread = threading.Thread(
+            target=self._run, name=f"worldloop-offload-{rt.name}", daemon=True
+        )
+        self._thread.start()
+
+    def after_tick(self, rt: WorldRuntime, report: TickReport) -> None:
+        """Loop thread, tick durable: hand over the requests not handed over yet."""
+        outbox = rt.world.outbox
+        if outbox.version == self._version:
+            return
+        self._version = outbox.version
+        for task_id, request in outbox.pending.items():
+            if task_id not in self._handed:
+                self._handed.add(task_id)
+                self._handoff.put(request)
+        self._handed.intersection_update(outbox.pending)
+
+    def stopping(self, rt: WorldRuntime) -> None:
+        self._stop.set()
+        self._handoff.put(None)
+        if self._thread is not None:
+            self._thread.join(max(0.0, rt.stop_time_left() / 2))
+        self.sender.close()
+
+    # -- the sender thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        inflight: dict[str, tuple[TaskRequest, TaskHandle, float]] = {}
+        while not self._stop.is_set():
+            try:
+                item = self._handoff.get(timeout=self.poll_interval if inflight else 0.5)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                self._send(item, inflight)
+                try:
+                    item = self._handoff.get_nowait()
+                except queue.Empty:
+                    item = None
+            for task_id, (request, handle, sent_at) in list(inflight.items()):
+                try:
+                    state = handle.poll()
+                except Exception as exc:  # a broker or backend hiccup: try again next round
+                    log.warning("task %s: polling failed: %s", task_id, exc)
+                    continue
+                self._note(task_id, state.state)
+                if state.done:
+                    del inflight[task_id]
+                    status = "succeeded" if state.state == "succeeded" else "failed"
+                    self._finish(request, status, state.result, state.error)
+                elif self.clock() - sent_at > self.timeout:
+                    del inflight[task_id]
+                    self._finish(request, "timed_out", None, f"no result after {self.timeout} s")
+
+    def _send(
+        self, request: TaskRequest, inflight: dict[str, tuple[TaskRequest, TaskHandle, float]]
+    ) -> None:
+        try:
+            handle = self.sender.send(request)
+        except Exception as exc:
+            self.counts["send_errors"] += 1
+            log.error("task %s (%s): sending failed: %s", request.id, request.task, exc)
+            self._finish(request, "failed", None, f"could not be sent: {exc}")
+            return
+        self.counts["resent" if self._is_resend(request) else "sent"] += 1
+        inflight[request.id] = (request, handle, self.clock())
+        with self._lock:
+            self.tasks[request.id] = {
+                "id": request.id,
+                "task": request.task,
+                "tick": request.tick,
+                "state": "sent",
+                "sent_at": time.time(),
+            }
+            while len(self.tasks) > 200:
+                del self.tasks[next(iter(self.tasks))]
+
+    def _is_resend(self, request: TaskRequest) -> bool:
+        """A request from before this plug-in started (a restart or failover sends it again)."""
+        return request.tick < self._start_tick
+
+    def _note(self, task_id: str, state: str) -> None:
+        with self._lock:
+            entry = self.tasks.get(task_id)
+            if entry is not None and entry["state"] != state:
+                if state == "retry":
+                    self.counts["retried"] += 1
+                entry["state"] = state
+
+    def _finish(self, request: TaskRequest, status: str, result: Any, error: str | None) -> None:
+        self.counts[status] += 1
+        with self._lock:
+            entry = self.tasks.get(request.id)
+            if entry is not None:
+                entry.update(state=status, finished_at=time.time(), error=error)
+        if status != "succeeded":
+            log.warning("task %s (%s) %s: %s", request.id, request.task, status, error)
+        payload = {"task_id": request.id, "status": status, "result": result, "error": error}
+        rt = self._rt
+        if rt is None:
+            return
+        try:
+            rt.enqueue(TASK_RESULT, payload)
+        except Exception as exc:  # queue full or stopping: the request stays pending, resent later
+            log.error("task %s: result not queued (%s); it stays pending", request.id, exc)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and recent tasks, for the admin API and metrics."""
+        with self._lock:
+            return {"counts": dict(self.counts), "tasks": [dict(t) for t in self.tasks.values()]}
