@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from flask import request
 
 from ..config import MIN_SECRET_LENGTH
 from ..state import current_settings
 from .errors import Forbidden, Unauthorized
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def bearer_token() -> str:
@@ -58,14 +55,3 @@ class Security:
 
 ADMIN = Security("adminToken", check_admin)
 """The admin bearer token (``WORLDLOOP_ADMIN_TOKEN``)."""
-
-
-def require_admin(fn: F) -> F:
-    """Decorator for admin-only endpoints."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_admin()
-        return fn(*args, **kwargs)
-
-    return cast(F, wrapper)
