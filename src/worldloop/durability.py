@@ -195,6 +195,7 @@ class Durability:
         try:
             rec = self.store.load(world.name)
             if rec.state is None:
+                world.outbox.begin()  # a new world: its task ids are its own (worldloop.outbox)
                 state = copy_state(world)
                 saving = time.perf_counter()
                 self.store.save_snapshot(world.name, world.tick, state, hash_state(state))

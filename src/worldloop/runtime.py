@@ -138,6 +138,8 @@ class WorldRuntime:
             try:
                 if self.durability is not None:
                     self.durability.recover(self.world, self.bus)
+                else:  # in memory only: every start is a new world
+                    self.world.outbox.begin()
                 self._publish()
                 self.ticker.start()
             except BaseException:

@@ -76,6 +76,7 @@ class WorldLoopState:
             raise ConfigError("this world already has a task sender")
         self.offload = OffloadPlugin(sender, timeout=self.settings.task_timeout)
         self.runtime.add_plugin(self.offload)
+        self.jobs.use_task_sink(sender.register)  # the jobs that run on Celery
         return self.offload
 
     @property

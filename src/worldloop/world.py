@@ -33,6 +33,9 @@ log = logging.getLogger("worldloop.world")
 DEFAULT_DT = 0.05
 """dt of a world no runtime has set (1 / the default 20 Hz), and of states saved without one."""
 
+TaskResultHandler = Callable[[TaskRequest, str, Any, "str | None"], Any]
+"""``(request, status, result, error)``: what ``World.on_task_result`` is called with."""
+
 StateValue = np.ndarray | int | float | str | bool | None
 State = dict[str, StateValue]
 
@@ -85,6 +88,9 @@ class World(ABC):
         self.outbox = Outbox()
         """Heavy work this world asked for and has not had back (see worldloop.outbox)."""
         self.command_handlers[TASK_RESULT] = self._task_result
+        self.task_handlers: dict[str, TaskResultHandler] = {}
+        """Handlers of task outcomes by task name, consulted before ``on_task_result`` (a
+        scheduled job on Celery closes its slot here; see worldloop.jobs.offloaded)."""
 
     # -- to be defined by a world ---------------------------------------------------------
 
@@ -182,13 +188,25 @@ class World(ABC):
 
     # -- provided ---------------------------------------------------------------------------
 
-    def request_task(self, task: str, params: Mapping[str, Any]) -> str:
+    def request_task(
+        self,
+        task: str,
+        params: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        timeout: float | None = None,
+        snapshot: bool = False,
+    ) -> str:
         """Ask for heavy work off the tick (loop thread: a command, system or world job).
 
-        ``params`` must be JSON and hold a copy of what the task needs. Returns the request's
-        deterministic id; the task is sent once this tick is durable (worldloop.offload).
+        ``params`` must be JSON and hold a copy of what the task needs (``snapshot=True`` adds
+        the latest published snapshot when it is sent). Returns the request's deterministic id
+        (named by ``key`` when given, else numbered); the task is sent once this tick is durable
+        (worldloop.offload). ``timeout`` overrides the plug-in's default for this request.
         """
-        return self.outbox.request(self.name, task, dict(params), self.tick)
+        return self.outbox.request(
+            self.name, task, dict(params), self.tick, key=key, timeout=timeout, snapshot=snapshot
+        )
 
     def _task_result(self, cmd: Command) -> Any:
         """The ``task:result`` command: applied only while its request is pending."""
@@ -196,7 +214,8 @@ class World(ABC):
         request = self.outbox.settle(res.task_id)
         if request is None:
             return {"task_id": res.task_id, "applied": False}
-        applied = self.on_task_result(request, res.status, res.result, res.error)
+        handler = self.task_handlers.get(request.task, self.on_task_result)
+        applied = handler(request, res.status, res.result, res.error)
         return {"task_id": res.task_id, "applied": True, "status": res.status, "result": applied}
 
     @property

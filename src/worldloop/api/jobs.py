@@ -53,6 +53,9 @@ class Job(BaseModel):
     max_concurrent: Annotated[int, Field(ge=1)]
     timeout: float | None
     paused: bool
+    on: Literal["pool", "celery"] = Field(
+        description="Background jobs: this server's worker threads, or Celery workers."
+    )
     running: Annotated[int, Field(ge=0)]
     next_run: JobSlot | None = Field(description="null while paused")
     last_slot: JobSlot | None
@@ -75,7 +78,9 @@ class JobEnvelope(BaseModel):
 class RunQueued(BaseModel):
     job: str
     queued: bool
-    command_id: str | None = Field(description="World jobs: the journaled command; else null.")
+    command_id: str | None = Field(
+        description="World jobs and jobs on Celery: the journaled command; else null."
+    )
 
 
 class JobRun(BaseModel):

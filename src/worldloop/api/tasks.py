@@ -28,7 +28,9 @@ class Task(BaseModel):
 class TaskList(BaseModel):
     enabled: bool = Field(description="False when this world has no task sender.")
     counts: dict[str, int] = Field(
-        description="sent, resent, succeeded, failed, timed_out, retried, send_errors."
+        description=(
+            "sent, resent, succeeded, failed, timed_out, retried, send_errors, result_retries."
+        )
     )
     tasks: list[Task]
 

@@ -8,18 +8,22 @@ ever runs in the process that holds the world's lease):
   ``World.command_handlers``, so journal replay calls the same code.
 * **background** jobs run in a bounded worker pool with the latest snapshot and never block
   the tick. Each slot is first *claimed* by a journaled ``job:<name>`` command that records the
-  slot in the world's state; the run is submitted only once that tick is durable.
+  slot in the world's state; the run is submitted only once that tick is durable. With
+  ``on="celery"`` the claim also records the run as a task request in the world's outbox, sent
+  to Celery once durable, and the run's result closes the slot (``offloaded``).
 
 Either way the last run slot of every job lives in the world state (``World.job_slots``), so a
 restart or a failover never runs a slot twice (background: at most once per slot, exactly once
-unless the process dies while the run is in flight).
+unless the process dies while the run is in flight; on Celery: exactly once, a completion record
+closing each slot).
 
 Schedules are evaluated against injectable clocks (wall time for intervals in seconds and for
 cron, the world tick for intervals in ticks), so tests drive them by hand.
 
 The modules: ``schedules`` (when slots fall), ``spec`` (what a job is),
 ``scheduler`` (which slots are due), ``handler`` (the ``job:<name>`` command), ``pool``
-(background runs), ``runs`` (results and counters), ``collector`` (Prometheus).
+(background runs), ``offloaded`` (background runs on Celery), ``runs`` (results and counters),
+``collector`` (Prometheus).
 """
 
 from ..errors import JobBusy, JobFailed, JobNotFound
@@ -37,6 +41,7 @@ from .spec import (
     JobSpec,
     Misfire,
     MisfireOption,
+    RunsOn,
     WorldJobDecorator,
     WorldJobFunc,
     load_config_jobs,
@@ -65,6 +70,7 @@ __all__ = [
     "JobsCollector",
     "Misfire",
     "MisfireOption",
+    "RunsOn",
     "Schedule",
     "WorldJobDecorator",
     "WorldJobFunc",

@@ -1,5 +1,6 @@
 """The world's handler for a job's ``job:<name>`` command: it takes the slot in the world state
-and, for a world job, runs the job there and then.
+and, for a world job, runs the job there and then (for a job on Celery, records its run in the
+outbox: worldloop.jobs.offloaded).
 
 It lives in ``World.command_handlers`` so that journal replay reaches the same code: a replayed
 command takes the same slot and reruns the same world job, silently (counters and logs belong to
@@ -13,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import CommandRejected, JobFailed
+from .offloaded import request_run
 from .runs import JobResult, describe, jsonable
 from .spec import JobContext, JobKind, JobSpec
 
@@ -52,6 +54,8 @@ class JobHandler:
                 )
             world.job_slots[spec.name] = slot
         if spec.kind is JobKind.BACKGROUND:
+            if spec.offloaded:  # the run is a task request in the world, sent once durable
+                return {"job": spec.name, "claimed": slot, "task_id": request_run(world, spec, p)}
             return {"job": spec.name, "claimed": slot}
         ctx = JobContext(
             spec.name,

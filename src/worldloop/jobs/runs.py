@@ -69,6 +69,8 @@ class JobState:
     last_slot: float | None = None
     last_result: JobResult | None = None
     active: list[Run] = field(default_factory=list)
+    offloaded: int = 0
+    """Runs on Celery still pending in the world's outbox (counted on the loop thread)."""
     resume_requested: bool = False
 
     def first_slot(self, t: float, recorded: float | None) -> float:
@@ -115,7 +117,8 @@ class JobState:
             "max_concurrent": spec.max_concurrent,
             "timeout": spec.timeout,
             "paused": self.paused,
-            "running": len(self.active),
+            "on": spec.on,
+            "running": len(self.active) + self.offloaded,
             "next_run": None if self.paused else slot_out(self.next_run, basis),
             "last_slot": slot_out(self.last_slot, basis),
             "last_run": None if last is None else iso(last.finished_at),
@@ -133,7 +136,7 @@ class JobState:
             "errors": self.errors,
             "skipped": self.skipped,
             "timeouts": self.timeouts,
-            "running": len(self.active),
+            "running": len(self.active) + self.offloaded,
             "paused": 1.0 if self.paused else 0.0,
         }
 

@@ -3,6 +3,9 @@ turns each into a journaled ``job:<name>`` command; admin controls and status fo
 
 It follows the world through a runtime plug-in (``_SchedulerPlugin``): due slots are queued
 before a tick, and after the tick a background job's durable claim is handed to the worker pool.
+A job on Celery (``on="celery"``) is not handed anywhere: its claim recorded a task request that
+the offload plug-in sends (worldloop.jobs.offloaded), and its outcome comes back to
+:meth:`JobScheduler._completed` through ``World.task_handlers``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import TYPE_CHECKING, Any, cast
 from ..errors import ConfigError, JobBusy, JobNotFound, WorldLoopError, WorldNotRunning
 from ..plugins import RuntimePlugin
 from .handler import JobHandler
+from .offloaded import STATUS, job_task
 from .pool import WorkerPool, expire_runs, run_background
-from .runs import JobResult, JobState, Run, slot_out
+from .runs import JobResult, JobState, Run, jsonable, slot_out
 from .schedules import count_slots
 from .spec import (
     COMMAND_PREFIX,
@@ -28,11 +32,13 @@ from .spec import (
     JobSpec,
     Misfire,
     MisfireOption,
+    RunsOn,
     make_spec,
 )
 
 if TYPE_CHECKING:
     from ..clock import TickInfo
+    from ..outbox import TaskRequest
     from ..runtime import TickReport, WorldRuntime
     from ..snapshot import Snapshot
     from ..world import World
@@ -63,6 +69,7 @@ class JobScheduler:
         """Ids of the commands this process queued and has not seen applied yet."""
         self._pool: WorkerPool | None = None
         self._closed = False
+        self._task_sink: Callable[[str, Callable[[dict[str, Any]], Any]], None] | None = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -77,7 +84,17 @@ class JobScheduler:
             self._jobs[spec.name] = JobState(spec)
         if self._world is not None:
             self._register_handler(self._world, spec)
+        if spec.offloaded and self._task_sink is not None:
+            self._task_sink(spec.task_name, job_task(spec))
         return spec
+
+    def use_task_sink(self, sink: Callable[[str, Callable[[dict[str, Any]], Any]], None]) -> None:
+        """Give every job on Celery, now and later, to ``sink(task_name, task)``: the world's
+        task sender registers them (a Celery worker building the same app learns them too)."""
+        self._task_sink = sink
+        for st in list(self._jobs.values()):
+            if st.spec.offloaded:
+                sink(st.spec.task_name, job_task(st.spec))
 
     @property
     def job(self) -> JobRegistrar:
@@ -98,6 +115,7 @@ class JobScheduler:
         max_concurrent: int = 1,
         timeout: float | None = None,
         grace: float = 1.0,
+        on: RunsOn = "pool",
     ) -> Callable[[Callable[[Any, JobContext], Any]], Callable[[Any, JobContext], Any]]:
 
         def decorate(func: Callable[[Any, JobContext], Any]) -> Callable[[Any, JobContext], Any]:
@@ -113,6 +131,7 @@ class JobScheduler:
                 max_concurrent=max_concurrent,
                 timeout=timeout,
                 grace=grace,
+                on=on,
             )
             self.add(spec)
             return func
@@ -137,6 +156,8 @@ class JobScheduler:
 
     def _register_handler(self, world: World, spec: JobSpec) -> None:
         world.command_handlers[spec.command_type] = JobHandler(self, world, spec)
+        if spec.offloaded:
+            world.task_handlers[spec.task_name] = functools.partial(self._completed, spec.name)
 
     @property
     def names(self) -> list[str]:
@@ -176,7 +197,12 @@ class JobScheduler:
         st = self._state(name)
         rt = self._require_runtime()
         ctx = JobContext(name, st.spec.kind, None, rt.tick, self.wall(), manual=True)
-        if st.spec.kind is JobKind.WORLD:
+        if st.spec.offloaded and st.offloaded >= st.spec.max_concurrent:
+            raise JobBusy(
+                f"job {name!r} is already running {st.offloaded} time(s)",
+                details={"max_concurrent": st.spec.max_concurrent},
+            )
+        if st.spec.kind is JobKind.WORLD or st.spec.offloaded:  # a journaled command
             with self._lock:  # the handler checks _mine under this lock: no race with the loop
                 ticket = rt.enqueue(st.spec.command_type, ctx.to_payload(), actor="admin")
                 self._mine.add(ticket.id)
@@ -248,7 +274,11 @@ class JobScheduler:
                     self._skip(st, latest, misses, "missed")
                     return
                 slot, missed = latest, misses - 1
-        busy = spec.kind is JobKind.BACKGROUND and len(st.active) >= spec.max_concurrent
+        if spec.offloaded:  # runs in flight are world state: they survive a restart
+            task = spec.task_name
+            st.offloaded = sum(1 for r in rt.world.outbox.pending.values() if r.task == task)
+        running = st.offloaded if spec.offloaded else len(st.active)
+        busy = spec.kind is JobKind.BACKGROUND and running >= spec.max_concurrent
         if busy:
             if spec.misfire is Misfire.SKIP:
                 self._skip(st, slot, missed + 1, "busy")
@@ -288,7 +318,14 @@ class JobScheduler:
             ctx = st.pending_ctx if st.pending == cid else None
             if st.pending == cid:
                 st.pending, st.pending_ctx = None, None
-            if st.spec.kind is JobKind.BACKGROUND and ctx is not None:
+            if st.spec.offloaded and ctx is not None:
+                if outcome.ok:
+                    st.offloaded += 1  # until the next evaluation counts the outbox
+                else:
+                    st.last_result = JobResult(
+                        "rejected", ctx.slot, self.wall(), 0.0, None, outcome.error_message
+                    )
+            elif st.spec.kind is JobKind.BACKGROUND and ctx is not None:
                 if outcome.ok:
                     with self._lock:
                         self._submit(st, ctx, report.snapshot)
@@ -296,6 +333,35 @@ class JobScheduler:
                     st.last_result = JobResult(
                         "rejected", ctx.slot, self.wall(), 0.0, None, outcome.error_message
                     )
+
+    def _completed(
+        self, name: str, request: TaskRequest, status: str, result: Any, error: str | None
+    ) -> Any:
+        """The completion record of a run on Celery (loop thread, in its ``task:result``
+        command, which the world applies only while the run is pending): counted and kept as
+        the job's last result when live; on a journal replay it changes nothing here."""
+        ctx = request.params.get("ctx") or {}
+        slot = ctx.get("slot")
+        rt = self.runtime
+        st = self._jobs.get(name)
+        if st is not None and rt is not None and rt.running:
+            started = float(ctx.get("scheduled_at") or 0.0)
+            now = self.wall()
+            with self._lock:
+                st.offloaded = max(0, st.offloaded - 1)
+                st.record(
+                    JobResult(
+                        STATUS.get(status, "error"),  # type: ignore[arg-type]
+                        None if slot is None else float(slot),
+                        now,
+                        max(0.0, now - started) if started else 0.0,
+                        jsonable(result),
+                        error,
+                    )
+                )
+            if status != "succeeded":
+                log.warning("job %r: run %s %s: %s", name, request.id, status, error)
+        return {"job": name, "slot": slot, "status": status}
 
     # -- background runs and the end ------------------------------------------------------
 

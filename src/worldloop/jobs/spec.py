@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 COMMAND_PREFIX = "job:"
 """World-job and claim commands are named ``job:<job name>``."""
+TASK_PREFIX = "worldloop.job."
+"""A background job on Celery runs as the task ``worldloop.job.<job name>``."""
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -47,6 +49,10 @@ class Misfire(StrEnum):
 
 MisfireOption = Misfire | Literal["run_late", "skip", "coalesce"]
 """A misfire policy as ``job(...)`` accepts it: the enum member or its value."""
+
+RunsOn = Literal["pool", "celery"]
+"""Where a background job runs: ``pool``, this process's worker threads (at most once per slot),
+or ``celery``, the world's task sender (exactly once per slot; see worldloop.jobs.offloaded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,8 @@ class JobRegistrar(Protocol):
 
     ``kind="world"`` takes ``f(world, ctx)``, ``kind="background"`` (the default)
     ``f(snapshot, ctx)``; mypy checks which. Give exactly one of ``every`` (seconds),
-    ``every_ticks`` or ``cron`` (with ``tz``); the other options are :class:`JobSpec`'s.
+    ``every_ticks`` or ``cron`` (with ``tz``); the other options are :class:`JobSpec`'s
+    (``on="celery"``, background jobs only, runs them on Celery workers).
     """
 
     @overload
@@ -145,6 +152,7 @@ class JobRegistrar(Protocol):
         max_concurrent: int = 1,
         timeout: float | None = None,
         grace: float = 1.0,
+        on: RunsOn = "pool",
     ) -> BackgroundJobDecorator: ...
 
 
@@ -165,6 +173,9 @@ class JobSpec:
     """Seconds; a background run past it is marked timed out and told to cancel."""
     grace: float = 1.0
     """How late (seconds, or ticks for tick schedules) a run may start and still be on time."""
+    on: RunsOn = "pool"
+    """Background jobs: ``pool`` (threads of this process) or ``celery`` (the world's task
+    sender, with a completion record: exactly once per slot)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -177,10 +188,24 @@ class JobSpec:
             raise ConfigError(f"job {self.name!r}: timeout must be > 0 seconds")
         if not self.grace >= 0:
             raise ConfigError(f"job {self.name!r}: grace must be >= 0")
+        if self.on not in ("pool", "celery"):
+            raise ConfigError(f"job {self.name!r}: on must be 'pool' or 'celery'")
+        if self.on == "celery" and self.kind is not JobKind.BACKGROUND:
+            raise ConfigError(f"job {self.name!r}: only background jobs can run on celery")
 
     @property
     def command_type(self) -> str:
         return COMMAND_PREFIX + self.name
+
+    @property
+    def offloaded(self) -> bool:
+        """Runs through the world's task sender (``on="celery"``)."""
+        return self.on == "celery"
+
+    @property
+    def task_name(self) -> str:
+        """The task an offloaded run is sent as (registered on Celery by the extension)."""
+        return TASK_PREFIX + self.name
 
 
 def make_spec(
@@ -196,6 +221,7 @@ def make_spec(
     max_concurrent: int = 1,
     timeout: float | None = None,
     grace: float = 1.0,
+    on: RunsOn | str = "pool",
 ) -> JobSpec:
     """Build a JobSpec from keyword options (exactly one of every, every_ticks, cron).
 
@@ -216,7 +242,15 @@ def make_spec(
     except ValueError as exc:
         raise ConfigError(f"job {name!r}: {exc}") from exc
     return JobSpec(
-        name, func, kind_, schedule, misfire_, int(max_concurrent), timeout, float(grace)
+        name,
+        func,
+        kind_,
+        schedule,
+        misfire_,
+        int(max_concurrent),
+        timeout,
+        float(grace),
+        on,  # type: ignore[arg-type]  # a config string: checked by JobSpec
     )
 
 
@@ -234,6 +268,7 @@ _CONFIG_KEYS = {
     "max_concurrent",
     "timeout",
     "grace",
+    "on",
 }
 
 

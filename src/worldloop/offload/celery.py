@@ -10,6 +10,7 @@ extra; the core imports it only when ``CELERY`` is configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -93,6 +94,11 @@ class CelerySender:
         # imports hold the interpreter lock long enough to make the running world's ticks late.
         _ = celery_app.backend
         _ = celery_app.connection_for_write().transport
+
+    def register(self, name: str, func: Callable[[dict[str, Any]], Any]) -> None:
+        """Declare ``func`` as the Celery task ``name`` (in the server and in every worker that
+        builds the same app); Celery keeps the first task declared under a name."""
+        self.celery.task(name=name)(func)
 
     def send(self, request: TaskRequest) -> CeleryHandle:
         options: dict[str, Any] = {"task_id": request.id}

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .plugin import OffloadPlugin
 
-EVENTS = ("sent", "resent", "succeeded", "failed", "timed_out", "retried", "send_errors")
+EVENTS = (
+    "sent",
+    "resent",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "retried",
+    "send_errors",
+    "result_retries",
+)
 FINAL = ("succeeded", "failed", "timed_out")
 
 
