@@ -35,29 +35,23 @@ class TaskRequest:
     params: dict[str, Any]
     tick: int
     """The tick that made the request (the request is durable once this tick is)."""
-    timeout: float | None = None
-    """Seconds it may take once sent; None: the offload plug-in's default."""
     snapshot: bool = False
     """Send it with the latest published snapshot (``params["snapshot"]``, JSON), added at
     send time and never kept in the state."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "task": self.task, "params": self.params, "tick": self.tick}
-        if self.timeout is not None:  # only when set: older states keep their hash
-            out["timeout"] = self.timeout
-        if self.snapshot:
+        if self.snapshot:  # only when set: older states keep their hash
             out["snapshot"] = True
         return out
 
     @classmethod
     def from_dict(cls, r: dict[str, Any]) -> TaskRequest:
-        timeout = r.get("timeout")
         return cls(
             str(r["id"]),
             str(r["task"]),
             dict(r["params"]),
             int(r["tick"]),
-            None if timeout is None else float(timeout),
             bool(r.get("snapshot", False)),
         )
 
@@ -101,7 +95,6 @@ class Outbox:
         tick: int,
         *,
         key: str | None = None,
-        timeout: float | None = None,
         snapshot: bool = False,
     ) -> str:
         """Record a request and return its id, the same on every replay:
@@ -116,7 +109,7 @@ class Outbox:
         self.seq += 1
         if key is None:
             task_id = f"{prefix}.{self.seq}"
-        self.pending[task_id] = TaskRequest(task_id, task, dict(params), tick, timeout, snapshot)
+        self.pending[task_id] = TaskRequest(task_id, task, dict(params), tick, snapshot)
         self.version += 1
         return task_id
 

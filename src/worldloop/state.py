@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app
 
@@ -74,10 +76,18 @@ class WorldLoopState:
         """Send this world's task requests through ``sender`` (set once, before the start)."""
         if self.offload is not None:
             raise ConfigError("this world already has a task sender")
-        self.offload = OffloadPlugin(sender, timeout=self.settings.task_timeout)
-        self.runtime.add_plugin(self.offload)
-        self.jobs.use_task_sink(sender.register)  # the jobs that run on Celery
-        return self.offload
+        self.offload = plugin = OffloadPlugin(sender, timeout=self.settings.task_timeout)
+        self.runtime.add_plugin(plugin)
+
+        def declare(
+            name: str, task: Callable[[dict[str, Any]], Any], timeout: float | None
+        ) -> None:
+            sender.register(name, task)
+            if timeout is not None:
+                plugin.timeouts[name] = timeout
+
+        self.jobs.use_task_sink(declare)  # the scheduled jobs that run on Celery
+        return plugin
 
     @property
     def job(self) -> JobRegistrar:

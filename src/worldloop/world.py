@@ -194,7 +194,6 @@ class World(ABC):
         params: Mapping[str, Any],
         *,
         key: str | None = None,
-        timeout: float | None = None,
         snapshot: bool = False,
     ) -> str:
         """Ask for heavy work off the tick (loop thread: a command, system or world job).
@@ -202,10 +201,10 @@ class World(ABC):
         ``params`` must be JSON and hold a copy of what the task needs (``snapshot=True`` adds
         the latest published snapshot when it is sent). Returns the request's deterministic id
         (named by ``key`` when given, else numbered); the task is sent once this tick is durable
-        (worldloop.offload). ``timeout`` overrides the plug-in's default for this request.
+        (worldloop.offload).
         """
         return self.outbox.request(
-            self.name, task, dict(params), self.tick, key=key, timeout=timeout, snapshot=snapshot
+            self.name, task, dict(params), self.tick, key=key, snapshot=snapshot
         )
 
     def _task_result(self, cmd: Command) -> Any:

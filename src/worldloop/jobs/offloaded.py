@@ -54,7 +54,6 @@ def request_run(world: World, spec: JobSpec, payload: Mapping[str, Any]) -> str:
         spec.task_name,
         {"job": spec.name, "ctx": ctx},
         key=None if slot is None else slot_key(spec.name, float(slot)),
-        timeout=spec.timeout,
         snapshot=True,
     )
 

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worldloop.jobs")
 
+TaskSink = Callable[[str, Callable[[dict[str, Any]], Any], "float | None"], None]
+"""``(task_name, task, timeout)``: where jobs on Celery are declared (see ``use_task_sink``)."""
+
 
 class JobScheduler:
     """Holds the registered jobs of one world and drives them from the world's loop thread."""
@@ -69,7 +72,7 @@ class JobScheduler:
         """Ids of the commands this process queued and has not seen applied yet."""
         self._pool: WorkerPool | None = None
         self._closed = False
-        self._task_sink: Callable[[str, Callable[[dict[str, Any]], Any]], None] | None = None
+        self._task_sink: TaskSink | None = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -85,16 +88,17 @@ class JobScheduler:
         if self._world is not None:
             self._register_handler(self._world, spec)
         if spec.offloaded and self._task_sink is not None:
-            self._task_sink(spec.task_name, job_task(spec))
+            self._task_sink(spec.task_name, job_task(spec), spec.timeout)
         return spec
 
-    def use_task_sink(self, sink: Callable[[str, Callable[[dict[str, Any]], Any]], None]) -> None:
-        """Give every job on Celery, now and later, to ``sink(task_name, task)``: the world's
-        task sender registers them (a Celery worker building the same app learns them too)."""
+    def use_task_sink(self, sink: TaskSink) -> None:
+        """Give every job on Celery, now and later, to ``sink(task_name, task, timeout)``: the
+        world's task sender registers them (a Celery worker building the same app learns them
+        too) and the offload plug-in keeps their time-outs."""
         self._task_sink = sink
         for st in list(self._jobs.values()):
             if st.spec.offloaded:
-                sink(st.spec.task_name, job_task(st.spec))
+                sink(st.spec.task_name, job_task(st.spec), st.spec.timeout)
 
     @property
     def job(self) -> JobRegistrar:

@@ -73,8 +73,8 @@ class TaskSender(Protocol):
 class OffloadPlugin(RuntimePlugin):
     """Sends a world's durable task requests through ``sender`` and feeds the results back.
 
-    ``timeout`` (seconds from sending; a request's own ``timeout`` wins) turns a task that has
-    not finished into a ``timed_out`` result; a later real result is then ignored by the world.
+    ``timeout`` (seconds from sending; ``timeouts`` holds others by task name) turns a task that
+    has not finished into a ``timed_out`` result; a later real result is then ignored by the world.
     A result the world's command queue refuses is offered again after ``retry_base`` seconds,
     doubling up to ``retry_max``, while its request is pending. ``clock`` is injectable.
     """
@@ -95,6 +95,8 @@ class OffloadPlugin(RuntimePlugin):
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.clock = clock
+        self.timeouts: dict[str, float] = {}
+        """Time-outs of particular tasks by name (a job's ``timeout``), else ``timeout``."""
         self.counts: Counter[str] = Counter()
         """sent, resent (after a restart), succeeded, failed, timed_out, retried, send_errors,
         result_retries (a result refused by a full command queue and offered again)."""
@@ -176,7 +178,7 @@ class OffloadPlugin(RuntimePlugin):
                     status = "succeeded" if state.state == "succeeded" else "failed"
                     self._finish(request, status, state.result, state.error)
                 else:
-                    limit = self.timeout if request.timeout is None else request.timeout
+                    limit = self.timeouts.get(request.task, self.timeout)
                     if self.clock() - sent_at > limit:
                         del inflight[task_id]
                         self._finish(request, "timed_out", None, f"no result after {limit:g} s")
