@@ -4,6 +4,9 @@ The server (in the test process or under ``flask --app tests.offload_app:create_
 worker (``celery -A tests.offload_worker worker``) build the same app; the broker,
 result backend and queue come from ``OFFLOAD_BROKER``, ``OFFLOAD_BACKEND``, ``OFFLOAD_QUEUE``.
 Without ``OFFLOAD_BROKER`` the app has no Celery: requests stay pending (durable, unsent).
+With ``OFFLOAD_JOB_EVERY`` (ticks) the world has a scheduled job on Celery, ``census``: each run
+notes its slot and pid in ``OFFLOAD_JOB_MARKER``, and the very first run sleeps
+``OFFLOAD_JOB_SLEEP`` seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pydantic import BaseModel
 from worldloop import WorldLoop
 from worldloop.commands import Command
 from worldloop.config import env_config
+from worldloop.jobs import JobContext
 from worldloop.outbox import TaskRequest
+from worldloop.snapshot import Snapshot
 from worldloop.world import State, System, World
 
 
@@ -98,6 +103,19 @@ def work(params: dict[str, Any]) -> dict[str, Any]:
     return {"value": 2 * int(params["value"]), "app": current_app.name}
 
 
+def census(snapshot: Snapshot, ctx: JobContext) -> dict[str, Any]:
+    """The scheduled job: note ``<slot> <pid>`` in the marker file (sleeping on the first run)."""
+    marker = os.environ.get("OFFLOAD_JOB_MARKER") or current_app.config.get("OFFLOAD_JOB_MARKER")
+    first = True
+    if marker:
+        first = not os.path.exists(marker)
+        with open(marker, "a") as f:
+            f.write(f"{ctx.slot:g} {os.getpid()}\n")
+    if first:
+        time.sleep(float(os.environ.get("OFFLOAD_JOB_SLEEP") or 0))
+    return {"slot": ctx.slot, "tick": snapshot.tick, "app": current_app.name}
+
+
 def fail(params: dict[str, Any]) -> None:
     raise ValueError(f"no good: {params['value']}")
 
@@ -125,7 +143,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if celery:
         app.config["CELERY"] = celery
     app.config.update(config or {})
-    WorldLoop(app, world=lambda _config: Asker())
+    ext = WorldLoop(world=lambda _config: Asker())
+    every = app.config.get("OFFLOAD_JOB_EVERY") or os.environ.get("OFFLOAD_JOB_EVERY")
+    if every:  # declared before init_app: the world knows the job before any replay
+        ext.job("census", every_ticks=int(every), on="celery")(census)
+    ext.init_app(app)
     if "celery" in app.extensions:
         app.extensions["celery"].task(name="t.work")(work)
         app.extensions["celery"].task(name="t.fail")(fail)
@@ -140,9 +162,26 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/test/state")
     def state() -> Any:
         rt = app.extensions["worldloop"].runtime
-        done = rt.call(lambda: (rt.world.tick, rt.world.state_hash(), rt.world.applied))
-        tick, digest, applied = done.result(5)
-        return jsonify({"tick": tick, "hash": digest, "applied": applied})
+        world = rt.world
+        done = rt.call(
+            lambda: (
+                world.tick,
+                world.state_hash(),
+                world.applied,
+                dict(world.job_slots),
+                sorted(world.outbox.pending),
+            )
+        )
+        tick, digest, applied, slots, pending = done.result(5)
+        return jsonify(
+            {
+                "tick": tick,
+                "hash": digest,
+                "applied": applied,
+                "job_slots": slots,
+                "pending": pending,
+            }
+        )
 
     return app
 
