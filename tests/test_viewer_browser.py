@@ -251,5 +251,13 @@ def test_jobs_panel_lists_runs_and_pauses_jobs(page: Any, demo: Server) -> None:
     assert status == 200 and body["job"]["paused"] is True
     page.click(f'{row} button[data-action="resume"]')
     page.wait_for_function(f"() => !document.querySelector('{row}').textContent.includes('paused')")
+    # Offloaded tasks (issue 15) show below the jobs: the demo's forecast, until it is back.
+    assert page.is_hidden("#tasks-table")
+    status, _, body = demo.post("/api/v1/forecast", {"ticks": 200})
+    assert status == 202, body
+    task = f'#tasks-table tr[data-task="{body["task_id"]}"]'
+    page.wait_for_selector(f'{task}[data-state="succeeded"]', timeout=30_000)
+    assert page.is_visible("#tasks-table")
+    assert "meadow.forecast" in page.text_content(task) and "ok" in page.text_content(task)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-jobs.png"))

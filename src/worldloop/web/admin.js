@@ -1,4 +1,4 @@
-// worldloop viewer: the admin panel (pause, step, rate, jobs), with the admin bearer token.
+// worldloop viewer: the admin panel (pause, step, rate, jobs and tasks), with the admin token.
 // The token is checked when entered and kept in sessionStorage only when the server accepts it.
 (() => {
   "use strict";
@@ -88,16 +88,47 @@
     }
   }
 
+  // ---- tasks (offloaded work: the admin tasks API, newest first) ---------------------------
+  const TASK_SHOWN = 8;
+  const TASK_STATES = {
+    sent: "pending", pending: "pending", retry: "pending", started: "running",
+    succeeded: "ok", failed: "failed", timed_out: "timed out",
+  };
+
+  function renderTasks(tasks) {
+    const body = $("tasks-table").tBodies[0];
+    body.replaceChildren();
+    for (const task of tasks.slice(-TASK_SHOWN).reverse()) {
+      const row = document.createElement("tr");
+      row.dataset.task = task.id;
+      row.dataset.state = task.state;
+      cell(row, task.task).title = task.id;
+      cell(row, "t" + task.tick);
+      const shown = TASK_STATES[task.state] || task.state;
+      const bad = task.state === "failed" || task.state === "timed_out";
+      cell(row, shown, bad ? "bad state" : "state").title = task.error || "";
+      body.appendChild(row);
+    }
+    $("tasks-table").hidden = tasks.length === 0;
+  }
+
+  async function adminGet(path) {
+    const resp = await fetch("/api/v1/admin/" + path, {
+      headers: { "Authorization": "Bearer " + token() },
+    });
+    return resp.ok ? resp.json() : null;
+  }
+
   async function refreshJobs() {
     if (!token()) { $("jobs").hidden = true; return; }
     try {
-      const resp = await fetch("/api/v1/admin/jobs", {
-        headers: { "Authorization": "Bearer " + token() },
-      });
-      if (!resp.ok) { $("jobs").hidden = true; return; }
-      const data = await resp.json();
-      renderJobs(data.jobs || []);
-      $("jobs").hidden = !(data.jobs && data.jobs.length);
+      const [jobs, tasks] = await Promise.all([adminGet("jobs"), adminGet("tasks")]);
+      const jobList = (jobs && jobs.jobs) || [];
+      const taskList = (tasks && tasks.tasks) || [];
+      renderJobs(jobList);
+      renderTasks(taskList);
+      $("jobs-table").hidden = jobList.length === 0;
+      $("jobs").hidden = jobList.length === 0 && taskList.length === 0;
     } catch (_) {
       $("jobs").hidden = true;
     }
