@@ -16,7 +16,7 @@ was sent (from its JSON: arrays arrive as lists) and the slot's :class:`JobConte
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -27,7 +27,11 @@ from .spec import JobContext, JobKind, JobSpec
 if TYPE_CHECKING:
     from ..world import World
 
-STATUS = {"succeeded": "ok", "failed": "error", "timed_out": "timeout"}
+STATUS: dict[str, Literal["ok", "error", "timeout"]] = {
+    "succeeded": "ok",
+    "failed": "error",
+    "timed_out": "timeout",
+}
 """A task's outcome as a job result's status."""
 
 

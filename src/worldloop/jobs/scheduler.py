@@ -355,7 +355,7 @@ class JobScheduler:
                 st.offloaded = max(0, st.offloaded - 1)
                 st.record(
                     JobResult(
-                        STATUS.get(status, "error"),  # type: ignore[arg-type]
+                        STATUS.get(status, "error"),
                         None if slot is None else float(slot),
                         now,
                         max(0.0, now - started) if started else 0.0,
