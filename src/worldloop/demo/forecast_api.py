@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
+from ..api.common import refuse_while_paused
 from ..api.declare import Reply, operation
 from ..api.errors import api_error
 from ..errors import status_of
@@ -48,10 +49,12 @@ class ForecastView(BaseModel):
     tags=("world",),
     body=Forecast,
     responses={202: Reply("The request is durable; the forecast runs", ForecastAccepted)},
-    errors=(400, (409, "A forecast is already running"), 413, 422, 503),
+    errors=(400, (409, "A forecast is already running, or the world is paused"), 413, 422, 503),
 )
 def ask_forecast(body: Forecast) -> Response | tuple[Response, int]:
-    ticket = get_runtime().submit("forecast", body.model_dump(mode="json"))
+    rt = get_runtime()
+    refuse_while_paused(rt, "ask for a forecast")
+    ticket = rt.submit("forecast", body.model_dump(mode="json"))
     if not ticket.wait(ASK_WAIT) or ticket.outcome is None:
         return api_error(503, "timeout", "the world did not record the request in time")
     outcome = ticket.outcome
