@@ -7,6 +7,7 @@ and the two must agree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from flask.testing import FlaskClient
 from worldloop import Settings
 from worldloop.bus.local import LocalBus
 from worldloop.demo import create_app
+
+from .support import wait_for
 
 ADMIN = {"Authorization": "Bearer admin-secret-0123456"}
 LONG_POLL_MAX = 0.5
@@ -38,6 +41,7 @@ def app(tmp_path: Any) -> Iterator[Flask]:
             "WORLDLOOP_LONG_POLL_MAX": LONG_POLL_MAX,
             "WORLDLOOP_STREAM_MAX_LIMIT": STREAM_MAX_LIMIT,
             "WORLDLOOP_STREAM_MAX_SECONDS": 0.2,
+            "WORLDLOOP_COMMAND_WAIT": 1.0,
             "MEADOW_ENTITIES": 300,
             "MEADOW_WIDTH": 400.0,
             "MEADOW_HEIGHT": 300.0,
@@ -297,6 +301,29 @@ def test_a_forecast_asked_while_paused_is_refused_at_once(client: FlaskClient) -
     assert resp.status_code == 409 and resp.json["error"]["code"] == "clock_state"
     assert client.post("/api/v1/admin/resume", headers=ADMIN).status_code == 200
     assert client.post("/api/v1/forecast", json={"ticks": 10}).status_code == 202
+
+
+def test_a_forecast_on_a_slow_clock_is_queued_not_a_503(
+    client: FlaskClient, doc: dict[str, Any]
+) -> None:
+    """Found by fuzzing as the admin (ST101): at 0.01 Hz (a tick every 100 s) POST /forecast
+    answered 503 "did not record the request in time", and the forecast was recorded at the
+    next tick anyway. Now: 202 queued (documented), and it is recorded once the clock ticks."""
+    app = client.application
+    tick = client.post("/api/v1/admin/rate", json={"rate_hz": 0.01}, headers=ADMIN).json["tick"]
+    with contextlib.suppress(AssertionError):  # a tick due before the change may still come
+        wait_for(lambda: app.extensions["worldloop"].runtime.tick > tick, 1.0)
+    resp = client.post("/api/v1/forecast", json={"ticks": 10})
+    if resp.status_code == 202 and "task_id" in resp.json:
+        pytest.skip("the last fast tick took the request after all")
+    assert resp.status_code == 202, resp.data[:300]
+    assert resp.json["status"] == "queued" and resp.json["ticks"] == 10
+    schema = doc["paths"]["/api/v1/forecast"]["post"]["responses"]["202"]["content"]
+    assert _validator(doc, schema["application/json"]["schema"]).is_valid(resp.json)
+    ticket = app.extensions["worldloop"].runtime.bus.ticket(resp.json["command_id"])
+    assert ticket is not None and not ticket.done
+    assert client.post("/api/v1/admin/rate", json={"rate_hz": 50}, headers=ADMIN).json
+    assert ticket.wait(10.0) and ticket.outcome is not None and ticket.outcome.ok
 
 
 def test_every_503_and_429_documents_retry_after(client: FlaskClient, doc: dict[str, Any]) -> None:
