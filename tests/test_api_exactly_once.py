@@ -123,7 +123,7 @@ def test_a_join_not_applied_in_time_hands_out_its_token(tmp_path: Any) -> None:
     try:
         c = app.test_client()
         assert c.post("/api/v1/admin/pause", headers=ADMIN).status_code == 200
-        assert_error(c.post("/api/v1/players", json={"name": "ann"}), 503, "world_not_running")
+        assert_error(c.post("/api/v1/players", json={"name": "ann"}), 409, "clock_state")
         assert c.post("/api/v1/admin/resume", headers=ADMIN).status_code == 200
         resp = c.post("/api/v1/players", json={"name": "ann"})
         if resp.status_code == 201:  # the tick came first after all: fine, nothing to prove

@@ -115,7 +115,11 @@ def report(
         "phase: the applied commands schemathesis got); lost = acknowledged but not in the "
         "journal; duplicated = command ids journaled more than once; 5xx = 500s and any 5xx "
         "but a 503 with Retry-After (counted apart: documented backpressure); verify = "
-        "`python -m worldloop verify --app worldloop.demo:create_app --json` after the phase.",
+        "`python -m worldloop verify --app worldloop.demo:create_app --json` after the phase.  ",
+        "Schemathesis runs its CLI with `--checks all` (positive and negative data acceptance, "
+        "status codes, content types, response schemas and headers, server errors); its "
+        "`before_call` hook (bench/faults/st_hooks.py) gives each distinct request its own "
+        "`Idempotency-Key`, as the header's contract asks of clients.",
         "",
         "| phase | tries | acknowledged | lost | duplicated | 5xx | 503 + Retry-After | verify "
         "| time (s) | notes |",
@@ -141,6 +145,7 @@ def report(
             text = ", ".join(f"{k}: {v}" for k, v in sorted(found.items())) or "none"
             lines.append(f"| {who} | {text} |")
     fuzz_cases = sum(r.tries for r in rows if r.phase.startswith("schemathesis"))
+    findings = sum(sum(found.values()) for found in failures.values())
     lost = sum(r.lost for r in rows)
     errors = sum(r.server_errors for r in rows)
     lines += [
@@ -149,6 +154,9 @@ def report(
         "",
         f"- kills: {kills} (≥ 20) — lost {lost}, 5xx {errors}, fuzz cases {fuzz_cases} "
         f"(≥ 3,000); every phase clean: {'yes' if rows and all(r.ok for r in rows) else 'NO'}.",
+        f"- schemathesis findings (all checks): {findings} (0 wanted)."
+        if failures
+        else "- schemathesis: not run.",
         "",
     ]
     return "\n".join(lines)

@@ -78,6 +78,11 @@ class Settings(BaseModel):
     """Payload bytes of the commands waiting in the queue (beside ``queue_size``); full = 503."""
     command_history_bytes: int = Field(default=32 * MiB, ge=0)
     """Recent tickets kept for ``GET /commands/{id}``; older ones are answered from the journal."""
+    idempotency_keys: int = Field(default=10_000, ge=0)
+    """Idempotency keys remembered in memory (beside their age); older keys are answered from
+    the journal while it keeps their command."""
+    idempotency_seconds: float = Field(default=600.0, ge=0, allow_inf_nan=False)
+    """Seconds an idempotency key is remembered in memory (beside the count)."""
     snapshot_cache_bytes: int = Field(default=32 * MiB, ge=0)
     """Serialized frames one snapshot keeps for its readers (past it: built per reader)."""
     rate_limit_bytes: int = Field(default=16 * MiB, ge=0)

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
-__all__ = ["Finite", "Utf8", "error_details", "error_message", "first_field"]
+__all__ = [
+    "Finite",
+    "Integral",
+    "Utf8",
+    "ValidUnicode",
+    "error_details",
+    "error_message",
+    "first_field",
+]
 
 
 def _utf8(text: str) -> str:
@@ -23,8 +31,24 @@ def _utf8(text: str) -> str:
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 """A finite number (an integer too large for a float is refused, not a server error)."""
 
-Utf8 = Annotated[str, AfterValidator(_utf8)]
+ValidUnicode = AfterValidator(_utf8)
+"""On a ``str`` field, after its constraints (so the schema keeps them): no lone surrogates."""
+
+Utf8 = Annotated[str, ValidUnicode]
 """A string that can be stored as UTF-8."""
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)
+"""On an ``int`` field, after its constraints (``Annotated[int, Field(ge=1), Integral]``, so the
+schema keeps ``minimum``): an integer as JSON Schema's ``integer`` means it, so ``3.0`` is one
+(JSON has one number type, and many clients write every number as a float); ``3.5`` and
+``true`` are not, even in strict models."""
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -204,6 +204,8 @@ class WorldLoopState:
             queue_size=cfg.queue_size,
             queue_bytes=cfg.queue_bytes,
             history_bytes=cfg.command_history_bytes,
+            keys=cfg.idempotency_keys,
+            key_seconds=cfg.idempotency_seconds,
         )
 
 

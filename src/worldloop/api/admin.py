@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..clock import MAX_RATE_HZ, MIN_RATE_HZ
 from ..errors import ClockStateError, WorldNotRunning
+from ..models import Integral
 from ..runtime import WorldRuntime
 from ..state import get_runtime
 from .auth import ADMIN
@@ -34,7 +35,7 @@ class AdminStatus(BaseModel):
 class StepBody(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    n: Annotated[int, Field(ge=1, le=MAX_STEP)] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_STEP), Integral] = 1
 
 
 class RateBody(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from flask import current_app, request
 from werkzeug.http import unquote_etag
 
+from ..errors import ClockStateError, WorldNotRunning
 from ..runtime import WorldRuntime
 from ..state import current_settings, get_runtime
 from .auth import Security, bearer_token
@@ -29,6 +30,19 @@ def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+def refuse_while_paused(rt: WorldRuntime, action: str) -> None:
+    """A paused world applies nothing until an admin resumes it: ``action`` is refused at once
+    with 409 clock_state (retrying soon does not help) rather than waiting for a tick that does
+    not come and being applied on resume after the client was told it failed. A halted world
+    (its journal failed) is a 503 instead: retrying does help once the store is back."""
+    if not rt.stats().paused:
+        return
+    halted = rt.degraded
+    if halted:
+        raise WorldNotRunning(f"the world halted: {halted}")
+    raise ClockStateError(f"the world is paused; {action} when it resumes")
 
 
 def player_world(rt: WorldRuntime) -> PlayerWorld:

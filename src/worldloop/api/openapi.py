@@ -20,9 +20,11 @@ from flask import Blueprint, Flask, Response, current_app
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from werkzeug.routing import Rule
 
+from ..config import Settings
 from ..world import World
 from .declare import ERROR_TEXT, Operation, Reply, declared, operation
 from .errors import Error
+from .params import EMPTY_KEY, SETTING_KEY
 
 bp = Blueprint("worldloop_openapi", __name__)
 
@@ -41,6 +43,12 @@ class DocContext:
     jobs: tuple[str, ...] = ()
     schemas: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        """The described app's worldloop settings (the defaults when it has none)."""
+        settings = getattr(self.app.extensions.get("worldloop"), "settings", None)
+        return settings if isinstance(settings, Settings) else Settings()
 
     def ref(self, model: type[BaseModel], mode: Mode = "serialization") -> dict[str, str]:
         """``model`` as a component; a ``$ref`` to it."""
@@ -169,12 +177,19 @@ def _operation(ctx: DocContext, op: Operation, rule: Rule) -> dict[str, Any]:
     responses = {str(status): _reply(ctx, r) for status, r in sorted(op.responses.items())}
     for item in op.errors:
         status, text = item if isinstance(item, tuple) else (item, ERROR_TEXT[item])
-        err = _reply(ctx, Reply(text, Error))
-        if status == 429:
-            err["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
-        responses[str(status)] = err
+        responses[str(status)] = _reply(ctx, Reply(text, Error))
+    for code in ("429", "503"):  # api_error and ensure_retry_after always send it
+        if code in responses:
+            responses[code].setdefault("headers", {})["Retry-After"] = RETRY_AFTER
     obj["responses"] = dict(sorted(responses.items()))
     return obj
+
+
+RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
 
 
 def _reply(ctx: DocContext, reply: Reply) -> dict[str, Any]:
@@ -220,15 +235,18 @@ def _path_params(
 def _model_params(
     ctx: DocContext, model: type[BaseModel] | None, where: str
 ) -> list[dict[str, Any]]:
-    """A model's fields as parameters (a query string carries no null: optional is enough)."""
+    """A model's fields as parameters (a query string carries no null: optional is enough).
+    Bounds read from settings become the app's values; an empty value that means absent is
+    ``allowEmptyValue``."""
     if model is None:
         return []
-    schema = model.model_json_schema(ref_template=REF, mode="validation")
+    schema = _with_settings(model.model_json_schema(ref_template=REF, mode="validation"), ctx)
     ctx.merge(schema.pop("$defs", {}))
     required = set(schema.get("required", ()))
     out = []
     for name, prop in schema.get("properties", {}).items():
         prop = {k: v for k, v in prop.items() if k != "title"}
+        empty = prop.pop(EMPTY_KEY, False)
         description = prop.pop("description", None)
         variants = prop.pop("anyOf", None)
         if variants is not None:
@@ -239,9 +257,24 @@ def _model_params(
         param: dict[str, Any] = {"name": name, "in": where, "schema": prop}
         if name in required:
             param["required"] = True
+        if empty and where == "query":
+            param["allowEmptyValue"] = True
         if description:
             param["description"] = description
         out.append(param)
+    return out
+
+
+def _with_settings(schema: Any, ctx: DocContext) -> Any:
+    """``schema`` with each setting-bound marker replaced by ``maximum``: the setting's value."""
+    if isinstance(schema, list):
+        return [_with_settings(item, ctx) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _with_settings(v, ctx) for k, v in schema.items() if k != SETTING_KEY}
+    if SETTING_KEY in schema:
+        bound = getattr(ctx.settings, schema[SETTING_KEY])
+        out["maximum"] = min(bound, out.get("maximum", bound))
     return out
 
 

@@ -2,24 +2,28 @@
 
 ``bbox`` means the same on /entities, /frame and /stream, so one type parses it everywhere;
 likewise a cursor, a wait flag, a long-poll timeout and a frame rate. An empty value is the same
-as an absent one (``?wait`` alone means true). Bounds that come from settings are checked
-against the app's ``Settings``, passed as the validation context by ``declare.parse_query``.
+as an absent one (``?wait`` alone means true), and the document says so (``allowEmptyValue``).
+Bounds that come from settings are checked against the app's ``Settings``, passed as the
+validation context by ``declare.parse_query``, and shown in the document as the serving app's
+values. Each parameter accepts exactly what its schema allows: a client (or a fuzzer) that
+follows /openapi.json is never refused.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
+    GetJsonSchemaHandler,
     ValidationInfo,
     WithJsonSchema,
 )
-from pydantic_core import PydanticUseDefault
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticUseDefault, core_schema
 
 from ..config import Settings
 
@@ -28,40 +32,61 @@ MAX_ID = 2**63 - 1
 MAX_BBOX = 1e9
 
 
+EMPTY_KEY = "x-worldloop-empty"
+"""Marks a parameter whose empty value means absent (the document turns it into
+``allowEmptyValue: true`` on the parameter)."""
+SETTING_KEY = "x-worldloop-maximum-setting"
+"""Marks a bound read from a setting (the document turns it into ``maximum``: the value of that
+setting in the app it describes)."""
+
+NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+"""A decimal number as a bbox value is written (no inf, nan, spaces or ``_``)."""
+BBOX_PATTERN = f"^(?:{NUMBER},{NUMBER},{NUMBER},{NUMBER})?$"
+_BBOX = re.compile(BBOX_PATTERN.removesuffix("$") + r"\Z")  # JSON Schema's $: the very end
+CURSOR_PATTERN = "^[0-9]{0,32}$"
+_CURSOR = re.compile(CURSOR_PATTERN.removesuffix("$") + r"\Z")
+
+
+class _BlankIsAbsent:
+    """An empty value is the field's default, and the document allows an empty value."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(_blank_is_absent, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out[EMPTY_KEY] = True
+        return out
+
+
 def _blank_is_absent(value: Any) -> Any:
     if value == "":
         raise PydanticUseDefault()
     return value
 
 
-Blank = BeforeValidator(_blank_is_absent)
+Blank = _BlankIsAbsent()
 
 
 def parse_bbox(value: Any) -> Any:
-    """``x0,y0,x1,y1``: finite numbers within ±1e9 with x0 < x1 and y0 < y1."""
+    """``x0,y0,x1,y1``: two opposite corners in any order (normalized to lower-left, upper-right),
+    each value clamped to ±1e9 (a box that large covers any world)."""
     if not isinstance(value, str):
         return value
-    parts = value.split(",")
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        box = tuple(float(p) for p in parts)
-    except ValueError:
-        raise ValueError("bbox must be four numbers x0,y0,x1,y1") from None
-    if not all(math.isfinite(v) and abs(v) <= MAX_BBOX for v in box):
-        raise ValueError("bbox values must be finite and within ±1e9")
-    x0, y0, x1, y1 = box
-    if not (x0 < x1 and y0 < y1):
-        raise ValueError("bbox needs x0 < x1 and y0 < y1")
-    return box
+    if not _BBOX.match(value):
+        raise ValueError("bbox must be four numbers x0,y0,x1,y1")
+    a, b, c, d = (min(MAX_BBOX, max(-MAX_BBOX, float(p))) for p in value.split(","))
+    return (min(a, c), min(b, d), max(a, c), max(b, d))
 
 
 def parse_cursor(value: Any) -> Any:
-    """Cursors are opaque to clients: the last id of the previous page, as decimal digits."""
+    """The last id of the previous page, as decimal digits (beyond every id: an empty page)."""
     if isinstance(value, str):
-        if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_ID:
-            raise ValueError("cursor is not one this API issued")
-        return int(value)
+        if not _CURSOR.match(value):
+            raise ValueError("cursor must be decimal digits (next_cursor of the previous page)")
+        return min(int(value), MAX_ID)
     return value
 
 
@@ -77,18 +102,36 @@ def parse_flag(value: Any) -> Any:
     return value
 
 
-def at_most_setting(field: str) -> AfterValidator:
-    """Refuse values above the app's setting ``field`` (``Settings`` in the context)."""
-    key = Settings.key(field)
+class _AtMostSetting:
+    """Refuse values above the app's setting ``field`` (``Settings`` in the context); the
+    document shows that setting's value as the ``maximum``."""
 
-    def check(value: Any, info: ValidationInfo) -> Any:
-        settings = (info.context or {}).get("settings") or Settings()
-        bound = float(getattr(settings, field))
-        if value is not None and value > bound:
-            raise ValueError(f"must be at most {bound:g} ({key})")
-        return value
+    def __init__(self, field: str) -> None:
+        self.field = field
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        key = Settings.key(self.field)
+
+        def check(value: Any, info: ValidationInfo) -> Any:
+            settings = (info.context or {}).get("settings") or Settings()
+            bound = float(getattr(settings, self.field))
+            if value is not None and value > bound:
+                raise ValueError(f"must be at most {bound:g} ({key})")
+            return value
+
+        return core_schema.with_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out[SETTING_KEY] = self.field
+        return out
+
+
+def at_most_setting(field: str) -> _AtMostSetting:
+    """Refuse values above the app's setting ``field``; document it as the maximum."""
+    return _AtMostSetting(field)
 
 
 Bbox = Annotated[
@@ -97,9 +140,10 @@ Bbox = Annotated[
     WithJsonSchema(
         {
             "type": "string",
+            "pattern": BBOX_PATTERN,
             "description": (
-                "x0,y0,x1,y1 in world units (x0<x1, y0<y1, each within ±1e9); empty or absent: "
-                "the whole world."
+                "Two opposite corners x0,y0,x1,y1 in world units, in any order (the box is "
+                "normalized); values beyond ±1e9 count as ±1e9; empty or absent: the whole world."
             ),
         }
     ),
@@ -108,10 +152,20 @@ Bbox = Annotated[
 Cursor = Annotated[
     int,
     BeforeValidator(parse_cursor),
-    WithJsonSchema({"type": "string", "description": "next_cursor of the previous page."}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": CURSOR_PATTERN,
+            "description": "next_cursor of the previous page (decimal digits).",
+        }
+    ),
     Blank,
 ]
-Flag = Annotated[bool, BeforeValidator(parse_flag), WithJsonSchema({"type": "boolean"})]
+Flag = Annotated[
+    bool,
+    BeforeValidator(parse_flag),
+    WithJsonSchema({"type": "boolean", EMPTY_KEY: True}),
+]
 PageLimit = Annotated[int, Field(ge=1, le=1000, description="Items per page."), Blank]
 FrameLimit = Annotated[
     Annotated[int, Field(ge=0), at_most_setting("stream_max_limit")] | None,

@@ -18,19 +18,22 @@ import os
 import secrets
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..commands import CommandTicket, IdempotencyKey
-from ..errors import CommandInvalid, StoreError, WorldNotRunning, status_of
+from ..errors import CommandInvalid, StoreError, status_of
 from ..files import private_fd
 from ..state import current_settings, get_runtime
-from .common import limiter, player_world, token_hash
+from .common import limiter, player_world, refuse_while_paused, token_hash
 from .declare import Reply, operation
 from .errors import JoinFailed, api_error
 from .idempotency import document_key, request_key
+
+if TYPE_CHECKING:
+    from .openapi import DocContext
 
 bp = Blueprint("worldloop_players", __name__, url_prefix="/api/v1")
 
@@ -43,6 +46,18 @@ class NewPlayer(BaseModel):
     model_config = ConfigDict(strict=True)
 
     name: str = Field(description="The avatar's name; the world checks it (422 names the field).")
+
+
+def _document_join(ctx: DocContext, op: dict[str, Any]) -> None:
+    """The Idempotency-Key header, and ``name`` as the world's ``join`` command declares it
+    (its length and pattern), so a client that follows the document is not refused."""
+    document_key(ctx, op)
+    join = ctx.world.internal_commands.get("join") if ctx.world is not None else None
+    declared = join.model_json_schema(mode="validation") if join is not None else {}
+    name = declared.get("properties", {}).get("name")
+    if isinstance(name, dict) and "$ref" not in name:
+        base = NewPlayer.model_json_schema(mode="validation")["properties"]["name"]
+        ctx.annotate("NewPlayer", properties={"name": {**name, "title": base["title"]}})
 
 
 class Player(BaseModel):
@@ -66,12 +81,12 @@ class PendingPlayer(BaseModel):
     "Join as a player: returns the token once",
     tags=("players",),
     body=NewPlayer,
-    amend=document_key,
+    amend=_document_join,
     responses={
         201: Reply("The new player and its avatar", Player),
         202: Reply("Not applied within the wait: the token, usable once it is", PendingPlayer),
     },
-    errors=(400, 404, 409, 413, 422, 429, 503),
+    errors=(400, 404, (409, "The world refused the join, or it is paused"), 413, 422, 429, 503),
 )
 def create_player(body: NewPlayer) -> Any:
     rt = get_runtime()
@@ -83,8 +98,7 @@ def create_player(body: NewPlayer) -> Any:
         if first is not None:  # a retry: the first join's outcome, its player and token
             player_id, token = _keyed_player(key)
             return _reply(first, player_id, token)
-    if rt.stats().paused:
-        raise WorldNotRunning("the world is paused; players can join when it resumes")
+    refuse_while_paused(rt, "players can join")
     if key is None:
         player_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
     else:

@@ -26,9 +26,17 @@ class LocalBus:
         queue_size: int = 10_000,
         queue_bytes: int = 64 * MiB,
         history_bytes: int = 32 * MiB,
+        keys: int = 10_000,
+        key_seconds: float = 600.0,
     ) -> None:
         self.world = world
-        self._queue = CommandQueue(queue_size, max_bytes=queue_bytes, history_bytes=history_bytes)
+        self._queue = CommandQueue(
+            queue_size,
+            max_bytes=queue_bytes,
+            history_bytes=history_bytes,
+            keys=keys,
+            key_seconds=key_seconds,
+        )
         self._board = SnapshotBoard()
         self._taken: dict[str, CommandTicket] = {}
         """Tickets of commands taken by the loop and not resolved yet (loop thread only)."""

@@ -17,7 +17,7 @@ from pydantic import (
     model_serializer,
 )
 
-from ..models import Finite, Utf8
+from ..models import Finite, Integral, ValidUnicode
 
 MAX_SPEED = 50.0
 MAX_COORD = 1e9
@@ -27,27 +27,50 @@ MAX_FORECAST_TICKS = 20_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+"""No control character, and something besides spaces."""
+TEXT_PATTERN = r"[^\x00-\x20\x7f]"
+"""Something besides spaces and control characters (JSON Schema patterns are not anchored)."""
+
+
 def clean_name(value: str) -> str:
-    """A player name: 1..32 printable characters, surrounding spaces removed."""
-    name = value.strip()
-    if not 1 <= len(name) <= MAX_NAME or _CONTROL.search(name):
-        raise ValueError(f"name must be 1..{MAX_NAME} printable characters")
-    return name
+    """A player name, its pattern and length checked: surrounding spaces removed."""
+    return value.strip(" ")
 
 
 def clean_text(value: str) -> str:
-    """Chat text: control characters become spaces, 1..200 characters once trimmed."""
-    text = _CONTROL.sub(" ", value).strip()
-    if not 1 <= len(text) <= MAX_SAY:
-        raise ValueError(f"text must be 1..{MAX_SAY} characters")
-    return text
+    """Chat text, its pattern and length checked: control characters become spaces, and
+    surrounding spaces are removed."""
+    return _CONTROL.sub(" ", value).strip(" ")
 
 
-Name = Annotated[Utf8, AfterValidator(clean_name), Field(description="1..32 printable characters")]
-Text = Annotated[Utf8, AfterValidator(clean_text), Field(description="1..200 characters")]
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=NAME_PATTERN,
+        description=f"1..{MAX_NAME} characters, no control characters, not only spaces "
+        "(surrounding spaces are removed)",
+    ),
+    ValidUnicode,
+    AfterValidator(clean_name),
+]
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_SAY,
+        pattern=TEXT_PATTERN,
+        description=f"1..{MAX_SAY} characters, not only spaces and control characters (control "
+        "characters become spaces; surrounding spaces are removed)",
+    ),
+    ValidUnicode,
+    AfterValidator(clean_text),
+]
 Coord = Annotated[Finite, Field(ge=-MAX_COORD, le=MAX_COORD)]
 Speed = Annotated[Finite, Field(ge=-MAX_SPEED, le=MAX_SPEED)]
-EntityId = Annotated[int, Field(ge=1, le=2**53)]
+EntityId = Annotated[int, Field(ge=1, le=2**53), Integral]
 OwnAvatar = Annotated[
     EntityId | None,
     Field(description="Optional: it must be your own avatar (403 otherwise)."),
@@ -120,7 +143,7 @@ PLAYER_COMMANDS: dict[str, type[BaseModel]] = {
 class Forecast(Payload):
     """Internal: forecast the meadow ``ticks`` ahead, off the tick (POST /api/v1/forecast)."""
 
-    ticks: Annotated[int, Field(ge=1, le=MAX_FORECAST_TICKS)] = 2000
+    ticks: Annotated[int, Field(ge=1, le=MAX_FORECAST_TICKS), Integral] = 2000
 
 
 INTERNAL_COMMANDS: dict[str, type[BaseModel]] = {"join": Join, "move": Move, "forecast": Forecast}

@@ -1,25 +1,29 @@
 """The forecast's endpoints: ask for one (``POST /api/v1/forecast``), read the last one (GET).
 
 Asking submits the internal ``forecast`` command and answers 202 once the request is durable in
-the world (its id is the task's id); the work itself runs off the tick (demo/forecast.py).
+the world (its id is the task's id); the work itself runs off the tick (demo/forecast.py). On a
+slow clock (a tick every 100 s at 0.01 Hz) the answer is 202 ``queued`` after the command wait:
+the request is recorded at the next tick, never dropped, so "not in time" is no failure.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
+from ..api.common import refuse_while_paused
 from ..api.declare import Reply, operation
 from ..api.errors import api_error
 from ..errors import status_of
-from ..state import get_runtime
+from ..state import current_settings, get_runtime
 from .commands import Forecast
 
+if TYPE_CHECKING:
+    from ..api.openapi import DocContext
+
 bp = Blueprint("meadow_forecast", __name__, url_prefix="/api/v1")
-ASK_WAIT = 5.0
-"""Seconds the request waits for its tick to be durable."""
 
 
 class ForecastAccepted(BaseModel):
@@ -29,6 +33,21 @@ class ForecastAccepted(BaseModel):
     from_tick: int
     ticks: int
     command_id: str
+
+
+class ForecastQueued(BaseModel):
+    """A forecast request not recorded within the command wait (a slow clock): it is queued,
+    recorded at the next tick, and GET /api/v1/forecast shows it once it has run."""
+
+    command_id: str
+    status: Literal["queued"]
+    ticks: int
+
+
+def _document_accepted(ctx: DocContext, op: dict[str, Any]) -> None:
+    """202 is either the recorded request or, on a slow clock, the queued one."""
+    either = {"anyOf": [ctx.ref(ForecastAccepted), ctx.ref(ForecastQueued)]}
+    op["responses"]["202"]["content"]["application/json"]["schema"] = either
 
 
 class ForecastView(BaseModel):
@@ -47,14 +66,23 @@ class ForecastView(BaseModel):
     "Ask for a forecast of the meadow, computed off the tick (Celery or a worker thread)",
     tags=("world",),
     body=Forecast,
-    responses={202: Reply("The request is durable; the forecast runs", ForecastAccepted)},
-    errors=(400, (409, "A forecast is already running"), 413, 422, 503),
+    amend=_document_accepted,
+    responses={
+        202: Reply(
+            "The request is durable and the forecast runs, or (slow clock) it is queued",
+            ForecastAccepted,
+        )
+    },
+    errors=(400, (409, "A forecast is already running, or the world is paused"), 413, 422, 503),
 )
 def ask_forecast(body: Forecast) -> Response | tuple[Response, int]:
-    ticket = get_runtime().submit("forecast", body.model_dump(mode="json"))
-    if not ticket.wait(ASK_WAIT) or ticket.outcome is None:
-        return api_error(503, "timeout", "the world did not record the request in time")
-    outcome = ticket.outcome
+    rt = get_runtime()
+    refuse_while_paused(rt, "ask for a forecast")
+    ticket = rt.submit("forecast", body.model_dump(mode="json"))
+    outcome = ticket.outcome if ticket.wait(current_settings().command_wait) else None
+    if outcome is None:
+        queued = {"command_id": ticket.id, "status": "queued", "ticks": body.ticks}
+        return jsonify(queued), 202
     if not outcome.ok:
         code = outcome.error_code or "command_rejected"
         details = dict(outcome.error_details or {})
