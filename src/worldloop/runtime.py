@@ -122,6 +122,10 @@ class WorldRuntime:
     def running(self) -> bool:
         return self._running and self.ticker.running
 
+    def why_not_running(self) -> tuple[str, str]:
+        """(code, message) for /readyz when :attr:`running` is False."""
+        return "not_running", "the world loop is not running in this process"
+
     @property
     def degraded(self) -> str | None:
         """Why the world cannot go on (the journal failed), or None when healthy."""

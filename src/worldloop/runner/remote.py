@@ -65,6 +65,15 @@ class RemoteRuntime(WorldRuntime):
     def running(self) -> bool:
         return self._running and self.runner_up and bool(self._remote.get("running"))
 
+    def why_not_running(self) -> tuple[str, str]:
+        if not self.runner_up:
+            return (
+                "runner_down",
+                "the runner process is not answering (starting, or restarting after it "
+                "died); reads serve the last snapshot meanwhile",
+            )
+        return "not_running", "the world loop is not running in the runner process"
+
     @property
     def degraded(self) -> str | None:
         value = self._remote.get("degraded")
