@@ -91,7 +91,7 @@ class IpcBus:
         self.on_feed = on_feed
         """Called on the feed thread with every message's loop counters (``stats``)."""
         self.cache_bytes = cache_bytes
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._local = threading.local()
         self._mine: OrderedDict[str, CommandTicket] = OrderedDict()
         self._sent_to: dict[str, Any] = {}

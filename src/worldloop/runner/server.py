@@ -91,7 +91,7 @@ class RunnerServer:
         self.endpoints = endpoints
         self.id = f"{os.getpid()}-{time.time_ns()}"
         """This runner's identity in the feed: workers see a restart as a new id."""
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._pending: dict[str, CommandTicket] = {}
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
