@@ -52,6 +52,9 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
+    # The single-process mode unless a test asks for the runner process (tests/test_runner.py,
+    # tests/test_gateway.py): most server tests are about the loop inside the serving process.
+    env.setdefault("WORLDLOOP_RUNNER", "thread")
     env.update(extra)
     return env
 

@@ -34,6 +34,12 @@ def runner_pids(master: int) -> list[int]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def _runner_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default a user gets: the runner process (tests/support.py defaults to thread)."""
+    monkeypatch.setenv("WORLDLOOP_RUNNER", "process")
+
+
 def gunicorn(*extra: str) -> list[str]:
     """Plain gunicorn, as a user types it: no config file, no hooks."""
     return [str(BIN / "gunicorn"), "-b", "127.0.0.1:{port}", *extra, "worldloop.demo:create_app()"]
