@@ -81,6 +81,13 @@ class Settings(BaseModel):
     runner_app: str | None = None
     """How the runner loads the app (``module:create_app()``); None: as gunicorn or
     ``flask --app`` were told."""
+    gateway: str | None = None
+    """``host:port`` of the stream gateway (worldloop.gateway) the runner starts beside it:
+    live viewers (SSE) served by one asyncio process, not a web worker's thread each; web
+    workers answer ``GET /api/v1/stream`` with a 307 to it. None: streams stay in the workers."""
+    gateway_url: str | None = None
+    """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
+    from ``gateway``'s port and the host the client asked for."""
 
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)

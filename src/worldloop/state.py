@@ -161,6 +161,8 @@ class WorldLoopState:
             return
         if self.role == "runner":
             return  # worldloop.runner.main starts it, once it holds the runner lock
+        if self.role == "gateway":
+            return  # worldloop.gateway serves the runner's feed: no world, no runner here
         if self.settings.runner == "process" and self.role in (*WEB_ROLES, "prefork-master"):
             from .runner.forward import install_forwarding
 

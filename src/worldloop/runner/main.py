@@ -4,7 +4,8 @@ Started by a web worker (worldloop.runner.spawn) as ``python -m worldloop.runner
 --watch PID``. It loads the same app the web workers serve (the world, its jobs, its plugins,
 its store), takes the runner lock of the world (one runner per world and instance folder, the
 ``memory://`` store included), starts the world as the single-process mode does (lease,
-recovery), and serves the web workers until SIGTERM/SIGINT or until the watched server process
+recovery), starts the stream gateway when WORLDLOOP_GATEWAY is set (worldloop.gateway),
+and serves the web workers until SIGTERM/SIGINT or until the watched server process
 is gone; then it stops the world within its bound (final snapshot).
 """
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     lifecycle.RUNNER_PROCESS = True  # serving_role() is "runner": start here, serve workers
     from flask.cli import ScriptInfo
 
+    from ..gateway.supervise import GatewaySupervisor
     from ..state import state_of
     from . import ipc
     from .server import RunnerServer
@@ -91,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                 return
             time.sleep(0.5)
 
+    gateway: GatewaySupervisor | None = None
     try:
         state.start_in_runner()
+        if state.settings.gateway:
+            gateway = GatewaySupervisor(args.app, os.getcwd())
+            gateway.start()
         threading.Thread(target=watch, name="worldloop-runner-watch", daemon=True).start()
         log.info(
             "worldloop: runner pid %d serves world %r (tick %d) to web workers",
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.serve()
     finally:
+        if gateway is not None:
+            gateway.stop()
         server.stop()
         state.stop()
         os.close(fd)
