@@ -28,7 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     tmp = tmp_path_factory.mktemp("gateway")
     gport = free_port()
     argv = gunicorn_argv("-w", "2", "-k", "gthread", "--threads", "4")
-    env = {"WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}"}
+    env = {"WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}", "WORLDLOOP_RUNNER": "process"}
     with running_server(argv, tmp, env=env) as srv:
         gateway = f"http://127.0.0.1:{gport}"
         try:
