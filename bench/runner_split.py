@@ -183,6 +183,31 @@ def measure(base: str, kind: str, what: str, world: bool, **load: Any) -> Window
     )
 
 
+def idle(base: str, seconds: float) -> Window:
+    """The loop with no load at all: what this machine gives the tick right now."""
+    with Probe(base, "/readyz") as ready:
+        t0, before = scrape(base)
+        time.sleep(seconds)
+        t1, after = scrape(base)
+    dt = t1 - t0
+    count = (
+        after["worldloop_tick_duration_seconds_count"]
+        - before["worldloop_tick_duration_seconds_count"]
+    )
+    dur = (
+        after["worldloop_tick_duration_seconds_sum"] - before["worldloop_tick_duration_seconds_sum"]
+    )
+    return Window(
+        loadgen.Load(seconds),
+        tick_hz=(after["worldloop_world_tick"] - before["worldloop_world_tick"]) / dt,
+        overruns_per_min=(after["worldloop_overruns_total"] - before["worldloop_overruns_total"])
+        * 60
+        / dt,
+        tick_ms=dur / count * 1e3 if count else float("nan"),
+        ready=ready.fraction,
+    )
+
+
 def admin(base: str, action: str) -> None:
     status, body = http_json(
         "POST", base, f"/api/v1/admin/{action}", {}, {"Authorization": f"Bearer {ADMIN}"}, 30
@@ -218,7 +243,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
     else:
         env["WORLDLOOP_RUNNER"] = setup.runner
         argv = gunicorn_argv(port, THREADS, workers=setup.workers)
-    reader = {"procs": args.procs, "threads": args.clients // args.procs, "lead": 1.5}
+    reader = {"procs": args.procs, "threads": args.clients // args.procs, "lead": args.lead}
     result = Result(setup)
     srv = Server(argv, env, instance, tmp / f"gunicorn-{setup.key}.log")
     world = setup.runner is not None
@@ -226,6 +251,8 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
         t0 = time.monotonic()
         srv.wait_ready(base, timeout=240)
         print(f"[{setup.key}] up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        if world:
+            result.windows["idle"] = idle(base, args.idle_seconds)
         print(f"[{setup.key}] ready; GET load {args.seconds:g} s", file=sys.stderr, flush=True)
         result.windows["get"] = measure(
             base, "get", "/api/v1/world", world, seconds=args.seconds, **reader
@@ -246,7 +273,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             procs=2,
             threads=2,
             seconds=args.snapshot_seconds,
-            lead=1.0,
+            lead=args.lead,
         )
         procs = max(1, args.players // 50)
         result.windows["players"] = measure(
@@ -286,6 +313,9 @@ def table(res: dict[str, Result], args: argparse.Namespace) -> list[str]:
     def w(key: str) -> list[Window]:
         return [r.windows[key] for r in worlds]
 
+    row("no load: tick rate, Hz", "20.0", [f"{x.tick_hz:.1f}" for x in w("idle")])
+    row("no load: mean tick ms", "", [f"{x.tick_ms:.1f}" for x in w("idle")])
+    row("no load: overruns/min", "0", [f"{x.overruns_per_min:.0f}" for x in w("idle")])
     row("GET /world throughput, req/s", "", [f"{x.load.rate:,.0f}" for x in w("get")])
     row(
         "… vs trivial Flask GET, same -w",
@@ -367,6 +397,8 @@ def main() -> None:
     ap.add_argument("--snapshot-seconds", type=float, default=8.0)
     ap.add_argument("--player-seconds", type=float, default=10.0)
     ap.add_argument("--join-seconds", type=float, default=10.0, help="lead for the joins")
+    ap.add_argument("--idle-seconds", type=float, default=4.0, help="no-load window")
+    ap.add_argument("--lead", type=float, default=1.5, help="s for the load processes to start")
     ap.add_argument("--players", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16, help="GET load connections")
     ap.add_argument("--procs", type=int, default=2, help="GET load processes")
@@ -374,8 +406,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
-        args.creatures, args.seconds, args.paused_seconds = 2000, 1.5, 1.0
-        args.snapshot_seconds, args.player_seconds, args.join_seconds = 1.5, 1.5, 3.0
+        args.creatures, args.seconds, args.paused_seconds = 2000, 1.0, 1.0
+        args.snapshot_seconds, args.player_seconds, args.join_seconds = 1.0, 1.0, 2.0
+        args.idle_seconds, args.lead = 0.5, 0.8
         args.players, args.clients = 20, 4
     started = time.monotonic()
     res: dict[str, Result] = {}
@@ -390,7 +423,8 @@ def main() -> None:
         f"Load: {args.clients} keep-alive GET clients in {args.procs} processes for "
         f"{args.seconds:g} s (paused: {args.paused_seconds:g} s); 4 snapshot pollers for "
         f"{args.snapshot_seconds:g} s; {args.players} players with `?wait=true` for "
-        f"{args.player_seconds:g} s (after up to {args.join_seconds:g} s to join). Tick rate "
+        f"{args.player_seconds:g} s (after up to {args.join_seconds:g} s to join); no load: "
+        f"{args.idle_seconds:g} s right after start. Tick rate "
         "and overruns from /metrics scraped around each window; /readyz polled every 0.25 s.  ",
         "Set-ups: " + "; ".join(f"**{s.key}** {s.label}" for s in SETUPS) + ".",
         "",
