@@ -33,6 +33,10 @@ log = logging.getLogger("worldloop.bus")
 
 REQUEST_TIMEOUT = 5.0
 """Seconds a request to the runner may take before the worker answers 503 (runner down)."""
+STALE_AFTER = 2.0
+"""Seconds without a feed message after which the runner counts as down."""
+FIRST_FEED = 2.0
+"""Seconds a new worker's first requests wait for the feed (the runner beats every 0.25 s)."""
 HISTORY = 10_000
 """Tickets of this worker's recent commands kept for look-ups (the runner answers the rest)."""
 
@@ -105,6 +109,7 @@ class IpcBus:
         self.received_at = 0.0
         """time.monotonic() of the last feed message (0: none yet)."""
         self._closed = threading.Event()
+        self._heard = threading.Event()
         self._thread = threading.Thread(target=self._read_feed, name="worldloop-feed", daemon=True)
         self._thread.start()
 
@@ -115,10 +120,28 @@ class IpcBus:
     def url(self) -> str:
         return self.endpoints.requests
 
+    @property
+    def runner_up(self) -> bool:
+        """True while the runner's feed is fresh (it beats while paused too)."""
+        at = self.received_at
+        return at > 0 and time.monotonic() - at < STALE_AFTER
+
     # -- requests --------------------------------------------------------------------------
 
     def request(self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> Any:
-        """Send one request to the runner and return its answer (raising its error)."""
+        """Send one request to the runner and return its answer (raising its error).
+
+        While the runner's feed is silent (down, or not started yet) it fails at once: a
+        request thread never waits out a timeout on a runner known to be gone (a worker that
+        just started waits up to FIRST_FEED s for the first message)."""
+        if not self._heard.is_set():
+            self._heard.wait(FIRST_FEED)
+        if not self.runner_up:
+            raise RunnerUnavailable(
+                f"the runner of world {self.world!r} is not running (starting, or restarting "
+                "after it stopped); retry shortly",
+                details={"reason": "runner_unavailable"},
+            )
         sock = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._ctx.socket(zmq.DEALER)
@@ -241,6 +264,7 @@ class IpcBus:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         self.received_at = time.monotonic()
+        self._heard.set()
         runner = message.get("runner")
         if runner != self._runner:
             self._runner = runner

@@ -24,6 +24,8 @@ FORWARDED_BLUEPRINTS = frozenset({"worldloop_admin", "worldloop_jobs", "worldloo
 FORWARDED_ENDPOINTS = frozenset({"worldloop_health.metrics", "worldloop_health.readyz"})
 TIMEOUT = 30.0
 """Seconds a forwarded request may take (an admin step of many ticks waits for them)."""
+PROBE_TIMEOUT = 1.0
+"""Seconds the runner has to answer ``/readyz`` before this worker answers it (runner_down)."""
 
 
 def forwarded(endpoint: str | None) -> bool:
@@ -50,8 +52,9 @@ def install_forwarding(app: Flask, state: WorldLoopState) -> None:
             "body": base64.b64encode(request.get_data()).decode(),
             "remote_addr": request.remote_addr,
         }
+        probe = request.endpoint == "worldloop_health.readyz"
         try:
-            answer = runtime.ipc.request(message, timeout=TIMEOUT)
+            answer = runtime.ipc.request(message, timeout=PROBE_TIMEOUT if probe else TIMEOUT)
         except RunnerUnavailable:
             if request.endpoint == "worldloop_health.readyz":
                 return None

@@ -11,7 +11,6 @@ routes are forwarded to it whole (worldloop.runner.forward).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -20,12 +19,13 @@ from ..bus.ipc import IpcBus, RunnerUnavailable
 from ..clock import TickerStats
 from ..errors import WorldNotRunning
 from ..runtime import WorldRuntime
+from ..snapshot import Snapshot
 from ..world import World
 
 T = TypeVar("T")
 
-STALE_AFTER = 2.0
-"""Seconds without a feed message after which the runner counts as down."""
+FIRST_FEED_WAIT = 2.0
+"""Seconds a request waits for a new worker's first feed message (sent every 0.25 s)."""
 
 
 class RemoteRuntime(WorldRuntime):
@@ -53,8 +53,7 @@ class RemoteRuntime(WorldRuntime):
     @property
     def runner_up(self) -> bool:
         """True while the runner's feed is fresh (it beats while paused too)."""
-        at = self.ipc.received_at
-        return at > 0 and time.monotonic() - at < STALE_AFTER
+        return self.ipc.runner_up
 
     @property
     def runner_pid(self) -> int | None:
@@ -87,6 +86,16 @@ class RemoteRuntime(WorldRuntime):
         if not self.runner_up:
             stats = TickerStats(**{**ticker, "running": False})
         return stats
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest snapshot; a worker that just started waits (briefly) for its first."""
+        snap = self.ipc.latest or self.ipc.wait_after(-1, FIRST_FEED_WAIT)
+        if snap is None:
+            raise RunnerUnavailable(
+                f"world {self.name!r}: no snapshot from the runner yet (starting?); retry shortly"
+            )
+        return snap
 
     # -- lifecycle: this worker's connection only ------------------------------------------
 
