@@ -44,8 +44,10 @@ def server_env(instance: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def gunicorn_argv(port: int, threads: int = 32) -> list[str]:
-    """The demo under gunicorn gthread, one worker (the embedded store's single runner)."""
+def gunicorn_argv(
+    port: int, threads: int = 32, *, workers: int = 1, app: str = APP, extra: Sequence[str] = ()
+) -> list[str]:
+    """The demo (or ``app``) under gunicorn gthread, one worker unless told otherwise."""
     return [
         sys.executable,
         "-m",
@@ -53,14 +55,15 @@ def gunicorn_argv(port: int, threads: int = 32) -> list[str]:
         "--worker-class",
         "gthread",
         "--workers",
-        "1",
+        str(workers),
         "--threads",
         str(threads),
         "--bind",
         f"127.0.0.1:{port}",
         "--graceful-timeout",
         "10",
-        f"{APP}()",
+        *extra,
+        f"{app}()",
     ]
 
 

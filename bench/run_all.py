@@ -27,6 +27,7 @@ BENCHES: dict[str, list[str]] = {
     "deploy_sizing": ["deploy_sizing.py", "--out", str(RESULTS / "deploy_sizing.md")],
     "players": ["players.py", "--out", str(RESULTS / "players.md")],
     "celery_offload": ["celery_offload.py", "--out", str(RESULTS / "celery_offload.md")],
+    "runner_split": ["runner_split.py", "--out", str(RESULTS / "runner_split.md")],
 }
 
 

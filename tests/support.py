@@ -52,6 +52,9 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
+    # The single-process mode unless a test asks for the runner process (tests/test_runner.py,
+    # tests/test_gateway.py): most server tests are about the loop inside the serving process.
+    env.setdefault("WORLDLOOP_RUNNER", "thread")
     env.update(extra)
     return env
 
@@ -124,6 +127,13 @@ class Server:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 
+    def group_alive(self) -> bool:
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
             self.signal_group(signal.SIGTERM)
@@ -132,6 +142,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.signal_group(signal.SIGKILL)
                 self.proc.wait(5)
+        # The runner process (worldloop.runner) stops after the server, writing its final
+        # snapshot: give the group its bound before killing what is left.
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: not self.group_alive(), timeout, 0.05, "the process group to end")
         self.signal_group(signal.SIGKILL)  # any orphans left in the group
         self._log.close()
         return self.proc.returncode

@@ -180,7 +180,9 @@ def test_worldloop_info_on_the_readme_counter_beside_its_running_server(tmp_path
         wait_for(lambda: srv.get("/n")[0] == 200, 30, what="the counter server")
         wait_for(lambda: lock.exists() and head() > 5, 30, what="journaled ticks")
         server_pid = lock.read_text()
-        assert server_pid == str(srv.proc.pid)
+        # The world runs in the runner process the server started (worldloop.runner).
+        argv_of = Path(f"/proc/{server_pid}/cmdline").read_bytes().split(b"\0")
+        assert b"worldloop.runner" in argv_of and str(srv.proc.pid).encode() in argv_of
 
         shown = subprocess.run(  # the newcomer's command, as the console script runs it
             [str(BIN / "worldloop"), "info", "--app", "counter:app"],

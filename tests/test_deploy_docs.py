@@ -181,7 +181,13 @@ def test_the_deploy_guide_runs_as_written(tmp_path: Path) -> None:
                     assert int(pid_file.read_text()) == runner.server.proc.pid  # the master
                     runner.run(runner.text(block))
                     assert runner.server.proc.wait(10) == 0
-                    assert "final snapshot at tick" in runner.server.log
+                    server = runner.server
+                    wait_for(  # written by the runner process once the master is gone
+                        lambda s=server: "final snapshot at tick" in s.log,
+                        15,
+                        0.1,
+                        "final snapshot",
+                    )
                     assert not pid_file.exists()  # gunicorn removes it on a clean exit
                     runner.server.stop()
                     runner.server = None

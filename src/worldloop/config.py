@@ -36,6 +36,7 @@ turn the admin API on with ``false`` as its token)."""
 
 Autostart = Literal["auto", "eager", "lazy", "never"]
 JsonErrors = Literal["worldloop", "all"]
+RunnerMode = Literal["process", "thread"]
 
 
 class Settings(BaseModel):
@@ -72,6 +73,21 @@ class Settings(BaseModel):
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
     bus_url: str = "local://"
     """How commands and snapshots travel between the API and the loop (``local://``)."""
+    runner: RunnerMode = "process"
+    """``process``: in a server (``flask run``, gunicorn, any ``-w``) the world runs in one
+    runner process of its own and every web worker serves it (worldloop.runner); ``thread``:
+    the single-process mode, the world on a thread of the serving process. Apps that are not
+    served (tests, scripts, the CLI) always run it on a thread."""
+    runner_app: str | None = None
+    """How the runner loads the app (``module:create_app()``); None: as gunicorn or
+    ``flask --app`` were told."""
+    gateway: str | None = None
+    """``host:port`` of the stream gateway (worldloop.gateway) the runner starts beside it:
+    live viewers (SSE) served by one asyncio process, not a web worker's thread each; web
+    workers answer ``GET /api/v1/stream`` with a 307 to it. None: streams stay in the workers."""
+    gateway_url: str | None = None
+    """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
+    from ``gateway``'s port and the host the client asked for."""
 
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)

@@ -81,6 +81,7 @@ class WorldLoop:
                 settings.store_url or default_store_url(app.instance_path),
                 settings.autostart,
                 serving_role(),
+                split=settings.runner == "process",
             )
         factory = world or self.world_factory or import_factory(settings.world)
         built = factory(app.config)

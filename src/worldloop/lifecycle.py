@@ -25,6 +25,11 @@ class Stoppable(Protocol):
     def stop(self, timeout: float | None = None) -> bool: ...
 
 
+RUNNER_PROCESS = False
+"""True in ``python -m worldloop.runner``: the process that runs the world for web workers."""
+GATEWAY_PROCESS = False
+"""True in ``python -m worldloop.gateway``: it serves streams only, never starts a world."""
+
 # Everything that must stop at exit; weak so tests that drop an app do not leak it.
 _live: weakref.WeakSet[Stoppable] = weakref.WeakSet()
 _installed = False
@@ -35,8 +40,14 @@ def serving_role() -> str:
 
     ``serve`` (start here), ``reloader-parent`` (the watcher of ``flask run --debug``),
     ``prefork-master`` (gunicorn --preload: start after fork), ``gunicorn-worker``, ``cli`` (a
-    ``flask`` command other than ``run``: never started) or ``unknown``.
+    ``flask`` command other than ``run``: never started), ``runner`` (the runner process of
+    web workers, worldloop.runner), ``gateway`` (the stream gateway, worldloop.gateway) or
+    ``unknown``.
     """
+    if RUNNER_PROCESS:
+        return "runner"
+    if GATEWAY_PROCESS:
+        return "gateway"
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
         return "serve"
     try:

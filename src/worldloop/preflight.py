@@ -61,17 +61,20 @@ def refuse(message: str, role: str, *, quiet: bool = False) -> NoReturn:
     raise SystemExit(GUNICORN_BOOT_ERROR if gunicorn else 1)
 
 
-def preflight(store_url: str, autostart: str, role: str) -> None:
-    """Before the world is even built: refuse a gunicorn set-up this store cannot serve."""
+def preflight(store_url: str, autostart: str, role: str, *, split: bool = False) -> None:
+    """Before the world is even built: refuse a gunicorn set-up this store cannot serve
+    (``split``: the world runs in a runner process, so any number of workers serve it)."""
     if role != "gunicorn-worker" or autostart == "never":
         return
     try:
-        check_gunicorn(default_lease_url(store_url, "world", "."), autostart)
+        check_gunicorn(default_lease_url(store_url, "world", "."), autostart, split=split)
     except Refused as exc:
         refuse(exc.message, role, quiet=bool(exc.details.get("quiet")))
 
 
-def check_gunicorn(lease_url: str, autostart: str, worker: Any = None) -> None:
+def check_gunicorn(
+    lease_url: str, autostart: str, worker: Any = None, *, split: bool = False
+) -> None:
     """Refuse a gunicorn worker set-up the chosen mode cannot serve (Refused says why).
 
     ``quiet`` in the details: every worker of the set-up finds the same fault; only the first
@@ -92,7 +95,7 @@ def check_gunicorn(lease_url: str, autostart: str, worker: Any = None) -> None:
     scheme = lease_url.partition("://")[0]
     process_local = scheme == "memory"
     embedded = scheme == "file" and autostart in ("auto", "eager")
-    if workers > 1 and (process_local or embedded):
+    if workers > 1 and (process_local or embedded) and not split:
         store = "in-memory" if process_local else "embedded (SQLite)"
         raise Refused(
             f"gunicorn -w {workers} on the {store} store would run {workers} worlds or leave "

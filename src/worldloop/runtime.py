@@ -122,6 +122,10 @@ class WorldRuntime:
     def running(self) -> bool:
         return self._running and self.ticker.running
 
+    def why_not_running(self) -> tuple[str, str]:
+        """(code, message) for /readyz when :attr:`running` is False."""
+        return "not_running", "the world loop is not running in this process"
+
     @property
     def degraded(self) -> str | None:
         """Why the world cannot go on (the journal failed), or None when healthy."""
@@ -264,15 +268,40 @@ class WorldRuntime:
         flight, or resolved: from memory, else from the journal) and nothing new is queued;
         IdempotencyKeyReused if that key first came with a different request.
         """
+        first = self._admit(key)
+        if first is not None:
+            return first
+        return self._queue(type_, self.world.validate(type_, payload, actor), actor, key)
+
+    def accept(
+        self,
+        type_: str,
+        normalized: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> CommandTicket:
+        """Queue a command already validated (by a web worker of the runner process): the
+        same checks and idempotency as :meth:`submit`."""
+        first = self._admit(key)
+        if first is not None:
+            return first
+        return self._queue(type_, normalized, actor, key)
+
+    def _admit(self, key: IdempotencyKey | None) -> CommandTicket | None:
+        """Refuse when not running; the first command's ticket of a key already used."""
         if not self._running:
             raise WorldNotRunning(f"world {self.name!r} is not running in this process")
-        if key is not None:
-            first = self.keyed(key)
-            if first is not None:
-                return first
+        return None if key is None else self.keyed(key)
+
+    def _queue(
+        self,
+        type_: str,
+        normalized: Mapping[str, Any],
+        actor: str | None,
+        key: IdempotencyKey | None,
+    ) -> CommandTicket:
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
-        normalized = self.world.validate(type_, payload, actor)
         ticket = self.bus.put(type_, normalized, actor, key)
         halted = self.degraded
         if halted:

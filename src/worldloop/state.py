@@ -27,14 +27,17 @@ from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
 from .offload import OffloadPlugin, TaskSender
 from .preflight import holder_is_stranger, refuse
+from .runner.spawn import Spawner
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
 from .world import World
 
 log = logging.getLogger("worldloop")
 
-SERVER_ROLES = frozenset({"serve", "gunicorn-worker"})
+SERVER_ROLES = frozenset({"serve", "gunicorn-worker", "runner"})
 """Processes that load the app to serve it: a start failure there ends the process cleanly."""
+WEB_ROLES = frozenset({"serve", "gunicorn-worker"})
+"""Processes that serve HTTP: with WORLDLOOP_RUNNER=process they serve a runner's world."""
 
 
 class WorldLoopState:
@@ -42,6 +45,7 @@ class WorldLoopState:
 
     def __init__(self, app: Flask, settings: Settings, world: World, jobs: JobScheduler) -> None:
         self.settings = settings
+        self._app = app
         self.instance_path = app.instance_path
         self.role = serving_role()
         """Which kind of process loaded the app (see worldloop.lifecycle.serving_role)."""
@@ -68,6 +72,8 @@ class WorldLoopState:
             snapshot_cache_bytes=settings.snapshot_cache_bytes,
         )
         jobs.attach(self.runtime)
+        self.spawner: Spawner | None = None
+        """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
         self.offload: OffloadPlugin | None = None
         """Sends the world's task requests (worldloop.offload); None until a sender is set."""
         self._start_lock = threading.Lock()
@@ -111,8 +117,52 @@ class WorldLoopState:
         stop_at_exit(self, self.settings.handle_signals, server=self.role in SERVER_ROLES)
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop the loop within the configured bound; True if it ended in time."""
+        """Stop the loop within the configured bound; True if it ended in time. A web worker
+        of a runner process stops watching it and disconnects (the runner goes on)."""
+        if self.spawner is not None:
+            self.spawner.stop()
         return self.runtime.stop(timeout)
+
+    def start_in_runner(self) -> None:
+        """Start the world in the runner process (worldloop.runner.main, lock held)."""
+        self.start()
+
+    @property
+    def splits(self) -> bool:
+        """True when this process serves a world that runs in a runner process."""
+        return self.settings.runner == "process" and self.role in WEB_ROLES
+
+    def _start_web(self, app: Flask) -> None:
+        """Serve the world of this instance's runner process, and watch that it runs."""
+        from .bus.ipc import IpcBus
+        from .runner.ipc import endpoints
+        from .runner.remote import RemoteRuntime
+        from .runner.spawn import Spawner, app_spec
+
+        found = app_spec(self.settings.runner_app)
+        if found is None:
+            log.warning(
+                "worldloop: cannot tell how to load this app in a runner process (set "
+                "WORLDLOOP_RUNNER_APP=module:create_app()); the world runs in this process"
+            )
+            self.start()
+            return
+        spec, cwd = found
+        local = self.runtime
+        eps = endpoints(self.instance_path, local.name)
+        bus = IpcBus(eps, local.name, cache_bytes=self.settings.snapshot_cache_bytes)
+        remote = RemoteRuntime(local.world, bus, rate_hz=self.settings.rate_hz)
+        remote.start()
+        self.runtime = remote
+        watch = os.getppid() if self.role == "gunicorn-worker" else os.getpid()
+        self.spawner = Spawner(spec, cwd, eps, watch_pid=watch)
+        self.spawner.start()
+        stop_at_exit(self, self.settings.handle_signals, server=True)
+        log.info(
+            "worldloop: web worker pid %d serves world %r from its runner process",
+            os.getpid(),
+            local.name,
+        )
 
     def start_by_policy(self, app: Flask) -> None:
         """Start now, after fork, on the first request, or never, as WORLDLOOP_AUTOSTART and
@@ -120,6 +170,14 @@ class WorldLoopState:
         policy = self.settings.autostart
         if is_inspecting():  # loaded by the worldloop CLI: never start, whatever the config
             return
+        if self.role == "runner":
+            return  # worldloop.runner.main starts it, once it holds the runner lock
+        if self.role == "gateway":
+            return  # worldloop.gateway serves the runner's feed: no world, no runner here
+        if self.settings.runner == "process" and self.role in (*WEB_ROLES, "prefork-master"):
+            from .runner.forward import install_forwarding
+
+            install_forwarding(app, self)
         if policy == "never":
             return
         if policy == "lazy":
@@ -148,7 +206,10 @@ class WorldLoopState:
             self.start()
             return
         try:
-            self.start()
+            if self.splits:
+                self._start_web(self._app)
+            else:
+                self.start()
         except WorldLoopError as exc:
             message = exc.message
             if isinstance(exc, StoreError):
@@ -156,6 +217,12 @@ class WorldLoopState:
             refuse(message, self.role, quiet=bool(exc.details.get("quiet")))
 
     def _start_lazily(self) -> None:
+        if self.splits:
+            if self.spawner is None:
+                with self._start_lock:
+                    if self.spawner is None:
+                        self._start_web(self._app)
+            return
         if not self.runtime.running and not self.runtime.stats().running:
             try:
                 self.start()
@@ -163,8 +230,14 @@ class WorldLoopState:
                 log.exception("worldloop: cannot start the world in this process")
 
     def _start_in_forked_worker(self) -> None:
+        self.role = serving_role()
+        if self.role not in WEB_ROLES:
+            self.role = "gunicorn-worker"
         try:
-            self.start()
+            if self.splits:
+                self._start_web(self._app)
+            else:
+                self.start()
         except WorldLoopError as exc:
             # Gunicorn treats exit code 3 as "worker failed to boot" and stops with the reason.
             log.error("worldloop: cannot serve: %s", exc.message)

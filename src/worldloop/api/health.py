@@ -71,7 +71,7 @@ def assess(
     problems: list[Problem] = []
     stats = rt.stats()
     if not rt.running:
-        return [Problem("not_running", "the world loop is not running in this process", True)]
+        return [Problem(*rt.why_not_running(), True)]
     halted = rt.degraded  # set by durability when the journal failed
     if halted:
         problems.append(Problem("halted", f"the world halted: {halted}", True))
@@ -125,7 +125,7 @@ class Liveness(BaseModel):
 
 
 class ProblemInfo(BaseModel):
-    """A reason the world is not fully ready. Fatal codes (503): not_running, halted,
+    """A reason the world is not fully ready. Fatal codes (503): not_running, runner_down, halted,
     loop_stalled, store_unwritable, overrunning, tick_errors; soft codes (200, degraded):
     system_errors, hook_errors."""
 

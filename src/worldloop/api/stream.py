@@ -25,7 +25,7 @@ from ..hosting import capacity as server_capacity
 from ..metrics import FRAME_BUILD, STREAMS_OPEN
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot, dumps
-from ..state import current_settings, get_runtime
+from ..state import current_settings, get_runtime, state_of
 from .common import not_modified
 from .declare import Reply, operation
 from .errors import TooManyStreams
@@ -343,6 +343,27 @@ def events(
     yield b"event: end\ndata: {}\n\n"
 
 
+def gateway_url() -> str | None:
+    """Where this request's stream is served when a gateway serves streams (a web worker of a
+    runner process with WORLDLOOP_GATEWAY set), else None: same path and query, on
+    WORLDLOOP_GATEWAY_URL, or on the gateway's port of the host the client asked for."""
+    state = state_of()
+    cfg = state.settings
+    if not cfg.gateway or not state.splits:
+        return None
+    tail = request.full_path if request.query_string else request.path
+    if cfg.gateway_url:
+        return cfg.gateway_url.rstrip("/") + tail
+    from ..gateway.supervise import parse_address
+
+    host, port = parse_address(cfg.gateway)
+    if host in ("0.0.0.0", "::", ""):
+        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{request.scheme}://{host}:{port}{tail}"
+
+
 def _view(query: ViewQuery) -> View:
     limit = query.limit
     if limit is None:
@@ -418,6 +439,9 @@ def _event_schemas(ctx: DocContext, op: dict[str, Any]) -> None:
 )
 def stream(query: ViewQuery) -> Response:
     """Server-sent events: ``?hz=`` caps the frame rate, ``?bbox=&limit=`` the region."""
+    target = gateway_url()
+    if target is not None:
+        return Response(status=307, headers={"Location": target, "Cache-Control": "no-store"})
     view = _view(query)
     rt = get_runtime()
     rt.snapshot  # noqa: B018 - 503 now (not mid-stream) when the world is not served here

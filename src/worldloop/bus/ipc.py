@@ -1,0 +1,340 @@
+"""The one-host bus, web-worker side: commands to the runner process, its feed back.
+
+A web worker (any number of them, ``gunicorn -w N``) holds one :class:`IpcBus` per world. A
+put is one request to the runner (it sequences and queues the command, or refuses it: full,
+halted, a key reused) answered with the command's envelope; the ticket the worker keeps
+resolves when the runner's feed reports the command's outcome, which the runner sends only
+after the tick is journaled. The feed also carries each published snapshot as the name of a
+shared-memory file (worldloop.runner.shm): ``latest`` maps it read-only, once per tick and
+only when someone reads, so a snapshot of any size reaches every worker without a copy.
+
+Only the API side of :class:`~worldloop.bus.base.Bus` is served here; the loop side belongs to
+the runner, whose own bus is the in-process one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
+from ..errors import WorldNotRunning
+from ..runner import ipc, shm
+from ..snapshot import Snapshot
+
+log = logging.getLogger("worldloop.bus")
+
+REQUEST_TIMEOUT = 5.0
+"""Seconds a request to the runner may take before the worker answers 503 (runner down)."""
+STALE_AFTER = 2.0
+"""Seconds without a feed message after which the runner counts as down."""
+FIRST_FEED = 2.0
+"""Seconds a new worker's first requests wait for the feed (the runner beats every 0.25 s)."""
+HISTORY = 10_000
+"""Tickets of this worker's recent commands kept for look-ups (the runner answers the rest)."""
+
+
+class RunnerUnavailable(WorldNotRunning):
+    """The runner process did not answer (restarting, or down): retry shortly."""
+
+
+def _command(record: Mapping[str, Any]) -> Command:
+    command = Command.from_record(record)
+    return Command(
+        command.id,
+        command.seq,
+        command.type,
+        command.payload,
+        command.actor,
+        float(record.get("submitted_at") or time.time()),
+        command.key,
+    )
+
+
+def ticket_from(data: Mapping[str, Any]) -> CommandTicket:
+    """A worker-side ticket from the runner's answer (resolved when the answer says so)."""
+    ticket = CommandTicket(_command(data["command"]))
+    outcome = data.get("outcome")
+    if outcome is not None:
+        ticket.resolve(outcome_from(ticket.command, outcome), int(data["tick"]))
+    return ticket
+
+
+def outcome_from(command: Command, data: Mapping[str, Any]) -> Outcome:
+    error = data.get("error") or {}
+    return Outcome(
+        command,
+        bool(data["ok"]),
+        data.get("result"),
+        error.get("code"),
+        error.get("message"),
+        error.get("details"),
+    )
+
+
+class IpcBus:
+    """Commands to a world's runner process and its feed, for one web worker."""
+
+    def __init__(
+        self,
+        endpoints: ipc.Endpoints,
+        world: str = "world",
+        *,
+        on_feed: Callable[[Mapping[str, Any]], None] | None = None,
+        cache_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
+        self.world = world
+        self.endpoints = endpoints
+        self.on_feed = on_feed
+        """Called on the feed thread with every message's loop counters (``stats``)."""
+        self.cache_bytes = cache_bytes
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
+        self._local = threading.local()
+        self._mine: OrderedDict[str, CommandTicket] = OrderedDict()
+        self._sent_to: dict[str, Any] = {}
+        """The runner (its id) that accepted each of this worker's commands."""
+        self._mine_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._message: dict[str, Any] | None = None
+        """The last feed message with a snapshot."""
+        self._snapshot: Snapshot | None = None
+        self._runner: int | None = None
+        self.received_at = 0.0
+        """time.monotonic() of the last feed message (0: none yet)."""
+        self._closed = threading.Event()
+        self._heard = threading.Event()
+        self._thread = threading.Thread(target=self._read_feed, name="worldloop-feed", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"IpcBus({self.world!r})"
+
+    @property
+    def url(self) -> str:
+        return self.endpoints.requests
+
+    @property
+    def runner_up(self) -> bool:
+        """True while the runner's feed is fresh (it beats while paused too)."""
+        at = self.received_at
+        return at > 0 and time.monotonic() - at < STALE_AFTER
+
+    # -- requests --------------------------------------------------------------------------
+
+    def request(self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> Any:
+        """Send one request to the runner and return its answer (raising its error).
+
+        While the runner's feed is silent (down, or not started yet) it fails at once: a
+        request thread never waits out a timeout on a runner known to be gone (a worker that
+        just started waits up to FIRST_FEED s for the first message)."""
+        if not self._heard.is_set():
+            self._heard.wait(FIRST_FEED)
+        if not self.runner_up:
+            raise RunnerUnavailable(
+                f"the runner of world {self.world!r} is not running (starting, or restarting "
+                "after it stopped); retry shortly",
+                details={"reason": "runner_unavailable"},
+            )
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoints.requests)
+            self._local.sock = sock
+        sock.send(ipc.pack(message))
+        if not sock.poll(int(timeout * 1000)):
+            # A lost or late answer must not be read as the next request's: a fresh socket.
+            sock.close(0)
+            self._local.sock = None
+            raise RunnerUnavailable(
+                f"the runner of world {self.world!r} did not answer in {timeout:g} s "
+                "(restarting?); retry shortly",
+                details={"reason": "runner_unavailable"},
+            )
+        answer = ipc.unpack(sock.recv())
+        if "error" in answer:
+            ipc.raise_error(answer["error"])
+        return answer.get("value")
+
+    def put(
+        self,
+        type_: str,
+        payload: Mapping[str, Any],
+        actor: str | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> CommandTicket:
+        message: dict[str, Any] = {"op": "put", "type": type_, "payload": payload, "actor": actor}
+        if key is not None:
+            message["key"] = [key.scope, key.fingerprint]
+        answer = self.request(message)
+        ticket = ticket_from(answer)
+        if not ticket.done:
+            with self._mine_lock:
+                known = self._mine.get(ticket.id)
+                if known is not None:  # a keyed retry of a command this worker sent
+                    return known
+                self._mine[ticket.id] = ticket
+                self._sent_to[ticket.id] = answer.get("runner")
+                while len(self._mine) > HISTORY:
+                    self._sent_to.pop(self._mine.popitem(last=False)[0], None)
+        return ticket
+
+    def keyed(self, scope: str) -> CommandTicket | None:
+        found = self.request({"op": "keyed", "scope": scope})
+        if found is None:
+            return None
+        with self._mine_lock:
+            known = self._mine.get(found["command"]["id"])
+        return known if known is not None else ticket_from(found)
+
+    def ticket(self, command_id: str) -> CommandTicket | None:
+        with self._mine_lock:
+            return self._mine.get(command_id)
+
+    @property
+    def latest(self) -> Snapshot | None:
+        message = self._message
+        if message is None:
+            return None
+        snap = self._snapshot
+        if snap is not None and snap.tick == message["tick"]:
+            return snap
+        return self._map(message)
+
+    def _map(self, message: Mapping[str, Any]) -> Snapshot | None:
+        """The snapshot of ``message``, mapped from its file (once per tick per worker)."""
+        try:
+            data = shm.read(Path(message["file"]))
+        except (OSError, ValueError) as exc:  # removed already: a newer one is on its way
+            log.debug("worldloop: snapshot file of tick %s unreadable: %s", message["tick"], exc)
+            return self._snapshot
+        snap = Snapshot(
+            self.world,
+            int(message["tick"]),
+            float(message["sim_time"]),
+            data,
+            message.get("summary") or {},
+            float(message["created_at"]),
+            cache_bytes=self.cache_bytes,
+        )
+        current = self._snapshot
+        if current is None or current.tick < snap.tick:
+            self._snapshot = snap
+        return snap
+
+    def wait_after(self, tick: int, timeout: float) -> Snapshot | None:
+        with self._cv:
+            self._cv.wait_for(
+                lambda: self._message is not None and self._message["tick"] > tick, timeout
+            )
+        return self.latest
+
+    @property
+    def depth(self) -> int:
+        message = self._stats
+        return int(message.get("queue_depth", 0)) if message else 0
+
+    _stats: dict[str, Any] | None = None
+
+    # -- the feed --------------------------------------------------------------------------
+
+    def _read_feed(self) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self.endpoints.feed)
+        try:
+            while not self._closed.is_set():
+                if not sock.poll(200):
+                    continue
+                try:
+                    self._on_message(ipc.unpack(sock.recv()))
+                except Exception:  # a bad message must not end the feed
+                    log.exception("worldloop: feed message dropped")
+        finally:
+            sock.close(0)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        self.received_at = time.monotonic()
+        self._heard.set()
+        runner = message.get("runner")
+        if runner != self._runner:
+            self._runner = runner
+            self._orphan(message)
+        self._stats = message.get("stats")
+        outcomes: Sequence[Mapping[str, Any]] = message.get("outcomes") or ()
+        if outcomes:
+            with self._mine_lock:
+                resolved = [(self._mine.get(o["id"]), o) for o in outcomes]
+            for ticket, o in resolved:
+                if ticket is not None and not ticket.done:
+                    ticket.resolve(outcome_from(ticket.command, o), int(o["tick"]))
+        if "file" in message:
+            with self._cv:
+                previous = self._message
+                if (
+                    previous is None
+                    or message["tick"] != previous["tick"]
+                    or runner != (previous.get("runner"))
+                ):
+                    self._message = message
+                self._cv.notify_all()
+        if self.on_feed is not None:
+            self.on_feed(message)
+
+    def _orphan(self, message: Mapping[str, Any]) -> None:
+        """A new runner took over: commands the old one had not journaled never will be."""
+        tick = int(message.get("tick") or 0)
+        runner = message.get("runner")
+        with self._mine_lock:
+            waiting = [
+                t for t in self._mine.values() if not t.done and self._sent_to[t.id] != runner
+            ]
+        for ticket in waiting:
+            ticket.resolve(
+                Outcome(
+                    ticket.command,
+                    False,
+                    None,
+                    "world_stopped",
+                    "the runner restarted before this command was journaled; it was not "
+                    "applied (retry it, with the same Idempotency-Key if it had one)",
+                    {"reason": "runner_restarted"},
+                ),
+                tick,
+            )
+
+    # -- loop side: the runner's ---------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        raise NotImplementedError("the runner process sequences commands")
+
+    def set_last_seq(self, seq: int) -> None:
+        raise NotImplementedError("the runner process sequences commands")
+
+    def take(self, limit: int | None = None) -> list[Command]:
+        raise NotImplementedError("the runner process takes commands")
+
+    def publish(self, snapshot: Snapshot, outcomes: Sequence[Outcome] = ()) -> None:
+        raise NotImplementedError("the runner process publishes snapshots")
+
+    def settle(self, outcomes: Sequence[Outcome], tick: int) -> None:
+        raise NotImplementedError("the runner process resolves commands")
+
+    def refuse_waiting(
+        self, code: str, message: str, tick: int, details: Mapping[str, Any] | None = None
+    ) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2.0)

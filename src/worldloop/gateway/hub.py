@@ -1,0 +1,169 @@
+"""Fan-out of frames to many SSE clients on one asyncio loop, built once per tick per class.
+
+Clients that ask for the same region and cap (a *viewport class*: ``bbox``, ``limit``) share a
+:class:`Channel`. When the feed reports a new tick, each channel with clients builds that tick's
+``frame`` event once (worldloop.api.stream.frame_event, off the loop on a worker thread, since a
+big world's frame takes milliseconds) and offers the same bytes to each of its clients. Every
+client has a small bounded queue: one that cannot keep up loses its oldest frames (it skips
+ticks) and never holds up the channel or the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..api.stream import View, frame_event
+from ..runtime import WorldRuntime
+from ..snapshot import Snapshot
+
+log = logging.getLogger("worldloop.gateway")
+
+QUEUE = 4
+"""Frames a client may have waiting; past it its oldest frame is dropped (skipped)."""
+HZ_SLACK = 0.5
+"""A client capped at ``hz`` takes a frame once ``1 / hz`` s less this share of a tick period
+passed since its last, so tick jitter does not make it skip every other frame it asked for."""
+
+ClassKey = tuple[object, int]
+
+
+@dataclass(eq=False)
+class Client:
+    """One SSE connection: its view, its waiting frames and what it has been sent."""
+
+    view: View
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    last_tick: int = -1
+    last_at: float = 0.0
+    skipped: int = 0
+    """Frames dropped because this client was behind."""
+
+    def offer(self, tick: int, event: bytes, now: float, slack: float = 0.0) -> None:
+        """Queue ``event`` (tick ``tick``) unless the client's rate cap says not yet (``slack``
+        seconds early is on time)."""
+        if tick <= self.last_tick:
+            return
+        hz = self.view.hz
+        if hz is not None and now - self.last_at < 1.0 / hz - slack:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.skipped += 1
+        self.queue.put_nowait(event)
+        self.last_tick = tick
+        self.last_at = now
+
+
+class Channel:
+    """The clients of one viewport class and the task that builds their frames."""
+
+    def __init__(self, hub: Hub, key: ClassKey, view: View) -> None:
+        self.hub = hub
+        self.key = key
+        self.view = View(view.bbox, view.limit, None)
+        self.clients: set[Client] = set()
+        self.built = 0
+        """Frames this channel built (one per tick it saw, whatever its client count)."""
+        self.latest: tuple[int, bytes] | None = None
+        """The last frame built (tick, event): what a client joining now gets first."""
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            snap = self.hub.snapshot()
+            if snap is None or snap.tick <= last:
+                continue
+            try:
+                event = await loop.run_in_executor(None, self.hub.build, snap, self.view)
+            except Exception:  # contained: the next tick tries again
+                log.exception("worldloop: gateway frame of tick %d failed", snap.tick)
+                continue
+            last = snap.tick
+            self.built += 1
+            self.latest = (snap.tick, event)
+            now = time.monotonic()
+            slack = self.hub.slack()
+            for client in self.clients:
+                client.offer(snap.tick, event, now, slack)
+
+
+class Hub:
+    """Every channel of one gateway, woken by the runner's feed (from the feed thread)."""
+
+    def __init__(self, runtime: WorldRuntime, snapshot: Callable[[], Snapshot | None]) -> None:
+        self.runtime = runtime
+        self.snapshot = snapshot
+        """The latest snapshot (mapped from the runner's shared memory on first read)."""
+        self.channels: dict[ClassKey, Channel] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tick = -1
+
+    @property
+    def clients(self) -> int:
+        return sum(len(c.clients) for c in self.channels.values())
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def feed(self, tick: int) -> None:
+        """From the feed thread: a message with snapshot ``tick`` arrived."""
+        loop = self.loop
+        if loop is not None and tick != self.tick and not loop.is_closed():
+            self.tick = tick
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for channel in self.channels.values():
+            channel.wake()
+
+    def slack(self) -> float:
+        """How early a rate-capped client's next frame may come: half a tick period."""
+        rate = self.runtime.stats().rate_hz
+        return HZ_SLACK / rate if rate > 0 else 0.0
+
+    def build(self, snap: Snapshot, view: View) -> bytes:
+        return frame_event(self.runtime, snap, view)
+
+    def join(self, view: View) -> Client:
+        """A new client of ``view``'s class; it gets the latest frame at once."""
+        key: ClassKey = (view.bbox, view.limit)
+        channel = self.channels.get(key)
+        if channel is None:
+            channel = self.channels[key] = Channel(self, key, view)
+        client = Client(view)
+        channel.clients.add(client)
+        if channel.latest is not None:  # a first frame now, not one tick later
+            client.offer(*channel.latest, time.monotonic())
+        else:
+            channel.wake()
+        return client
+
+    def leave(self, client: Client) -> None:
+        key: ClassKey = (client.view.bbox, client.view.limit)
+        channel = self.channels.get(key)
+        if channel is None:
+            return
+        channel.clients.discard(client)
+        if not channel.clients:
+            channel.close()
+            del self.channels[key]
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self.channels.clear()

@@ -1,0 +1,118 @@
+"""The gateway process's life: load the app, follow the runner's feed, serve streams.
+
+Started by the runner (worldloop.gateway.supervise) as ``python -m worldloop.gateway --app SPEC
+--watch PID``. It loads the same app as the web workers, in the ``gateway`` role (init_app
+neither starts a world nor spawns a runner), subscribes to the runner's feed through the same
+IpcBus a web worker uses, and serves ``WORLDLOOP_GATEWAY`` (``host:port``) until SIGTERM/SIGINT
+or until the watched runner is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("worldloop.gateway")
+
+WATCH_EVERY = 0.5
+"""Seconds between looks at the watched process."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worldloop.gateway")
+    parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
+    parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from .. import lifecycle
+
+    lifecycle.GATEWAY_PROCESS = True  # serving_role() is "gateway": no world, no runner here
+    from flask.cli import ScriptInfo
+
+    from ..bus.ipc import IpcBus
+    from ..runner.ipc import endpoints
+    from ..runner.remote import RemoteRuntime
+    from ..state import state_of
+    from .hub import Hub
+    from .server import Gateway
+    from .supervise import parse_address
+
+    app = ScriptInfo(app_import_path=args.app or None).load_app()
+    state = state_of(app)
+    settings = state.settings
+    if not settings.gateway:
+        log.error("worldloop: WORLDLOOP_GATEWAY is not set: no address to serve")
+        return 2
+    host, port = parse_address(settings.gateway)
+    world = state.runtime.world
+    bus = IpcBus(
+        endpoints(state.instance_path, world.name),
+        world.name,
+        cache_bytes=settings.snapshot_cache_bytes,
+    )
+    runtime = RemoteRuntime(world, bus, rate_hz=settings.rate_hz)
+    runtime.start()
+    hub = Hub(runtime, lambda: bus.latest)
+    on_feed = bus.on_feed
+
+    def feed(message: Any) -> None:
+        if on_feed is not None:
+            on_feed(message)
+        if "file" in message:
+            hub.feed(int(message["tick"]))
+
+    bus.on_feed = feed
+    gateway = Gateway(runtime, settings, hub)
+
+    async def watch(app: web.Application) -> Any:
+        async def look() -> None:
+            while _alive(args.watch):
+                await asyncio.sleep(WATCH_EVERY)
+            log.info("worldloop: process %d is gone: the gateway stops", args.watch)
+            os.kill(os.getpid(), signal.SIGTERM)  # run_app's own graceful exit
+
+        task = asyncio.get_running_loop().create_task(look())
+        yield
+        task.cancel()
+
+    web_app = gateway.app()
+    web_app.cleanup_ctx.append(watch)
+    log.info(
+        "worldloop: gateway pid %d serves streams of world %r on http://%s:%d",
+        os.getpid(),
+        world.name,
+        host,
+        port,
+    )
+    try:
+        web.run_app(
+            web_app,
+            host=host,
+            port=port,
+            print=None,
+            shutdown_timeout=2.0,
+            access_log=None,
+            backlog=2048,
+            handle_signals=True,
+        )
+    finally:
+        hub.close()
+        runtime.stop()
+    return 0

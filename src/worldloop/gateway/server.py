@@ -1,0 +1,153 @@
+"""The gateway's HTTP side (aiohttp): ``GET /api/v1/stream`` and ``GET /healthz``.
+
+The stream speaks exactly what a web worker's does (worldloop.api.stream): the same query
+(``bbox``, ``limit``, ``hz``, checked by the same ViewQuery model against the app's settings;
+a bad one is the API's 400 JSON error), ``retry: 1000`` first, a ``frame`` event per new tick
+(id = tick), a ``stats`` event when nothing new came for ``stream_stats_every`` s, ``end``
+when the world stops or the gateway shuts down. Each connection is a coroutine, not a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..api.params import ViewQuery
+from ..api.stream import View, loop_stats
+from ..config import Settings
+from ..models import error_details, error_message
+from ..runtime import WorldRuntime
+from .hub import Hub
+
+WRITE_TIMEOUT = 10.0
+"""Seconds one write may wait on a client that reads nothing; then it is dropped."""
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.json_response(body, status=status, headers=CORS)
+
+
+def _event(name: str, data: bytes) -> bytes:
+    return f"event: {name}\n".encode() + b"data: " + data + b"\n\n"
+
+
+class Gateway:
+    """The aiohttp application of one gateway process."""
+
+    def __init__(self, runtime: WorldRuntime, settings: Settings, hub: Hub) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.hub = hub
+        self.closing = asyncio.Event()
+        self.served = 0
+        """Streams opened since the start."""
+        self.dropped = 0
+        """Clients dropped because a write stalled for WRITE_TIMEOUT."""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/stream", self.stream)
+        app.router.add_get("/healthz", self.healthz)
+        app.on_startup.append(self._startup)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _startup(self, app: web.Application) -> None:
+        self.hub.bind(asyncio.get_running_loop())
+
+    async def _shutdown(self, app: web.Application) -> None:
+        self.closing.set()  # every stream sends `end` and returns
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        rt = self.runtime
+        body = {
+            "status": "ok",
+            "pid": os.getpid(),
+            "world": rt.name,
+            "running": rt.running,
+            "tick": self.hub.tick,
+            "clients": self.hub.clients,
+            "classes": len(self.hub.channels),
+            "frames_built": sum(c.built for c in self.hub.channels.values()),
+            "streams_served": self.served,
+            "clients_dropped": self.dropped,
+        }
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    def _view(self, request: web.Request) -> View | web.Response:
+        try:
+            query = ViewQuery.model_validate(
+                {k: request.query.getone(k) for k in request.query},
+                context={"settings": self.settings},
+            )
+        except ValidationError as exc:
+            return _error(400, "bad_request", error_message(exc), error_details(exc, "param"))
+        limit = query.limit
+        if limit is None:
+            limit = self.settings.stream_default_limit
+        return View(query.bbox, limit, query.hz)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        view = self._view(request)
+        if isinstance(view, web.Response):
+            return view
+        rt = self.runtime
+        if not rt.running:
+            return _error(
+                503,
+                "world_not_running",
+                f"world {rt.name!r} is not running (its runner is starting or down)",
+                {"reason": "runner_unavailable"},
+            )
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+                **CORS,
+            }
+        )
+        await resp.prepare(request)
+        self.served += 1
+        client = self.hub.join(view)
+        every = self.settings.stream_stats_every
+        closing = asyncio.ensure_future(self.closing.wait())
+        getting: asyncio.Future[bytes] | None = None
+        try:
+            await self._write(resp, b"retry: 1000\n\n")
+            while rt.running and not self.closing.is_set():
+                getting = asyncio.ensure_future(client.queue.get())
+                done, _ = await asyncio.wait(
+                    (getting, closing), timeout=every, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getting in done:
+                    await self._write(resp, getting.result())
+                    continue
+                getting.cancel()
+                if closing in done:
+                    break
+                stats = json.dumps(loop_stats(rt), separators=(",", ":")).encode()
+                await self._write(resp, _event("stats", stats))
+            await self._write(resp, b"event: end\ndata: {}\n\n")
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away, or stalled: the others never waited on it
+        finally:
+            closing.cancel()
+            if getting is not None:
+                getting.cancel()
+            self.hub.leave(client)
+        return resp
+
+    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
+        try:
+            await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT)
+        except TimeoutError:
+            self.dropped += 1
+            raise

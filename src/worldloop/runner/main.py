@@ -1,0 +1,116 @@
+"""The runner process's life: load the app, hold the runner lock, run the world, serve workers.
+
+Started by a web worker (worldloop.runner.spawn) as ``python -m worldloop.runner --app SPEC
+--watch PID``. It loads the same app the web workers serve (the world, its jobs, its plugins,
+its store), takes the runner lock of the world (one runner per world and instance folder, the
+``memory://`` store included), starts the world as the single-process mode does (lease,
+recovery), starts the stream gateway when WORLDLOOP_GATEWAY is set (worldloop.gateway),
+and serves the web workers until SIGTERM/SIGINT or until the watched server process
+is gone; then it stops the world within its bound (final snapshot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+log = logging.getLogger("worldloop.runner")
+
+LOCK_WAIT = 30.0
+"""Seconds a new runner waits for an old one (stopping) to let go of the lock."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock(path: str, watch: int) -> int | None:
+    """Hold the runner lock (an fd kept for life), waiting for a stopping runner; None when
+    another runner keeps it or the server went away meanwhile."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline or not _alive(watch):
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worldloop.runner")
+    parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
+    parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
+    args = parser.parse_args(argv)
+
+    from .. import lifecycle
+
+    lifecycle.RUNNER_PROCESS = True  # serving_role() is "runner": start here, serve workers
+    from flask.cli import ScriptInfo
+
+    from ..gateway.supervise import GatewaySupervisor
+    from ..state import state_of
+    from . import ipc
+    from .server import RunnerServer
+
+    app = ScriptInfo(app_import_path=args.app or None).load_app()
+    state = state_of(app)
+    endpoints = ipc.endpoints(state.instance_path, state.runtime.name)
+    fd = _lock(str(endpoints.lock), args.watch)
+    if fd is None:
+        log.info("worldloop: another runner serves world %r; exiting", state.runtime.name)
+        return 0
+    server = RunnerServer(app, state.runtime, endpoints)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.halt()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def watch() -> None:
+        while not server.halted:
+            if not _alive(args.watch):
+                log.info("worldloop: server process %d is gone: the runner stops", args.watch)
+                server.halt()
+                return
+            time.sleep(0.5)
+
+    gateway: GatewaySupervisor | None = None
+    try:
+        state.start_in_runner()
+        if state.settings.gateway:
+            gateway = GatewaySupervisor(args.app, os.getcwd())
+            gateway.start()
+        threading.Thread(target=watch, name="worldloop-runner-watch", daemon=True).start()
+        log.info(
+            "worldloop: runner pid %d serves world %r (tick %d) to web workers",
+            os.getpid(),
+            state.runtime.name,
+            state.runtime.tick,
+        )
+        server.serve()
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        server.stop()
+        state.stop()
+        os.close(fd)
+    return 0

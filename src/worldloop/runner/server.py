@@ -1,0 +1,306 @@
+"""The runner process's side of the one-host bus: web workers' requests in, the feed out.
+
+The runner owns the world: its loop thread ticks and journals exactly as in the single-process
+mode. Two more threads serve the web workers, and neither touches the world: the **request
+thread** puts commands the workers validated on the in-process bus and answers look-ups (and
+hands admin requests to a small pool that runs them through the app), the **feed thread**
+writes each published snapshot once into shared memory and publishes one message per tick
+with its file, the outcomes of the workers' commands (only once the tick is journaled: the
+tickets resolve after the commit) and the loop's counters. The feed also beats while the world
+is paused, so workers can tell a paused runner from a dead one.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from ..commands import CommandTicket, IdempotencyKey
+from ..errors import WorldLoopError
+from ..plugins import RuntimePlugin
+from . import ipc, shm
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..runtime import TickReport, WorldRuntime
+
+log = logging.getLogger("worldloop.runner")
+
+HEARTBEAT = 0.25
+"""Seconds between feed messages while no tick is published (paused, or a slow tick)."""
+KEEP_FILES = 5.0
+"""Seconds a snapshot file stays after a newer one (workers map it within a tick)."""
+
+
+def ticket_data(ticket: CommandTicket, runner: str) -> dict[str, Any]:
+    """A ticket as it travels to the worker that submitted its command."""
+    command = ticket.command
+    data: dict[str, Any] = {
+        "command": {**command.to_record(), "submitted_at": command.submitted_at},
+        "runner": runner,
+    }
+    if ticket.done and ticket.outcome is not None:
+        data["outcome"] = outcome_data(ticket)
+        data["tick"] = ticket.tick
+    return data
+
+
+def outcome_data(ticket: CommandTicket) -> dict[str, Any]:
+    outcome = ticket.outcome
+    assert outcome is not None
+    data: dict[str, Any] = {"id": ticket.id, "tick": ticket.tick, "ok": outcome.ok}
+    if outcome.ok:
+        data["result"] = outcome.result
+    else:
+        data["error"] = {
+            "code": outcome.error_code,
+            "message": outcome.error_message,
+            "details": dict(outcome.error_details or {}),
+        }
+    return data
+
+
+class _Wake(RuntimePlugin):
+    """Wakes the feed thread after each tick, once its tickets are resolved."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def after_tick(self, rt: WorldRuntime, report: TickReport) -> None:
+        self.event.set()
+
+
+class RunnerServer:
+    """Serves one world's runtime to the web workers of this host."""
+
+    def __init__(self, app: Flask, runtime: WorldRuntime, endpoints: ipc.Endpoints) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.endpoints = endpoints
+        self.id = f"{os.getpid()}-{time.time_ns()}"
+        """This runner's identity in the feed: workers see a restart as a new id."""
+        self._ctx: zmq.Context[Any] = zmq.Context.instance()
+        self._pending: dict[str, CommandTicket] = {}
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="worldloop-runner-http")
+        self._files: deque[tuple[float, Path]] = deque()
+        self._feed_thread = threading.Thread(
+            target=self._feed, name="worldloop-runner-feed", daemon=True
+        )
+        self._plugin = runtime.add_plugin(_Wake(self._wake))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve requests on this thread until :meth:`stop` (the feed on its own thread)."""
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        replies = self._ctx.socket(zmq.PULL)
+        replies.bind(f"inproc://replies-{id(self)}")
+        router.bind(self.endpoints.requests)
+        self._feed_thread.start()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(200))
+                if replies in ready:
+                    while replies.poll(0):
+                        router.send_multipart(replies.recv_multipart())
+                if router in ready:
+                    while router.poll(0):
+                        frames = router.recv_multipart()
+                        answer = self._answer(frames[0], frames[-1])
+                        if answer is not None:
+                            router.send_multipart([frames[0], answer])
+        finally:
+            router.close(0)
+            replies.close(0)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def halt(self) -> None:
+        """Ask :meth:`serve` to return (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def halted(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Stop serving and remove this runner's snapshot files."""
+        self.halt()
+        self.runtime.remove_plugin(self._plugin)
+        if self._feed_thread.is_alive():
+            self._feed_thread.join(2.0)
+        for _, path in self._files:
+            path.unlink(missing_ok=True)
+        self._files.clear()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _answer(self, identity: bytes, body: bytes) -> bytes | None:
+        try:
+            message = ipc.unpack(body)
+            op = message.get("op")
+            if op == "http":
+                self._pool.submit(self._forward, identity, message)
+                return None
+            value = self._handle(op, message)
+        except WorldLoopError as exc:
+            return ipc.pack(ipc.error_message(exc))
+        except Exception as exc:  # contained: one bad request never ends the runner
+            log.exception("worldloop: runner request failed")
+            return ipc.pack(ipc.error_message(WorldLoopError(f"runner error: {exc}")))
+        return ipc.pack({"value": value})
+
+    def _handle(self, op: Any, message: Mapping[str, Any]) -> Any:
+        rt = self.runtime
+        if op == "put":
+            raw = message.get("key")
+            key = None if raw is None else IdempotencyKey(str(raw[0]), str(raw[1]))
+            ticket = rt.accept(str(message["type"]), message["payload"], message["actor"], key)
+            if not ticket.done:
+                with self._pending_lock:
+                    self._pending[ticket.id] = ticket
+            return ticket_data(ticket, self.id)
+        if op == "keyed":
+            keyed = rt.bus.keyed(str(message["scope"]))
+            if keyed is None and rt.store is not None:
+                found = rt.store.find_key(rt.name, str(message["scope"]))
+                if found is not None:
+                    keyed = CommandTicket.from_journal(*found)
+            if keyed is None:
+                return None
+            ticket = keyed
+            if not ticket.done:
+                with self._pending_lock:
+                    self._pending[ticket.id] = ticket
+            return ticket_data(ticket, self.id)
+        if op == "status":
+            return rt.command_status(str(message["id"]))
+        if op == "writable":
+            rt.check_writable()
+            return True
+        if op == "ping":
+            return {"runner": self.id, "pid": os.getpid(), "tick": rt.tick}
+        raise WorldLoopError(f"unknown runner request {op!r}")
+
+    def _forward(self, identity: bytes, message: Mapping[str, Any]) -> None:
+        """Run a forwarded HTTP request through this process's app (admin, metrics, health:
+        what needs the live runtime), and queue the answer for the request thread."""
+        try:
+            with self.app.test_client() as client:
+                response = client.open(
+                    str(message["path"]),
+                    method=str(message["method"]),
+                    query_string=str(message.get("query") or ""),
+                    headers=[
+                        (str(k), str(v))
+                        for k, v in message.get("headers") or ()
+                        if str(k).lower() != "content-length"
+                    ],
+                    data=base64.b64decode(message.get("body") or ""),
+                    environ_base={"REMOTE_ADDR": str(message.get("remote_addr") or "")},
+                )
+                value = {
+                    "status": response.status_code,
+                    "headers": [
+                        [k, v]
+                        for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding")
+                    ],
+                    "body": base64.b64encode(response.get_data()).decode(),
+                }
+            answer = ipc.pack({"value": value})
+        except Exception as exc:
+            log.exception("worldloop: forwarded request failed")
+            answer = ipc.pack(ipc.error_message(WorldLoopError(f"runner error: {exc}")))
+        push = self._ctx.socket(zmq.PUSH)
+        try:
+            push.connect(f"inproc://replies-{id(self)}")
+            push.send_multipart([identity, answer])
+        finally:
+            push.close()
+
+    # -- the feed --------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        pub = self._ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 10_000)
+        pub.bind(self.endpoints.feed)
+        folder = shm.shm_dir()
+        last: dict[str, Any] = {}
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(HEARTBEAT)
+                self._wake.clear()
+                try:
+                    message = self._message(folder, last)
+                    pub.send(ipc.pack(message))
+                except Exception:  # contained: the next tick tries again
+                    log.exception("worldloop: feed message failed")
+                self._prune()
+        finally:
+            pub.close(0)
+
+    def _message(self, folder: Path, last: dict[str, Any]) -> dict[str, Any]:
+        rt = self.runtime
+        snap = rt.latest
+        message: dict[str, Any] = {"runner": self.id, "stats": self._stats()}
+        if snap is not None:
+            if last.get("tick") != snap.tick:
+                path = folder / f"{self.endpoints.prefix}{self.id}-{snap.tick}"
+                shm.write(path, snap.data)
+                self._files.append((time.monotonic(), path))
+                last.update(
+                    tick=snap.tick,
+                    sim_time=snap.sim_time,
+                    created_at=snap.created_at,
+                    summary=dict(snap.summary),
+                    file=str(path),
+                )
+            message.update(last)
+        with self._pending_lock:
+            done = [t for t in self._pending.values() if t.done]
+            for ticket in done:
+                del self._pending[ticket.id]
+        if done:
+            message["outcomes"] = [outcome_data(t) for t in done]
+        return message
+
+    def _stats(self) -> dict[str, Any]:
+        rt = self.runtime
+        return {
+            "ticker": dataclasses.asdict(rt.stats()),
+            "running": rt.running,
+            "degraded": rt.degraded,
+            "queue_depth": rt.queue_depth,
+            "last_tick_duration": rt.last_tick_duration,
+            "last_tick_at": rt.last_tick_at,
+            "hook_errors": rt.hook_errors,
+            "pid": os.getpid(),
+        }
+
+    def _prune(self) -> None:
+        """Remove snapshot files older than KEEP_FILES seconds, never the newest."""
+        cutoff = time.monotonic() - KEEP_FILES
+        files = self._files
+        while len(files) > 1 and files[0][0] < cutoff:
+            files.popleft()[1].unlink(missing_ok=True)

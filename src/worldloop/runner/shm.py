@@ -1,0 +1,140 @@
+"""Published snapshots in shared memory: written once by the runner, mapped read-only by workers.
+
+A snapshot's data is a tree of dicts, lists, JSON scalars and NumPy arrays (``World.view``).
+The runner writes it once per tick into a file on a RAM-backed filesystem (``/dev/shm``): a
+header, a JSON document of everything that is not an array (arrays replaced by references,
+dicts with non-string keys tagged so they come back as they were), then each array's raw bytes
+at an aligned offset. A web worker maps the file read-only and rebuilds the tree with NumPy
+views on the mapping: no copy of the arrays, whatever their size, and no process can change
+them (the mapping is read-only; the runner never writes a file twice). Unlinked files stay
+readable through existing mappings, so the runner removes old files on a time bound and a
+worker holding an old snapshot keeps it whole. No pickle: a damaged file can only fail to map.
+
+Hand-written because no library maps a tree of NumPy arrays from shared memory without a copy
+(``np.savez`` copies on load; Arrow/pyarrow would add a large dependency for this one job).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+MAGIC = b"WLSNAP01"
+ALIGN = 64
+_HEADER = struct.Struct("<8sQ")  # magic, length of the JSON document
+_ARRAY = "__nd__"
+_PAIRS = "__pairs__"
+
+
+def shm_dir() -> Path:
+    """Where snapshot files live: ``/dev/shm`` (RAM) when there is one, else the temp dir."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    import tempfile
+
+    return Path(tempfile.gettempdir())
+
+
+def _flatten(value: Any, arrays: list[np.ndarray]) -> Any:
+    """The JSON-able form of ``value``; arrays are appended to ``arrays`` and referenced."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError("arrays of Python objects cannot be shared")
+        arrays.append(np.ascontiguousarray(value))
+        return {_ARRAY: len(arrays) - 1}
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            if _ARRAY in value or _PAIRS in value:
+                return {_PAIRS: [[k, _flatten(v, arrays)] for k, v in value.items()]}
+            return {k: _flatten(v, arrays) for k, v in value.items()}
+        return {_PAIRS: [[k, _flatten(v, arrays)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, arrays) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def encode(data: Mapping[str, Any]) -> tuple[bytes, list[np.ndarray]]:
+    """The header + JSON document of ``data``, and its arrays in reference order."""
+    arrays: list[np.ndarray] = []
+    tree = _flatten(data, arrays)
+    layout = []
+    offset = 0
+    for arr in arrays:
+        layout.append([arr.dtype.str, list(arr.shape), offset])
+        offset += -(-arr.nbytes // ALIGN) * ALIGN
+    doc = orjson.dumps({"tree": tree, "arrays": layout}, option=orjson.OPT_NON_STR_KEYS)
+    return _HEADER.pack(MAGIC, len(doc)) + doc, arrays
+
+
+def write(path: Path, data: Mapping[str, Any]) -> int:
+    """Write ``data`` to a new file at ``path`` (mode 0600, never overwritten); its size."""
+    head, arrays = encode(data)
+    base = -(-len(head) // ALIGN) * ALIGN
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            out.write(head)
+            out.write(b"\0" * (base - len(head)))
+            for arr in arrays:
+                out.write(arr.tobytes() if arr.nbytes < 4096 else arr.data.cast("B"))
+                pad = -arr.nbytes % ALIGN
+                if pad:
+                    out.write(b"\0" * pad)
+            size = out.tell()
+    finally:
+        os.close(fd)
+    return size
+
+
+def _rebuild(value: Any, arrays: list[np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if _ARRAY in value and len(value) == 1:
+            return arrays[int(value[_ARRAY])]
+        if _PAIRS in value and len(value) == 1:
+            return {_key(k): _rebuild(v, arrays) for k, v in value[_PAIRS]}
+        return {k: _rebuild(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebuild(v, arrays) for v in value]
+    return value
+
+
+def _key(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Map the file at ``path`` read-only and rebuild its data (arrays are views on the map).
+
+    The mapping lives as long as any of the arrays does. Raises OSError when the file is gone
+    (removed before it was mapped) and ValueError when it is not a snapshot file.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _HEADER.size:
+            raise ValueError(f"{path} is not a snapshot file")
+        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    magic, doc_len = _HEADER.unpack_from(mapped, 0)
+    if magic != MAGIC or _HEADER.size + doc_len > size:
+        raise ValueError(f"{path} is not a snapshot file")
+    doc = orjson.loads(mapped[_HEADER.size : _HEADER.size + doc_len])
+    base = -(-(_HEADER.size + doc_len) // ALIGN) * ALIGN
+    arrays: list[np.ndarray] = []
+    for dtype, shape, offset in doc["arrays"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        arr = np.frombuffer(mapped, dtype=dt, count=count, offset=base + int(offset))
+        arrays.append(arr.reshape(shape))
+    data = _rebuild(doc["tree"], arrays)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a mapping")
+    return data

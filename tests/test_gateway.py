@@ -1,0 +1,135 @@
+"""The stream gateway with real processes: gunicorn -w 2, its runner, and the gateway it runs.
+
+Viewers are redirected from the web workers to the gateway, where many streams at once cost
+no worker thread: the API stays answered while they watch. A gateway killed with -9 is
+started again by the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .support import Server, free_port, gunicorn_argv, http, running_server, wait_for
+
+VIEWERS = 200
+FRAMES_EACH = 3
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    tmp = tmp_path_factory.mktemp("gateway")
+    gport = free_port()
+    argv = gunicorn_argv("-w", "2", "-k", "gthread", "--threads", "4")
+    env = {"WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}", "WORLDLOOP_RUNNER": "process"}
+    with running_server(argv, tmp, env=env) as srv:
+        gateway = f"http://127.0.0.1:{gport}"
+        try:
+            wait_for(lambda: _health(gateway)["running"], 90, 0.2, "the gateway to serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{srv.log}") from None
+        yield srv, gateway
+
+
+def _health(gateway: str) -> dict[str, Any]:
+    status, _, body = http("GET", gateway + "/healthz", timeout=2)
+    assert status == 200
+    assert isinstance(body, dict)
+    return body
+
+
+def test_web_workers_redirect_the_stream_to_the_gateway(served: tuple[Server, str]) -> None:
+    srv, gateway = served
+    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/api/v1/stream?limit=5&hz=2")
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 307
+    assert resp.getheader("Location") == gateway + "/api/v1/stream?limit=5&hz=2"
+
+
+def test_the_gateway_checks_the_query_like_the_api(served: tuple[Server, str]) -> None:
+    _, gateway = served
+    status, headers, body = http("GET", gateway + "/api/v1/stream?hz=fast", timeout=5)
+    assert status == 400
+    assert body["error"]["code"] == "bad_request"
+    assert body["error"]["details"]["param"] == "hz"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def _watch(session: aiohttp.ClientSession, url: str) -> list[int]:
+    """Follow the stream (redirect included) until FRAMES_EACH frames; their ticks."""
+    ticks: list[int] = []
+    async with session.get(url) as resp:
+        assert resp.status == 200, resp.status
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        event = ""
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("id: ") and event == "frame":
+                ticks.append(int(line[4:]))
+                if len(ticks) >= FRAMES_EACH:
+                    break
+            elif line == "" and event == "end":
+                break
+    return ticks
+
+
+async def _viewers_and_api(srv: Server) -> tuple[list[list[int]], list[int]]:
+    url = srv.base + "/api/v1/stream?limit=20&hz=10"
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=90)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        viewers = asyncio.gather(*(_watch(session, url) for _ in range(VIEWERS)))
+        api: list[int] = []
+        while not viewers.done():
+            status = await asyncio.to_thread(
+                lambda: http("GET", srv.base + "/api/v1/world", timeout=10)[0]
+            )
+            api.append(status)
+            await asyncio.sleep(0.1)  # pacing the API probe, not waiting on an outcome
+        return await viewers, api
+
+
+def test_many_viewers_get_frames_while_the_api_answers(served: tuple[Server, str]) -> None:
+    srv, gateway = served
+    streams, api = asyncio.run(asyncio.wait_for(_viewers_and_api(srv), 120))
+    assert len(streams) == VIEWERS
+    for ticks in streams:
+        assert len(ticks) == FRAMES_EACH, ticks
+        assert ticks == sorted(set(ticks)), ticks
+    assert api and all(status == 200 for status in api), api
+    health = _health(gateway)
+    assert health["streams_served"] >= VIEWERS
+    assert health["clients_dropped"] == 0
+
+
+def test_a_killed_gateway_is_started_again_by_the_runner(served: tuple[Server, str]) -> None:
+    srv, gateway = served
+    old = int(_health(gateway)["pid"])
+    os.kill(old, signal.SIGKILL)
+
+    def replaced() -> bool:
+        health = _health(gateway)
+        return int(health["pid"]) != old and bool(health["running"])
+
+    wait_for(replaced, 60, 0.2, "a new gateway")
+    assert "the gateway exited (code -9)" in srv.log
+    streams, _ = asyncio.run(asyncio.wait_for(_one_viewer(srv), 60))
+    assert len(streams) == FRAMES_EACH
+
+
+async def _one_viewer(srv: Server) -> tuple[list[int], None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        return await _watch(session, srv.base + "/api/v1/stream?limit=5"), None

@@ -1,0 +1,46 @@
+"""Snapshots in shared memory: what the runner writes, a worker maps back, unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldloop.runner import shm
+
+
+def test_a_snapshot_tree_comes_back_whole_with_read_only_arrays(tmp_path: Path) -> None:
+    data = {
+        "width": 10.0,
+        "grass": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "entities": {"id": np.arange(5, dtype=np.int64), "pos": np.ones((5, 2), np.float32)},
+        "empty": np.zeros(0, dtype=np.int32),
+        "players": [{"player_id": "a", "entity_id": 3}],
+        "_owner": {3: "a", 7: "b"},
+        "tricky": {"__nd__": 1},
+        "flag": True,
+        "none": None,
+    }
+    path = tmp_path / "snap"
+    shm.write(path, data)
+    back = shm.read(path)
+    assert back["_owner"] == {3: "a", 7: "b"}  # integer keys stay integers
+    assert back["tricky"] == {"__nd__": 1}  # a dict that looks like a reference stays a dict
+    assert back["players"] == data["players"] and back["flag"] is True and back["none"] is None
+    np.testing.assert_array_equal(back["grass"], data["grass"])
+    np.testing.assert_array_equal(back["entities"]["pos"], data["entities"]["pos"])
+    assert back["grass"].dtype == np.float32 and back["empty"].shape == (0,)
+    with pytest.raises(ValueError):
+        back["grass"][0, 0] = 1.0  # mapped read-only: no worker can change a snapshot
+    path.unlink()  # the runner removes old files; a mapping already made stays whole
+    assert float(back["grass"][2, 3]) == 11.0
+
+
+def test_a_file_that_is_not_a_snapshot_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"not a snapshot at all, no")
+    with pytest.raises(ValueError):
+        shm.read(bad)
+    with pytest.raises(TypeError):
+        shm.write(tmp_path / "obj", {"a": np.array([object()], dtype=object)})
