@@ -1,4 +1,4 @@
-"""The gateway's HTTP side (aiohttp): ``GET /api/v1/stream`` and ``GET /healthz``.
+"""The gateway's HTTP side (aiohttp): the stream, command waits and ``GET /healthz``.
 
 The stream speaks exactly what a web worker's does (worldloop.api.stream): the same query
 (``bbox``, ``limit``, ``hz``, checked by the same ViewQuery model against the app's settings;
@@ -24,6 +24,7 @@ from ..api.stream import View, loop_stats
 from ..config import Settings
 from ..models import error_details, error_message
 from ..runtime import WorldRuntime
+from .commands import CommandWaits
 from .hub import Hub, chunk
 
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -41,8 +42,11 @@ def _event(name: str, data: bytes) -> bytes:
 class Gateway:
     """The aiohttp application of one gateway process."""
 
-    def __init__(self, runtime: WorldRuntime, settings: Settings, hub: Hub) -> None:
+    def __init__(
+        self, runtime: WorldRuntime, settings: Settings, hub: Hub, commands: CommandWaits
+    ) -> None:
         self.runtime = runtime
+        self.commands = commands
         self.settings = settings
         self.hub = hub
         self.closing = asyncio.Event()
@@ -55,15 +59,18 @@ class Gateway:
         app = web.Application()
         app.router.add_get("/api/v1/stream", self.stream)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_post("/api/v1/commands", self.commands.submit)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
         return app
 
     async def _startup(self, app: web.Application) -> None:
         self.hub.bind(asyncio.get_running_loop())
+        self.commands.bind(asyncio.get_running_loop())
 
     async def _shutdown(self, app: web.Application) -> None:
         self.closing.set()  # every stream sends `end` and returns
+        self.commands.close()
 
     async def healthz(self, request: web.Request) -> web.Response:
         rt = self.runtime
@@ -78,6 +85,8 @@ class Gateway:
             "frames_built": sum(c.built for c in self.hub.channels.values()),
             "streams_served": self.served,
             "clients_dropped": self.dropped,
+            "commands_waiting": self.commands.waiting,
+            "commands_waiting_peak": self.commands.waiting_peak,
         }
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
