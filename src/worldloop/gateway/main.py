@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
     parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from .. import lifecycle
 
