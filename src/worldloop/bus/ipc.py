@@ -68,10 +68,11 @@ def ticket_from(data: Mapping[str, Any]) -> CommandTicket:
 
 
 def outcome_from(command: Command, data: Mapping[str, Any]) -> Outcome:
+    """The outcome of a ticket the runner sent as ``CommandTicket.to_dict``."""
     error = data.get("error") or {}
     return Outcome(
         command,
-        bool(data["ok"]),
+        data["status"] == "applied",
         data.get("result"),
         error.get("code"),
         error.get("message"),
@@ -275,7 +276,7 @@ class IpcBus:
         outcomes: Sequence[Mapping[str, Any]] = message.get("outcomes") or ()
         if outcomes:
             with self._mine_lock:
-                resolved = [(self._mine.get(o["id"]), o) for o in outcomes]
+                resolved = [(self._mine.get(o["command_id"]), o) for o in outcomes]
             for ticket, o in resolved:
                 if ticket is not None and not ticket.done:
                     ticket.resolve(outcome_from(ticket.command, o), int(o["tick"]))

@@ -9,7 +9,6 @@ or until the watched runner is gone.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -18,33 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
+from ..runner.child import WATCH_EVERY, alive, load_app, parse_args
+
 log = logging.getLogger("worldloop.gateway")
-
-WATCH_EVERY = 0.5
-"""Seconds between looks at the watched process."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worldloop.gateway")
-    parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
-    parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
-    args = parser.parse_args(argv)
+    args = parse_args("python -m worldloop.gateway", argv)
 
     from .. import lifecycle
 
     lifecycle.GATEWAY_PROCESS = True  # serving_role() is "gateway": no world, no runner here
-    from flask.cli import ScriptInfo
-
     from ..bus.ipc import IpcBus
     from ..runner.ipc import endpoints
     from ..runner.remote import RemoteRuntime
@@ -54,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import Gateway
     from .supervise import parse_address
 
-    app = ScriptInfo(app_import_path=args.app or None).load_app()
+    app = load_app(args.app)
     state = state_of(app)
     settings = state.settings
     if not settings.gateway:
@@ -84,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def watch(app: web.Application) -> Any:
         async def look() -> None:
-            while _alive(args.watch):
+            while alive(args.watch):
                 await asyncio.sleep(WATCH_EVERY)
             log.info("worldloop: process %d is gone: the gateway stops", args.watch)
             os.kill(os.getpid(), signal.SIGTERM)  # run_app's own graceful exit

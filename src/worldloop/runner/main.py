@@ -11,7 +11,6 @@ is gone; then it stops the world within its bound (final snapshot).
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
@@ -20,20 +19,12 @@ import threading
 import time
 from types import FrameType
 
+from .child import WATCH_EVERY, alive, load_app, parse_args
+
 log = logging.getLogger("worldloop.runner")
 
 LOCK_WAIT = 30.0
 """Seconds a new runner waits for an old one (stopping) to let go of the lock."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lock(path: str, watch: int) -> int | None:
@@ -48,29 +39,24 @@ def _lock(path: str, watch: int) -> int | None:
             os.write(fd, f"{os.getpid()}\n".encode())
             return fd
         except BlockingIOError:
-            if time.monotonic() > deadline or not _alive(watch):
+            if time.monotonic() > deadline or not alive(watch):
                 os.close(fd)
                 return None
             time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worldloop.runner")
-    parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
-    parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
-    args = parser.parse_args(argv)
+    args = parse_args("python -m worldloop.runner", argv)
 
     from .. import lifecycle
 
     lifecycle.RUNNER_PROCESS = True  # serving_role() is "runner": start here, serve workers
-    from flask.cli import ScriptInfo
-
     from ..gateway.supervise import GatewaySupervisor
     from ..state import state_of
     from . import ipc
     from .server import RunnerServer
 
-    app = ScriptInfo(app_import_path=args.app or None).load_app()
+    app = load_app(args.app)
     state = state_of(app)
     endpoints = ipc.endpoints(state.instance_path, state.runtime.name)
     fd = _lock(str(endpoints.lock), args.watch)
@@ -87,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def watch() -> None:
         while not server.halted:
-            if not _alive(args.watch):
+            if not alive(args.watch):
                 log.info("worldloop: server process %d is gone: the runner stops", args.watch)
                 server.halt()
                 return
-            time.sleep(0.5)
+            time.sleep(WATCH_EVERY)
 
     gateway: GatewaySupervisor | None = None
     try:

@@ -58,18 +58,9 @@ def ticket_data(ticket: CommandTicket, runner: str) -> dict[str, Any]:
 
 
 def outcome_data(ticket: CommandTicket) -> dict[str, Any]:
-    outcome = ticket.outcome
-    assert outcome is not None
-    data: dict[str, Any] = {"id": ticket.id, "tick": ticket.tick, "ok": outcome.ok}
-    if outcome.ok:
-        data["result"] = outcome.result
-    else:
-        data["error"] = {
-            "code": outcome.error_code,
-            "message": outcome.error_message,
-            "details": dict(outcome.error_details or {}),
-        }
-    return data
+    """A resolved ticket as the feed carries it: ``CommandTicket.to_dict`` (read back by
+    worldloop.bus.ipc.outcome_from)."""
+    return ticket.to_dict()
 
 
 class _Wake(RuntimePlugin):
