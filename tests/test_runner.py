@@ -86,6 +86,11 @@ def test_plain_gunicorn_with_three_workers_serves_one_world(tmp_path: Path) -> N
         )
         assert status == 200 and admin["running"], admin
         assert srv.get("/readyz")[0] == 200
+        # Forwarded whole to the runner, an encoded `?` stays in the path (found by fuzzing).
+        status, _, body = srv.get(
+            "/api/v1/admin/jobs/%3Fx%23y", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert status == 404 and body["error"]["code"] == "job_not_found", body
         assert srv.get(f"/api/v1/entities/{world_entity(srv, player)}")[0] == 200
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from flask import Flask, Response, request
 
@@ -46,7 +47,8 @@ def install_forwarding(app: Flask, state: WorldLoopState) -> None:
         message = {
             "op": "http",
             "method": request.method,
-            "path": request.path,
+            # PATH_INFO is decoded: quoted again, a `?` or `#` in a path segment stays in it.
+            "path": quote(request.path, safe="/"),
             "query": request.query_string.decode("latin-1"),
             "headers": [[k, v] for k, v in request.headers.items()],
             "body": base64.b64encode(request.get_data()).decode(),
