@@ -52,6 +52,9 @@ BASE_ENV = {
     "WORLDLOOP_SNAPSHOT_EVERY": "200",
     "WORLDLOOP_SHUTDOWN_TIMEOUT": "5",
     "MEADOW_ENTITIES": "400",
+    # What a user's server runs by default: the world in its own runner process, beside the
+    # web workers (tests/support.py would otherwise give the single-process mode).
+    "WORLDLOOP_RUNNER": "process",
 }
 
 
@@ -188,6 +191,23 @@ class Load:
                         self.acked.add(data["command_id"])
             if status in (0, 503):
                 self._stop.wait(0.05)  # the server is down or asks to wait: do not spin
+
+
+def runner_pids(master: int) -> list[int]:
+    """The runner processes of the server whose gunicorn master is ``master`` (they are
+    started with ``python -m worldloop.runner ... --watch <master pid>``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        watching = argv[argv.index(b"--watch") + 1 :][:1] if b"--watch" in argv else []
+        if b"worldloop.runner" in argv and watching == [str(master).encode()]:
+            found.append(int(entry.name))
+    return found
 
 
 def journal_ids(store_url: str, schema: str | None = None) -> Counter[str]:

@@ -110,7 +110,9 @@ def report(
         "",
         f"Command: `{cmd}`  ",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {versions()}.  ",
-        "Server: the demo under gunicorn gthread (1 worker), a fresh instance per phase.  ",
+        "Server: the demo under gunicorn gthread (1 worker), its world in the runner process "
+        "(`WORLDLOOP_RUNNER=process`, the default), a fresh instance per phase; kill -9 "
+        "alternates the whole process group (master, worker, runner) and the runner alone.  ",
         "Acknowledged = `POST /api/v1/commands?wait=true` answered 200 `applied` (for the fuzz "
         "phase: the applied commands schemathesis got); lost = acknowledged but not in the "
         "journal; duplicated = command ids journaled more than once; 5xx = 500s and any 5xx "

@@ -7,6 +7,7 @@ wrong while it is, and the world back once the fault is gone (by itself, or afte
 
 from __future__ import annotations
 
+import http.client
 import os
 import sqlite3
 import stat
@@ -27,6 +28,20 @@ PG_URL = os.environ.get(
 
 def _readyz(target: Target) -> int:
     return http_json("GET", target.base, "/readyz", timeout=3)[0]
+
+
+def _status_and_headers(target: Target, path: str) -> tuple[int, dict[str, str]]:
+    """A GET's status and headers (a 503 with Retry-After is backpressure, not a 5xx)."""
+    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    except (OSError, http.client.HTTPException):
+        return 0, {}
+    finally:
+        conn.close()
 
 
 def _watch_readyz(target: Target, stop: threading.Event, seen: set[int]) -> threading.Thread:
@@ -72,8 +87,7 @@ def read_only(work: Path, seconds: float = 3.0, players: int = 3) -> Row:
             else f"read-only: /readyz {sorted(ready)}"
         )
         if not exited:  # it serves: what it acknowledges must still be durable
-            status, _ = http_json("GET", target.base, "/api/v1/world")
-            row.count(status)
+            row.count(*_status_and_headers(target, "/api/v1/world"))
         target.stop()
     finally:
         for p, mode in modes.items():
