@@ -188,7 +188,16 @@ def frame_state(
         }
     box = clip_box(scene.bbox, w, h)
     return FrameState(
-        int(tick), float(sim_time), dumps(meta), True, (w, h), box, tuple(layers), grid, shape, ghash
+        int(tick),
+        float(sim_time),
+        dumps(meta),
+        True,
+        (w, h),
+        box,
+        tuple(layers),
+        grid,
+        shape,
+        ghash,
     )
 
 
@@ -228,12 +237,14 @@ def _diff(cur: NDArray[Any], base: NDArray[Any] | None, at: NDArray[np.intp] | N
         ref = base
     else:
         ref = np.where(at >= 0, base[np.maximum(at, 0)] if base.size else 0, 0).astype(cur.dtype)
-    return (cur - ref).astype(cur.dtype).tobytes()
+    data: bytes = (cur - ref).astype(cur.dtype).tobytes()
+    return data
 
 
 def _id_column(ids: NDArray[np.int32]) -> bytes:
     d = np.diff(ids.astype(np.int64), prepend=0)
-    return ((d + 2**31) % 2**32 - 2**31).astype("<i4").tobytes()
+    data: bytes = d.astype("<u4").view("<i4").tobytes()  # wraps, as the decoder's sums do
+    return data
 
 
 def _layer(out: _Writer, cur: LayerState, base: LayerState | None) -> None:
@@ -252,12 +263,12 @@ def _layer(out: _Writer, cur: LayerState, base: LayerState | None) -> None:
     ref = None if mode == FULL else base
     if cur.id is not None and mode != BY_INDEX:
         out.put(_id_column(cur.id))
-    out.put(_diff(cur.x, ref and ref.x, at))
-    out.put(_diff(cur.y, ref and ref.y, at))
+    out.put(_diff(cur.x, None if ref is None else ref.x, at))
+    out.put(_diff(cur.y, None if ref is None else ref.y, at))
     if cur.heading is not None:
-        out.put(_diff(cur.heading, ref and ref.heading, at))
+        out.put(_diff(cur.heading, None if ref is None else ref.heading, at))
     if cur.shade is not None:
-        out.put(_diff(cur.shade, ref and ref.shade, at))
+        out.put(_diff(cur.shade, None if ref is None else ref.shade, at))
 
 
 def encode(state: FrameState, base: FrameState | None = None, *, deflate: bool = True) -> bytes:
@@ -285,7 +296,9 @@ def encode(state: FrameState, base: FrameState | None = None, *, deflate: bool =
     )
     if state.scene:
         for i, layer in enumerate(state.layers):
-            _layer(out, layer, base.layers[i] if base is not None and i < len(base.layers) else None)
+            _layer(
+                out, layer, base.layers[i] if base is not None and i < len(base.layers) else None
+            )
         _grid(out, state, base)
     body = out.bytes()
     if deflate and len(body) >= DEFLATE_MIN:
@@ -390,13 +403,13 @@ def decode(message: bytes, base: Decoded | None = None) -> Decoded:
                 if mode == BY_ID:
                     assert bl is not None and bl.id is not None
                     at = _match(ids, bl.id)
-        x = _undiff(rd.array("<u2", count), bl and bl.x, at)
-        y = _undiff(rd.array("<u2", count), bl and bl.y, at)
+        x = _undiff(rd.array("<u2", count), None if bl is None else bl.x, at)
+        y = _undiff(rd.array("<u2", count), None if bl is None else bl.y, at)
         heading = shade = None
         if cols & COL_HEADING:
-            heading = _undiff(rd.array("<u2", count), bl and bl.heading, at)
+            heading = _undiff(rd.array("<u2", count), None if bl is None else bl.heading, at)
         if cols & COL_SHADE:
-            shade = _undiff(rd.array("<u1", count), bl and bl.shade, at)
+            shade = _undiff(rd.array("<u1", count), None if bl is None else bl.shade, at)
         layers.append(LayerState(cols, x, y, ids, heading, shade))
     grid = None
     shape = (0, 0)
