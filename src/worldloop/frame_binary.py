@@ -53,8 +53,9 @@ TURN = 65536
 """Headings are 0..TURN-1 per full turn."""
 DEFLATE_MIN = 256
 """Bodies shorter than this are sent raw: deflate's header would cost more than it saves."""
-DEFLATE_LEVEL = 6
-"""zlib's default: deltas ~15% smaller than at level 1; paid once per frame per viewport class."""
+DEFLATE_LEVEL = 3
+"""Deltas ~10% smaller than at level 1 for about as much time; level 6 costs 3-4 times more
+(bench/frames_binary.py). Paid once per frame per viewport class, on a worker thread."""
 
 _HEAD = struct.Struct("<BBHIId6fI")
 _LAYER = struct.Struct("<BBHI")
