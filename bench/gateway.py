@@ -44,6 +44,7 @@ class Feed(threading.Thread):
         self.created: dict[int, float] = {}
         self.overruns = 0
         self.ticks = 0
+        self.durations: list[float] = []
         self.stop = threading.Event()
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -58,6 +59,9 @@ class Feed(threading.Thread):
                 self.created[int(msg["tick"])] = float(msg["created_at"])
             ticker = (msg.get("stats") or {}).get("ticker") or {}
             self.overruns = int(ticker.get("overruns", self.overruns))
+            duration = (msg.get("stats") or {}).get("last_tick_duration")
+            if duration:
+                self.durations.append(float(duration))
             self.ticks = int(ticker.get("ticks", self.ticks))
 
 
@@ -124,18 +128,74 @@ async def viewers(
     return sum(counts), ages, time.monotonic() - started
 
 
+async def players(base: str, tokens: list[str], seconds: float) -> list[float]:
+    """Each player sends ``move_to?wait=true`` back to back for ``seconds``: ack latencies, ms."""
+    import aiohttp
+
+    lat: list[float] = []
+    until = time.monotonic() + seconds
+    timeout = aiohttp.ClientTimeout(total=seconds + 30)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
+    ) as session:
+
+        async def play(token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            n = 0
+            while time.monotonic() < until and n < 10_000:
+                n += 1
+                t0 = time.perf_counter()
+                async with session.post(
+                    base + "/api/v1/commands?wait=true",
+                    json={"type": "move_to", "x": float(n % 900), "y": 50.0},
+                    headers=headers,
+                ) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        lat.append((time.perf_counter() - t0) * 1000.0)
+
+        await asyncio.gather(*(play(t) for t in tokens))
+    return lat
+
+
+def join_players(port: int, n: int) -> list[str]:
+    tokens = []
+    for i in range(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            "POST",
+            "/api/v1/players",
+            body=orjson.dumps({"name": f"p{i}"}),
+            headers={"Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        body = orjson.loads(resp.read())
+        conn.close()
+        tokens.append(body["token"])
+    return tokens
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--viewers", type=int, default=1000)
     parser.add_argument("--hz", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--players", type=int, default=200)
+    parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="wl-gw-bench-"))
     port, gport = free_port(), free_port()
-    env = server_env(tmp / "instance", WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}")
+    env = server_env(
+        tmp / "instance",
+        WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
+        MEADOW_ENTITIES=str(args.entities),
+        WORLDLOOP_JOIN_RATE_BURST="100000",
+        WORLDLOOP_RATE_LIMIT="1000",
+        WORLDLOOP_RATE_BURST="1000",
+    )
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8"]
     argv += ["--bind", f"127.0.0.1:{port}", "worldloop.demo:create_app()"]
     with running(argv, env, tmp, tmp / "server.log") as srv:
@@ -166,8 +226,14 @@ def main() -> int:
         loaded = api_latencies(port, args.seconds / 2)
         t.join(args.seconds + 120)
         over1, ticks1 = feed.overruns, feed.ticks
-        feed.stop.set()
         frames, ages, elapsed = result["v"]
+        tokens = join_players(port, args.players)
+        waits = {
+            where: asyncio.run(players(f"http://127.0.0.1:{p}", tokens, args.seconds / 2))
+            for where, p in (("web workers (gthread, 2 x 8 threads)", port), ("gateway", gport))
+        }
+        tick_ms = statistics.mean(feed.durations) * 1000.0 if feed.durations else float("nan")
+        feed.stop.set()
     expected = args.viewers * min(args.hz, 20.0) * elapsed
     base99, load99 = pct(baseline, 0.99), pct(loaded, 0.99)
     rows = [
@@ -185,11 +251,21 @@ def main() -> int:
         ("API p99 ratio with/without", f"{load99 / base99:.2f}"),
         ("tick overruns during the viewers", f"{over1 - over0} in {ticks1 - ticks0} ticks"),
     ]
+    bound = 50.0 + tick_ms + 5.0
+    for where, lat in waits.items():
+        rows.append(
+            (
+                f"{args.players} players, `?wait=true` via {where}: ack p50 / p99",
+                f"{pct(lat, 0.5):.1f} ms / {pct(lat, 0.99):.1f} ms (n={len(lat)}; bound: period "
+                f"+ tick duration + 5 ms = {bound:.1f} ms)",
+            )
+        )
     lines = header("Stream gateway: SSE viewers on the gateway process")
     lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     lines += [
         "",
-        "Setup: demo world (meadow, 20 Hz), `gunicorn -w 2 -k gthread --threads 8` with "
+        f"Setup: demo world (meadow, {args.entities} creatures, 20 Hz), "
+        "`gunicorn -w 2 -k gthread --threads 8` with "
         "`WORLDLOOP_GATEWAY` set; the runner starts the gateway; viewers and the API probe "
         "run in the bench process on the same 2-core machine (they compete for the CPU).",
         "",

@@ -30,7 +30,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     tmp = tmp_path_factory.mktemp("gateway")
     gport = free_port()
     argv = gunicorn_argv("-w", "2", "-k", "gthread", "--threads", "4")
-    env = {"WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}", "WORLDLOOP_RUNNER": "process"}
+    env = {
+        "WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}",
+        "WORLDLOOP_RUNNER": "process",
+        "WORLDLOOP_JOIN_RATE_BURST": "1000",  # sixty players join from one address
+    }
     with running_server(argv, tmp, env=env) as srv:
         gateway = f"http://127.0.0.1:{gport}"
         try:
@@ -198,6 +202,51 @@ def test_the_websocket_checks_the_query_like_the_api(served: tuple[Server, str])
     status, _, body = http("GET", gateway + "/api/v1/ws?limit=-3", timeout=5)
     assert status == 400
     assert body["error"]["details"]["param"] == "limit"
+
+
+WAITERS = 60
+"""Players waiting at once: far more than the gateway's 4 submission threads."""
+
+
+async def _players_wait(srv: Server, gateway: str) -> list[tuple[int, dict[str, Any]]]:
+    tokens = []
+    for i in range(WAITERS):
+        status, _, body = await asyncio.to_thread(
+            http, "POST", srv.base + "/api/v1/players", {"name": f"w{i}"}
+        )
+        assert status == 201, body
+        tokens.append(body["token"])
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
+    ) as session:
+
+        async def send(token: str) -> tuple[int, dict[str, Any]]:
+            async with session.post(
+                gateway + "/api/v1/commands?wait=true",
+                json={"type": "move_to", "x": 10.0, "y": 20.0},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                return resp.status, await resp.json()
+
+        return await asyncio.gather(*(send(t) for t in tokens))
+
+
+def test_command_waits_on_the_gateway_cost_no_thread_each(served: tuple[Server, str]) -> None:
+    """Sixty players wait at once on the gateway (4 submission threads): every one gets its
+    200 applied answer, as a web worker would give it; a bad token is the API's 401."""
+    srv, gateway = served
+    answers = asyncio.run(asyncio.wait_for(_players_wait(srv, gateway), 120))
+    assert [a[0] for a in answers] == [200] * WAITERS, answers
+    assert all(a[1]["status"] == "applied" and a[1]["result"] for a in answers), answers
+    assert _health(gateway)["commands_waiting_peak"] > 4
+    status, _, body = http(
+        "POST",
+        gateway + "/api/v1/commands?wait=true",
+        {"type": "move_to", "x": 1.0, "y": 1.0},
+        headers={"Authorization": "Bearer nobody-has-this-token"},
+    )
+    assert status == 401 and body["error"]["code"], body
 
 
 def test_a_killed_gateway_is_started_again_by_the_runner(served: tuple[Server, str]) -> None:

@@ -134,7 +134,7 @@ def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> R
     # with a key already used, the first command's ticket (in flight or resolved) comes back
     ticket = rt.submit(body.type, payload, actor=player_id, key=key)
     if query.wait and ticket.wait(current_settings().command_wait):
-        return _resolved(ticket)
+        return resolved_response(ticket)
     if ticket.tick is not None:
         tick = ticket.tick
     resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
@@ -172,7 +172,7 @@ def get_command(auth: AuthedPlayer, command_id: str) -> dict[str, Any]:
     return found
 
 
-def _resolved(ticket: CommandTicket) -> Response:
+def resolved_response(ticket: CommandTicket) -> Response:
     """200 with the result when applied; the rejection's own status and reason otherwise."""
     data = ticket.to_dict()
     outcome = ticket.outcome

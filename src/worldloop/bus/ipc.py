@@ -94,6 +94,8 @@ class IpcBus:
         self.endpoints = endpoints
         self.on_feed = on_feed
         """Called on the feed thread with every message's loop counters (``stats``)."""
+        self.on_resolved: Callable[[CommandTicket], None] | None = None
+        """Called on the feed thread with each of this worker's tickets once it resolves."""
         self.cache_bytes = cache_bytes
         self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._local = threading.local()
@@ -277,6 +279,7 @@ class IpcBus:
             for ticket, o in resolved:
                 if ticket is not None and not ticket.done:
                     ticket.resolve(outcome_from(ticket.command, o), int(o["tick"]))
+                    self._announce(ticket)
         if "file" in message:
             with self._cv:
                 previous = self._message
@@ -311,6 +314,15 @@ class IpcBus:
                 ),
                 tick,
             )
+            self._announce(ticket)
+
+    def _announce(self, ticket: CommandTicket) -> None:
+        hook = self.on_resolved
+        if hook is not None:
+            try:
+                hook(ticket)
+            except Exception:  # contained: the feed goes on
+                log.exception("worldloop: a resolution listener failed")
 
     # -- loop side: the runner's ---------------------------------------------------------------
 

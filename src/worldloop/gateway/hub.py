@@ -4,9 +4,9 @@
 Clients that ask for the same region and cap (a *viewport class*: ``bbox``, ``limit``) share a
 :class:`Channel`. When the feed reports a new tick, each channel with clients builds that tick's
 ``frame`` event once (worldloop.api.stream.frame_event, off the loop on a worker thread, since a
-big world's frame takes milliseconds) and offers the same bytes to each of its clients. Every
-client has a small bounded queue: one that cannot keep up loses its oldest frames (it skips
-ticks) and never holds up the channel or the others.
+big world's frame takes milliseconds), frames it as one HTTP chunk once, and writes the same
+bytes to each of its clients' sockets: one that cannot keep up skips ticks and never holds up
+the channel or the others.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from .binary import BinaryChannel, WsClient
 
 log = logging.getLogger("worldloop.gateway")
 
-QUEUE = 4
-"""Frames a client may have waiting; past it its oldest frame is dropped (skipped)."""
+MAX_BUFFER = 256 * 1024
+"""Bytes a client may have unsent in its socket buffer; past it, it skips frames until it reads."""
 HZ_SLACK = 0.5
 """A client capped at ``hz`` takes a frame once ``1 / hz`` s less this share of a tick period
 passed since its last, so tick jitter does not make it skip every other frame it asked for."""
@@ -34,31 +34,52 @@ passed since its last, so tick jitter does not make it skip every other frame it
 ClassKey = tuple[object, int]
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk: framed once per frame, written to every client as is."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
 @dataclass(eq=False)
 class Client:
-    """One SSE connection: its view, its waiting frames and what it has been sent."""
+    """One SSE connection: its view, its socket, and what it has been sent.
+
+    Frames are written straight to the connection's transport (no per-client queue, task or
+    await per frame): fan-out costs one ``write`` per client per frame. A client whose socket
+    buffer holds more than MAX_BUFFER bytes skips frames until it drains, so a slow reader never
+    holds up the channel or the others."""
 
     view: View
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    transport: asyncio.Transport
     last_tick: int = -1
     last_at: float = 0.0
+    sent_at: float = field(default_factory=time.monotonic)
     skipped: int = 0
-    """Frames dropped because this client was behind."""
+    """Frames skipped because this client was behind."""
 
-    def offer(self, tick: int, event: bytes, now: float, slack: float = 0.0) -> None:
-        """Queue ``event`` (tick ``tick``) unless the client's rate cap says not yet (``slack``
-        seconds early is on time)."""
-        if tick <= self.last_tick:
+    @property
+    def gone(self) -> bool:
+        return self.transport.is_closing()
+
+    def send(self, data: bytes) -> None:
+        """Write one pre-framed chunk (stats, end) unless the connection is gone."""
+        if not self.gone:
+            self.transport.write(data)
+            self.sent_at = time.monotonic()
+
+    def offer(self, tick: int, framed: bytes, now: float, slack: float = 0.0) -> None:
+        """Write ``framed`` (tick ``tick``) unless the client's rate cap says not yet (``slack``
+        seconds early is on time) or it is behind."""
+        if tick <= self.last_tick or self.gone:
             return
         hz = self.view.hz
         if hz is not None and now - self.last_at < 1.0 / hz - slack:
             return
-        if self.queue.full():
-            self.queue.get_nowait()
+        if self.transport.get_write_buffer_size() > MAX_BUFFER:
             self.skipped += 1
-        self.queue.put_nowait(event)
+            return
+        self.transport.write(framed)
         self.last_tick = tick
-        self.last_at = now
+        self.last_at = self.sent_at = now
 
 
 class Channel:
@@ -98,11 +119,12 @@ class Channel:
                 continue
             last = snap.tick
             self.built += 1
-            self.latest = (snap.tick, event)
+            framed = chunk(event)
+            self.latest = (snap.tick, framed)
             now = time.monotonic()
             slack = self.hub.slack()
             for client in self.clients:
-                client.offer(snap.tick, event, now, slack)
+                client.offer(snap.tick, framed, now, slack)
 
 
 class Hub:
@@ -181,13 +203,13 @@ class Hub:
             channel.close()
             del self.binary[key]
 
-    def join(self, view: View) -> Client:
+    def join(self, view: View, transport: asyncio.Transport) -> Client:
         """A new client of ``view``'s class; it gets the latest frame at once."""
         key: ClassKey = (view.bbox, view.limit)
         channel = self.channels.get(key)
         if channel is None:
             channel = self.channels[key] = Channel(self, key, view)
-        client = Client(view)
+        client = Client(view, transport)
         channel.clients.add(client)
         if channel.latest is not None:  # a first frame now, not one tick later
             client.offer(*channel.latest, time.monotonic())

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..runner.ipc import endpoints
     from ..runner.remote import RemoteRuntime
     from ..state import state_of
+    from .commands import CommandWaits
     from .hub import Hub
     from .server import Gateway
     from .supervise import parse_address
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     runtime = RemoteRuntime(world, bus, rate_hz=settings.rate_hz)
     runtime.start()
+    state.runtime = runtime  # the app's handlers (command submissions) use this connection
     hub = Hub(runtime, lambda: bus.latest, keyframe_every=settings.frame_keyframe_every)
     on_feed = bus.on_feed
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             hub.feed(int(message["tick"]))
 
     bus.on_feed = feed
-    gateway = Gateway(runtime, settings, hub)
+    gateway = Gateway(runtime, settings, hub, CommandWaits(app, runtime, settings.command_wait))
 
     async def watch(app: web.Application) -> Any:
         async def look() -> None:

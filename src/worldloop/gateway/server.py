@@ -1,4 +1,5 @@
-"""The gateway's HTTP side (aiohttp): ``GET /api/v1/stream``, ``GET /api/v1/ws`` and ``/healthz``.
+"""The gateway's HTTP side (aiohttp): the stream, the binary WebSocket, command waits and
+``GET /healthz``.
 
 The stream speaks exactly what a web worker's does (worldloop.api.stream): the same query
 (``bbox``, ``limit``, ``hz``, checked by the same ViewQuery model against the app's settings;
@@ -15,6 +16,7 @@ the text ``keyframe`` (it cannot apply a delta): its next frame is then a keyfra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -29,11 +31,12 @@ from ..config import Settings
 from ..models import error_details, error_message
 from ..runtime import WorldRuntime
 from .binary import BinaryChannel, WsClient
-from .hub import Hub
+from .commands import CommandWaits
+from .hub import Hub, chunk
 
-WRITE_TIMEOUT = 10.0
-"""Seconds one write may wait on a client that reads nothing; then it is dropped."""
 CORS = {"Access-Control-Allow-Origin": "*"}
+WS_WRITE_TIMEOUT = 10.0
+"""Seconds one WebSocket send may wait on a client that reads nothing; then it is dropped."""
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
@@ -48,32 +51,40 @@ def _event(name: str, data: bytes) -> bytes:
 class Gateway:
     """The aiohttp application of one gateway process."""
 
-    def __init__(self, runtime: WorldRuntime, settings: Settings, hub: Hub) -> None:
+    def __init__(
+        self, runtime: WorldRuntime, settings: Settings, hub: Hub, commands: CommandWaits
+    ) -> None:
         self.runtime = runtime
+        self.commands = commands
         self.settings = settings
         self.hub = hub
         self.closing = asyncio.Event()
         self.served = 0
         """Streams opened since the start."""
         self.dropped = 0
-        """Clients dropped because a write stalled for WRITE_TIMEOUT."""
+        """Streams that skipped frames because their client read too slowly."""
         self.sockets = 0
         """WebSockets opened since the start."""
+        self.sockets_stalled = 0
+        """WebSockets closed because a send stalled for WS_WRITE_TIMEOUT."""
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/v1/stream", self.stream)
         app.router.add_get("/api/v1/ws", self.websocket)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_post("/api/v1/commands", self.commands.submit)
         app.on_startup.append(self._startup)
         app.on_shutdown.append(self._shutdown)
         return app
 
     async def _startup(self, app: web.Application) -> None:
         self.hub.bind(asyncio.get_running_loop())
+        self.commands.bind(asyncio.get_running_loop())
 
     async def _shutdown(self, app: web.Application) -> None:
         self.closing.set()  # every stream sends `end` and returns
+        self.commands.close()
 
     async def healthz(self, request: web.Request) -> web.Response:
         rt = self.runtime
@@ -88,9 +99,12 @@ class Gateway:
             "frames_built": sum(c.built for c in self.hub.channels.values()),
             "streams_served": self.served,
             "websockets_served": self.sockets,
+            "websockets_stalled": self.sockets_stalled,
             "binary_classes": len(self.hub.binary),
             "binary_frames_built": sum(c.built for c in self.hub.binary.values()),
             "clients_dropped": self.dropped,
+            "commands_waiting": self.commands.waiting,
+            "commands_waiting_peak": self.commands.waiting_peak,
         }
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
@@ -134,43 +148,28 @@ class Gateway:
                 **CORS,
             }
         )
+        resp.enable_chunked_encoding()
         await resp.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return resp
         self.served += 1
-        client = self.hub.join(view)
+        client = self.hub.join(view, transport)
+        client.send(chunk(b"retry: 1000\n\n"))
         every = self.settings.stream_stats_every
-        closing = asyncio.ensure_future(self.closing.wait())
-        getting: asyncio.Future[bytes] | None = None
         try:
-            await self._write(resp, b"retry: 1000\n\n")
-            while rt.running and not self.closing.is_set():
-                getting = asyncio.ensure_future(client.queue.get())
-                done, _ = await asyncio.wait(
-                    (getting, closing), timeout=every, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getting in done:
-                    await self._write(resp, getting.result())
-                    continue
-                getting.cancel()
-                if closing in done:
-                    break
-                stats = json.dumps(loop_stats(rt), separators=(",", ":")).encode()
-                await self._write(resp, _event("stats", stats))
-            await self._write(resp, b"event: end\ndata: {}\n\n")
-        except (ConnectionError, TimeoutError):
-            pass  # the client went away, or stalled: the others never waited on it
+            # Frames reach the socket from the hub; this coroutine only beats and ends.
+            while rt.running and not self.closing.is_set() and not client.gone:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), every)
+                if time.monotonic() - client.sent_at >= every and not client.gone:
+                    stats = json.dumps(loop_stats(rt), separators=(",", ":")).encode()
+                    client.send(chunk(_event("stats", stats)))
+            client.send(chunk(b"event: end\ndata: {}\n\n"))  # aiohttp ends the chunks
         finally:
-            closing.cancel()
-            if getting is not None:
-                getting.cancel()
+            self.dropped += client.skipped > 0
             self.hub.leave(client)
         return resp
-
-    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
-        try:
-            await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT)
-        except TimeoutError:
-            self.dropped += 1
-            raise
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         view = self._view(request)
@@ -249,7 +248,7 @@ class Gateway:
 
     async def _send(self, sending: Any) -> None:
         try:
-            await asyncio.wait_for(sending, WRITE_TIMEOUT)
+            await asyncio.wait_for(sending, WS_WRITE_TIMEOUT)
         except TimeoutError:
-            self.dropped += 1
+            self.sockets_stalled += 1
             raise
