@@ -28,6 +28,7 @@ BENCHES: dict[str, list[str]] = {
     "players": ["players.py", "--out", str(RESULTS / "players.md")],
     "celery_offload": ["celery_offload.py", "--out", str(RESULTS / "celery_offload.md")],
     "runner_split": ["runner_split.py", "--out", str(RESULTS / "runner_split.md")],
+    "frames_binary": ["frames_binary.py", "--out", str(RESULTS / "frames_binary.md")],
 }
 
 

@@ -73,3 +73,14 @@ def test_observe_and_jobs_benches_run(tmp_path: Path):
     assert "## Metrics listener vs the tick" in out
     out = run_bench("jobs_overhead.py", "--ticks", "20", "--rounds", "1", "--jobs", "3")
     assert "| no jobs (baseline) |" in out
+
+
+def test_frames_binary_bench_compares_json_binary_and_deltas(tmp_path: Path):
+    pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser)")
+    out = run_bench(
+        "frames_binary.py",
+        *("--sizes", "300", "--ticks", "5", "--rounds", "2", "--out", str(tmp_path / "f.md")),
+    )
+    assert "| 300 | " in out and "## Bytes per viewer per second" in out

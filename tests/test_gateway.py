@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from worldloop import frame_binary as fb
+
 from .support import Server, free_port, gunicorn_argv, http, running_server, wait_for
 
 VIEWERS = 200
@@ -117,6 +119,89 @@ def test_many_viewers_get_frames_while_the_api_answers(served: tuple[Server, str
     health = _health(gateway)
     assert health["streams_served"] >= VIEWERS
     assert health["clients_dropped"] == 0
+
+
+def test_web_workers_redirect_the_websocket_and_name_it_to_the_viewer(
+    served: tuple[Server, str],
+) -> None:
+    srv, gateway = served
+    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    conn.request("GET", "/api/v1/ws?limit=5")
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 307
+    assert resp.getheader("Location") == gateway + "/api/v1/ws?limit=5"
+    status, _, body = http("GET", srv.base + "/api/v1/live", timeout=5)
+    assert status == 200
+    assert body == {"stream": "/api/v1/stream", "websocket": "ws" + gateway[4:] + "/api/v1/ws"}
+
+
+async def _binary(
+    session: aiohttp.ClientSession, url: str, frames: int, *, ask_keyframe_after: int = 0
+) -> list[tuple[bytes, fb.Decoded]]:
+    """Follow the WebSocket for ``frames`` binary frames, decoding each against the last."""
+    got: list[tuple[bytes, fb.Decoded]] = []
+    held: fb.Decoded | None = None
+    async with session.ws_connect(url) as ws:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                continue
+            held = fb.decode(msg.data, held)
+            got.append((msg.data, held))
+            if len(got) == ask_keyframe_after:
+                await ws.send_str("keyframe")
+            if len(got) >= frames:
+                break
+    return got
+
+
+def _kind(message: bytes) -> int:
+    return fb.body_of(message)[0]
+
+
+def test_the_gateway_sends_a_keyframe_then_deltas_that_decode(served: tuple[Server, str]) -> None:
+    _, gateway = served
+    url = gateway.replace("http", "ws") + "/api/v1/ws?limit=50"
+
+    async def run() -> list[list[tuple[bytes, fb.Decoded]]]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            return list(
+                await asyncio.gather(
+                    _binary(session, url, 12), _binary(session, url, 12, ask_keyframe_after=6)
+                )
+            )
+
+    plain, asking = asyncio.run(asyncio.wait_for(run(), 90))
+    for got in (plain, asking):
+        ticks = [d.state.tick for _, d in got]
+        assert ticks == sorted(ticks), ticks  # the ask may bring the same tick, as a keyframe
+        assert len(set(ticks)) >= len(ticks) - (got is asking), ticks
+        assert _kind(got[0][0]) == fb.KEY
+        assert any(_kind(m) == fb.DELTA for m, _ in got[1:])
+        frame = got[-1][1].frame
+        kinds = [layer["kind"] for layer in frame["layers"]]
+        assert kinds == ["sheep", "avatar"], kinds
+        sheep = frame["layers"][0]
+        assert 0 < len(sheep["x"]) <= 50 and len(sheep["id"]) == len(sheep["x"])
+        assert frame["grid"]["kind"] == "grass" and frame["grid"]["levels"].size > 0
+        assert frame["stats"]["running"] is True and frame["summary"]["creature_count"] > 0
+    assert _kind(asking[6][0]) == fb.KEY  # the frame after its ask
+    # The same tick against the same base is the same bytes for both (encoded once per class).
+    mine = {(d.state.tick, fb.body_of(m)[8:12]): m for m, d in plain}
+    shared = [(m, mine[k]) for m, d in asking if (k := (d.state.tick, fb.body_of(m)[8:12])) in mine]
+    assert shared and all(a == b for a, b in shared)
+    health = _health(gateway)
+    assert health["websockets_served"] >= 2
+    assert health["clients_dropped"] == 0
+
+
+def test_the_websocket_checks_the_query_like_the_api(served: tuple[Server, str]) -> None:
+    _, gateway = served
+    status, _, body = http("GET", gateway + "/api/v1/ws?limit=-3", timeout=5)
+    assert status == 400
+    assert body["error"]["details"]["param"] == "limit"
 
 
 WAITERS = 60

@@ -154,6 +154,9 @@ class Settings(BaseModel):
     stream_max_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """None: unbounded on threaded servers, 10 s on one-request-per-worker servers."""
     stream_stats_every: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    frame_keyframe_every: int = Field(default=60, ge=1)
+    """Binary frames (the gateway's WebSocket): a keyframe for everyone every this many frames
+    of a viewport class; between them, deltas against each client's last frame."""
 
     @field_validator("autostart", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from ..metrics import HTTP_LATENCY, LoopObserver
 from ..state import WorldLoopState
 from .health import StoreProbe
 from .health import bp as health_bp
+from .live import bp as live_bp
 from .stream import StreamSlots
 from .stream import bp as stream_bp
 from .viewer import bp as viewer_bp
@@ -45,6 +46,7 @@ def install(app: Flask, state: WorldLoopState, *, viewer: bool = True) -> Observ
     app.extensions["worldloop_observe"] = obs
     app.register_blueprint(health_bp)
     app.register_blueprint(stream_bp)
+    app.register_blueprint(live_bp)
     if viewer:
         app.register_blueprint(viewer_bp)
     app.before_request(_start_timer)

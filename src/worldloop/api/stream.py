@@ -347,13 +347,20 @@ def gateway_url() -> str | None:
     """Where this request's stream is served when a gateway serves streams (a web worker of a
     runner process with WORLDLOOP_GATEWAY set), else None: same path and query, on
     WORLDLOOP_GATEWAY_URL, or on the gateway's port of the host the client asked for."""
+    base = gateway_base()
+    if base is None:
+        return None
+    return base + (request.full_path if request.query_string else request.path)
+
+
+def gateway_base() -> str | None:
+    """The gateway's base URL as this request's client reaches it, or None (no gateway)."""
     state = state_of()
     cfg = state.settings
     if not cfg.gateway or not state.splits:
         return None
-    tail = request.full_path if request.query_string else request.path
     if cfg.gateway_url:
-        return cfg.gateway_url.rstrip("/") + tail
+        return cfg.gateway_url.rstrip("/")
     from ..gateway.supervise import parse_address
 
     host, port = parse_address(cfg.gateway)
@@ -361,7 +368,7 @@ def gateway_url() -> str | None:
         host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"{request.scheme}://{host}:{port}{tail}"
+    return f"{request.scheme}://{host}:{port}"
 
 
 def _view(query: ViewQuery) -> View:

@@ -14,6 +14,7 @@ from ..api import (
     entities,
     health,
     jobs,
+    live,
     openapi,
     players,
     snapshot,
@@ -41,6 +42,7 @@ BLUEPRINTS = (
     forecast_bp,
     health.bp,
     stream.bp,
+    live.bp,
     viewer.bp,
 )
 """Every blueprint the demo app registers."""

@@ -1,4 +1,5 @@
-"""Fan-out of frames to many SSE clients on one asyncio loop, built once per tick per class.
+"""Fan-out of frames to many SSE clients on one asyncio loop, built once per tick per class
+(WebSocket clients of binary frames: see worldloop.gateway.binary, joined here too).
 
 Clients that ask for the same region and cap (a *viewport class*: ``bbox``, ``limit``) share a
 :class:`Channel`. When the feed reports a new tick, each channel with clients builds that tick's
@@ -16,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..api.stream import View, frame_event
+from ..api.stream import View, frame_event, loop_stats
+from ..frame_binary import FrameState, frame_state
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot
+from .binary import BinaryChannel, WsClient
 
 log = logging.getLogger("worldloop.gateway")
 
@@ -127,17 +130,27 @@ class Channel:
 class Hub:
     """Every channel of one gateway, woken by the runner's feed (from the feed thread)."""
 
-    def __init__(self, runtime: WorldRuntime, snapshot: Callable[[], Snapshot | None]) -> None:
+    def __init__(
+        self,
+        runtime: WorldRuntime,
+        snapshot: Callable[[], Snapshot | None],
+        *,
+        keyframe_every: int = 60,
+    ) -> None:
         self.runtime = runtime
         self.snapshot = snapshot
         """The latest snapshot (mapped from the runner's shared memory on first read)."""
         self.channels: dict[ClassKey, Channel] = {}
+        self.binary: dict[ClassKey, BinaryChannel] = {}
+        """WebSocket (binary frame) channels, by the same viewport classes."""
+        self.keyframe_every = keyframe_every
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tick = -1
 
     @property
     def clients(self) -> int:
-        return sum(len(c.clients) for c in self.channels.values())
+        sse = sum(len(c.clients) for c in self.channels.values())
+        return sse + sum(len(c.clients) for c in self.binary.values())
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -152,6 +165,8 @@ class Hub:
     def _wake_all(self) -> None:
         for channel in self.channels.values():
             channel.wake()
+        for binary in self.binary.values():
+            binary.wake()
 
     def slack(self) -> float:
         """How early a rate-capped client's next frame may come: half a tick period."""
@@ -160,6 +175,33 @@ class Hub:
 
     def build(self, snap: Snapshot, view: View) -> bytes:
         return frame_event(self.runtime, snap, view)
+
+    def build_state(self, snap: Snapshot, view: View) -> FrameState:
+        """The binary frame of ``snap`` for ``view``'s class (worldloop.frame_binary)."""
+        rt = self.runtime
+        scene = rt.world.scene(snap, view.bbox, view.limit)
+        return frame_state(snap.tick, snap.sim_time, snap.summary, scene, loop_stats(rt))
+
+    def join_ws(self, view: View) -> tuple[WsClient, BinaryChannel]:
+        """A new WebSocket client of ``view``'s class; its first frame is a keyframe."""
+        key: ClassKey = (view.bbox, view.limit)
+        channel = self.binary.get(key)
+        if channel is None:
+            channel = BinaryChannel(view, self.build_state, self.snapshot, self.keyframe_every)
+            self.binary[key] = channel
+        client = WsClient(view)
+        channel.join(client)
+        return client, channel
+
+    def leave_ws(self, client: WsClient) -> None:
+        key: ClassKey = (client.view.bbox, client.view.limit)
+        channel = self.binary.get(key)
+        if channel is None:
+            return
+        channel.clients.discard(client)
+        if not channel.clients:
+            channel.close()
+            del self.binary[key]
 
     def join(self, view: View, transport: asyncio.Transport) -> Client:
         """A new client of ``view``'s class; it gets the latest frame at once."""
@@ -189,3 +231,6 @@ class Hub:
         for channel in self.channels.values():
             channel.close()
         self.channels.clear()
+        for binary in self.binary.values():
+            binary.close()
+        self.binary.clear()

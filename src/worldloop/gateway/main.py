@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = RemoteRuntime(world, bus, rate_hz=settings.rate_hz)
     runtime.start()
     state.runtime = runtime  # the app's handlers (command submissions) use this connection
-    hub = Hub(runtime, lambda: bus.latest)
+    hub = Hub(runtime, lambda: bus.latest, keyframe_every=settings.frame_keyframe_every)
     on_feed = bus.on_feed
 
     def feed(message: Any) -> None:

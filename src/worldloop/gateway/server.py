@@ -1,10 +1,16 @@
-"""The gateway's HTTP side (aiohttp): the stream, command waits and ``GET /healthz``.
+"""The gateway's HTTP side (aiohttp): the stream, the binary WebSocket, command waits and
+``GET /healthz``.
 
 The stream speaks exactly what a web worker's does (worldloop.api.stream): the same query
 (``bbox``, ``limit``, ``hz``, checked by the same ViewQuery model against the app's settings;
 a bad one is the API's 400 JSON error), ``retry: 1000`` first, a ``frame`` event per new tick
 (id = tick), a ``stats`` event when nothing new came for ``stream_stats_every`` s, ``end``
 when the world stops or the gateway shuts down. Each connection is a coroutine, not a thread.
+
+The WebSocket takes the same query and sends binary frames (worldloop.frame_binary; keyframes
+and deltas, see worldloop.gateway.binary), a text ``{"type":"stats",...}`` when nothing new
+came for ``stream_stats_every`` s, and ``{"type":"end"}`` before it closes. The client may send
+the text ``keyframe`` (it cannot apply a delta): its next frame is then a keyframe.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from ..api.params import ViewQuery
@@ -24,10 +30,13 @@ from ..api.stream import View, loop_stats
 from ..config import Settings
 from ..models import error_details, error_message
 from ..runtime import WorldRuntime
+from .binary import BinaryChannel, WsClient
 from .commands import CommandWaits
 from .hub import Hub, chunk
 
 CORS = {"Access-Control-Allow-Origin": "*"}
+WS_WRITE_TIMEOUT = 10.0
+"""Seconds one WebSocket send may wait on a client that reads nothing; then it is dropped."""
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
@@ -54,10 +63,15 @@ class Gateway:
         """Streams opened since the start."""
         self.dropped = 0
         """Streams that skipped frames because their client read too slowly."""
+        self.sockets = 0
+        """WebSockets opened since the start."""
+        self.sockets_stalled = 0
+        """WebSockets closed because a send stalled for WS_WRITE_TIMEOUT."""
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/v1/stream", self.stream)
+        app.router.add_get("/api/v1/ws", self.websocket)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/api/v1/commands", self.commands.submit)
         app.on_startup.append(self._startup)
@@ -84,6 +98,10 @@ class Gateway:
             "classes": len(self.hub.channels),
             "frames_built": sum(c.built for c in self.hub.channels.values()),
             "streams_served": self.served,
+            "websockets_served": self.sockets,
+            "websockets_stalled": self.sockets_stalled,
+            "binary_classes": len(self.hub.binary),
+            "binary_frames_built": sum(c.built for c in self.hub.binary.values()),
             "clients_dropped": self.dropped,
             "commands_waiting": self.commands.waiting,
             "commands_waiting_peak": self.commands.waiting_peak,
@@ -103,18 +121,25 @@ class Gateway:
             limit = self.settings.stream_default_limit
         return View(query.bbox, limit, query.hz)
 
+    def _not_running(self) -> web.Response | None:
+        rt = self.runtime
+        if rt.running:
+            return None
+        return _error(
+            503,
+            "world_not_running",
+            f"world {rt.name!r} is not running (its runner is starting or down)",
+            {"reason": "runner_unavailable"},
+        )
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         view = self._view(request)
         if isinstance(view, web.Response):
             return view
         rt = self.runtime
-        if not rt.running:
-            return _error(
-                503,
-                "world_not_running",
-                f"world {rt.name!r} is not running (its runner is starting or down)",
-                {"reason": "runner_unavailable"},
-            )
+        refused = self._not_running()
+        if refused is not None:
+            return refused
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -145,3 +170,85 @@ class Gateway:
             self.dropped += client.skipped > 0
             self.hub.leave(client)
         return resp
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        view = self._view(request)
+        if isinstance(view, web.Response):
+            return view
+        refused = self._not_running()
+        if refused is not None:
+            return refused
+        # Frames are deflated once per class by the encoder, not once per socket.
+        ws = web.WebSocketResponse(compress=False, heartbeat=30.0, max_msg_size=4096)
+        await ws.prepare(request)
+        self.sockets += 1
+        client, channel = self.hub.join_ws(view)
+        reader = asyncio.ensure_future(self._read(ws, client))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await self._send_frames(ws, client, channel, reader, closing)
+            if not ws.closed:
+                await ws.send_str('{"type":"end"}')
+        except (ConnectionError, TimeoutError):
+            pass  # gone or stalled: the others never waited on it
+        finally:
+            closing.cancel()
+            reader.cancel()
+            self.hub.leave_ws(client)
+            await ws.close()
+        return ws
+
+    async def _send_frames(
+        self,
+        ws: web.WebSocketResponse,
+        client: WsClient,
+        channel: BinaryChannel,
+        reader: asyncio.Future[None],
+        closing: asyncio.Future[Any],
+    ) -> None:
+        rt = self.runtime
+        every = self.settings.stream_stats_every
+        hz = client.view.hz
+        while rt.running and not ws.closed:
+            ready = asyncio.ensure_future(client.ready.wait())
+            done, _ = await asyncio.wait(
+                (ready, reader, closing), timeout=every, return_when=asyncio.FIRST_COMPLETED
+            )
+            ready.cancel()
+            if reader in done or closing in done:
+                return
+            if ready not in done:
+                stats = {"type": "stats", "stats": loop_stats(rt)}
+                await self._send(ws.send_str(json.dumps(stats, separators=(",", ":"))))
+                continue
+            client.ready.clear()
+            if hz is not None:  # a rate cap: wait out the interval, then take the newest
+                due = client.last_at + 1.0 / hz - self.hub.slack()
+                if due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
+            state = channel.latest
+            if state is None or (client.base is not None and state.tick <= client.base):
+                continue
+            base = channel.base_for(state, client)
+            data = await channel.message(state, base)
+            await self._send(ws.send_bytes(data))
+            client.base = state.tick
+            client.last_at = time.monotonic()
+            if base is None:
+                client.keyframes += 1
+            else:
+                client.deltas += 1
+
+    async def _read(self, ws: web.WebSocketResponse, client: WsClient) -> None:
+        """Until the client closes: ``keyframe`` asks for one next."""
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT and msg.data.strip() == "keyframe":
+                client.base = None
+                client.ready.set()
+
+    async def _send(self, sending: Any) -> None:
+        try:
+            await asyncio.wait_for(sending, WS_WRITE_TIMEOUT)
+        except TimeoutError:
+            self.sockets_stalled += 1
+            raise

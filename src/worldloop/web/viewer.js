@@ -1,4 +1,5 @@
-// worldloop live viewer: draws frames from GET /api/v1/stream (server-sent events) on a canvas.
+// worldloop live viewer: draws frames from the gateway's WebSocket of binary frames (frames.js)
+// when GET /api/v1/live names one, else from GET /api/v1/stream (server-sent events), on a canvas.
 // Plain script, no build step. It draws any world that speaks the frame protocol
 // (worldloop/frame.py, docs/your-world.md): bounds, a grid, layers of entities, a panel.
 // admin.js and play.js add the admin controls and playing; they use window.worldloopViewer.
@@ -26,6 +27,8 @@
     history: [],
     lastSample: 0,
     source: null,
+    transport: null, // "websocket" or "sse" once connected
+    wsUrl: null, // from GET /api/v1/live; null: no gateway, the SSE stream
     gridCanvas: document.createElement("canvas"),
     gridKey: null,
     me: null, // {entity_id, name} once this page has joined as a player
@@ -78,7 +81,7 @@
   }
 
   function gridImage(g) {
-    const key = state.frame.tick + ":" + g.cols + "x" + g.rows + ":" + g.x0 + "," + g.y0;
+    const key = (g.version !== undefined ? g.version : state.frame.tick) + ":" + g.cols + "x" + g.rows + ":" + g.x0 + "," + g.y0;
     if (state.gridKey === key) return state.gridCanvas;
     const c = state.gridCanvas;
     c.width = g.cols;
@@ -320,13 +323,13 @@
   }
 
   // ---- stream -----------------------------------------------------------------------------
-  function streamUrl() {
+  function viewQuery() {
     const q = new URLSearchParams();
     const hz = $("hz").value;
     if (hz) q.set("hz", hz);
     q.set("limit", $("limit").value);
     if (state.view) q.set("bbox", state.view.map((v) => v.toFixed(2)).join(","));
-    return "/api/v1/stream?" + q.toString();
+    return q.toString();
   }
 
   function setConn(on, text) {
@@ -336,11 +339,32 @@
   }
 
   let reconnectTimer = null;
+  // The gateway's WebSocket (binary frames); one that never opens falls back to the stream.
+  function connectWs() {
+    let opened = false;
+    const conn = window.worldloopFrames.connect(state.wsUrl + "?" + viewQuery(), {
+      open: () => { opened = true; state.transport = "websocket"; setConn(true, "live"); },
+      frame: (f) => { setConn(true, "live"); onFrame(f); },
+      stats: showStats,
+      end: () => setConn(false, "stream ended"),
+      close: () => {
+        if (state.source !== conn) return;
+        if (!opened) state.wsUrl = null;
+        setConn(false, "reconnecting…");
+        clearTimeout(reconnectTimer);
+        reconnectTimer = setTimeout(connect, opened ? 1000 : 0);
+      },
+    });
+    state.source = conn;
+  }
+
   function connect() {
     if (state.source) state.source.close();
-    const es = new EventSource(streamUrl());
+    state.source = null;
+    if (state.wsUrl && window.worldloopFrames) return connectWs();
+    const es = new EventSource("/api/v1/stream?" + viewQuery());
     state.source = es;
-    es.onopen = () => setConn(true, "live");
+    es.onopen = () => { state.transport = "sse"; setConn(true, "live"); };
     es.onerror = () => {
       setConn(false, "reconnecting…");
       // The browser retries a dropped stream by itself, but not one refused with an HTTP error.
@@ -446,13 +470,18 @@
   window.addEventListener("resize", resize);
   resize();
   draw();
-  connect();
+  fetch("/api/v1/live")
+    .then((r) => (r.ok ? r.json() : null))
+    .catch(() => null)
+    .then((live) => { state.wsUrl = (live && live.websocket) || null; connect(); });
 
   // A small handle for tests, the console, admin.js and play.js.
   window.worldloopViewer = {
     get frame() { return state.frame; },
     get stats() { return state.stats; },
     get framesDrawn() { return state.framesDrawn; },
+    get transport() { return state.transport; },
+    get binaryStats() { return state.source && state.source.stats; },
     get statsSeen() { return state.statsSeen; },
     get view() { return state.view; },
     get me() { return state.me; },
