@@ -7,7 +7,7 @@ stream at ``--hz`` for ``--seconds``. Frame age is the arrival time minus the sn
 ``created_at``, read from the runner's feed (the bench subscribes to it like a web worker).
 Bounded: every phase has a deadline; results go to bench/results/gateway.md.
 
-    python bench/gateway.py --viewers 1000 --hz 10 --seconds 20
+    python bench/gateway.py --viewers 1000 --hz 10 --seconds 20 --client-procs 2
 """
 
 from __future__ import annotations
@@ -128,8 +128,35 @@ async def viewers(
     return sum(counts), ages, time.monotonic() - started
 
 
-async def players(base: str, tokens: list[str], seconds: float) -> list[float]:
-    """Each player sends ``move_to?wait=true`` back to back for ``seconds``: ack latencies, ms."""
+def viewer_process(args: tuple[int, str, int, float, str]) -> tuple[int, list[float], float]:
+    """One client process's share of the viewers (its own feed subscription for frame ages)."""
+    port, path, n, seconds, feed_address = args
+    feed = Feed(feed_address)
+    feed.start()
+    wait_for(lambda: feed.ticks > 0, 30, "the feed")
+    try:
+        return asyncio.run(viewers(port, path, n, seconds, feed))
+    finally:
+        feed.stop.set()
+
+
+def viewers_in_processes(
+    port: int, path: str, n: int, seconds: float, feed_address: str, procs: int
+) -> tuple[int, list[float], float]:
+    """``n`` viewers spread over ``procs`` client processes (one Python process cannot parse a
+    thousand streams at 10 Hz by itself)."""
+    import multiprocessing
+
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(viewer_process, [(port, path, k, seconds, feed_address) for k in shares])
+    ages = [a for part in parts for a in part[1]]
+    return sum(p[0] for p in parts), ages, max(p[2] for p in parts)
+
+
+async def players(base: str, tokens: list[str], seconds: float, hz: float) -> list[float]:
+    """Each player sends ``move_to?wait=true`` at most ``hz`` times a second (the next one once
+    the last is answered) for ``seconds``: acknowledgement latencies, ms."""
     import aiohttp
 
     lat: list[float] = []
@@ -142,8 +169,11 @@ async def players(base: str, tokens: list[str], seconds: float) -> list[float]:
         async def play(token: str) -> None:
             headers = {"Authorization": f"Bearer {token}"}
             n = 0
+            next_at = time.monotonic()
             while time.monotonic() < until and n < 10_000:
                 n += 1
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = time.monotonic() + 1.0 / hz
                 t0 = time.perf_counter()
                 async with session.post(
                     base + "/api/v1/commands?wait=true",
@@ -183,6 +213,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--players", type=int, default=200)
     parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--player-hz", type=float, default=2.0)
+    parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -209,7 +241,8 @@ def main() -> int:
             return bool(body["running"])
 
         wait_for(gateway_up, 120, "the gateway")
-        feed = Feed(endpoints(tmp / "instance", "meadow").feed)
+        feed_address = endpoints(tmp / "instance", "meadow").feed
+        feed = Feed(feed_address)
         feed.start()
         wait_for(lambda: feed.ticks > 0, 30, "the feed")
         baseline = api_latencies(port, args.seconds / 2)
@@ -218,7 +251,9 @@ def main() -> int:
         result: dict[str, Any] = {}
 
         def run_viewers() -> None:
-            result["v"] = asyncio.run(viewers(gport, path, args.viewers, args.seconds, feed))
+            result["v"] = viewers_in_processes(
+                gport, path, args.viewers, args.seconds, feed_address, args.client_procs
+            )
 
         t = threading.Thread(target=run_viewers)
         t.start()
@@ -229,7 +264,9 @@ def main() -> int:
         frames, ages, elapsed = result["v"]
         tokens = join_players(port, args.players)
         waits = {
-            where: asyncio.run(players(f"http://127.0.0.1:{p}", tokens, args.seconds / 2))
+            where: asyncio.run(
+                players(f"http://127.0.0.1:{p}", tokens, args.seconds / 2, args.player_hz)
+            )
             for where, p in (("web workers (gthread, 2 x 8 threads)", port), ("gateway", gport))
         }
         tick_ms = statistics.mean(feed.durations) * 1000.0 if feed.durations else float("nan")
@@ -255,7 +292,8 @@ def main() -> int:
     for where, lat in waits.items():
         rows.append(
             (
-                f"{args.players} players, `?wait=true` via {where}: ack p50 / p99",
+                f"{args.players} players at {args.player_hz:g} Hz, `?wait=true` via {where}: "
+                "ack p50 / p99",
                 f"{pct(lat, 0.5):.1f} ms / {pct(lat, 0.99):.1f} ms (n={len(lat)}; bound: period "
                 f"+ tick duration + 5 ms = {bound:.1f} ms)",
             )

@@ -25,7 +25,7 @@ from .binary import BinaryChannel, WsClient
 
 log = logging.getLogger("worldloop.gateway")
 
-MAX_BUFFER = 256 * 1024
+MAX_BUFFER = 64 * 1024
 """Bytes a client may have unsent in its socket buffer; past it, it skips frames until it reads."""
 HZ_SLACK = 0.5
 """A client capped at ``hz`` takes a frame once ``1 / hz`` s less this share of a tick period
