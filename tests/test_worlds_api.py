@@ -16,7 +16,9 @@ from flask.testing import FlaskClient
 from worldloop.demo import create_app
 from worldloop.store import MemoryStore
 
+from .frames import layer
 from .support import wait_for
+from .test_observe_stream import SSE
 
 TOKEN = "admin-secret-0123456"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -74,7 +76,7 @@ def test_the_list_holds_the_default_world_and_the_kinds(client: FlaskClient) -> 
     assert client.get("/api/v1/world").get_json()["world"] == "meadow"
 
 
-def test_create_a_world_and_use_its_routes(client: FlaskClient) -> None:
+def test_create_a_world_and_use_its_routes(app: Flask, client: FlaskClient) -> None:
     resp = create(client, "arena-1", entities=25, seed=3)
     assert resp.status_code == 201, resp.get_json()
     assert resp.headers["Location"] == "/api/v1/worlds/arena-1"
@@ -90,6 +92,12 @@ def test_create_a_world_and_use_its_routes(client: FlaskClient) -> None:
     page = client.get("/api/v1/worlds/arena-1/entities?limit=100").get_json()
     assert len(page["items"]) == 25
     assert client.get("/api/v1/worlds/arena-1/frame").status_code == 200
+    sse = SSE(app, "/api/v1/worlds/arena-1/stream")
+    try:
+        frame = sse.frames(1)[0]
+        assert frame["tick"] >= 2 and len(layer(frame, "sheep")["x"]) == 25
+    finally:
+        sse.close()
 
     joined = client.post("/api/v1/worlds/arena-1/players", json={"name": "ann"})
     assert joined.status_code == 201, joined.get_json()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, SRC, Server, child_env, free_port, wait_for
+from tests.support import BIN, ROOT, SRC, Server, child_env, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,21 +21,33 @@ TOKEN = "worlds-admin-token-0123"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def start(tmp_path: Path, name: str, **extra: str) -> Server:
+def start(tmp_path: Path, name: str, server: str = "flask", **extra: str) -> Server:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "flask",
-        "--app",
-        "tests.worlds_app:create_app",
-        "run",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-reload",
-    ]
+    if server == "gunicorn":
+        argv = [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "-w",
+            "1",
+            "--threads",
+            "4",
+            "tests.worlds_app:create_app()",
+        ]
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "tests.worlds_app:create_app",
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-reload",
+        ]
     env = child_env(
         PYTHONPATH=os.pathsep.join([str(SRC), str(ROOT)]),
         WORLDLOOP_INSTANCE_PATH=str(tmp_path / "instance"),
@@ -74,8 +86,9 @@ def live(srv: Server, world: str) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-def test_worlds_created_through_the_api_come_back_after_kill9(tmp_path: Path) -> None:
-    srv = start(tmp_path, "first")
+@pytest.mark.parametrize("server", ["flask", "gunicorn"])
+def test_worlds_created_through_the_api_come_back_after_kill9(tmp_path: Path, server: str) -> None:
+    srv = start(tmp_path, "first", server)
     acked: dict[str, list[int]] = {"drift": [], "north": [], "south": [], "still": []}
     try:
         create(srv, "north", particles=8, seed=1)
@@ -97,7 +110,7 @@ def test_worlds_created_through_the_api_come_back_after_kill9(tmp_path: Path) ->
     finally:
         srv.stop()
 
-    again = start(tmp_path, "second")
+    again = start(tmp_path, "second", server)
     try:
         listed = worlds(again)
         assert set(listed) == {"drift", "north", "south", "still"}
