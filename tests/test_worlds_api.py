@@ -275,3 +275,16 @@ def test_the_document_describes_the_worlds_routes(client: FlaskClient) -> None:
     create_op = paths["/api/v1/worlds"]["post"]
     assert {"201", "409", "422", "501"} <= set(create_op["responses"])
     assert create_op["security"] == [{"adminToken": []}]
+
+
+def test_each_world_has_its_metrics_until_it_is_deleted(client: FlaskClient) -> None:
+    name = f"metered-{os.getpid()}"
+    assert create(client, name).status_code == 201
+    series = f'worldloop_ticks_total{{world="{name}"}}'
+    wait_for(lambda: series in client.get("/metrics").get_data(as_text=True))
+    client.post(f"/api/v1/worlds/{name}/admin/pause", headers=ADMIN)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert f'worldloop_paused{{world="{name}"}} 1.0' in text
+    assert 'worldloop_paused{world="meadow"} 0.0' in text
+    assert client.delete(f"/api/v1/worlds/{name}", headers=ADMIN).status_code == 200
+    assert f'world="{name}"' not in client.get("/metrics").get_data(as_text=True)

@@ -139,6 +139,8 @@ class WorldHost:
         self._worlds: dict[str, HostedWorld] = {}
         self._lock = threading.RLock()
         self.started = False
+        self.on_delete: Callable[[str], None] | None = None
+        """Called with a deleted world's name once it stopped (the app forgets its metrics)."""
 
     @property
     def catalog(self) -> Catalog:
@@ -227,6 +229,8 @@ class WorldHost:
         self.catalog.remove(name)
         if drop_journal:
             self.catalog.drop_data(name)
+        if self.on_delete is not None:
+            self.on_delete(name)
         log.info("world %r deleted (journal %s)", name, "dropped" if drop_journal else "kept")
         return hosted
 

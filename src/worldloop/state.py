@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, g, has_app_context
 
@@ -33,6 +33,9 @@ from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
 from .store.catalog import open_catalog
 from .world import World
+
+if TYPE_CHECKING:
+    from .metrics import LoopObserver
 
 log = logging.getLogger("worldloop")
 
@@ -74,6 +77,9 @@ class WorldLoopState:
             shutdown_timeout=settings.shutdown_timeout,
         )
         """The app's worlds: the default one and those of its kinds (worldloop.host)."""
+        self.observers: dict[str, LoopObserver] = {}
+        """The metrics observers of the extra worlds, by name (WORLDLOOP_OBSERVE)."""
+        self.host.on_delete = self._forget_world
         self.spawner: Spawner | None = None
         """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
         self.offload: OffloadPlugin | None = None
@@ -113,7 +119,19 @@ class WorldLoopState:
         jobs.attach(runtime)
         if self.offload is not None:  # its task requests go where the default world's go
             runtime.add_plugin(OffloadPlugin(self.offload.sender, timeout=self.offload.timeout))
+        if self.settings.observe:  # its own series, labelled with its name
+            from .metrics import LoopObserver
+
+            self.observers[world.name] = LoopObserver(runtime).attach()
         return runtime, jobs
+
+    def _forget_world(self, name: str) -> None:
+        observer = self.observers.pop(name, None)
+        if observer is not None:
+            from .metrics import forget_world
+
+            observer.detach()
+            forget_world(name)
 
     def _default_world(self) -> HostedWorld:
         rt = self.runtime

@@ -209,10 +209,12 @@ def readyz() -> tuple[dict[str, Any], int]:
 )
 def metrics() -> Response:
     obs = current_app.extensions.get("worldloop_observe")
+    ext = current_app.extensions.get("worldloop")
     if obs is not None:
         obs.observer.refresh()
+        for observer in list(getattr(ext, "observers", {}).values()):
+            observer.refresh()
     payload, content_type = render()
-    ext = current_app.extensions.get("worldloop")
     rt = getattr(ext, "runtime", None)
     if ext is not None and rt is not None and rt.running:  # jobs run where the world runs
         payload += render_jobs(ext.jobs)
