@@ -288,3 +288,18 @@ def test_each_world_has_its_metrics_until_it_is_deleted(client: FlaskClient) -> 
     assert 'worldloop_paused{world="meadow"} 0.0' in text
     assert client.delete(f"/api/v1/worlds/{name}", headers=ADMIN).status_code == 200
     assert f'world="{name}"' not in client.get("/metrics").get_data(as_text=True)
+
+
+def test_creation_is_rate_limited_server_wide(tmp_path: Path) -> None:
+    app = make_app(tmp_path, WORLDLOOP_WORLD_CREATE_RATE=0.01, WORLDLOOP_WORLD_CREATE_BURST=2)
+    try:
+        client = app.test_client()
+        assert create(client, "one").status_code == 201
+        assert create(client, "two").status_code == 201
+        refused = create(client, "three")
+        assert error_code(refused, 429) == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        names = [w["name"] for w in client.get("/api/v1/worlds").get_json()["worlds"]]
+        assert names == ["meadow", "one", "two"]
+    finally:
+        app.extensions["worldloop"].stop()
