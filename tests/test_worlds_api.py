@@ -241,16 +241,6 @@ def test_the_catalog_brings_every_world_back(tmp_path: Path, store: str) -> None
         second.extensions["worldloop"].stop()
 
 
-def test_the_runner_process_mode_refuses_extra_worlds(app: Flask, client: FlaskClient) -> None:
-    state = app.extensions["worldloop"]
-    assert state.settings.runner == "process"  # the default; test apps run it on a thread
-    state.role = "gunicorn-worker"  # as a web worker of a runner process sees it
-    state.host.refuse = state._hosting_refused()
-    resp = create(client, "elsewhere")
-    assert error_code(resp, 501) == "worlds_unsupported"
-    assert "WORLDLOOP_RUNNER=thread" in resp.get_json()["error"]["message"]
-
-
 def test_the_document_describes_the_worlds_routes(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     paths = doc["paths"]

@@ -4,7 +4,8 @@ The default world is a ``Drift`` (tests/durability_app.py); kinds ``drift`` (a D
 seeded by its config) and ``faulty`` (a Drift with a system that raises every tick). Two
 test-only endpoints reach any world: POST /test/worlds/<world>/kick submits a kick and answers
 200 once it is applied (acknowledged only after its journal write), and GET
-/test/worlds/<world>/state returns its live tick, kicks and failing-system count.
+/test/worlds/<world>/state returns its published tick and kicks, and (where the world runs)
+its failing-system count.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ def create_app() -> Flask:
     @app.get("/test/worlds/<world>/state")
     def live(world: str) -> dict[str, Any]:
         rt = state_of().host.get(world).runtime
-        drift = rt.world
-        assert isinstance(drift, Drift)
+        snap = rt.snapshot  # published: the same in a web worker of a runner process
         return {
-            "tick": rt.tick,
-            "kicks": drift.kicks,
-            "system_errors": dict(drift.system_errors),
+            "tick": snap.tick,
+            "kicks": snap.summary["kicks"],
+            "system_errors": dict(rt.world.system_errors),  # live only where the world runs
             "paused": rt.stats().paused,
+            "pid": os.getpid(),
         }
 
     WorldLoop(app, world=create_world, kinds=KINDS, json_errors="all")

@@ -129,7 +129,7 @@ class WorldConfigInvalid(WorldLoopError, code="invalid_world", status=422):
 
 
 class WorldsUnsupported(WorldLoopError, code="worlds_unsupported", status=501):
-    """Extra worlds cannot be hosted in this mode (the runner process serves one world)."""
+    """This process cannot create worlds (a web worker: its runner process hosts them)."""
 
 
 # Codes that only appear in command outcomes (a ticket's error), never raised as such.

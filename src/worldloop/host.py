@@ -9,7 +9,10 @@ a world that fails or overruns slows or stops no other. The app's default world 
 was; it is listed here too, but is neither created nor deleted through the host.
 
 The host knows nothing of Flask: the app's state hands it a *builder* that makes a runtime for
-a world with the app's settings and backends.
+a world with the app's settings and backends. In a web worker of a runner process the worlds
+run in the runner: the host there only *resolves* a world the first time a request names it
+(worldloop.runner.worlds.remote_world), and the runner serves each world it starts
+(``on_start``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 NAME_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
 """World names go into URLs, lease and store keys: kept short and plain."""
 
+RESOLVE_AGAIN = 3.0
+"""Seconds a world served from elsewhere may be silent before a request asks about it again."""
+
 Status = Literal["running", "paused", "stopped", "failed"]
 
 
@@ -82,6 +88,8 @@ class HostedWorld:
     default: bool = False
     failed: str | None = field(default=None)
     """Why the world could not be started here (its runtime is then not running)."""
+    seen_at: float = 0.0
+    """When a world served from elsewhere was looked up (monotonic; see WorldHost.get)."""
 
     @property
     def status(self) -> Status:
@@ -141,6 +149,12 @@ class WorldHost:
         self.started = False
         self.on_delete: Callable[[str], None] | None = None
         """Called with a deleted world's name once it stopped (the app forgets its metrics)."""
+        self.on_start: Callable[[HostedWorld], None] | None = None
+        """Called with each world once it started (a runner process serves it to workers)."""
+        self.on_stop: Callable[[str], None] | None = None
+        """Called with a world's name before it is stopped for deletion."""
+        self.resolve: Callable[[str], HostedWorld] | None = None
+        """Finds a world this process does not run (a web worker asks its runner process)."""
 
     @property
     def catalog(self) -> Catalog:
@@ -156,9 +170,27 @@ class WorldHost:
         if name == default.name:
             return default
         found = self._worlds.get(name)
+        if found is not None and self.resolve is not None and self._gone(found):
+            with self._lock:
+                self._worlds.pop(name, None)
+            found.runtime.stop()
+            found = None
         if found is None:
-            raise WorldNotFound(f"no world named {name!r} here", details={"world": name})
+            if self.resolve is None:
+                raise WorldNotFound(f"no world named {name!r} here", details={"world": name})
+            with self._lock:
+                found = self._worlds.get(name)
+                if found is None:
+                    found = self._worlds[name] = self.resolve(name)
+                    found.seen_at = time.monotonic()
         return found
+
+    @staticmethod
+    def _gone(hosted: HostedWorld) -> bool:
+        """Whether a world served from elsewhere has been silent long enough to ask again
+        (deleted, or its runner restarted): its feed is down past the first-feed wait."""
+        up = bool(getattr(hosted.runtime, "runner_up", True))
+        return not up and time.monotonic() - hosted.seen_at > RESOLVE_AGAIN
 
     def worlds(self) -> list[HostedWorld]:
         """The default world, then the extra worlds oldest first."""
@@ -211,6 +243,8 @@ class WorldHost:
                 self.catalog.remove(name)
                 raise
             self._worlds[name] = hosted
+            if self.started and self.on_start is not None:
+                self.on_start(hosted)
         log.info("world %r of kind %r created", name, kind)
         return hosted
 
@@ -225,6 +259,8 @@ class WorldHost:
                 )
             hosted = self.get(name)
             del self._worlds[name]
+        if self.on_stop is not None:
+            self.on_stop(name)
         hosted.runtime.stop()
         self.catalog.remove(name)
         if drop_journal:
@@ -276,6 +312,9 @@ class WorldHost:
         except Exception as exc:
             hosted.failed = f"{type(exc).__name__}: {exc}"
             log.exception("world %r could not start; the other worlds go on", hosted.name)
+            return
+        if self.on_start is not None:
+            self.on_start(hosted)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop every extra world at once, within one bound (each writes its final snapshot);

@@ -73,7 +73,6 @@ class WorldLoopState:
             kinds=kinds,
             max_worlds=settings.max_worlds,
             max_per_kind=settings.max_worlds_per_kind,
-            refuse=self._hosting_refused(),
             shutdown_timeout=settings.shutdown_timeout,
         )
         """The app's worlds: the default one and those of its kinds (worldloop.host)."""
@@ -136,19 +135,6 @@ class WorldLoopState:
     def _default_world(self) -> HostedWorld:
         rt = self.runtime
         return HostedWorld(rt.name, "default", {}, rt, self.jobs, default=True)
-
-    def _hosting_refused(self) -> str | None:
-        """Why extra worlds cannot run in this process, or None (the single-process mode)."""
-        if self.settings.runner == "process" and self.role in (
-            *WEB_ROLES,
-            "prefork-master",
-            "runner",
-        ):
-            return (
-                "extra worlds run in the single-process mode only for now: set "
-                "WORLDLOOP_RUNNER=thread (the runner process serves the default world)"
-            )
-        return None
 
     def use_offload(self, sender: TaskSender) -> OffloadPlugin:
         """Send this world's task requests through ``sender`` (set once, before the start)."""
@@ -232,6 +218,11 @@ class WorldLoopState:
         remote = RemoteRuntime(local.world, bus, rate_hz=self.settings.rate_hz)
         remote.start()
         self.runtime = remote
+        # The runner hosts the extra worlds; the world API's writes are forwarded to it.
+        from .runner.worlds import remote_world
+
+        self.host.resolve = lambda name: remote_world(self, name)
+        self.host.refuse = "this web worker serves the runner's worlds: create them there"
         watch = os.getppid() if self.role == "gunicorn-worker" else os.getpid()
         self.spawner = Spawner(spec, cwd, eps, watch_pid=watch)
         self.spawner.start()

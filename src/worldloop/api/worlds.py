@@ -111,7 +111,7 @@ def list_worlds() -> dict[str, Any]:
         413,
         (422, "Bad name, unknown kind, or a config the kind refused"),
         (429, "Worlds are created faster than WORLDLOOP_WORLD_CREATE_RATE (see Retry-After)"),
-        (501, "Extra worlds are not hosted in this mode (set WORLDLOOP_RUNNER=thread)"),
+        (501, "This process cannot create worlds (a web worker whose runner is unreachable)"),
         503,
     ),
 )
