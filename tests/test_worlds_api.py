@@ -293,3 +293,18 @@ def test_creation_is_rate_limited_server_wide(tmp_path: Path) -> None:
         assert names == ["meadow", "one", "two"]
     finally:
         app.extensions["worldloop"].stop()
+
+
+def test_readyz_lists_a_worlds_trouble_without_failing_the_server(
+    app: Flask, client: FlaskClient
+) -> None:
+    assert create(client, "sick").status_code == 201
+    assert create(client, "well").status_code == 201
+    wait_for(lambda: client.get("/readyz").get_json()["status"] == "ok")
+    app.extensions["worldloop"].host.get("sick").runtime.stop()  # as if its loop had died
+    resp = client.get("/readyz")
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["ready"] and body["status"] == "degraded"
+    assert body["reasons"] == []  # the default world is fine
+    assert list(body["worlds"]) == ["sick"]
+    assert body["worlds"]["sick"][0]["code"] == "not_running"
