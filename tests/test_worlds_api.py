@@ -308,3 +308,38 @@ def test_readyz_lists_a_worlds_trouble_without_failing_the_server(
     assert body["reasons"] == []  # the default world is fine
     assert list(body["worlds"]) == ["sick"]
     assert body["worlds"]["sick"][0]["code"] == "not_running"
+
+
+def test_a_kind_declared_after_init_app_reaches_the_app(tmp_path: Path) -> None:
+    from tests.durability_app import Drift
+    from worldloop import WorldLoop
+    from worldloop.state import get_world
+
+    app = Flask("late", instance_path=str(tmp_path / "late"))
+    app.config.update(
+        TESTING=True,
+        WORLDLOOP_HANDLE_SIGNALS=False,
+        WORLDLOOP_ADMIN_TOKEN=TOKEN,
+        WORLDLOOP_STORE_URL="memory://",
+    )
+    loop = WorldLoop(app, world=lambda config: Drift(4))
+
+    @app.get("/which")
+    def which() -> dict[str, Any]:
+        hosted = get_world()
+        return {"name": hosted.name, "kind": hosted.kind}
+
+    try:
+        client = app.test_client()
+        assert error_code(create(client, "d1", kind="drift"), 422) == "invalid_world"
+
+        @loop.kind("drift")
+        def drift(config: Any) -> Drift:
+            return Drift(int(config.get("particles", 8)))
+
+        assert create(client, "d1", kind="drift", particles=3).status_code == 201
+        summary = client.get("/api/v1/worlds/d1").get_json()
+        assert (summary["world"], summary["particles"]) == ("d1", 3)
+        assert client.get("/which").get_json() == {"name": "drift", "kind": "default"}
+    finally:
+        app.extensions["worldloop"].stop()
