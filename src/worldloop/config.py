@@ -89,6 +89,15 @@ class Settings(BaseModel):
     """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
     from ``gateway``'s port and the host the client asked for."""
 
+    # -- many worlds (worldloop.host) -------------------------------------------------------------
+    max_worlds: int = Field(default=100, ge=0)
+    """Most worlds one server hosts beside its default world (POST /api/v1/worlds past it: 409)."""
+    max_worlds_per_kind: int = Field(default=100, ge=0)
+    """Most worlds of one kind (POST /api/v1/worlds past it: 409)."""
+    world_create_rate: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    """Worlds created per second, server-wide, after the burst (past it: 429 + Retry-After)."""
+    world_create_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)
     """Payload bytes of the commands waiting in the queue (beside ``queue_size``); full = 503."""

@@ -112,6 +112,26 @@ class JobFailed(WorldLoopError, code="job_failed", status=500):
     """A job raised or timed out (its traceback is in the log)."""
 
 
+class WorldNotFound(WorldLoopError, code="world_not_found", status=404):
+    """No world of that name is hosted here (issue 13: many worlds in one server)."""
+
+
+class WorldExists(WorldLoopError, code="world_exists", status=409):
+    """A world of that name exists already (names are unique in a server and its store)."""
+
+
+class WorldLimit(WorldLoopError, code="world_limit", status=409):
+    """Creating the world would pass WORLDLOOP_MAX_WORLDS or WORLDLOOP_MAX_WORLDS_PER_KIND."""
+
+
+class WorldConfigInvalid(WorldLoopError, code="invalid_world", status=422):
+    """An unknown world kind, or a config that the kind's factory refused."""
+
+
+class WorldsUnsupported(WorldLoopError, code="worlds_unsupported", status=501):
+    """This process cannot create worlds (a web worker: its runner process hosts them)."""
+
+
 # Codes that only appear in command outcomes (a ticket's error), never raised as such.
 register_code("command_failed", 409)
 register_code("world_stopped", 503)

@@ -47,11 +47,18 @@ class WorldLoop:
     """Run a world behind Flask apps: declare the world and its jobs here, once."""
 
     def __init__(
-        self, app: Flask | None = None, world: WorldFactory | None = None, **settings: Any
+        self,
+        app: Flask | None = None,
+        world: WorldFactory | None = None,
+        *,
+        kinds: Mapping[str, WorldFactory] | None = None,
+        **settings: Any,
     ) -> None:
         """``settings`` are defaults for this extension's apps, by field name
-        (``WorldLoop(app, viewer=True, rate_hz=30)``); ``app.config`` keys win over them."""
+        (``WorldLoop(app, viewer=True, rate_hz=30)``); ``app.config`` keys win over them.
+        ``kinds`` are the world kinds whose worlds the API creates (see :meth:`kind`)."""
         self.world_factory = world
+        self.kinds: dict[str, WorldFactory] = dict(kinds or {})
         self.defaults = {Settings.key(k): v for k, v in settings.items()}
         self._job_specs: list[JobSpec] = []
         # A weak index of the apps this extension serves (for `job` added late and for
@@ -91,7 +98,7 @@ class WorldLoop:
         jobs = JobScheduler(workers=settings.job_workers)
         for spec in [*self._job_specs, *load_config_jobs(settings.jobs)]:
             jobs.add(spec)
-        state = WorldLoopState(app, settings, built, jobs)
+        state = WorldLoopState(app, settings, built, jobs, kinds=self.kinds)
         app.extensions["worldloop"] = state
         self._states.add(state)
         install_api(app, state)
@@ -103,6 +110,24 @@ class WorldLoop:
         state.start_by_policy(app)
         announce_server(app, state)
         return state
+
+    def kind(self, name: str) -> Callable[[WorldFactory], WorldFactory]:
+        """Register a world kind: ``@loop.kind("arena")`` on a ``factory(config) -> World``.
+        Worlds of it are made by ``POST /api/v1/worlds {"name", "kind": "arena", "config"}``
+        with that config (the factory raises ValueError, TypeError or a pydantic
+        ValidationError for a config it refuses: 422). Declared after ``init_app``, it
+        reaches the apps already served at once."""
+        check_kind = name.strip()
+        if not check_kind or check_kind != name:
+            raise ConfigError(f"bad world kind name {name!r}")
+
+        def decorate(factory: WorldFactory) -> WorldFactory:
+            self.kinds[name] = factory
+            for state in list(self._states):
+                state.host.kinds[name] = factory
+            return factory
+
+        return decorate
 
     @property
     def job(self) -> JobRegistrar:

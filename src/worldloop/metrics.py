@@ -222,6 +222,38 @@ class LoopWindow:
     last_tick_monotonic: float | None
 
 
+WORLD_SERIES = (
+    TICKS,
+    TICK_DURATION,
+    TICK_LATENESS,
+    OVERRUNS,
+    SKIPPED,
+    TICK_ERRORS,
+    SYSTEM_ERRORS,
+    HOOK_ERRORS,
+    COMMANDS_APPLIED,
+    COMMANDS_REJECTED,
+    QUEUE_DEPTH,
+    RATE_HZ,
+    PAUSED,
+    WORLD_TICK,
+    HALTED,
+    JOURNAL_APPEND,
+    SNAPSHOT_SAVE,
+    FRAME_BUILD,
+)
+"""The metrics whose first label is ``world``: one series set per hosted world."""
+
+
+def forget_world(world: str) -> None:
+    """Drop every series of ``world`` (a deleted world), so that creating and deleting worlds
+    never grows ``/metrics``: its size is bounded by the worlds hosted at once."""
+    for metric in WORLD_SERIES:
+        for labels in list(metric._metrics):  # prometheus_client keeps no public index
+            if labels and labels[0] == world:
+                metric.remove(*labels)
+
+
 class LoopObserver(RuntimePlugin):
     """Runtime plug-in: feeds the metrics and keeps a window of recent ticks for /readyz.
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_app_context
 
 from ._loading import is_inspecting
 from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, StoreError, WorldLockedError, WorldLoopError
+from .host import HostedWorld, KindFactory, WorldHost
 from .jobs import (
     JobRegistrar,
     JobScheduler,
@@ -30,7 +31,11 @@ from .preflight import holder_is_stranger, refuse
 from .runner.spawn import Spawner
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
+from .store.catalog import open_catalog
 from .world import World
+
+if TYPE_CHECKING:
+    from .metrics import LoopObserver
 
 log = logging.getLogger("worldloop")
 
@@ -43,7 +48,14 @@ WEB_ROLES = frozenset({"serve", "gunicorn-worker"})
 class WorldLoopState:
     """Everything worldloop keeps for one app: read it as ``app.extensions["worldloop"]``."""
 
-    def __init__(self, app: Flask, settings: Settings, world: World, jobs: JobScheduler) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        settings: Settings,
+        world: World,
+        jobs: JobScheduler,
+        kinds: Mapping[str, KindFactory] | None = None,
+    ) -> None:
         self.settings = settings
         self._app = app
         self.instance_path = app.instance_path
@@ -52,16 +64,39 @@ class WorldLoopState:
         self.jobs = jobs
         """This world's scheduled jobs (bound before any journal replay)."""
         jobs.bind(world)
-        self.runtime = WorldRuntime(
+        self.runtime = self._runtime(world, self._make_lease(world.name), settings.start_paused)
+        jobs.attach(self.runtime)
+        self.host = WorldHost(
+            self.build_runtime,
+            self._default_world,
+            lambda: open_catalog(self.store_url, schema=self.settings.store_schema),
+            kinds=kinds,
+            max_worlds=settings.max_worlds,
+            max_per_kind=settings.max_worlds_per_kind,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+        """The app's worlds: the default one and those of its kinds (worldloop.host)."""
+        self.observers: dict[str, LoopObserver] = {}
+        """The metrics observers of the extra worlds, by name (WORLDLOOP_OBSERVE)."""
+        self.host.on_delete = self._forget_world
+        self.spawner: Spawner | None = None
+        """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
+        self.offload: OffloadPlugin | None = None
+        """Sends the world's task requests (worldloop.offload); None until a sender is set."""
+        self._start_lock = threading.Lock()
+
+    def _runtime(self, world: World, lease: Lease, paused: bool) -> WorldRuntime:
+        settings = self.settings
+        return WorldRuntime(
             world,
             rate_hz=settings.rate_hz,
             policy=settings.overrun,
             max_catch_up=settings.max_catch_up,
             queue_size=settings.queue_size,
             max_commands_per_tick=settings.max_commands_per_tick,
-            lease=self._make_lease(world.name),
+            lease=lease,
             bus=self._make_bus(world.name),
-            start_paused=settings.start_paused,
+            start_paused=paused,
             shutdown_timeout=settings.shutdown_timeout,
             store=self._make_store(),
             snapshot_every=settings.snapshot_every,
@@ -71,12 +106,35 @@ class WorldLoopState:
             store_retry_seconds=settings.store_retry_seconds,
             snapshot_cache_bytes=settings.snapshot_cache_bytes,
         )
-        jobs.attach(self.runtime)
-        self.spawner: Spawner | None = None
-        """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
-        self.offload: OffloadPlugin | None = None
-        """Sends the world's task requests (worldloop.offload); None until a sender is set."""
-        self._start_lock = threading.Lock()
+
+    def build_runtime(self, world: World, paused: bool) -> tuple[WorldRuntime, JobScheduler]:
+        """The runtime of an extra world (worldloop.host): the app's settings and store, its
+        own bus, queue and jobs. Its lease is in-process: extra worlds run only where the
+        default world runs, under the default world's lease on the store."""
+        jobs = JobScheduler(workers=self.settings.job_workers)
+        jobs.bind(world)
+        lease = open_lease(f"memory://{self.store_url}#{world.name}", world.name, wait=0.0)
+        runtime = self._runtime(world, lease, paused)
+        jobs.attach(runtime)
+        if self.offload is not None:  # its task requests go where the default world's go
+            runtime.add_plugin(OffloadPlugin(self.offload.sender, timeout=self.offload.timeout))
+        if self.settings.observe:  # its own series, labelled with its name
+            from .metrics import LoopObserver
+
+            self.observers[world.name] = LoopObserver(runtime).attach()
+        return runtime, jobs
+
+    def _forget_world(self, name: str) -> None:
+        observer = self.observers.pop(name, None)
+        if observer is not None:
+            from .metrics import forget_world
+
+            observer.detach()
+            forget_world(name)
+
+    def _default_world(self) -> HostedWorld:
+        rt = self.runtime
+        return HostedWorld(rt.name, "default", {}, rt, self.jobs, default=True)
 
     def use_offload(self, sender: TaskSender) -> OffloadPlugin:
         """Send this world's task requests through ``sender`` (set once, before the start)."""
@@ -114,14 +172,20 @@ class WorldLoopState:
             if self.role in SERVER_ROLES and not lease.held and holder_is_stranger(lease):
                 lease.acquire(wait=0)  # a second server, not a restarting sibling: no wait
             self.runtime.start()
+            self.host.start()
         stop_at_exit(self, self.settings.handle_signals, server=self.role in SERVER_ROLES)
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop the loop within the configured bound; True if it ended in time. A web worker
-        of a runner process stops watching it and disconnects (the runner goes on)."""
+        """Stop the loop (and the extra worlds' loops, at the same time) within the configured
+        bound; True if it ended in time. A web worker of a runner process stops watching it
+        and disconnects (the runner goes on)."""
         if self.spawner is not None:
             self.spawner.stop()
-        return self.runtime.stop(timeout)
+        extra = threading.Thread(target=self.host.stop, args=(timeout,), daemon=True)
+        extra.start()
+        ok = self.runtime.stop(timeout)
+        extra.join((self.settings.shutdown_timeout if timeout is None else timeout) + 1.0)
+        return ok
 
     def start_in_runner(self) -> None:
         """Start the world in the runner process (worldloop.runner.main, lock held)."""
@@ -154,6 +218,11 @@ class WorldLoopState:
         remote = RemoteRuntime(local.world, bus, rate_hz=self.settings.rate_hz)
         remote.start()
         self.runtime = remote
+        # The runner hosts the extra worlds; the world API's writes are forwarded to it.
+        from .runner.worlds import remote_world
+
+        self.host.resolve = lambda name: remote_world(self, name)
+        self.host.refuse = "this web worker serves the runner's worlds: create them there"
         watch = os.getppid() if self.role == "gunicorn-worker" else os.getpid()
         self.spawner = Spawner(spec, cwd, eps, watch_pid=watch)
         self.spawner.start()
@@ -291,9 +360,33 @@ def state_of(app: Flask | None = None) -> WorldLoopState:
     return state
 
 
+WORLD_KEY = "worldloop_world"
+"""Where a request's world name is kept in ``flask.g`` (from the ``world`` URL value of the
+routes under ``/api/v1/worlds/<world>``, see worldloop.api.worlds)."""
+
+
+def request_world() -> str | None:
+    """The world named by the current request's URL, or None (the default world)."""
+    if not has_app_context():
+        return None
+    name = g.get(WORLD_KEY)
+    return name if isinstance(name, str) else None
+
+
+def get_world() -> HostedWorld:
+    """The world of the current request: the one its URL names, else the default world;
+    WorldNotFound (404) for a name this app does not host."""
+    state = state_of()
+    name = request_world()
+    return state._default_world() if name is None else state.host.get(name)
+
+
 def get_runtime() -> WorldRuntime:
-    """The runtime of the current app (inside a request or app context)."""
-    return state_of().runtime
+    """The runtime of the current app's world of this request (inside a request or app
+    context): the world named by the URL (``/api/v1/worlds/<world>/...``), else the default."""
+    state = state_of()
+    name = request_world()
+    return state.runtime if name is None else state.host.get(name).runtime
 
 
 def current_settings() -> Settings:

@@ -12,7 +12,7 @@ from ..clock import MAX_RATE_HZ, MIN_RATE_HZ
 from ..errors import ClockStateError, WorldNotRunning
 from ..models import Integral
 from ..runtime import WorldRuntime
-from ..state import get_runtime
+from ..state import get_runtime, state_of
 from .auth import ADMIN
 from .declare import Reply, operation
 
@@ -82,6 +82,7 @@ def status() -> dict[str, Any]:
 def pause() -> dict[str, Any]:
     rt = _running()
     rt.pause()
+    _remember_pause(rt, True)
     return _status(rt)
 
 
@@ -92,6 +93,7 @@ def pause() -> dict[str, Any]:
 def resume() -> dict[str, Any]:
     rt = _running()
     rt.resume()
+    _remember_pause(rt, False)
     return _status(rt)
 
 
@@ -155,6 +157,11 @@ def _running() -> WorldRuntime:
     if not rt.running:
         raise WorldNotRunning(f"world {rt.name!r} is not running in this process")
     return rt
+
+
+def _remember_pause(rt: WorldRuntime, paused: bool) -> None:
+    """An extra world comes back paused (or not) after a restart: its catalog entry says."""
+    state_of().host.record_pause(rt.name, paused)
 
 
 def _status(rt: WorldRuntime) -> dict[str, Any]:

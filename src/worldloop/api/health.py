@@ -143,6 +143,11 @@ class Readiness(BaseModel):
     paused: bool
     rate_hz: float
     role: str = Field(description="serve, gunicorn-worker, prefork-master, reloader-parent, ...")
+    worlds: dict[str, list[ProblemInfo]] = Field(
+        default_factory=dict,
+        description="Problems of the server's other worlds, by name (worldloop.host): they "
+        "make the status degraded, never the server unready for its healthy worlds.",
+    )
 
 
 @bp.after_request
@@ -180,10 +185,11 @@ def readyz() -> tuple[dict[str, Any], int]:
     probe = obs.store_probe if obs is not None else StoreProbe(1.0)
     problems = assess(rt, observer, probe, ext.settings)
     fatal = any(p.fatal for p in problems)
+    worlds = _other_worlds(ext, probe)
     stats = rt.stats()
     snap = rt.latest
     body = {
-        "status": "unavailable" if fatal else ("degraded" if problems else "ok"),
+        "status": "unavailable" if fatal else ("degraded" if problems or worlds else "ok"),
         "ready": not fatal,
         "reasons": [p.to_dict() for p in problems],
         "world": rt.name,
@@ -191,8 +197,26 @@ def readyz() -> tuple[dict[str, Any], int]:
         "paused": stats.paused,
         "rate_hz": stats.rate_hz,
         "role": getattr(ext, "role", "unknown"),
+        "worlds": worlds,
     }
     return body, 503 if fatal else 200
+
+
+def _other_worlds(ext: Any, probe: StoreProbe) -> dict[str, list[dict[str, Any]]]:
+    """The problems of each extra world this process hosts (none listed: all well)."""
+    host = getattr(ext, "host", None)
+    if host is None:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for hosted in host.worlds()[1:]:
+        if hosted.failed is not None:
+            found = [Problem("failed", f"the world could not start: {hosted.failed}", True)]
+        else:
+            observer = ext.observers.get(hosted.name)
+            found = assess(hosted.runtime, observer, probe, ext.settings)
+        if found:
+            out[hosted.name] = [p.to_dict() for p in found]
+    return out
 
 
 @bp.get("/metrics")
@@ -209,10 +233,12 @@ def readyz() -> tuple[dict[str, Any], int]:
 )
 def metrics() -> Response:
     obs = current_app.extensions.get("worldloop_observe")
+    ext = current_app.extensions.get("worldloop")
     if obs is not None:
         obs.observer.refresh()
+        for observer in list(getattr(ext, "observers", {}).values()):
+            observer.refresh()
     payload, content_type = render()
-    ext = current_app.extensions.get("worldloop")
     rt = getattr(ext, "runtime", None)
     if ext is not None and rt is not None and rt.running:  # jobs run where the world runs
         payload += render_jobs(ext.jobs)

@@ -49,6 +49,10 @@ def install_api(app: Flask, state: WorldLoopState) -> None:
         from .viewer import bp as viewer_bp
 
         app.register_blueprint(viewer_bp)
+    if settings.api:
+        from .worlds import install_worlds
+
+        install_worlds(app)  # last: it routes the blueprints above again under each world
 
 
 def announce_server(app: Flask, state: WorldLoopState) -> None:

@@ -93,8 +93,13 @@ class JobName(BaseModel):
 
 
 def get_jobs() -> JobScheduler:
-    """The job scheduler of the current app's world."""
-    return current_app.extensions["worldloop"].jobs  # type: ignore[no-any-return]
+    """The job scheduler of the request's world (named in the URL, else the default)."""
+    from ..state import request_world
+
+    name = request_world()
+    state = current_app.extensions["worldloop"]
+    jobs = state.jobs if name is None else state.host.get(name).jobs
+    return jobs  # type: ignore[no-any-return]
 
 
 def job_examples(ctx: DocContext, op: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from ..hosting import gunicorn_worker
 from ..lifecycle import after_fork
 from ..logs import configure_logging, host_configured_logging, is_configured
 from ..metrics import HTTP_LATENCY, LoopObserver
-from ..state import WorldLoopState
+from ..state import WorldLoopState, request_world, state_of
 from .health import StoreProbe
 from .health import bp as health_bp
 from .live import bp as live_bp
@@ -90,6 +90,10 @@ def _observe_request(resp: Response) -> Response:
     obs: Observation | None = current_app.extensions.get("worldloop_observe")
     if obs is not None and request.method != "GET":
         obs.observer.refresh()  # a write may have paused, resumed or re-rated the world
+        world = request_world()
+        extra = None if world is None else state_of().observers.get(world)
+        if extra is not None:
+            extra.refresh()
     started = g.get("_worldloop_started")
     if started is not None:
         rule = request.url_rule

@@ -178,6 +178,8 @@ def _operation(ctx: DocContext, op: Operation, rule: Rule) -> dict[str, Any]:
     for item in op.errors:
         status, text = item if isinstance(item, tuple) else (item, ERROR_TEXT[item])
         responses[str(status)] = _reply(ctx, Reply(text, Error))
+    if "world" in rule.arguments and "404" not in responses:  # /api/v1/worlds/<world>/...
+        responses["404"] = _reply(ctx, Reply("No world of that name here", Error))
     for code in ("429", "503"):  # api_error and ensure_retry_after always send it
         if code in responses:
             responses[code].setdefault("headers", {})["Retry-After"] = RETRY_AFTER

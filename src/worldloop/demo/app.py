@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import env_config
 from ..extension import WorldLoop
@@ -19,7 +20,7 @@ from .forecast import FORECAST_TASK, run_forecast
 from .forecast_api import bp as forecast_bp
 from .jobs import bp as leaderboard_bp
 from .jobs import register_demo_jobs
-from .meadow import create_world
+from .meadow import Meadow, create_world
 
 
 def create_app(config: Mapping[str, Any] | None = None, instance_path: str | None = None) -> Flask:
@@ -40,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
         app.config["WORLDLOOP_ADMIN_TOKEN"] = _demo_admin_token(Path(app.instance_path))
     # The demo is an API server with its viewer at /: every error is JSON.
     ext = WorldLoop(world=create_world, viewer=True, json_errors="all")
+    ext.kind("meadow")(meadow_kind(app.config))
     if _flag(app.config.get("MEADOW_DEMO_JOBS", True)):
         register_demo_jobs(ext, app.instance_path, app.config)
     state = ext.init_app(app)
@@ -51,6 +53,28 @@ def create_app(config: Mapping[str, Any] | None = None, instance_path: str | Non
     app.register_blueprint(leaderboard_bp)
     app.register_blueprint(forecast_bp)
     return app
+
+
+class MeadowConfig(BaseModel):
+    """The config of a meadow created through ``POST /api/v1/worlds`` (kind ``meadow``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    width: float = Field(1000.0, gt=0, le=100_000)
+    height: float = Field(1000.0, gt=0, le=100_000)
+    entities: int = Field(200, ge=0, le=20_000)
+    seed: int = Field(0, ge=0)
+
+
+def meadow_kind(app_config: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], Meadow]:
+    """The demo's world kind: more meadows, each sized by its own config (422 when bad)."""
+
+    def factory(config: Mapping[str, Any]) -> Meadow:
+        cfg = MeadowConfig.model_validate(dict(config))
+        keys = {f"MEADOW_{k.upper()}": v for k, v in cfg.model_dump().items()}
+        return create_world({**app_config, **keys})
+
+    return factory
 
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"

@@ -22,6 +22,7 @@ from ..api import (
     tasks,
     viewer,
     world,
+    worlds,
 )
 from .forecast_api import bp as forecast_bp
 from .jobs import DEMO_JOBS
@@ -53,4 +54,5 @@ def document() -> dict[str, Any]:
     app = Flask("worldloop.demo.docs")
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    worlds.install_worlds(app)
     return openapi.build_document(app, world=Meadow, jobs=DEMO_JOBS)

@@ -21,8 +21,24 @@ from .remote import RemoteRuntime
 if TYPE_CHECKING:
     from ..state import WorldLoopState
 
-FORWARDED_BLUEPRINTS = frozenset({"worldloop_admin", "worldloop_jobs", "worldloop_tasks"})
-FORWARDED_ENDPOINTS = frozenset({"worldloop_health.metrics", "worldloop_health.readyz"})
+FORWARDED_BLUEPRINTS = frozenset(
+    {
+        "worldloop_admin",
+        "worldloop_jobs",
+        "worldloop_tasks",
+        "worldloop_admin_of_world",  # the same routes of the extra worlds (worldloop.api.worlds)
+        "worldloop_jobs_of_world",
+    }
+)
+FORWARDED_ENDPOINTS = frozenset(
+    {
+        "worldloop_health.metrics",
+        "worldloop_health.readyz",
+        "worldloop_worlds.list_worlds",  # the runner hosts the extra worlds
+        "worldloop_worlds.create_world",
+        "worldloop_worlds.delete_world",
+    }
+)
 TIMEOUT = 30.0
 """Seconds a forwarded request may take (an admin step of many ticks waits for them)."""
 PROBE_TIMEOUT = 1.0

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..state import state_of
     from . import ipc
     from .server import RunnerServer
+    from .worlds import WorldServers
 
     app = load_app(args.app)
     state = state_of(app)
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("worldloop: another runner serves world %r; exiting", state.runtime.name)
         return 0
     server = RunnerServer(app, state.runtime, endpoints)
+    extra = WorldServers(app, state)  # the catalog's worlds, each served on its own endpoints
+    state.host.on_start = extra.add
+    state.host.on_stop = extra.remove
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.halt()
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if gateway is not None:
             gateway.stop()
         server.stop()
+        extra.stop()
         state.stop()
         os.close(fd)
     return 0

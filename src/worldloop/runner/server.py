@@ -188,6 +188,11 @@ class RunnerServer:
         if op == "writable":
             rt.check_writable()
             return True
+        if op == "world":  # a web worker asks what an extra world is (worldloop.runner.worlds)
+            from ..state import state_of
+
+            hosted = state_of(self.app).host.get(str(message["name"]))
+            return {"name": hosted.name, "kind": hosted.kind, "config": dict(hosted.config)}
         if op == "ping":
             return {"runner": self.id, "pid": os.getpid(), "tick": rt.tick}
         raise WorldLoopError(f"unknown runner request {op!r}")

@@ -79,6 +79,12 @@ class MemoryStore:
     def open(self) -> None:
         """Nothing to connect to."""
 
+    def drop_world(self, world: str) -> None:
+        """Forget everything stored for ``world`` (a deleted world whose journal goes too)."""
+        self._writable("drop a world")
+        with self._lock:
+            self._worlds.pop(world, None)
+
     def close(self) -> None:
         """Nothing to release; the data stays with the object."""
 

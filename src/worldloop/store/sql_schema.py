@@ -103,6 +103,20 @@ snapshots = Table(
 )
 
 
+worlds = Table(
+    "worldloop_worlds",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("kind", String(200), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("paused", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""The catalog of a server's extra worlds (worldloop.store.catalog). Additive: a store made
+before it gets the table on the catalog's first write, so no schema version bump is needed
+(an older worldloop ignores it)."""
+
+
 def sqlite_events(
     engine: Engine, *, wal: bool, busy_timeout: float, private: Path | None = None
 ) -> None:

@@ -1,0 +1,33 @@
+"""bench/many_worlds.py still runs (two small sizes, a short window; figures not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .support import ROOT, child_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_many_worlds_bench_runs_and_prints_its_table() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "many_worlds.py"),
+            "--worlds",
+            "1,3",
+            "--seconds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        check=True,
+    ).stdout
+    assert "Command: `python bench/many_worlds.py" in out and "Machine: " in out
+    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 3 |"))]
+    assert len(rows) == 2
