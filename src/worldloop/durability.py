@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .commands import Command, Outcome
-from .errors import StoreError
+from .errors import StoreError, WorldFenced
 from .progress import ReplayLog, ReplayProgress
 from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
@@ -280,6 +280,9 @@ class Durability:
                 try:
                     self.store.append(world.name, tick, records, state_hash)
                     error: StoreError | None = None
+                except WorldFenced as exc:  # another owner: retrying or probing the head
+                    self.failed = exc.message  # (theirs) could only acknowledge wrongly
+                    raise
                 except StoreError as exc:
                     error = exc
                 if error is None or self._committed_anyway(world.name, tick):

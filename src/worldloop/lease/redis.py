@@ -6,7 +6,7 @@ stop releases it with compare-and-delete. Redis is not the safety: a holder paus
 (SIGSTOP, GC, a partition) may wake up believing it still holds it. Two things stop it:
 
 - **self-fence**: :attr:`held` turns False once the monotonic clock passes the last confirmed
-  renewal's send time + ttl × (1 - margin), before Redis can let the key expire, so the runtime
+  renewal's send time + ttl x (1 - margin), before Redis can let the key expire, so the runtime
   stops ticking on its own (the ticks check :attr:`held`);
 - **the epoch** in the store (``worldloop.store.epoch``), bumped by each new owner and checked in
   every journal, snapshot and prune transaction, so nothing the old holder writes commits.
@@ -54,7 +54,7 @@ def redis_url_options(url: str) -> tuple[str, dict[str, str]]:
     """``url`` without its worldloop query options, and those options (``prefix``, ``ttl``…)."""
     parts = urlsplit(url)
     opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    mine = {k: opts.pop(k) for k in ("prefix", "ttl", "feed", "poll") if k in opts}
+    mine: dict[str, str] = {k: opts.pop(k) for k in ("prefix", "ttl", "feed", "poll") if k in opts}
     query = "&".join(f"{k}={v}" for k, v in opts.items())
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), mine
 
@@ -120,10 +120,11 @@ class RedisLease:
         return self._token
 
     def holder(self) -> str | None:
-        raw = self.client.get(self.key)
+        raw: Any = self.client.get(self.key)
         if raw is None:
             return None
-        return bytes(raw).decode(errors="replace").rsplit(" ", 1)[0]
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        return text.rsplit(" ", 1)[0]
 
     def acquire(self, wait: float | None = None) -> None:
         if self._me is not None and self.held:
