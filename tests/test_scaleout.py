@@ -1,0 +1,115 @@
+"""The scale-out runtime in one process (two "workers" on one world, each with its own Redis
+connections and store): one owns and ticks, the other serves and forwards commands; stopping
+the owner hands the world over with nothing acknowledged lost; a fenced owner gives up."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.durability_app import Drift
+from tests.redis_support import REDIS_URL, redis_prefix
+from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from worldloop.scaleout import ScaleoutRuntime, scaleout_runtime
+from worldloop.store.epoch import EpochFence
+from worldloop.store.sql import SqlStore
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    yield from redis_prefix()
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    require_postgres()
+    name = f"wl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_pg_schema(name)
+
+
+@pytest.fixture
+def workers(prefix: str, schema: str) -> Iterator[Callable[[], ScaleoutRuntime]]:
+    made: list[ScaleoutRuntime] = []
+
+    def make() -> ScaleoutRuntime:
+        rt = scaleout_runtime(
+            Drift(particles=8, seed=5),
+            redis_url=REDIS_URL,
+            store_url=PG_URL,
+            schema=schema,
+            prefix=prefix,
+            ttl=1.5,
+            poll=0.1,
+            owner_options={"rate_hz": 50.0, "snapshot_every": 50, "hash_every": 1},
+        )
+        made.append(rt)
+        rt.start()
+        return rt
+
+    yield make
+    for rt in made:
+        rt.stop()
+
+
+def until(cond: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_one_owns_every_worker_serves_and_the_world_moves_on_a_stop(
+    workers: Callable[[], ScaleoutRuntime], schema: str
+) -> None:
+    a = workers()
+    until(lambda: a.owning)
+    b = workers()
+    until(lambda: b.latest is not None)
+    assert not b.owning and a.takeovers == 1
+    tickets = [b.submit("kick", {"i": i % 8, "dv": 1.0}) for i in range(20)]
+    for t in tickets:
+        assert t.wait(5) and t.status == "applied"
+    assert b.command_status(tickets[0].id) is not None
+    with pytest.raises(Exception, match="runs on another worker"):
+        b.pause()
+    before = b.tick
+    a.stop()  # graceful: final snapshot, release; b takes over within its poll
+    until(lambda: b.owning, 5.0)
+    more = [b.submit("kick", {"i": 1, "dv": 2.0}) for _ in range(5)]
+    for t in more:
+        assert t.wait(5) and t.status == "applied"
+    assert b.tick >= before
+    store = SqlStore(PG_URL, schema=schema)
+    try:
+        for t in tickets + more:
+            found = store.find_command("drift", t.id)
+            assert found is not None and found["status"] == "applied"
+    finally:
+        store.close()
+
+
+def test_a_fenced_owner_gives_the_world_up(
+    workers: Callable[[], ScaleoutRuntime], schema: str
+) -> None:
+    a = workers()
+    until(lambda: a.owning)
+    rogue = EpochFence(SqlStore(PG_URL, schema=schema), "rogue")
+    try:
+        rogue.claim("drift")  # as a new owner would after a's lease expired
+        until(lambda: a.given_up is not None, 5.0)
+        assert "another runner" in a.given_up  # type: ignore[operator]
+        # the Redis lease was free again (the rogue never took it): a stands by, wins it
+        # again and claims a newer epoch than the rogue's
+        until(lambda: a.takeovers == 2 and a.owning, 5.0)
+        assert isinstance(a.owner, object) and a.owner is not None
+        assert a.owner.lease.token == 3
+    finally:
+        rogue.store.close()
