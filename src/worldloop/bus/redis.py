@@ -231,6 +231,11 @@ class RedisBus:
         return self._latest
 
     @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, tick) of :attr:`latest` ((-1, -1) before the first): it never goes back."""
+        return self._position
+
+    @property
     def depth(self) -> int:
         return int(_text(self.client.get(self.depth_key) or 0))
 
