@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .bus.redis import RedisBus
 from .clock import TickerStats
@@ -32,6 +32,9 @@ from .runtime import WorldRuntime
 from .store.epoch import EpochFence
 from .store.sql import SqlStore
 from .world import World
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("worldloop.scaleout")
 
@@ -315,4 +318,33 @@ def scaleout_runtime(
         lookup_store=SqlStore(store_url, schema=schema),
         poll=poll,
         owner_options=owner_options,
+    )
+
+
+def runtime_from_settings(world: World, settings: Settings, store_url: str) -> ScaleoutRuntime:
+    """The scale-out runtime an app's settings describe (WORLDLOOP_REDIS_URL is set)."""
+    assert settings.redis_url is not None
+    return scaleout_runtime(
+        world,
+        redis_url=settings.redis_url,
+        store_url=store_url,
+        schema=settings.store_schema,
+        prefix=settings.redis_prefix,
+        ttl=settings.lease_ttl,
+        poll=settings.standby_poll,
+        queue_size=settings.queue_size,
+        owner_options={
+            "rate_hz": settings.rate_hz,
+            "policy": settings.overrun,
+            "max_catch_up": settings.max_catch_up,
+            "max_commands_per_tick": settings.max_commands_per_tick,
+            "start_paused": settings.start_paused,
+            "shutdown_timeout": settings.shutdown_timeout,
+            "snapshot_every": settings.snapshot_every,
+            "recovery_seconds": settings.recovery_seconds,
+            "hash_every": settings.hash_every,
+            "retention_ticks": settings.journal_retention,
+            "store_retry_seconds": settings.store_retry_seconds,
+            "snapshot_cache_bytes": settings.snapshot_cache_bytes,
+        },
     )

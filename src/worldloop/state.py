@@ -52,24 +52,28 @@ class WorldLoopState:
         self.jobs = jobs
         """This world's scheduled jobs (bound before any journal replay)."""
         jobs.bind(world)
-        self.runtime = WorldRuntime(
-            world,
-            rate_hz=settings.rate_hz,
-            policy=settings.overrun,
-            max_catch_up=settings.max_catch_up,
-            queue_size=settings.queue_size,
-            max_commands_per_tick=settings.max_commands_per_tick,
-            lease=self._make_lease(world.name),
-            bus=self._make_bus(world.name),
-            start_paused=settings.start_paused,
-            shutdown_timeout=settings.shutdown_timeout,
-            store=self._make_store(),
-            snapshot_every=settings.snapshot_every,
-            recovery_seconds=settings.recovery_seconds,
-            hash_every=settings.hash_every,
-            retention_ticks=settings.journal_retention,
-            store_retry_seconds=settings.store_retry_seconds,
-            snapshot_cache_bytes=settings.snapshot_cache_bytes,
+        self.runtime = (
+            self._make_scaleout(world)
+            if settings.redis_url
+            else WorldRuntime(
+                world,
+                rate_hz=settings.rate_hz,
+                policy=settings.overrun,
+                max_catch_up=settings.max_catch_up,
+                queue_size=settings.queue_size,
+                max_commands_per_tick=settings.max_commands_per_tick,
+                lease=self._make_lease(world.name),
+                bus=self._make_bus(world.name),
+                start_paused=settings.start_paused,
+                shutdown_timeout=settings.shutdown_timeout,
+                store=self._make_store(),
+                snapshot_every=settings.snapshot_every,
+                recovery_seconds=settings.recovery_seconds,
+                hash_every=settings.hash_every,
+                retention_ticks=settings.journal_retention,
+                store_retry_seconds=settings.store_retry_seconds,
+                snapshot_cache_bytes=settings.snapshot_cache_bytes,
+            )
         )
         jobs.attach(self.runtime)
         self.spawner: Spawner | None = None
@@ -111,7 +115,12 @@ class WorldLoopState:
             if self.runtime.running:
                 return
             lease = self.runtime.lease
-            if self.role in SERVER_ROLES and not lease.held and holder_is_stranger(lease):
+            scaleout = self.settings.redis_url is not None  # the Redis lease decides
+            if (
+                self.role in SERVER_ROLES
+                and not (lease.held or scaleout)
+                and holder_is_stranger(lease)
+            ):
                 lease.acquire(wait=0)  # a second server, not a restarting sibling: no wait
             self.runtime.start()
         stop_at_exit(self, self.settings.handle_signals, server=self.role in SERVER_ROLES)
@@ -130,7 +139,13 @@ class WorldLoopState:
     @property
     def splits(self) -> bool:
         """True when this process serves a world that runs in a runner process."""
-        return self.settings.runner == "process" and self.role in WEB_ROLES
+        return self.settings.runner == "process" and self.role in WEB_ROLES and not self.scaleout
+
+    @property
+    def scaleout(self) -> bool:
+        """The Redis mode: every worker serves, the Redis lease picks who runs (no one-host
+        runner process: it would add a hop and a single host to a mode made for many)."""
+        return self.settings.redis_url is not None
 
     def _start_web(self, app: Flask) -> None:
         """Serve the world of this instance's runner process, and watch that it runs."""
@@ -174,7 +189,8 @@ class WorldLoopState:
             return  # worldloop.runner.main starts it, once it holds the runner lock
         if self.role == "gateway":
             return  # worldloop.gateway serves the runner's feed: no world, no runner here
-        if self.settings.runner == "process" and self.role in (*WEB_ROLES, "prefork-master"):
+        split = self.settings.runner == "process" and not self.scaleout
+        if split and self.role in (*WEB_ROLES, "prefork-master"):
             from .runner.forward import install_forwarding
 
             install_forwarding(app, self)
@@ -250,6 +266,12 @@ class WorldLoopState:
         """WORLDLOOP_STORE_URL, or the embedded default ``sqlite:///<instance>/worldloop.db``."""
         url = self.settings.store_url
         return default_store_url(self.instance_path) if url is None else url
+
+    def _make_scaleout(self, world: World) -> WorldRuntime:
+        """The scale-out mode's runtime (WORLDLOOP_REDIS_URL; worldloop.scaleout)."""
+        from .scaleout import runtime_from_settings
+
+        return runtime_from_settings(world, self.settings, self.store_url)
 
     def _make_store(self) -> Store | None:
         """The journal + snapshot store, by URL (not connected yet); None for ``memory://``
