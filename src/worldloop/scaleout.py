@@ -244,6 +244,17 @@ class ScaleoutRuntime(WorldRuntime):
             log.error("world %r: %s gives the world up: %s", self.name, self.me, why)
         return owner.stop(timeout)
 
+    def command_status(self, command_id: str) -> dict[str, Any] | None:
+        """A ticket this worker put that the feed has not resolved yet (its entry may have
+        been missed: the feed is capped) is looked up in the journal too."""
+        ticket = self.bus.ticket(command_id)
+        if ticket is not None and ticket.done:
+            return {**ticket.to_dict(), "actor": ticket.command.actor}
+        found = None if self.store is None else self.store.find_command(self.name, command_id)
+        if found is None and ticket is not None:
+            return {**ticket.to_dict(), "actor": ticket.command.actor}
+        return found
+
     # -- what only the owner can do ----------------------------------------------------------
 
     def _owner(self) -> WorldRuntime:

@@ -51,6 +51,12 @@ redis.call('INCR', KEYS[3])
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], seq .. ' ' .. ARGV[2], 'PX', ARGV[3]) end
 return {1, seq, id}
 """
+START = """
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+local waiting = redis.call('XLEN', KEYS[1])
+redis.call('SET', KEYS[2], waiting)
+return waiting
+"""
 SET_SEQ = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -100,6 +106,7 @@ class RedisBus:
         self._url = url
         self._put = client.register_script(PUT)
         self._set_seq = client.register_script(SET_SEQ)
+        self._start = client.register_script(START)
         self.epoch = 0
         """The owner's epoch, written with each feed entry (set when it claims the world)."""
         self.cursor = "0-0"
@@ -253,11 +260,8 @@ class RedisBus:
         drop what the journal already holds, and count what is still waiting."""
         self.epoch = epoch
         self.cursor = self._committed = cursor
-        pipe = self.client.pipeline()
-        pipe.xtrim(self.cmd_key, minid=after(cursor), approximate=False)
-        pipe.xlen(self.cmd_key)
-        waiting = pipe.execute()[1]
-        self.client.set(self.depth_key, int(waiting))
+        self._start(keys=[self.cmd_key, self.depth_key], args=[after(cursor)])  # one script:
+        # no put slips between the count and the reset
 
     def take(self, limit: int | None = None) -> list[Command]:
         entries: Any = self.client.xrange(
