@@ -5,10 +5,11 @@ key, bound, sequence number, append; full = QueueFull). The world's owner ``take
 stream offset its journal reached (:meth:`RedisBus.start_at` after it claims the world); the
 offset of each tick's last command goes to the store's epoch fence (``on_taken``) and commits with
 the tick, so commands read but not committed are read again by the next owner. After the commit,
-``publish`` appends ``(epoch, tick, snapshot bytes, outcomes)`` to the capped ``wl:{world}:feed``
-and trims the commands the journal now holds. Every worker reads the feed on a thread of its own:
-it serves ``latest`` from it (never going back in ``(epoch, tick)``) and resolves the tickets of
-the commands it put, so an acknowledgement always means a committed journal.
+``publish`` hands ``(epoch, tick, snapshot, outcomes)`` to a publisher thread, which packs it,
+appends it to the capped ``wl:{world}:feed`` and trims the commands the journal now holds. Every
+worker reads the feed on a thread of its own: it serves ``latest`` from it (never going back in
+``(epoch, tick)``) and resolves the tickets of the commands it put, so an acknowledgement always
+means a committed journal.
 
 Streams rather than pub/sub: a worker that misses a moment reads on from where it was. The keys
 of one world share the hash tag ``{world}`` (one Redis Cluster slot). A failed tick (``settle``)
@@ -121,6 +122,12 @@ class RedisBus:
         self._position = (-1, -1)
         self._cv = threading.Condition()
         self._closed = threading.Event()
+        self._outbox_cv = threading.Condition()
+        self._outbox: tuple[int, Snapshot] | None = None
+        self._outbox_out: list[list[Any]] = []
+        self._outbox_trim: str | None = None
+        self._sending = False
+        self._publisher: threading.Thread | None = None
         self._reader: threading.Thread | None = None
         if read:
             self._reader = threading.Thread(
@@ -279,37 +286,97 @@ class RedisBus:
         return commands
 
     def publish(self, snapshot: Snapshot, outcomes: Sequence[Outcome] = ()) -> None:
+        """Show ``snapshot`` here and resolve this worker's tickets now; hand the feed entry
+        (packing and XADD take tens of ms for a large world) to the publisher thread, so the
+        loop never waits on Redis. A publisher behind by a tick sends only the newest snapshot,
+        with every outcome since (each carrying its own tick)."""
+        tick = snapshot.tick
         out = [
-            [o.command.id, o.ok, _jsonable(o.result) if o.ok else None]
-            + (
-                []
-                if o.ok
-                else [o.error_code, o.error_message, _jsonable(dict(o.error_details or {}))]
-            )
+            [o.command.id, tick, True, _jsonable(o.result)]
+            if o.ok
+            else [
+                o.command.id,
+                tick,
+                False,
+                None,
+                o.error_code,
+                o.error_message,
+                _jsonable(dict(o.error_details or {})),
+            ]
             for o in outcomes
         ]
+        self._show(self.epoch, snapshot)
+        if out:
+            self.settle_local(out)
+        trim = None
+        if self.cursor != self._committed:  # the journal holds these commands now
+            trim = self._committed = self.cursor
+        with self._outbox_cv:
+            self._outbox = (self.epoch, snapshot)
+            self._outbox_out.extend(out)
+            if trim is not None:
+                self._outbox_trim = trim
+            self._outbox_cv.notify_all()
+            if self._publisher is None:
+                self._publisher = threading.Thread(
+                    target=self._publish_loop, name=f"publish-{self.world}", daemon=True
+                )
+                self._publisher.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every published tick is in the feed; False on timeout."""
+        with self._outbox_cv:
+            return self._outbox_cv.wait_for(
+                lambda: self._outbox is None and not self._sending, timeout
+            )
+
+    def _publish_loop(self) -> None:
+        cv = self._outbox_cv
+        while True:
+            with cv:
+                cv.wait_for(lambda: self._outbox is not None or self._closed.is_set())
+                if self._outbox is None:
+                    return
+                (epoch, snap), out, trim = self._outbox, self._outbox_out, self._outbox_trim
+                self._outbox, self._outbox_out, self._outbox_trim = None, [], None
+                self._sending = True
+            try:
+                self._send(epoch, snap, out, trim)
+            except Exception as exc:
+                log.warning(
+                    "world %r: the feed entry of tick %d failed: %s", self.world, snap.tick, exc
+                )
+                with cv:  # kept for the next attempt (a newer snapshot replaces this one)
+                    if self._outbox is None:
+                        self._outbox = (epoch, snap)
+                    self._outbox_out[:0] = out
+                    self._outbox_trim = self._outbox_trim or trim
+                if self._closed.wait(0.1):
+                    return
+            finally:
+                with cv:
+                    self._sending = False
+                    cv.notify_all()
+
+    def _send(self, epoch: int, snap: Snapshot, out: list[list[Any]], trim: str | None) -> None:
         body = pack(
             {
-                "sim_time": snapshot.sim_time,
-                "created_at": snapshot.created_at,
-                "summary": dict(snapshot.summary),
-                "data": dict(snapshot.data),
+                "sim_time": snap.sim_time,
+                "created_at": snap.created_at,
+                "summary": dict(snap.summary),
+                "data": dict(snap.data),
             }
         )
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.feed_key,
-            {"epoch": self.epoch, "tick": snapshot.tick, "snap": body, "out": orjson.dumps(out)},
+            {"epoch": epoch, "tick": snap.tick, "snap": body, "out": orjson.dumps(out)},
             maxlen=self.feed_length,
             approximate=True,
         )
-        if self.cursor != self._committed:  # the journal holds these commands now
-            pipe.xtrim(self.cmd_key, minid=after(self.cursor), approximate=False)
-            self._committed = self.cursor
+        if trim is not None:
+            pipe.xtrim(self.cmd_key, minid=after(trim), approximate=False)
         pipe.execute()
-        self._show(self.epoch, snapshot)
-        if outcomes:
-            self.settle_local(out, snapshot.tick)
 
     def settle(self, outcomes: Sequence[Outcome], tick: int) -> None:
         """Nothing: the tick was not journaled, its commands stay for the next owner."""
@@ -321,9 +388,14 @@ class RedisBus:
         return 0
 
     def close(self) -> None:
+        """Send what is still to be published (within 2 s), then stop both threads."""
+        self.flush(2.0)
         self._closed.set()
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(3.0)
+        with self._outbox_cv:
+            self._outbox_cv.notify_all()
+        for thread in (self._reader, self._publisher):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(3.0)
 
     # -- the feed ------------------------------------------------------------------------------
 
@@ -337,19 +409,19 @@ class RedisBus:
             self._cv.notify_all()
         return True
 
-    def settle_local(self, out: Sequence[Sequence[Any]], tick: int) -> None:
-        """Resolve this worker's tickets named in a feed entry's outcomes."""
+    def settle_local(self, out: Sequence[Sequence[Any]]) -> None:
+        """Resolve this worker's tickets named in a feed entry's outcomes, each
+        ``[id, tick, ok, result]`` or ``[id, tick, False, None, code, message, details]``."""
         for item in out:
             ticket = self.ticket(str(item[0]))
             if ticket is None or ticket.done:
                 continue
-            ok = bool(item[1])
             outcome = (
-                Outcome(ticket.command, True, item[2])
-                if ok
-                else Outcome(ticket.command, False, None, item[3], item[4], item[5])
+                Outcome(ticket.command, True, item[3])
+                if item[2]
+                else Outcome(ticket.command, False, None, item[4], item[5], item[6])
             )
-            ticket.resolve(outcome, tick)
+            ticket.resolve(outcome, int(item[1]))
 
     def _read_feed(self) -> None:
         client = self.client
@@ -391,4 +463,4 @@ class RedisBus:
                 cache_bytes=self.snapshot_cache_bytes,
             )
             self._show(epoch, snap)
-        self.settle_local(orjson.loads(fields[b"out"]), tick)
+        self.settle_local(orjson.loads(fields[b"out"]))
