@@ -113,3 +113,24 @@ def test_a_fenced_owner_gives_the_world_up(
         assert a.owner.lease.token == 3
     finally:
         rogue.store.close()
+
+
+def test_an_idempotency_key_answers_across_workers_and_owners(
+    workers: Callable[[], ScaleoutRuntime],
+) -> None:
+    from worldloop.commands import IdempotencyKey
+
+    a = workers()
+    until(lambda: a.owning)
+    b = workers()
+    until(lambda: b.latest is not None)
+    first = b.submit("kick", {"i": 3, "dv": 1.0}, "ann", IdempotencyKey("cmd:ann:k", "fp"))
+    assert first.wait(5) and first.status == "applied"
+    a.stop()  # the owner changes
+    until(lambda: b.owning, 5.0)
+    c = workers()  # a worker that never saw the key: the journal answers
+    until(lambda: c.latest is not None)
+    again = c.submit("kick", {"i": 3, "dv": 1.0}, "ann", IdempotencyKey("cmd:ann:k", "fp"))
+    assert again.id == first.id and again.status == "applied" and again.tick == first.tick
+    with pytest.raises(Exception, match="different request"):
+        c.submit("kick", {"i": 4, "dv": 1.0}, "ann", IdempotencyKey("cmd:ann:k", "other"))
