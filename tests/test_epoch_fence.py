@@ -116,3 +116,20 @@ def test_a_runtime_whose_world_was_claimed_elsewhere_halts_unacknowledged(
         assert rt.durability is not None and rt.durability.journal_retries == 0
     finally:
         rt.stop()
+
+
+def test_a_head_moved_by_a_newer_owner_is_not_taken_for_this_owners_commit(
+    fences: tuple[EpochFence, EpochFence],
+) -> None:
+    from worldloop.durability import Durability
+
+    a, b = fences
+    a.claim("w")
+    a.store.append("w", 1, [rec(1)])
+    assert a.owns("w") and not b.owns("w")
+    b.claim("w")
+    b.store.append("w", 2, [rec(2)])
+    assert not a.owns("w") and b.owns("w")
+    # a's journal write of tick 2 failed in flight: the head says 2, but it is b's commit
+    assert not Durability(a.store)._committed_anyway("w", 2)
+    assert Durability(b.store)._committed_anyway("w", 2)

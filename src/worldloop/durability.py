@@ -311,14 +311,18 @@ class Durability:
             self.notify(event, tick, time.perf_counter() - started)
 
     def _committed_anyway(self, name: str, tick: int) -> bool:
-        """After an error, did the commit land anyway (e.g. the connection died after it)?"""
+        """After an error, did the commit land anyway (e.g. the connection died after it)? With
+        an epoch fence (scale-out), only while this owner's epoch is current: a head moved by a
+        newer owner is not this write's commit."""
         if self._closed:
             return False
+        fence = getattr(self.store, "fence", None)
         try:
             head = self.store.head(name)
+            mine = fence is None or fence.owns(name)
         except StoreError:
             return False
-        return head is not None and head >= tick
+        return head is not None and head >= tick and mine
 
     def snapshot_due(self, world: World, step_seconds: float = 0.0) -> bool:
         """Whether ``after_tick(world, step_seconds)`` would ask for a snapshot (no side effect):

@@ -116,6 +116,12 @@ class EpochFence:
             ).first()
         return None if row is None else Claim(world, int(row[0]), str(row[1]))
 
+    def owns(self, world: str) -> bool:
+        """Whether the stored epoch of ``world`` is still this owner's (a read)."""
+        mine = self._mine.get(world)
+        current = self.current(world)
+        return mine is not None and current is not None and current.epoch == mine
+
     def stage(self, world: str, cursor: str) -> None:
         """The stream offset of the last command taken for the tick about to be journaled:
         the next journal write commits it with the tick (loop thread)."""
