@@ -15,6 +15,7 @@ from tests.redis_support import REDIS_URL, redis_prefix
 from worldloop.bus import open_bus
 from worldloop.bus.redis import RedisBus
 from worldloop.commands import IdempotencyKey, Outcome
+from worldloop.lease.redis import connect
 from worldloop.snapshot import Snapshot
 
 pytestmark = pytest.mark.redis
@@ -117,3 +118,17 @@ def test_an_idempotency_key_is_one_command_across_workers(
     (command,) = owner.take()
     owner.publish(snap(1), [Outcome(command, True, 3)])
     assert first.wait(5) and retry.wait(5) and retry.to_dict()["result"] == 3
+
+
+def test_a_put_redis_does_not_take_is_a_503_to_retry(prefix: str) -> None:
+    from tests.support import free_port
+    from worldloop.bus.redis import BusUnavailable
+
+    dead = RedisBus(connect(f"redis://127.0.0.1:{free_port()}/0"), "w", prefix=prefix, read=False)
+    try:
+        with pytest.raises(BusUnavailable) as err:
+            dead.put("kick", {"i": 1})
+        assert err.value.status == 503 and err.value.retry_after
+        assert dead.depth == 0  # the last known count, not an error
+    finally:
+        dead.close()

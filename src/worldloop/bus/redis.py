@@ -19,6 +19,7 @@ next owner, which applies them, so refusing them now could contradict what happe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,15 +29,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import RedisError  # the extra "redis": this module is the Redis mode
 
 from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
-from ..errors import QueueFull
+from ..errors import QueueFull, WorldNotRunning
 from ..runner.shm import pack, unpack
 from ..snapshot import DEFAULT_CACHE_BYTES, Snapshot
 from ..store.base import _jsonable
 
 if TYPE_CHECKING:
     import redis
+
 
 log = logging.getLogger("worldloop.bus")
 
@@ -64,6 +67,10 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
 end
 return 1
 """
+
+
+class BusUnavailable(WorldNotRunning):
+    """Redis did not answer a put (restarting, unreachable): nothing was queued, retry."""
 
 
 def after(stream_id: str) -> str:
@@ -122,6 +129,7 @@ class RedisBus:
         self._position = (-1, -1)
         self._cv = threading.Condition()
         self._closed = threading.Event()
+        self._depth = 0
         self._outbox_cv = threading.Condition()
         self._outbox: tuple[int, Snapshot] | None = None
         self._outbox_out: list[list[Any]] = []
@@ -165,15 +173,22 @@ class RedisBus:
         }
         if key is not None:
             record["key"], record["key_fp"] = key.scope, key.fingerprint
-        reply: Any = self._put(
-            keys=[
-                self.cmd_key,
-                self.seq_key,
-                self.depth_key,
-                "" if key is None else self.key_prefix + key.scope,
-            ],
-            args=[self.capacity, orjson.dumps(record), int(self.key_seconds * 1000)],
-        )
+        try:
+            reply: Any = self._put(
+                keys=[
+                    self.cmd_key,
+                    self.seq_key,
+                    self.depth_key,
+                    "" if key is None else self.key_prefix + key.scope,
+                ],
+                args=[self.capacity, orjson.dumps(record), int(self.key_seconds * 1000)],
+            )
+        except RedisError as exc:
+            raise BusUnavailable(
+                f"world {self.world!r}: Redis did not take the command ({exc}); nothing was "
+                "queued, retry shortly",
+                details={"bus": self.cmd_key},
+            ) from exc
         if int(reply[0]) == -1:
             raise QueueFull(
                 f"world {self.world!r}: {self.capacity} commands are waiting; retry shortly",
@@ -251,7 +266,10 @@ class RedisBus:
 
     @property
     def depth(self) -> int:
-        return int(_text(self.client.get(self.depth_key) or 0))
+        """Commands waiting (the last known count while Redis does not answer)."""
+        with contextlib.suppress(RedisError):
+            self._depth = int(_text(self.client.get(self.depth_key) or 0))
+        return self._depth
 
     # -- loop side ---------------------------------------------------------------------------
 
