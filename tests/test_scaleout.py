@@ -4,15 +4,22 @@ the owner hands the world over with nothing acknowledged lost; a fenced owner gi
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from tests.durability_app import Drift
 from tests.redis_support import REDIS_URL, redis_prefix
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.support import free_port, service_required
 from worldloop.scaleout import ScaleoutRuntime, scaleout_runtime
 from worldloop.store.epoch import EpochFence
 from worldloop.store.sql import SqlStore
@@ -134,3 +141,63 @@ def test_an_idempotency_key_answers_across_workers_and_owners(
     assert again.id == first.id and again.status == "applied" and again.tick == first.tick
     with pytest.raises(Exception, match="different request"):
         c.submit("kick", {"i": 4, "dv": 1.0}, "ann", IdempotencyKey("cmd:ann:k", "other"))
+
+
+def test_an_owner_cut_off_from_redis_stops_ticking_and_resumes_when_it_returns(
+    tmp_path: Path, schema: str
+) -> None:
+    """A test-owned redis-server, stopped (SIGSTOP: it hangs, as a partition does) past the
+    lease's ttl: the owner fences itself (its ticks stop: the journal head stays put), and
+    once Redis answers again the world is taken over afresh under a newer epoch."""
+    server = shutil.which("redis-server")
+    if server is None:
+        if service_required("redis"):
+            pytest.fail("redis-server is required under CI=true (a Redis the test may stop)")
+        pytest.skip("no redis-server binary to run a Redis of the test's own")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    rt: ScaleoutRuntime | None = None
+    store = SqlStore(PG_URL, schema=schema)
+    try:
+        until(lambda: _answers(url), 10)
+        rt = scaleout_runtime(
+            Drift(particles=8, seed=5),
+            redis_url=url,
+            store_url=PG_URL,
+            schema=schema,
+            ttl=1.0,
+            poll=0.1,
+            owner_options={"rate_hz": 50.0, "snapshot_every": 50, "hash_every": 1},
+        )
+        rt.start()
+        until(lambda: rt is not None and rt.owning and (store.head("drift") or 0) > 5)
+        os.kill(proc.pid, signal.SIGSTOP)
+        until(lambda: rt is not None and rt.given_up is not None, 5.0)
+        assert "lease" in (rt.given_up or "")
+        head = store.head("drift")
+        time.sleep(0.5)  # nothing to wait on: ticks must not happen in this window
+        assert store.head("drift") == head
+        os.kill(proc.pid, signal.SIGCONT)
+        until(lambda: rt is not None and rt.takeovers == 2 and rt.owning, 15.0)
+        until(lambda: (store.head("drift") or 0) > (head or 0), 5.0)
+        ticket = rt.submit("kick", {"i": 1, "dv": 1.0})
+        assert ticket.wait(5) and ticket.status == "applied"
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        if rt is not None:
+            rt.stop()
+        store.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
