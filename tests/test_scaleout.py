@@ -201,3 +201,38 @@ def _answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
+
+
+def test_the_flask_app_turns_the_redis_mode_on_by_settings(
+    tmp_path: Path, prefix: str, schema: str
+) -> None:
+    from flask import Flask
+
+    from tests.durability_app import create_world
+    from worldloop import WorldLoop
+    from worldloop.errors import ConfigError
+
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        WORLDLOOP_REDIS_URL=REDIS_URL,
+        WORLDLOOP_REDIS_PREFIX=prefix,
+        WORLDLOOP_STORE_URL=PG_URL,
+        WORLDLOOP_STORE_SCHEMA=schema,
+        WORLDLOOP_STANDBY_POLL=0.1,
+        WORLDLOOP_RUNNER="process",  # not used in this mode: every worker serves
+    )
+    loop = WorldLoop(app, world=create_world)
+    rt = loop.runtime
+    assert isinstance(rt, ScaleoutRuntime)
+    try:
+        until(lambda: rt.owning and rt.latest is not None)
+        with app.test_client() as http_client:
+            reply = http_client.get("/api/v1/world")
+            assert reply.status_code == 200 and reply.get_json()["world"] == "drift"
+            assert http_client.get("/readyz").status_code == 200
+    finally:
+        loop.stop(app)
+    bad = Flask(__name__, instance_path=str(tmp_path / "bad"))
+    bad.config.update(WORLDLOOP_REDIS_URL=REDIS_URL, WORLDLOOP_STORE_URL="memory://")
+    with pytest.raises(ConfigError, match="needs a SQL store"):
+        WorldLoop(bad, world=create_world)
