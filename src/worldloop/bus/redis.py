@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError  # the extra "redis": this module is the Redis mode
 
 from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
 from ..errors import QueueFull, WorldNotRunning
@@ -130,6 +129,9 @@ class RedisBus:
         self._cv = threading.Condition()
         self._closed = threading.Event()
         self._depth = 0
+        from redis.exceptions import RedisError  # the extra "redis", loaded with this bus
+
+        self._errors = RedisError
         self._outbox_cv = threading.Condition()
         self._outbox: tuple[int, Snapshot] | None = None
         self._outbox_out: list[list[Any]] = []
@@ -183,7 +185,7 @@ class RedisBus:
                 ],
                 args=[self.capacity, orjson.dumps(record), int(self.key_seconds * 1000)],
             )
-        except RedisError as exc:
+        except self._errors as exc:
             raise BusUnavailable(
                 f"world {self.world!r}: Redis did not take the command ({exc}); nothing was "
                 "queued, retry shortly",
@@ -267,7 +269,7 @@ class RedisBus:
     @property
     def depth(self) -> int:
         """Commands waiting (the last known count while Redis does not answer)."""
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(self._errors):
             self._depth = int(_text(self.client.get(self.depth_key) or 0))
         return self._depth
 
