@@ -73,18 +73,3 @@ def test_observe_and_jobs_benches_run(tmp_path: Path):
     assert "## Metrics listener vs the tick" in out
     out = run_bench("jobs_overhead.py", "--ticks", "20", "--rounds", "1", "--jobs", "3")
     assert "| no jobs (baseline) |" in out
-
-
-@pytest.mark.redis
-@pytest.mark.postgres
-def test_scaleout_bench_runs() -> None:
-    from .redis_support import require_redis
-    from .store_support import require_postgres
-
-    require_redis()
-    require_postgres()
-    out = run_bench(
-        "scaleout.py", "--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"
-    )
-    assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
-    assert "## Feed cost per tick" in out

@@ -1,0 +1,21 @@
+"""The scale-out benchmark still runs (a short run at small sizes; figures not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .redis_support import require_redis
+from .store_support import require_postgres
+from .test_bench_smoke import run_bench
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+
+
+def test_scaleout_bench_runs() -> None:
+    require_redis()
+    require_postgres()
+    out = run_bench(
+        "scaleout.py", "--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"
+    )
+    assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
+    assert "## Feed cost per tick" in out
