@@ -180,7 +180,11 @@ def failover(kills: int) -> list[str]:
             if p.poll() is None:
                 p.terminate()
         for p in procs:
-            p.wait(15)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:  # a loaded machine: its bounded stop overran
+                p.kill()
+                p.wait(5)
         drop_prefix(prefix)
         drop_pg_schema(schema)
     bound = TTL + POLL
