@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_support import REDIS_URL, drop_prefix, redis_available
 from tests.store_support import PG_URL, drop_pg_schema, postgres_available
 from tests.support import BIN, ROOT, SRC, Server, free_port, http, service_required, wait_for
 
@@ -72,10 +73,14 @@ class Runner:
 
     def text(self, block: Block) -> str:
         out = block.text.replace("127.0.0.1:8000", f"127.0.0.1:{self.port}")
-        if block.name == "postgres":
+        if block.name in ("postgres", "redis"):
             out = out.replace(DOC_PG, PG_URL)
             out = out.replace(
                 "WORLDLOOP_STORE_SCHEMA=meadow", f"WORLDLOOP_STORE_SCHEMA={self.schema}"
+            )
+            out = out.replace("redis://127.0.0.1:6379/0", REDIS_URL)
+            out = out.replace(
+                "WORLDLOOP_REDIS_PREFIX=meadow:", f"WORLDLOOP_REDIS_PREFIX={self.schema}:"
             )
         return out
 
@@ -167,10 +172,14 @@ def test_the_deploy_guide_runs_as_written(tmp_path: Path) -> None:
                 assert block.name
                 (tmp_path / block.name).write_text(block.text)
             elif block.kind == "server":
-                if block.name == "postgres":
+                if block.name in ("postgres", "redis"):
                     if not postgres_available():
                         assert not service_required("postgres"), f"no PostgreSQL at {PG_URL}"
                         no_postgres = True  # outside CI: skip just this server and its check
+                        continue
+                    if block.name == "redis" and not redis_available():
+                        assert not service_required("redis"), f"no Redis at {REDIS_URL}"
+                        no_postgres = True
                         continue
                     pg_schema_used = True
                 runner.start(runner.text(block).strip())
@@ -206,5 +215,7 @@ def test_the_deploy_guide_runs_as_written(tmp_path: Path) -> None:
             runner.server.signal_group(signal.SIGKILL)
         if pg_schema_used:
             drop_pg_schema(runner.schema)
+            if redis_available():
+                drop_prefix(f"{runner.schema}:")
     with pytest.raises(OSError):  # nothing left listening: every server stopped cleanly
         http("GET", f"http://127.0.0.1:{runner.port}/healthz", timeout=2)

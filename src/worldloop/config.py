@@ -73,6 +73,16 @@ class Settings(BaseModel):
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
     bus_url: str = "local://"
     """How commands and snapshots travel between the API and the loop (``local://``)."""
+    redis_url: str | None = None
+    """``redis://host:port/db``: the scale-out mode (SCALEOUT.md, worldloop.scaleout) with a
+    PostgreSQL store: every worker of every host serves each world, the holder of its Redis
+    lease runs it, commands and snapshots travel on Redis Streams. None: the embedded mode."""
+    redis_prefix: str = "wl:"
+    """Start of every Redis key of this deployment (two deployments on one Redis differ here)."""
+    lease_ttl: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """Seconds a Redis lease lives unrenewed: a dead runner's worlds move after about this."""
+    standby_poll: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    """Seconds between a standby worker's tries for a world's free lease."""
     runner: RunnerMode = "process"
     """``process``: in a server (``flask run``, gunicorn, any ``-w``) the world runs in one
     runner process of its own and every web worker serves it (worldloop.runner); ``thread``:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .commands import Command, Outcome
-from .errors import StoreError
+from .errors import StoreError, WorldFenced
 from .progress import ReplayLog, ReplayProgress
 from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
@@ -280,6 +280,9 @@ class Durability:
                 try:
                     self.store.append(world.name, tick, records, state_hash)
                     error: StoreError | None = None
+                except WorldFenced as exc:  # another owner: retrying or probing the head
+                    self.failed = exc.message  # (theirs) could only acknowledge wrongly
+                    raise
                 except StoreError as exc:
                     error = exc
                 if error is None or self._committed_anyway(world.name, tick):
@@ -308,14 +311,18 @@ class Durability:
             self.notify(event, tick, time.perf_counter() - started)
 
     def _committed_anyway(self, name: str, tick: int) -> bool:
-        """After an error, did the commit land anyway (e.g. the connection died after it)?"""
+        """After an error, did the commit land anyway (e.g. the connection died after it)? With
+        an epoch fence (scale-out), only while this owner's epoch is current: a head moved by a
+        newer owner is not this write's commit."""
         if self._closed:
             return False
+        fence = getattr(self.store, "fence", None)
         try:
             head = self.store.head(name)
+            mine = fence is None or fence.owns(name)
         except StoreError:
             return False
-        return head is not None and head >= tick
+        return head is not None and head >= tick and mine
 
     def snapshot_due(self, world: World, step_seconds: float = 0.0) -> bool:
         """Whether ``after_tick(world, step_seconds)`` would ask for a snapshot (no side effect):

@@ -92,6 +92,13 @@ class StoreError(WorldLoopError, code="store_error", status=503):
     retry_after = 5.0
 
 
+class WorldFenced(StoreError, code="world_fenced", status=503):
+    """Another runner owns this world now (its epoch in the store is newer, or this runner's
+    lease expired): this one commits nothing more and gives the world up."""
+
+    retry_after = 1.0
+
+
 class IdempotencyKeyReused(WorldLoopError, code="idempotency_key_reused", status=422):
     """An ``Idempotency-Key`` came back with a different request than the one it first named."""
 

@@ -88,7 +88,7 @@ class WorldLoop:
                 settings.store_url or default_store_url(app.instance_path),
                 settings.autostart,
                 serving_role(),
-                split=settings.runner == "process",
+                split=settings.runner == "process" or settings.redis_url is not None,
             )
         factory = world or self.world_factory or import_factory(settings.world)
         built = factory(app.config)

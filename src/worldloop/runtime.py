@@ -115,6 +115,8 @@ class WorldRuntime:
         self._running = False
         self._stopped = False
         self._stop_deadline: float | None = None
+        self._lost: str | None = None
+        """Why this runtime stopped ticking on its own: its lease may have expired."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -128,8 +130,9 @@ class WorldRuntime:
 
     @property
     def degraded(self) -> str | None:
-        """Why the world cannot go on (the journal failed), or None when healthy."""
-        return None if self.durability is None else self.durability.failed
+        """Why the world cannot go on (the journal failed or was fenced, the lease was lost),
+        or None when healthy."""
+        return self._lost or (None if self.durability is None else self.durability.failed)
 
     def start(self) -> None:
         """Take the lease, publish the current state, and start ticking."""
@@ -421,6 +424,11 @@ class WorldRuntime:
     def _on_tick(self, info: TickInfo) -> None:
         if self.degraded:  # halted: the journal failed, so no tick may run un-journaled
             self._refuse([], self.degraded)
+            return
+        if not self.lease.held:  # self-fence: an expiring lease may be someone else's by now
+            self._lost = f"the lease of world {self.name!r} was lost; this runner stopped ticking"
+            log.critical("%s at tick %d", self._lost, self.world.tick)
+            self._refuse([], self._lost)
             return
         self._emit("before_tick", info)
         started = time.perf_counter()

@@ -64,7 +64,11 @@ class WorldLoopState:
         self.jobs = jobs
         """This world's scheduled jobs (bound before any journal replay)."""
         jobs.bind(world)
-        self.runtime = self._runtime(world, self._make_lease(world.name), settings.start_paused)
+        self.runtime = (
+            self._make_scaleout(world)
+            if settings.redis_url
+            else self._runtime(world, self._make_lease(world.name), settings.start_paused)
+        )
         jobs.attach(self.runtime)
         self.host = WorldHost(
             self.build_runtime,
@@ -169,7 +173,12 @@ class WorldLoopState:
             if self.runtime.running:
                 return
             lease = self.runtime.lease
-            if self.role in SERVER_ROLES and not lease.held and holder_is_stranger(lease):
+            scaleout = self.settings.redis_url is not None  # the Redis lease decides
+            if (
+                self.role in SERVER_ROLES
+                and not (lease.held or scaleout)
+                and holder_is_stranger(lease)
+            ):
                 lease.acquire(wait=0)  # a second server, not a restarting sibling: no wait
             self.runtime.start()
             self.host.start()
@@ -194,7 +203,13 @@ class WorldLoopState:
     @property
     def splits(self) -> bool:
         """True when this process serves a world that runs in a runner process."""
-        return self.settings.runner == "process" and self.role in WEB_ROLES
+        return self.settings.runner == "process" and self.role in WEB_ROLES and not self.scaleout
+
+    @property
+    def scaleout(self) -> bool:
+        """The Redis mode: every worker serves, the Redis lease picks who runs (no one-host
+        runner process: it would add a hop and a single host to a mode made for many)."""
+        return self.settings.redis_url is not None
 
     def _start_web(self, app: Flask) -> None:
         """Serve the world of this instance's runner process, and watch that it runs."""
@@ -243,7 +258,8 @@ class WorldLoopState:
             return  # worldloop.runner.main starts it, once it holds the runner lock
         if self.role == "gateway":
             return  # worldloop.gateway serves the runner's feed: no world, no runner here
-        if self.settings.runner == "process" and self.role in (*WEB_ROLES, "prefork-master"):
+        split = self.settings.runner == "process" and not self.scaleout
+        if split and self.role in (*WEB_ROLES, "prefork-master"):
             from .runner.forward import install_forwarding
 
             install_forwarding(app, self)
@@ -319,6 +335,12 @@ class WorldLoopState:
         """WORLDLOOP_STORE_URL, or the embedded default ``sqlite:///<instance>/worldloop.db``."""
         url = self.settings.store_url
         return default_store_url(self.instance_path) if url is None else url
+
+    def _make_scaleout(self, world: World) -> WorldRuntime:
+        """The scale-out mode's runtime (WORLDLOOP_REDIS_URL; worldloop.scaleout)."""
+        from .scaleout import runtime_from_settings
+
+        return runtime_from_settings(world, self.settings, self.store_url)
 
     def _make_store(self) -> Store | None:
         """The journal + snapshot store, by URL (not connected yet); None for ``memory://``

@@ -1,7 +1,8 @@
 """How commands and published snapshots travel between the API and a world's loop, by URL.
 
-``local://`` (the default) is in-process. The scale-out mode adds ``redis://`` (SCALEOUT.md)
-with :func:`register_bus`.
+``local://`` (the default) is in-process; ``redis://host/db?prefix=wl:`` is the scale-out bus on
+Redis Streams (bus/redis.py, SCALEOUT.md), loaded on first use. Plug-ins add schemes with
+:func:`register_bus`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,20 @@ def _open_local(url: str, world: str, *, queue_size: int, **options: Any) -> Bus
     return LocalBus(world, queue_size=queue_size, **options)
 
 
+def _open_redis(url: str, world: str, *, queue_size: int, **options: Any) -> Bus:
+    from ..lease.redis import connect, redis_url_options
+    from .redis import RedisBus
+
+    base, opts = redis_url_options(url)
+    if "feed" in opts:
+        options.setdefault("feed_length", int(opts["feed"]))
+    allowed = {"feed_length", "history", "key_seconds", "snapshot_cache_bytes", "read"}
+    kwargs = {k: v for k, v in options.items() if k in allowed}
+    prefix = opts.get("prefix", "wl:")
+    return RedisBus(connect(base), world, prefix=prefix, queue_size=queue_size, url=url, **kwargs)
+
+
 register_bus("local", _open_local)
+register_bus("redis", _open_redis)
 
 __all__ = ["Bus", "BusFactory", "LocalBus", "open_bus", "register_bus"]

@@ -2,8 +2,9 @@
 
 ``memory://`` is held in this process (in-memory worlds, tests); ``file:///path.lock`` is an OS
 file lock (the embedded mode: one process per store). :func:`default_lease_url` derives the
-lease from the store URL, so a second server on the same store is refused. Plug-ins (the Redis
-lease of the scale-out mode) add schemes with :func:`register_lease`.
+lease from the store URL, so a second server on the same store is refused. ``redis://host/db?
+prefix=wl:&ttl=5`` is the scale-out lease (lease/redis.py, loaded on first use). Plug-ins add
+schemes with :func:`register_lease`.
 """
 
 from __future__ import annotations
@@ -69,8 +70,18 @@ def _open_file(url: str, world: str, *, wait: float) -> Lease:
     return FileLease(path, world, wait=wait)
 
 
+def _open_redis(url: str, world: str, *, wait: float) -> Lease:
+    from .redis import DEFAULT_TTL, RedisLease, connect, redis_url_options
+
+    base, opts = redis_url_options(url)
+    ttl = float(opts.get("ttl", DEFAULT_TTL))
+    prefix = opts.get("prefix", "wl:")
+    return RedisLease(connect(base), world, prefix=prefix, ttl=ttl, wait=wait, url=url)
+
+
 register_lease("memory", _open_memory)
 register_lease("file", _open_file)
+register_lease("redis", _open_redis)
 
 __all__ = [
     "FileLease",

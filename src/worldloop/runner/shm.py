@@ -138,3 +138,33 @@ def read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a mapping")
     return data
+
+
+def pack(data: Mapping[str, Any]) -> bytes:
+    """``data`` as one bytes value in the layout of :func:`write` (for a Redis feed entry)."""
+    head, arrays = encode(data)
+    parts = [head, b"\0" * (-len(head) % ALIGN)]
+    for arr in arrays:
+        parts.append(arr.tobytes())
+        parts.append(b"\0" * (-arr.nbytes % ALIGN))
+    return b"".join(parts)
+
+
+def unpack(buf: bytes) -> dict[str, Any]:
+    """Inverse of :func:`pack` (arrays are read-only views on ``buf``); ValueError if malformed."""
+    if len(buf) < _HEADER.size:
+        raise ValueError("not a packed snapshot")
+    magic, doc_len = _HEADER.unpack_from(buf, 0)
+    if magic != MAGIC or _HEADER.size + doc_len > len(buf):
+        raise ValueError("not a packed snapshot")
+    doc = orjson.loads(buf[_HEADER.size : _HEADER.size + doc_len])
+    base = -(-(_HEADER.size + doc_len) // ALIGN) * ALIGN
+    arrays: list[np.ndarray] = []
+    for dtype, shape, offset in doc["arrays"]:
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        arr = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=base + int(offset))
+        arrays.append(arr.reshape(shape))
+    data = _rebuild(doc["tree"], arrays)
+    if not isinstance(data, dict):
+        raise ValueError("a packed snapshot holds a mapping")
+    return data

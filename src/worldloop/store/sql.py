@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class SqlStore:
         self._engine: Engine | None = None
         self._open_lock = threading.Lock()
         self._last_seq: dict[str, int] = {}
+        self.fence: Callable[[Connection, str, str], None] | None = None
+        """Run last in each world's write transaction: the scale-out epoch fence (epoch.py)."""
         try:
             self._url = make_url(self.url)
         except Exception as exc:
@@ -221,7 +223,7 @@ class SqlStore:
                 yield conn
 
     @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[Connection]:
+    def _write(self, what: str, world: str | None = None) -> Iterator[Connection]:
         if self.readonly:
             raise StoreError(f"{what}: this store was opened read-only")
         with (
@@ -230,6 +232,8 @@ class SqlStore:
             conn.begin(),
         ):
             yield conn
+            if world is not None and self.fence is not None:
+                self.fence(conn, world, what)
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -265,7 +269,7 @@ class SqlStore:
             for pos, rec in enumerate(records)
         ]
         last_seq = max([self._last_seq.get(world, 0), *(int(rec["seq"]) for rec in records)])
-        with self._write("journal write") as conn:
+        with self._write("journal write", world) as conn:
             res = conn.execute(
                 update(heads)
                 .where(heads.c.world == world)
@@ -398,7 +402,7 @@ class SqlStore:
     def save_snapshot_bytes(self, world: str, tick: int, data: bytes, state_hash: str) -> None:
         """Store an already encoded state (replaces any snapshot of the same tick)."""
         checksum = hashlib.sha256(data).hexdigest()
-        with self._write("snapshot write") as conn:
+        with self._write("snapshot write", world) as conn:
             conn.execute(
                 delete(snapshots).where(snapshots.c.world == world, snapshots.c.tick == tick)
             )
@@ -435,7 +439,7 @@ class SqlStore:
         if plan is None:
             return
         base, drop = plan
-        with self._write("pruning") as conn:
+        with self._write("pruning", world) as conn:
             if drop:
                 conn.execute(
                     delete(snapshots).where(snapshots.c.world == world, snapshots.c.tick.in_(drop))

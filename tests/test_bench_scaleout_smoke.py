@@ -1,0 +1,32 @@
+"""The scale-out benchmark still runs (a short run at small sizes; figures not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .redis_support import require_redis
+from .store_support import require_postgres
+from .support import ROOT, child_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+
+
+def test_scaleout_bench_runs() -> None:
+    require_redis()
+    require_postgres()
+    args = ["--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scaleout.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    assert "Command: `python bench/scaleout.py" in out and "Machine: " in out
+    assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
+    assert "## Feed cost per tick" in out
