@@ -234,7 +234,7 @@ def test_a_stopped_runner_is_reported_and_reads_go_on(tmp_path: Path) -> None:
             )
             assert [r["code"] for r in body["reasons"]] == ["runner_down"], body
             status, _, world = srv.get("/api/v1/world")
-            assert status == 200 and world["tick"] > 0
+            assert status == 200 and world["tick"] > 0, world
             assert runner_pids(srv.proc.pid) == [runner], "a stopped runner is not replaced"
         finally:
             os.kill(runner, signal.SIGCONT)
