@@ -49,3 +49,22 @@ def redis_prefix() -> Iterator[str]:
         yield prefix
     finally:
         drop_prefix(prefix)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own (tests/conftest.py makes it a fixture everywhere)."""
+    yield from redis_prefix()
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own, dropped afterwards."""
+    from tests.store_support import drop_pg_schema, require_postgres
+
+    require_postgres()
+    name = f"wl_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_pg_schema(name)

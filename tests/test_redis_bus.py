@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.redis_support import REDIS_URL, redis_prefix
+from tests.redis_support import REDIS_URL
 from worldloop.bus import open_bus
 from worldloop.bus.redis import RedisBus
 from worldloop.commands import IdempotencyKey, Outcome
@@ -19,11 +19,6 @@ from worldloop.lease.redis import connect
 from worldloop.snapshot import Snapshot
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    yield from redis_prefix()
 
 
 @pytest.fixture

@@ -4,21 +4,15 @@ or deleting another holder's key, and self-fenced on the monotonic clock when re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from tests.redis_support import REDIS_URL, redis_prefix
+from tests.redis_support import REDIS_URL
 from worldloop.lease import open_lease
 from worldloop.lease.redis import RedisLease
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    yield from redis_prefix()
 
 
 def wait_for(cond: object, timeout: float) -> bool:

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,29 +16,14 @@ import pytest
 import redis
 
 from tests.durability_app import Drift
-from tests.redis_support import REDIS_URL, redis_prefix
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.redis_support import REDIS_URL
+from tests.store_support import PG_URL
 from tests.support import free_port, service_required
 from worldloop.scaleout import ScaleoutRuntime, scaleout_runtime
 from worldloop.store.epoch import EpochFence
 from worldloop.store.sql import SqlStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    yield from redis_prefix()
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    require_postgres()
-    name = f"wl_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_pg_schema(name)
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,9 +26,9 @@ import pytest
 import redis
 
 from tests.durability_app import Drift
-from tests.redis_support import REDIS_URL, redis_prefix
+from tests.redis_support import REDIS_URL
 from tests.scaleout_node import POLL, TTL
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.store_support import PG_URL
 from tests.support import ROOT, SRC
 from worldloop.bus.redis import RedisBus
 from worldloop.commands import CommandTicket
@@ -144,21 +142,6 @@ def until(cond: object, timeout: float) -> float:
         assert time.monotonic() - started < timeout, "condition not met in time"
         time.sleep(0.01)
     return time.monotonic() - started
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    yield from redis_prefix()
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    require_postgres()
-    name = f"wl_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_pg_schema(name)
 
 
 def test_kill_and_pause_lose_nothing_acknowledged(prefix: str, schema: str, tmp_path: Path) -> None:

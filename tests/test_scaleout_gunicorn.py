@@ -11,8 +11,6 @@ import os
 import signal
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -20,8 +18,8 @@ import pytest
 import redis
 
 from tests.durability_app import Drift
-from tests.redis_support import REDIS_URL, redis_prefix
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.redis_support import REDIS_URL
+from tests.store_support import PG_URL
 from tests.support import BIN, ROOT, SRC, Server, free_port, http, running_server, wait_for
 from worldloop.durability import replay
 from worldloop.store.sql import SqlStore
@@ -31,21 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 TTL, POLL = 1.5, 0.2
 RECOVERY_BOUND = 4.0
 """Seconds for recovery and the first publish on a loaded 2-core machine (a tiny world)."""
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    yield from redis_prefix()
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    require_postgres()
-    name = f"wl_test_{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_pg_schema(name)
 
 
 def owner_pid(client: redis.Redis, prefix: str) -> int | None:
