@@ -15,6 +15,7 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,22 +60,29 @@ def _exchange(
     return resp.status, resp.read()
 
 
-def _reader(base: str, path: str, start_at: float, seconds: float, out: list[Any]) -> None:
+Request = tuple[str, str, bytes | None, dict[str, str]]
+
+
+def _timed(
+    base: str, timeout: float, end: float, next_request: Callable[[int], Request]
+) -> tuple[list[float], int, dict[int, int]]:
+    """Send ``next_request(i)`` back to back on one kept-alive connection until ``end``: the
+    latencies of the 200s, the errors (anything else, or no answer) and the statuses seen."""
     lat: list[float] = []
     errors = 0
     statuses: dict[int, int] = {}
-    while time.time() < start_at:
-        time.sleep(0.001)
-    conn = _conn(base, 10.0)
-    end = start_at + seconds
+    conn = _conn(base, timeout)
+    i = 0
     while time.time() < end:
+        i += 1
+        method, path, body, headers = next_request(i)
         t0 = time.perf_counter()
         try:
-            status, _ = _exchange(conn, "GET", path, None, {})
+            status, _ = _exchange(conn, method, path, body, headers)
         except (OSError, http.client.HTTPException):
             errors += 1
             conn.close()
-            conn = _conn(base, 10.0)
+            conn = _conn(base, timeout)
             continue
         statuses[status] = statuses.get(status, 0) + 1
         if status == 200:
@@ -82,7 +90,13 @@ def _reader(base: str, path: str, start_at: float, seconds: float, out: list[Any
         else:
             errors += 1
     conn.close()
-    out.append((lat, errors, statuses))
+    return lat, errors, statuses
+
+
+def _reader(base: str, path: str, start_at: float, seconds: float, out: list[Any]) -> None:
+    while time.time() < start_at:
+        time.sleep(0.001)
+    out.append(_timed(base, 10.0, start_at + seconds, lambda i: ("GET", path, None, {})))
 
 
 def _player(
@@ -113,34 +127,17 @@ def _player(
     conn.close()  # idle until the start: the server may close it (keep-alive timeout)
     while time.time() < start_at:
         time.sleep(0.001)
-    conn = _conn(base, 30.0)
-    lat: list[float] = []
-    errors = 0
-    statuses: dict[int, int] = {}
-    i = 0
-    while time.time() < deadline:
-        i += 1
+
+    def command(i: int) -> Request:
         cmd = json.dumps({"type": "move_to", "x": float(i % 500), "y": float(7 * i % 500)})
         headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {token}",
             "Idempotency-Key": uuid.uuid4().hex,
         }
-        t0 = time.perf_counter()
-        try:
-            status, _ = _exchange(conn, "POST", "/api/v1/commands?wait=true", cmd.encode(), headers)
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            conn.close()
-            conn = _conn(base, 30.0)
-            continue
-        statuses[status] = statuses.get(status, 0) + 1
-        if status == 200:
-            lat.append(time.perf_counter() - t0)
-        else:
-            errors += 1
-    conn.close()
-    out.append((lat, errors, statuses))
+        return "POST", "/api/v1/commands?wait=true", cmd.encode(), headers
+
+    out.append(_timed(base, 30.0, deadline, command))
 
 
 def _process(kind: str, args: tuple[Any, ...], threads: int, index: int, q: Any) -> None:
