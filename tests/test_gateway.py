@@ -34,6 +34,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
         "WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}",
         "WORLDLOOP_RUNNER": "process",
         "WORLDLOOP_JOIN_RATE_BURST": "1000",  # sixty players join from one address
+        # A loaded CI box may take longer than the default 5 s to apply sixty commands; the
+        # waits' length is not what these tests are about (a run out wait is a 202).
+        "WORLDLOOP_COMMAND_WAIT": "30",
     }
     with running_server(argv, tmp, env=env) as srv:
         gateway = f"http://127.0.0.1:{gport}"

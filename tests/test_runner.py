@@ -34,6 +34,21 @@ def runner_pids(master: int) -> list[int]:
     return found
 
 
+def worker_pids(master: int) -> list[int]:
+    """The web workers of a gunicorn master (its children; runners are not among them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == master and int(entry.name) not in runner_pids(master):
+            found.append(int(entry.name))
+    return found
+
+
 @pytest.fixture(autouse=True)
 def _runner_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default a user gets: the runner process (tests/support.py defaults to thread)."""
@@ -235,6 +250,14 @@ def test_a_stopped_runner_is_reported_and_reads_go_on(tmp_path: Path) -> None:
             assert [r["code"] for r in body["reasons"]] == ["runner_down"], body
             status, _, world = srv.get("/api/v1/world")
             assert status == 200 and world["tick"] > 0, world
+            # Workers that start now never hear the feed: they serve the last file on disk.
+            old = set(worker_pids(srv.proc.pid))
+            for pid in old:
+                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: len(set(worker_pids(srv.proc.pid)) - old) == 2, 30, 0.1, "new workers")
+            for _ in range(10):
+                status, _, again = srv.get("/api/v1/world", timeout=10)
+                assert status == 200 and again["tick"] >= world["tick"], again
             assert runner_pids(srv.proc.pid) == [runner], "a stopped runner is not replaced"
         finally:
             os.kill(runner, signal.SIGCONT)

@@ -44,3 +44,14 @@ def test_a_file_that_is_not_a_snapshot_is_refused(tmp_path: Path) -> None:
         shm.read(bad)
     with pytest.raises(TypeError):
         shm.write(tmp_path / "obj", {"a": np.array([object()], dtype=object)})
+
+
+def test_the_snapshot_description_travels_in_the_file(tmp_path: Path) -> None:
+    """A worker that never heard the feed rebuilds a snapshot from the file alone."""
+    meta = {"tick": 42, "sim_time": 2.1, "created_at": 1.5, "summary": {"tags": {"b", "a"}}}
+    shm.write(tmp_path / "snap", {"x": np.arange(3)}, meta)
+    data, back = shm.read_meta(tmp_path / "snap")
+    assert back == {**meta, "summary": {"tags": ["a", "b"]}}  # JSON-able, as the feed sends it
+    np.testing.assert_array_equal(data["x"], np.arange(3))
+    shm.write(tmp_path / "bare", {"x": 1})
+    assert shm.read_meta(tmp_path / "bare") == ({"x": 1}, {})

@@ -35,6 +35,10 @@ REQUEST_TIMEOUT = 5.0
 """Seconds a request to the runner may take before the worker answers 503 (runner down)."""
 STALE_AFTER = 2.0
 """Seconds without a feed message after which the runner counts as down."""
+STALE_GRACE = 0.5
+"""Seconds a request waits for the feed when it is stale before answering 503: a feed that is
+only late (this process or the runner descheduled on a loaded host) is told from a runner that
+is gone, at the cost of at most this long per request while it really is gone."""
 FIRST_FEED = 2.0
 """Seconds a new worker's first requests wait for the feed (the runner beats every 0.25 s)."""
 HISTORY = 10_000
@@ -134,11 +138,14 @@ class IpcBus:
     def request(self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> Any:
         """Send one request to the runner and return its answer (raising its error).
 
-        While the runner's feed is silent (down, or not started yet) it fails at once: a
-        request thread never waits out a timeout on a runner known to be gone (a worker that
-        just started waits up to FIRST_FEED s for the first message)."""
+        While the runner's feed is silent (down, or not started yet) it fails fast: a request
+        thread never waits out a timeout on a runner known to be gone (it waits STALE_GRACE s
+        for a late feed; a worker that just started up to FIRST_FEED s for the first message)."""
         if not self._heard.is_set():
             self._heard.wait(FIRST_FEED)
+        if not self.runner_up:
+            with self._cv:
+                self._cv.wait_for(lambda: self.runner_up, STALE_GRACE)
         if not self.runner_up:
             raise RunnerUnavailable(
                 f"the runner of world {self.world!r} is not running (starting, or restarting "
@@ -204,8 +211,8 @@ class IpcBus:
     @property
     def latest(self) -> Snapshot | None:
         message = self._message
-        if message is None:
-            return None
+        if message is None:  # no feed heard yet: the runner may be down, its files are not
+            return self._snapshot or self._newest_file()
         snap = self._snapshot
         if snap is not None and snap.tick == message["tick"]:
             return snap
@@ -217,20 +224,48 @@ class IpcBus:
             data = shm.read(Path(message["file"]))
         except (OSError, ValueError) as exc:  # removed already: a newer one is on its way
             log.debug("worldloop: snapshot file of tick %s unreadable: %s", message["tick"], exc)
-            return self._snapshot
+            return self._snapshot or self._newest_file()
+        return self._keep(data, message)
+
+    def _keep(self, data: dict[str, Any], meta: Mapping[str, Any]) -> Snapshot:
+        """The snapshot of ``data`` described by ``meta``; kept if it is the newest seen."""
         snap = Snapshot(
             self.world,
-            int(message["tick"]),
-            float(message["sim_time"]),
+            int(meta["tick"]),
+            float(meta["sim_time"]),
             data,
-            message.get("summary") or {},
-            float(message["created_at"]),
+            meta.get("summary") or {},
+            float(meta["created_at"]),
             cache_bytes=self.cache_bytes,
         )
         current = self._snapshot
         if current is None or current.tick < snap.tick:
             self._snapshot = snap
         return snap
+
+    def _newest_file(self) -> Snapshot | None:
+        """The newest snapshot file of this world's runners, read without the feed.
+
+        A worker that started while the runner was stopped (SIGSTOP, a long pause) or was
+        being replaced has heard no feed message, yet the last published snapshot is still on
+        disk (a runner removes its predecessors' files only once it has published its own):
+        reads are served from it, as they are in a worker that heard the feed before."""
+        try:
+            found = sorted(
+                shm.shm_dir().glob(f"{self.endpoints.prefix}*"),
+                key=lambda p: p.stat().st_mtime_ns,
+                reverse=True,
+            )
+        except OSError:  # a file went while listing: the next read looks again
+            return None
+        for path in found[:3]:
+            try:
+                data, meta = shm.read_meta(path)
+            except (OSError, ValueError):
+                continue
+            if "tick" in meta:
+                return self._keep(data, meta)
+        return None
 
     def wait_after(self, tick: int, timeout: float) -> Snapshot | None:
         with self._cv:
@@ -291,6 +326,9 @@ class IpcBus:
                 ):
                     self._message = message
                 self._cv.notify_all()
+        else:
+            with self._cv:
+                self._cv.notify_all()  # a beat: requests waiting out STALE_GRACE go on
         if self.on_feed is not None:
             self.on_feed(message)
 

@@ -263,15 +263,18 @@ class RunnerServer:
         if snap is not None:
             if last.get("tick") != snap.tick:
                 path = folder / f"{self.endpoints.prefix}{self.id}-{snap.tick}"
-                shm.write(path, snap.data)
+                meta = {
+                    "runner": self.id,
+                    "tick": snap.tick,
+                    "sim_time": snap.sim_time,
+                    "created_at": snap.created_at,
+                    "summary": dict(snap.summary),
+                }
+                shm.write(path, snap.data, meta)
+                if not self._files:
+                    self._remove_predecessors(folder)
                 self._files.append((time.monotonic(), path))
-                last.update(
-                    tick=snap.tick,
-                    sim_time=snap.sim_time,
-                    created_at=snap.created_at,
-                    summary=dict(snap.summary),
-                    file=str(path),
-                )
+                last.update(meta, file=str(path))
             message.update(last)
         with self._pending_lock:
             done = [t for t in self._pending.values() if t.done]
@@ -293,6 +296,15 @@ class RunnerServer:
             "hook_errors": rt.hook_errors,
             "pid": os.getpid(),
         }
+
+    def _remove_predecessors(self, folder: Path) -> None:
+        """Remove the snapshot files earlier runners of this world left (killed, they could
+        not): only once this runner published its own, so until then a worker can still serve
+        the last one. Workers that mapped one keep it whole (unlinked files stay mapped)."""
+        mine = f"{self.endpoints.prefix}{self.id}-"
+        for path in folder.glob(f"{self.endpoints.prefix}*"):
+            if not path.name.startswith(mine):
+                path.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         """Remove snapshot files older than KEEP_FILES seconds, never the newest."""

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..snapshot import dumps
+
 MAGIC = b"WLSNAP01"
 ALIGN = 64
 _HEADER = struct.Struct("<8sQ")  # magic, length of the JSON document
@@ -63,8 +65,11 @@ def _flatten(value: Any, arrays: list[np.ndarray]) -> Any:
     return value
 
 
-def encode(data: Mapping[str, Any]) -> tuple[bytes, list[np.ndarray]]:
-    """The header + JSON document of ``data``, and its arrays in reference order."""
+def encode(
+    data: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> tuple[bytes, list[np.ndarray]]:
+    """The header + JSON document of ``data`` (and of ``meta``, a JSON object kept beside it),
+    and its arrays in reference order."""
     arrays: list[np.ndarray] = []
     tree = _flatten(data, arrays)
     layout = []
@@ -72,13 +77,20 @@ def encode(data: Mapping[str, Any]) -> tuple[bytes, list[np.ndarray]]:
     for arr in arrays:
         layout.append([arr.dtype.str, list(arr.shape), offset])
         offset += -(-arr.nbytes // ALIGN) * ALIGN
-    doc = orjson.dumps({"tree": tree, "arrays": layout}, option=orjson.OPT_NON_STR_KEYS)
+    body: dict[str, Any] = {"tree": tree, "arrays": layout}
+    if meta is not None:
+        body["meta"] = meta
+    doc = dumps(body)
     return _HEADER.pack(MAGIC, len(doc)) + doc, arrays
 
 
-def write(path: Path, data: Mapping[str, Any]) -> int:
-    """Write ``data`` to a new file at ``path`` (mode 0600, never overwritten); its size."""
-    head, arrays = encode(data)
+def write(path: Path, data: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> int:
+    """Write ``data`` to a new file at ``path`` (mode 0600, never overwritten); its size.
+
+    ``meta`` (a JSON object: the snapshot's tick, times, summary) travels in the file too, so a
+    worker that never heard the feed can still serve the newest file it finds (see read_meta).
+    """
+    head, arrays = encode(data, meta)
     base = -(-len(head) // ALIGN) * ALIGN
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -118,6 +130,11 @@ def read(path: Path) -> dict[str, Any]:
     The mapping lives as long as any of the arrays does. Raises OSError when the file is gone
     (removed before it was mapped) and ValueError when it is not a snapshot file.
     """
+    return read_meta(path)[0]
+
+
+def read_meta(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`read`, and the ``meta`` object written with the data (empty if none was)."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < _HEADER.size:
@@ -135,9 +152,10 @@ def read(path: Path) -> dict[str, Any]:
         arr = np.frombuffer(mapped, dtype=dt, count=count, offset=base + int(offset))
         arrays.append(arr.reshape(shape))
     data = _rebuild(doc["tree"], arrays)
-    if not isinstance(data, dict):
+    meta = doc.get("meta") or {}
+    if not isinstance(data, dict) or not isinstance(meta, dict):
         raise ValueError(f"{path} does not hold a mapping")
-    return data
+    return data, meta
 
 
 def pack(data: Mapping[str, Any]) -> bytes:
