@@ -20,7 +20,15 @@ import aiohttp
 import pytest
 
 from tests.browser import ARTIFACTS
-from tests.support import Server, free_port, gunicorn_argv, http, running_server, wait_for
+from tests.support import (
+    Server,
+    flask_argv,
+    free_port,
+    gunicorn_argv,
+    http,
+    running_server,
+    wait_for,
+)
 from tests.test_viewer_browser import AVATAR_OF
 from worldloop import frame_binary as fb
 
@@ -328,3 +336,49 @@ def test_an_admin_creates_and_deletes_a_world_from_the_viewer(
     assert (
         page.locator(f'#worlds-table tr[data-world="{default}"] button.world-delete').count() == 0
     )
+
+
+@pytest.mark.browser
+def test_a_world_deleted_elsewhere_is_said_on_the_page(
+    page: Any, served: tuple[Server, str]
+) -> None:
+    srv, _ = served
+    body = {"name": "brief", "kind": "meadow", "config": {"width": 220, "height": 220}}
+    status, _, made = srv.post("/api/v1/worlds", body, headers=ADMIN, timeout=30)
+    assert status == 201, made
+    page.goto(srv.base + "/?world=brief")
+    page.wait_for_function(f"() => ({WIDTH})() === 220")
+    status, _, gone = http(
+        "DELETE", srv.base + "/api/v1/worlds/brief?journal=drop", headers=ADMIN, timeout=30
+    )
+    assert status == 200, gone
+    # Its stream ends once its feed is silent; the page asks again and says the world is gone.
+    page.wait_for_selector("#world-msg", state="visible", timeout=60_000)
+    assert "no world named “brief”" in page.text_content("#world-msg")
+    page.wait_for_function("() => !document.querySelector('#worlds-table [data-world=\"brief\"]')")
+
+
+@pytest.fixture
+def single(tmp_path: Path) -> Iterator[Server]:
+    """The demo under ``flask run`` in the single-process mode: no gateway, SSE streams."""
+    env = {"WORLDLOOP_ADMIN_TOKEN": TOKEN, "WORLDLOOP_RATE_HZ": "20"}
+    with running_server(flask_argv(), tmp_path, env=env, name="single") as srv:
+        body = {"name": "room", "kind": "meadow", "config": ROOM}
+        status, _, made = srv.post("/api/v1/worlds", body, headers=ADMIN, timeout=30)
+        assert status == 201, made
+        yield srv
+
+
+@pytest.mark.browser
+def test_without_a_gateway_the_picker_streams_each_world_over_sse(
+    page: Any, single: Server
+) -> None:
+    page.goto(single.base + "/?world=room")
+    page.wait_for_function(f"() => ({WIDTH})() === 400")
+    assert page.evaluate("() => window.worldloopViewer.transport") == "sse"
+    first = int(page.text_content("#tick"))
+    page.wait_for_function(f"() => Number(document.getElementById('tick').textContent) > {first}")
+    page.select_option("#world-pick", "")  # the default world's entry
+    page.wait_for_function(f"() => ({WIDTH})() !== 400 && ({WIDTH})() > 0")
+    assert page.evaluate("() => window.worldloopViewer.world") is None
+    assert page.evaluate("() => window.worldloopViewer.transport") == "sse"
