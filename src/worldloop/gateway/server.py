@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -37,6 +38,8 @@ from .binary import BinaryChannel, WsClient
 from .commands import CommandWaits
 from .hub import Hub, chunk
 from .worlds import WorldHubs
+
+log = logging.getLogger("worldloop.gateway")
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 WS_WRITE_TIMEOUT = 10.0
@@ -136,8 +139,11 @@ class Gateway:
             return _error(404, "world_not_found", f"no world named {name!r} here", {"world": name})
         try:
             return await self.worlds.find(name)
-        except WorldLoopError as exc:
+        except WorldLoopError as exc:  # 404 no such world, 503 the runner is down
             return _error(exc.status, exc.code, exc.message, exc.details)
+        except Exception:  # contained: this request fails, the gateway serves on
+            log.exception("worldloop: the gateway cannot serve world %r", name)
+            return _error(503, "world_unavailable", f"world {name!r} cannot be served now", {})
 
     def _release(self, hub: Hub) -> None:
         if self.worlds is not None:

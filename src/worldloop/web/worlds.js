@@ -12,7 +12,7 @@
   const EVERY_MS = 2000;
   const ARMED_MS = 4000; // a delete asks "sure?" and waits this long for the second click
 
-  const state = { worlds: [], kinds: [], loaded: false, armed: null, armedTimer: null };
+  const state = { worlds: [], kinds: [], loaded: false, down: false, armed: null, armedTimer: null };
 
   const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
   const say = (text) => { $("worlds-msg").textContent = text; };
@@ -130,17 +130,24 @@
     }
   }
 
+  function unavailable(why) {
+    state.down = true; // cleared, with its message, by the next list that comes
+    say("the list of worlds is unavailable" + why);
+  }
+
   async function refresh() {
     try {
       const resp = await fetch("/api/v1/worlds", { cache: "no-store" });
-      if (!resp.ok) { say("worlds unavailable " + (await errorText(resp))); return; }
+      if (!resp.ok) { unavailable(" " + (await errorText(resp))); return; }
       const data = await resp.json();
       state.worlds = data.worlds || [];
       state.kinds = data.kinds || [];
       state.loaded = true;
+      if (state.down) say("");
+      state.down = false;
       render();
     } catch (err) {
-      say("worlds unavailable: " + err);
+      unavailable(": " + err);
     }
   }
 
