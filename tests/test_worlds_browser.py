@@ -382,3 +382,24 @@ def test_without_a_gateway_the_picker_streams_each_world_over_sse(
     page.wait_for_function(f"() => ({WIDTH})() !== 400 && ({WIDTH})() > 0")
     assert page.evaluate("() => window.worldloopViewer.world") is None
     assert page.evaluate("() => window.worldloopViewer.transport") == "sse"
+
+
+@pytest.mark.browser
+def test_the_picker_fits_a_phone(phone: Any, served: tuple[Server, str]) -> None:
+    srv, _ = served
+    phone.goto(srv.base + "/?world=room")
+    phone.wait_for_function(f"() => ({WIDTH})() === 400")
+    phone.wait_for_function("() => document.querySelectorAll('#worlds-table tbody tr').length >= 2")
+    got = phone.evaluate(
+        """() => {
+          const r = document.getElementById('world-pick').getBoundingClientRect();
+          const t = document.getElementById('worlds-table').getBoundingClientRect();
+          return {pick: [r.left, r.right, r.height], table: [t.left, t.right],
+                  width: window.innerWidth, scroll: document.documentElement.scrollWidth};
+        }"""
+    )
+    assert 0 <= got["pick"][0] < got["pick"][1] <= got["width"] and got["pick"][2] >= 20
+    assert 0 <= got["table"][0] < got["table"][1] <= got["width"]
+    assert got["scroll"] <= got["width"]  # nothing wider than the screen
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone.screenshot(path=str(ARTIFACTS / "viewer-worlds-phone.png"), full_page=True)
