@@ -162,7 +162,7 @@ def test_admin_controls_pause_step_and_resume(page: Any, demo: Server) -> None:
     assert page.is_hidden("#admin-controls")
     page.fill("#token", ADMIN_TOKEN)
     page.click("#token-use")
-    assert page.is_visible("#admin-controls")
+    page.wait_for_selector("#admin-controls", state="visible")  # once the server took it
     page.click("#btn-pause")
     page.wait_for_function("() => document.getElementById('paused').textContent === 'paused'")
     paused_at = current_tick(page)

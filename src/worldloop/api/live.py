@@ -5,6 +5,8 @@ Binary frames over WebSocket (worldloop.frame_binary) are served by the stream g
 WebSocket, so it answers ``/api/v1/ws`` with a 307 to the gateway, as it does the stream, or
 404 ``not_supported`` when no gateway runs. Browsers do not follow redirects when opening a
 WebSocket, so ``/api/v1/live`` tells the viewer the gateway's WebSocket URL outright.
+Both are routed again under each world (``/api/v1/worlds/<name>/live|ws``, worldloop.api.worlds):
+the answer then names that world's stream and WebSocket.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response
 from pydantic import BaseModel, Field
 
+from ..state import request_world
 from .declare import Reply, operation
 from .errors import Unsupported
 from .params import ViewQuery
@@ -40,11 +43,13 @@ class Live(BaseModel):
     responses={200: Reply("The endpoints", Live)},
 )
 def live() -> dict[str, Any]:
+    name = request_world()
+    prefix = "/api/v1" if name is None else f"/api/v1/worlds/{name}"
     base = gateway_base()
     ws = None
     if base is not None:
-        ws = "ws" + base.removeprefix("http") + "/api/v1/ws"
-    return {"stream": "/api/v1/stream", "websocket": ws}
+        ws = "ws" + base.removeprefix("http") + prefix + "/ws"
+    return {"stream": prefix + "/stream", "websocket": ws}
 
 
 @bp.get("/ws")

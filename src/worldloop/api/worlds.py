@@ -32,6 +32,7 @@ SCOPED = (
     "worldloop_admin",
     "worldloop_stream",
     "worldloop_jobs",
+    "worldloop_live",
 )
 """The blueprints whose routes also serve every world under :data:`PREFIX`."""
 SUFFIX = "_of_world"

@@ -3,7 +3,8 @@
 Started by the runner (worldloop.gateway.supervise) as ``python -m worldloop.gateway --app SPEC
 --watch PID``. It loads the same app as the web workers, in the ``gateway`` role (init_app
 neither starts a world nor spawns a runner), subscribes to the runner's feed through the same
-IpcBus a web worker uses, and serves ``WORLDLOOP_GATEWAY`` (``host:port``) until SIGTERM/SIGINT
+IpcBus a web worker uses (and, on first request, each other world's: worldloop.gateway.worlds),
+and serves ``WORLDLOOP_GATEWAY`` (``host:port``) until SIGTERM/SIGINT
 or until the watched runner is gone.
 """
 
@@ -31,11 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..bus.ipc import IpcBus
     from ..runner.ipc import endpoints
     from ..runner.remote import RemoteRuntime
+    from ..runner.worlds import remote_world
     from ..state import state_of
     from .commands import CommandWaits
     from .hub import Hub
     from .server import Gateway
     from .supervise import parse_address
+    from .worlds import WorldHubs, follow
 
     app = load_app(args.app)
     state = state_of(app)
@@ -54,16 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     runtime.start()
     state.runtime = runtime  # the app's handlers (command submissions) use this connection
     hub = Hub(runtime, lambda: bus.latest, keyframe_every=settings.frame_keyframe_every)
-    on_feed = bus.on_feed
-
-    def feed(message: Any) -> None:
-        if on_feed is not None:
-            on_feed(message)
-        if "file" in message:
-            hub.feed(int(message["tick"]))
-
-    bus.on_feed = feed
-    gateway = Gateway(runtime, settings, hub, CommandWaits(app, runtime, settings.command_wait))
+    follow(bus, hub)
+    # The runner's other worlds, found as a web worker finds them (worldloop.runner.worlds).
+    state.host.resolve = lambda name: remote_world(state, name)
+    worlds = WorldHubs(state, hub, keyframe_every=settings.frame_keyframe_every)
+    waits = CommandWaits(app, runtime, settings.command_wait)
+    gateway = Gateway(runtime, settings, hub, waits, worlds=worlds)
 
     async def watch(app: web.Application) -> Any:
         async def look() -> None:
@@ -79,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     web_app = gateway.app()
     web_app.cleanup_ctx.append(watch)
     log.info(
-        "worldloop: gateway pid %d serves streams of world %r on http://%s:%d",
+        "worldloop: gateway pid %d serves streams of world %r (and the runner's others) "
+        "on http://%s:%d",
         os.getpid(),
         world.name,
         host,
@@ -97,6 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             handle_signals=True,
         )
     finally:
-        hub.close()
+        worlds.close()
         runtime.stop()
     return 0

@@ -1,5 +1,7 @@
 """The gateway's HTTP side (aiohttp): the stream, the binary WebSocket, command waits and
-``GET /healthz``.
+``GET /healthz``; the stream and the WebSocket of every world of the runner too, under
+``/api/v1/worlds/<name>/`` as on the web workers (worldloop.gateway.worlds; 404 JSON for a
+world the runner does not host).
 
 The stream speaks exactly what a web worker's does (worldloop.api.stream): the same query
 (``bbox``, ``limit``, ``hz``, checked by the same ViewQuery model against the app's settings;
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -28,11 +31,15 @@ from pydantic import ValidationError
 from ..api.params import ViewQuery
 from ..api.stream import View, loop_stats
 from ..config import Settings
+from ..errors import WorldLoopError
 from ..models import error_details, error_message
 from ..runtime import WorldRuntime
 from .binary import BinaryChannel, WsClient
 from .commands import CommandWaits
 from .hub import Hub, chunk
+from .worlds import WorldHubs
+
+log = logging.getLogger("worldloop.gateway")
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 WS_WRITE_TIMEOUT = 10.0
@@ -41,7 +48,8 @@ WS_WRITE_TIMEOUT = 10.0
 
 def _error(status: int, code: str, message: str, details: dict[str, Any]) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
-    return web.json_response(body, status=status, headers=CORS)
+    headers = {**CORS, "Retry-After": "1"} if status in (429, 503) else CORS
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _event(name: str, data: bytes) -> bytes:
@@ -52,12 +60,20 @@ class Gateway:
     """The aiohttp application of one gateway process."""
 
     def __init__(
-        self, runtime: WorldRuntime, settings: Settings, hub: Hub, commands: CommandWaits
+        self,
+        runtime: WorldRuntime,
+        settings: Settings,
+        hub: Hub,
+        commands: CommandWaits,
+        *,
+        worlds: WorldHubs | None = None,
     ) -> None:
         self.runtime = runtime
         self.commands = commands
         self.settings = settings
         self.hub = hub
+        self.worlds = worlds
+        """The other worlds' hubs (None: this gateway serves the default world only)."""
         self.closing = asyncio.Event()
         self.served = 0
         """Streams opened since the start."""
@@ -72,6 +88,8 @@ class Gateway:
         app = web.Application()
         app.router.add_get("/api/v1/stream", self.stream)
         app.router.add_get("/api/v1/ws", self.websocket)
+        app.router.add_get("/api/v1/worlds/{world}/stream", self.stream)
+        app.router.add_get("/api/v1/worlds/{world}/ws", self.websocket)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/api/v1/commands", self.commands.submit)
         app.on_startup.append(self._startup)
@@ -94,7 +112,8 @@ class Gateway:
             "world": rt.name,
             "running": rt.running,
             "tick": self.hub.tick,
-            "clients": self.hub.clients,
+            "clients": sum(h.clients for h in self._hubs()),
+            "worlds": len(self._hubs()),
             "classes": len(self.hub.channels),
             "frames_built": sum(c.built for c in self.hub.channels.values()),
             "streams_served": self.served,
@@ -107,6 +126,28 @@ class Gateway:
             "commands_waiting_peak": self.commands.waiting_peak,
         }
         return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    def _hubs(self) -> list[Hub]:
+        return self.worlds.hubs if self.worlds is not None else [self.hub]
+
+    async def _hub(self, request: web.Request) -> Hub | web.Response:
+        """The hub of the world the path names (the default world's without a name)."""
+        name = request.match_info.get("world")
+        if name is None or name == self.runtime.name:
+            return self.hub
+        if self.worlds is None:
+            return _error(404, "world_not_found", f"no world named {name!r} here", {"world": name})
+        try:
+            return await self.worlds.find(name)
+        except WorldLoopError as exc:  # 404 no such world, 503 the runner is down
+            return _error(exc.status, exc.code, exc.message, exc.details)
+        except Exception:  # contained: this request fails, the gateway serves on
+            log.exception("worldloop: the gateway cannot serve world %r", name)
+            return _error(503, "world_unavailable", f"world {name!r} cannot be served now", {})
+
+    def _release(self, hub: Hub) -> None:
+        if self.worlds is not None:
+            self.worlds.release(hub)
 
     def _view(self, request: web.Request) -> View | web.Response:
         try:
@@ -121,8 +162,7 @@ class Gateway:
             limit = self.settings.stream_default_limit
         return View(query.bbox, limit, query.hz)
 
-    def _not_running(self) -> web.Response | None:
-        rt = self.runtime
+    def _not_running(self, rt: WorldRuntime) -> web.Response | None:
         if rt.running:
             return None
         return _error(
@@ -136,8 +176,11 @@ class Gateway:
         view = self._view(request)
         if isinstance(view, web.Response):
             return view
-        rt = self.runtime
-        refused = self._not_running()
+        hub = await self._hub(request)
+        if isinstance(hub, web.Response):
+            return hub
+        rt = hub.runtime
+        refused = self._not_running(rt)
         if refused is not None:
             return refused
         resp = web.StreamResponse(
@@ -154,7 +197,7 @@ class Gateway:
         if transport is None:
             return resp
         self.served += 1
-        client = self.hub.join(view, transport)
+        client = hub.join(view, transport)
         client.send(chunk(b"retry: 1000\n\n"))
         every = self.settings.stream_stats_every
         try:
@@ -168,25 +211,29 @@ class Gateway:
             client.send(chunk(b"event: end\ndata: {}\n\n"))  # aiohttp ends the chunks
         finally:
             self.dropped += client.skipped > 0
-            self.hub.leave(client)
+            hub.leave(client)
+            self._release(hub)
         return resp
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         view = self._view(request)
         if isinstance(view, web.Response):
             return view
-        refused = self._not_running()
+        hub = await self._hub(request)
+        if isinstance(hub, web.Response):
+            return hub
+        refused = self._not_running(hub.runtime)
         if refused is not None:
             return refused
         # Frames are deflated once per class by the encoder, not once per socket.
         ws = web.WebSocketResponse(compress=False, heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
         self.sockets += 1
-        client, channel = self.hub.join_ws(view)
+        client, channel = hub.join_ws(view)
         reader = asyncio.ensure_future(self._read(ws, client))
         closing = asyncio.ensure_future(self.closing.wait())
         try:
-            await self._send_frames(ws, client, channel, reader, closing)
+            await self._send_frames(ws, hub, client, channel, reader, closing)
             if not ws.closed:
                 await ws.send_str('{"type":"end"}')
         except (ConnectionError, TimeoutError):
@@ -194,19 +241,21 @@ class Gateway:
         finally:
             closing.cancel()
             reader.cancel()
-            self.hub.leave_ws(client)
+            hub.leave_ws(client)
+            self._release(hub)
             await ws.close()
         return ws
 
     async def _send_frames(
         self,
         ws: web.WebSocketResponse,
+        hub: Hub,
         client: WsClient,
         channel: BinaryChannel,
         reader: asyncio.Future[None],
         closing: asyncio.Future[Any],
     ) -> None:
-        rt = self.runtime
+        rt = hub.runtime
         every = self.settings.stream_stats_every
         hz = client.view.hz
         while rt.running and not ws.closed:
@@ -223,7 +272,7 @@ class Gateway:
                 continue
             client.ready.clear()
             if hz is not None:  # a rate cap: wait out the interval, then take the newest
-                due = client.last_at + 1.0 / hz - self.hub.slack()
+                due = client.last_at + 1.0 / hz - hub.slack()
                 if due > time.monotonic():
                     await asyncio.sleep(due - time.monotonic())
             state = channel.latest

@@ -1,10 +1,13 @@
 // worldloop viewer: the admin panel (pause, step, rate, jobs and tasks), with the admin token.
 // The token is checked when entered and kept in sessionStorage only when the server accepts it.
+// The token is the server's (every world's); the controls and jobs are the shown world's
+// (world.js). A `worldloop-admin` event on document tells worlds.js the token came or went.
 (() => {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "worldloop-admin-token";
+  const current = window.worldloopWorld;
 
   // ---- admin ------------------------------------------------------------------------------
   function token() {
@@ -15,13 +18,14 @@
     const has = token() !== "";
     $("admin-controls").hidden = !has;
     $("token-form").hidden = has;
+    document.dispatchEvent(new Event("worldloop-admin"));
   }
 
   async function admin(path, body) {
     const msg = $("admin-msg");
     msg.textContent = "…";
     try {
-      const resp = await fetch("/api/v1/admin/" + path, {
+      const resp = await fetch(current.api("/admin/" + path), {
         method: "POST",
         headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
         body: JSON.stringify(body || {}),
@@ -113,7 +117,8 @@
   }
 
   async function adminGet(path) {
-    const resp = await fetch("/api/v1/admin/" + path, {
+    if (path === "tasks" && current.name !== null) return null; // the default world's only
+    const resp = await fetch(current.api("/admin/" + path), {
       headers: { "Authorization": "Bearer " + token() },
     });
     return resp.ok ? resp.json() : null;
@@ -175,6 +180,7 @@
   $("btn-step").addEventListener("click", () => admin("step", { n: Number($("step-n").value) || 1 }));
   $("btn-rate").addEventListener("click", () => admin("rate", { hz: Number($("rate-hz").value) }));
 
+  current.onChange(() => { $("admin-msg").textContent = ""; refreshJobs(); });
   showAdmin();
   refreshJobs();
 })();

@@ -1,16 +1,21 @@
 // worldloop viewer: play from the browser. Join as a player (POST /api/v1/players), click the
 // map to walk there (a `move_to` command with x, y), say something (a `say` command with text);
 // your own avatar is ringed and marked "(you)". Works with any world that implements the player
-// protocol and declares `move_to` and `say` (docs/your-world.md).
+// protocol and declares `move_to` and `say` (docs/your-world.md). A player belongs to one world:
+// it joins, and sends its commands to, the world shown (world.js), and its token is kept per
+// world, so switching worlds shows the player of that world (or the join form).
 (() => {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
   const viewer = window.worldloopViewer;
-  const PLAYER_KEY = "worldloop-player";
+  const current = window.worldloopWorld;
+
+  // The default world keeps the key it always had; another world's player has its own.
+  const playerKey = () => "worldloop-player" + (current.name === null ? "" : "@" + current.name);
 
   function stored() {
-    try { return JSON.parse(sessionStorage.getItem(PLAYER_KEY) || "null"); } catch (_) { return null; }
+    try { return JSON.parse(sessionStorage.getItem(playerKey()) || "null"); } catch (_) { return null; }
   }
 
   function show() {
@@ -33,7 +38,8 @@
   async function command(body) {
     const me = stored();
     if (!me) return null;
-    const resp = await fetch("/api/v1/commands", {
+    const key = playerKey(); // the world may change while this waits
+    const resp = await fetch(current.api("/commands"), {
       method: "POST",
       headers: {
         "Authorization": "Bearer " + me.token,
@@ -44,7 +50,7 @@
     });
     const { why } = await reply(resp);
     if (resp.status === 401) {
-      sessionStorage.removeItem(PLAYER_KEY);
+      sessionStorage.removeItem(key);
       show();
       say("your player is gone (the server forgot its token): join again");
     } else if (!resp.ok) {
@@ -60,8 +66,9 @@
     const name = $("player-name").value.trim();
     if (!name) return;
     say("joining…");
+    const key = playerKey(); // the world may change while this waits
     try {
-      const resp = await fetch("/api/v1/players", {
+      const resp = await fetch(current.api("/players"), {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name }),
@@ -69,7 +76,7 @@
       const { data, why } = await reply(resp);
       if (resp.status === 201 && data) {
         const me = { token: data.token, entity_id: data.entity_id, name: data.name };
-        sessionStorage.setItem(PLAYER_KEY, JSON.stringify(me));
+        sessionStorage.setItem(key, JSON.stringify(me));
         say("joined as " + data.name + ": click the map to walk there");
         show();
       } else if (data && data.error && data.error.code === "not_supported") {
@@ -90,7 +97,7 @@
   });
 
   $("leave").addEventListener("click", () => {
-    sessionStorage.removeItem(PLAYER_KEY);
+    sessionStorage.removeItem(playerKey());
     say("");
     show();
   });
@@ -100,5 +107,6 @@
     command({ type: "move_to", x: Math.round(x * 100) / 100, y: Math.round(y * 100) / 100 });
   });
 
+  current.onChange(() => { say(""); show(); });
   show();
 })();

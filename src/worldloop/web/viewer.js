@@ -1,19 +1,19 @@
 // worldloop live viewer: draws frames from the gateway's WebSocket of binary frames (frames.js)
 // when GET /api/v1/live names one, else from GET /api/v1/stream (server-sent events), on a canvas.
 // Plain script, no build step. It draws any world that speaks the frame protocol
-// (worldloop/frame.py, docs/your-world.md): bounds, a grid, layers of entities, a panel.
-// admin.js and play.js add the admin controls and playing; they use window.worldloopViewer.
+// (worldloop/frame.py, docs/your-world.md): bounds, a grid, layers of entities, a panel
+// (panel.js). The world shown is world.js's: another world chosen, the stream follows.
+// admin.js, play.js and worlds.js add the admin controls, playing and the world picker; they
+// use window.worldloopViewer and window.worldloopWorld.
 (() => {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
   const map = $("map");
   const ctx = map.getContext("2d");
-  const plot = $("plot");
-  const pctx = plot.getContext("2d");
-  const HISTORY = 300; // plot points
-  const SAMPLE_MS = 500; // one plot point per half second: 2.5 minutes on the plot
-  const PALETTE = ["#f2c14e", "#ff5a7a", "#6ec6ff", "#9be37b", "#c79bff", "#ffa35c"];
+  const panel = window.worldloopPanel;
+  const current = window.worldloopWorld;
+  const PALETTE = panel.PALETTE;
   const BORDER = "#3c4c3d";
   const SELF = "#7cf3ff";
 
@@ -24,11 +24,11 @@
     statsSeen: 0,
     world: null, // {width, height} once a frame has bounds
     view: null, // [x0, y0, x1, y1] in world units, null = whole world
-    history: [],
-    lastSample: 0,
     source: null,
     transport: null, // "websocket" or "sse" once connected
-    wsUrl: null, // from GET /api/v1/live; null: no gateway, the SSE stream
+    streamUrl: null, // this world's SSE stream, from GET .../live
+    wsUrl: null, // from GET .../live; null: no gateway, the SSE stream
+    missing: null, // why this page's world cannot be shown (no such world here)
     gridCanvas: document.createElement("canvas"),
     gridKey: null,
     me: null, // {entity_id, name} once this page has joined as a player
@@ -113,7 +113,7 @@
       ctx.font = (14 * dpr).toFixed(0) + "px system-ui, sans-serif";
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
-      const msg = f ? "this world draws no map (see docs/your-world.md)" : "waiting for a frame…";
+      const msg = state.missing || (f ? "this world draws no map (see docs/your-world.md)" : "waiting for a frame…");
       ctx.fillText(msg, w / 2, h / 2);
       if (f) state.framesDrawn += 1;
       return;
@@ -204,48 +204,7 @@
     ctx.fillText(msg, x, by + h / 2);
   }
 
-  const short = (v) => (Number.isInteger(v) ? String(v) : Number(v).toPrecision(3));
-
-  // ---- the panel's plot: each series on its own scale, sampled twice a second -------------
-  function drawPlot() {
-    const w = plot.width, h = plot.height, hist = state.history;
-    const left = 4, bottom = h - 14, top = 14;
-    pctx.clearRect(0, 0, w, h);
-    const panel = state.frame && state.frame.panel;
-    if (!panel || !panel.plots.length || hist.length < 2) return;
-    const span = Math.max(hist.length - 1, 40);
-    const ranges = [];
-    panel.plots.forEach((series, j) => {
-      let lo = Infinity, hi = -Infinity;
-      for (const p of hist) if (p[j] !== undefined) { lo = Math.min(lo, p[j]); hi = Math.max(hi, p[j]); }
-      const pad = Math.max(1, (hi - lo) * 0.1);
-      const a = Math.max(0, lo - pad), b = hi + pad;
-      ranges.push(series.label + " " + short(lo) + "–" + short(hi));
-      pctx.strokeStyle = series.color || PALETTE[j % PALETTE.length];
-      pctx.lineWidth = 1.5;
-      pctx.beginPath();
-      hist.forEach((p, i) => {
-        const x = left + (w - left) - ((hist.length - 1 - i) / span) * (w - left);
-        const y = bottom - ((p[j] - a) / (b - a || 1)) * (bottom - top);
-        if (i === 0) pctx.moveTo(x, y);
-        else pctx.lineTo(x, y);
-      });
-      pctx.stroke();
-    });
-    pctx.fillStyle = "#93a38e";
-    pctx.font = "10px system-ui, sans-serif";
-    pctx.textBaseline = "alphabetic";
-    pctx.textAlign = "left";
-    const unit = panel.plot_unit ? " (" + panel.plot_unit + ")" : "";
-    const title = (panel.plot_title || "") + unit;
-    pctx.fillText((title ? title + ": " : "") + ranges.join(" · "), left, 10);
-    const secs = Math.round((span * SAMPLE_MS) / 1000);
-    pctx.fillText("← " + secs + " s (wall time)", left, h - 3);
-    pctx.textAlign = "right";
-    pctx.fillText("now", w - 2, h - 3);
-  }
-
-  // ---- panel ------------------------------------------------------------------------------
+  // ---- the loop's figures ----------------------------------------------------------------
   const fmt = (v, digits) => (v === undefined || v === null ? "–" : Number(v).toFixed(digits));
 
   function showStats(s) {
@@ -259,51 +218,6 @@
     $("paused").textContent = s.running === false ? "stopped" : s.paused ? "paused" : "running";
   }
 
-  const slug = (name) => String(name).toLowerCase().replace(/[^a-z0-9]+/g, "-");
-
-  // The world's own figures: its panel's stats, else the plain values of its summary.
-  function showWorldStats(f) {
-    let stats = f.panel ? f.panel.stats : null;
-    if (!stats) {
-      stats = {};
-      for (const [k, v] of Object.entries(f.summary || {})) {
-        if (k !== "tick" && (typeof v === "number" || typeof v === "string")) stats[k] = v;
-      }
-    }
-    const dl = $("world-stats");
-    const names = Object.keys(stats);
-    if (dl.dataset.names !== names.join("\n")) {
-      dl.replaceChildren();
-      for (const name of names) {
-        const dt = document.createElement("dt");
-        dt.textContent = name;
-        const dd = document.createElement("dd");
-        dd.id = "stat-" + slug(name);
-        dl.append(dt, dd);
-      }
-      dl.dataset.names = names.join("\n");
-    }
-    for (const name of names) {
-      const v = stats[name];
-      $("stat-" + slug(name)).textContent = typeof v === "number" && !Number.isInteger(v) ? fmt(v, 2) : v;
-    }
-    $("world-section").hidden = names.length === 0;
-    const plots = f.panel ? f.panel.plots : [];
-    $("plot-wrap").hidden = plots.length === 0;
-    const legend = $("legend");
-    const key = plots.map((p) => p.label).join("\n");
-    if (legend.dataset.key !== key) {
-      legend.replaceChildren();
-      plots.forEach((p, j) => {
-        const sw = document.createElement("span");
-        sw.className = "sw";
-        sw.style.background = p.color || PALETTE[j % PALETTE.length];
-        legend.append(sw, document.createTextNode(p.label + " "));
-      });
-      legend.dataset.key = key;
-      state.history = [];
-    }
-  }
 
   function onFrame(f) {
     state.frame = f;
@@ -311,15 +225,8 @@
     $("tick").textContent = f.tick;
     $("sim-time").textContent = fmt(f.sim_time, 2) + " s";
     showStats(f.stats);
-    showWorldStats(f);
-    const now = performance.now();
-    if (f.panel && now - state.lastSample >= SAMPLE_MS) {
-      state.lastSample = now;
-      state.history.push(f.panel.plots.map((p) => p.value));
-      if (state.history.length > HISTORY) state.history.shift();
-    }
+    panel.show(f);
     draw();
-    drawPlot();
   }
 
   // ---- stream -----------------------------------------------------------------------------
@@ -352,7 +259,7 @@
         if (!opened) state.wsUrl = null;
         setConn(false, "reconnecting…");
         clearTimeout(reconnectTimer);
-        reconnectTimer = setTimeout(connect, opened ? 1000 : 0);
+        reconnectTimer = opened ? setTimeout(locate, 1000) : setTimeout(connect, 0);
       },
     });
     state.source = conn;
@@ -361,8 +268,9 @@
   function connect() {
     if (state.source) state.source.close();
     state.source = null;
+    if (state.missing || !state.streamUrl) return;
     if (state.wsUrl && window.worldloopFrames) return connectWs();
-    const es = new EventSource("/api/v1/stream?" + viewQuery());
+    const es = new EventSource(state.streamUrl + "?" + viewQuery());
     state.source = es;
     es.onopen = () => { state.transport = "sse"; setConn(true, "live"); };
     es.onerror = () => {
@@ -370,7 +278,7 @@
       // The browser retries a dropped stream by itself, but not one refused with an HTTP error.
       if (es.readyState === EventSource.CLOSED && state.source === es) {
         clearTimeout(reconnectTimer);
-        reconnectTimer = setTimeout(connect, 2000);
+        reconnectTimer = setTimeout(locate, 2000); // the world may be gone: ask again
       }
     };
     es.addEventListener("frame", (e) => {
@@ -462,18 +370,63 @@
   $("hz").addEventListener("change", connect);
   $("limit").addEventListener("change", connect);
 
+  // ---- which world: find its stream, or say why there is none -----------------------------
+  async function locate() {
+    clearTimeout(reconnectTimer);
+    const live = await current.locate();
+    if (live.world !== current.name) return; // another world was chosen meanwhile
+    const msg = $("world-msg");
+    state.missing = live.missing || null;
+    msg.textContent = live.missing ? live.missing + ": pick one from the list" : "";
+    msg.hidden = !live.missing;
+    if (live.missing) {
+      if (state.source) state.source.close();
+      state.source = null;
+      setConn(false, "unknown world");
+      draw();
+      return;
+    }
+    if (live.failed) {
+      setConn(false, "reconnecting…");
+      reconnectTimer = setTimeout(locate, 2000);
+      return;
+    }
+    state.streamUrl = live.stream;
+    state.wsUrl = live.websocket || null;
+    connect();
+  }
+
+  function showTitle() {
+    const el = $("world-name");
+    el.textContent = current.name || "";
+    if (current.name !== null) return;
+    fetch("/api/v1/world")
+      .then((r) => (r.ok ? r.json() : null))
+      .then((w) => { if (w && w.world && current.name === null) el.textContent = w.world; })
+      .catch(() => {});
+  }
+
+  // Another world chosen: nothing of this one stays on the map, the panel or the stream.
+  function switched() {
+    clearTimeout(reconnectTimer);
+    if (state.source) state.source.close();
+    Object.assign(state, { source: null, transport: null, frame: null, stats: null, world: null });
+    Object.assign(state, { view: null, gridKey: null, streamUrl: null, wsUrl: null });
+    for (const id of ["tick", "sim-time", "rate", "tick-ms", "late-ms", "queue", "paused"]) $(id).textContent = "–";
+    panel.reset();
+    setConn(false, "connecting…");
+    showTitle();
+    draw();
+    locate();
+  }
+
   // ---- start ------------------------------------------------------------------------------
-  fetch("/api/v1/world")
-    .then((r) => (r.ok ? r.json() : null))
-    .then((w) => { if (w && w.world) $("world-name").textContent = w.world; })
-    .catch(() => {});
+  current.onChange(switched);
+  showTitle();
   window.addEventListener("resize", resize);
   resize();
   draw();
-  fetch("/api/v1/live")
-    .then((r) => (r.ok ? r.json() : null))
-    .catch(() => null)
-    .then((live) => { state.wsUrl = (live && live.websocket) || null; connect(); });
+  locate();
 
   // A small handle for tests, the console, admin.js and play.js.
   window.worldloopViewer = {
@@ -484,6 +437,8 @@
     get binaryStats() { return state.source && state.source.stats; },
     get statsSeen() { return state.statsSeen; },
     get view() { return state.view; },
+    get world() { return current.name; },
+    get missing() { return state.missing; },
     get me() { return state.me; },
     set me(value) { state.me = value; draw(); },
     layer(kind) { return ((state.frame && state.frame.layers) || []).find((l) => l.kind === kind); },
