@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from flask import current_app, request
 from werkzeug.http import unquote_etag
 
 from ..errors import ClockStateError, WorldNotRunning
+from ..lease.redis import redis_url_options
 from ..runtime import WorldRuntime
 from ..state import current_settings, get_runtime
 from .auth import Security, bearer_token
 from .errors import BadRequest, Unauthorized, Unsupported
 from .protocols import PlayerWorld
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter, open_limiter
 
 
 def json_object() -> dict[str, Any]:
@@ -57,19 +59,32 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def limiter(kind: str) -> RateLimiter:
-    """The app's limiter for ``kind`` ('token' or 'join'), made on first use from config."""
+def limiter_url() -> str:
+    """Where this app's rate limits live: WORLDLOOP_RATELIMIT_URL, else the Redis mode's Redis
+    (under its key prefix) so a limit holds for the deployment, else this process's memory."""
+    cfg = current_settings()
+    if cfg.ratelimit_url:
+        return cfg.ratelimit_url
+    if cfg.redis_url:
+        base, opts = redis_url_options(cfg.redis_url)
+        prefix = opts.get("prefix", cfg.redis_prefix)
+        return f"{base}{'&' if '?' in base else '?'}{urlencode({'prefix': prefix})}"
+    return "memory://"
+
+
+def limiter(kind: str) -> Limiter:
+    """The app's limiter for ``kind`` ('token', 'join' or 'world_create'), made on first use
+    from config."""
     ext = current_app.extensions.setdefault("worldloop_limits", {})
-    lim: RateLimiter | None = ext.get(kind)
+    lim: Limiter | None = ext.get(kind)
     if lim is None:
         cfg = current_settings()
-        if kind == "join":
-            lim = RateLimiter(
-                cfg.join_rate_limit, cfg.join_rate_burst, max_bytes=cfg.rate_limit_bytes
-            )
-        else:
-            lim = RateLimiter(cfg.rate_limit, cfg.rate_burst, max_bytes=cfg.rate_limit_bytes)
-        lim = ext.setdefault(kind, lim)
+        rate, burst = {
+            "join": (cfg.join_rate_limit, cfg.join_rate_burst),
+            "world_create": (cfg.world_create_rate, cfg.world_create_burst),
+        }.get(kind, (cfg.rate_limit, cfg.rate_burst))
+        made = open_limiter(limiter_url(), kind, rate, burst, max_bytes=cfg.rate_limit_bytes)
+        lim = ext.setdefault(kind, made)
     return lim
 
 
