@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from flask import current_app, request
 from werkzeug.http import unquote_etag
 
+from ..bus.local import LocalBus
 from ..errors import ClockStateError, WorldNotRunning
 from ..lease.redis import redis_url_options
 from ..runtime import WorldRuntime
@@ -106,9 +108,37 @@ def current_player() -> AuthedPlayer:
     digest = token_hash(token)
     player_id = world.player_for_token(rt.snapshot, digest)
     if player_id is None:
+        player_id = _catch_up(rt, world, digest)
+    if player_id is None:
         raise Unauthorized("unknown player token")
     limiter("token").hit(digest)
     return AuthedPlayer(rt, world, player_id)
+
+
+CATCH_UP_SNAPSHOTS = 3
+CATCH_UP_SECONDS = 0.5
+
+
+def _catch_up(rt: WorldRuntime, world: PlayerWorld, digest: str) -> str | None:
+    """The player of a token this worker's snapshot does not know yet, once a newer snapshot
+    does: with several workers (the Redis mode, the runner process) a join acknowledged by one
+    worker reaches the others' snapshots a moment later, and the client's next request may
+    come to one of them first. At most ``CATCH_UP_SNAPSHOTS`` newer snapshots or
+    ``CATCH_UP_SECONDS``; never with the in-process bus, whose snapshot is the world's own."""
+    if isinstance(rt.bus, LocalBus):
+        return None
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    seen = rt.snapshot.tick
+    for _ in range(CATCH_UP_SNAPSHOTS):
+        left = deadline - time.monotonic()
+        snap = rt.wait_after(seen, left) if left > 0 else None
+        if snap is None or snap.tick <= seen:
+            return None
+        found = world.player_for_token(snap, digest)
+        if found is not None:
+            return found
+        seen = snap.tick
+    return None
 
 
 PLAYER = Security("playerToken", current_player, inject=True)
