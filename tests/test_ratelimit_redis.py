@@ -181,3 +181,27 @@ def test_an_app_takes_the_limiter_from_its_settings(tmp_path: Path) -> None:
     finally:
         shared.extensions["worldloop"].stop()
         drop_prefix(prefix)
+
+
+def test_the_api_serves_on_while_the_limiters_redis_is_down(tmp_path: Path) -> None:
+    """Nothing listens at the limiter's URL: joins and commands are answered as usual (no
+    500, no 429), and every request that went unchecked is counted."""
+    dead = f"redis://127.0.0.1:{free_port()}/0?prefix=gone:"
+    app = make_app(
+        tmp_path, WORLDLOOP_RATELIMIT_URL=dead, WORLDLOOP_RATE_BURST=1, WORLDLOOP_RATE_LIMIT=0.01
+    )
+    try:
+        before = {k: RATE_LIMIT_UNCHECKED.labels(k)._value.get() for k in ("join", "token")}
+        c = app.test_client()
+        joined = c.post("/api/v1/players", json={"name": "ann"})
+        assert joined.status_code == 201, joined.json
+        auth = {"Authorization": f"Bearer {joined.json['token']}"}
+        statuses = [
+            c.post("/api/v1/commands", json={"type": "stop"}, headers=auth).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [202] * 4  # burst 1, but unchecked: let through
+        assert RATE_LIMIT_UNCHECKED.labels("join")._value.get() == before["join"] + 1
+        assert RATE_LIMIT_UNCHECKED.labels("token")._value.get() == before["token"] + 4
+    finally:
+        app.extensions["worldloop"].stop()
