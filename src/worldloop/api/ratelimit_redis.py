@@ -126,13 +126,14 @@ class RedisLimiter:
         now = -1.0 if self._clock is None else float(self._clock())
         try:
             reply: Any = self._take(keys=[self.key(key)], args=[self.burst, self.rate, now])
-        except Exception as exc:  # redis-py's errors and OSError: connection, timeout, refused
+        except Exception as exc:  # refused, timed out, or an error reply: never a 500
             self._unchecked(exc)
             return
         if self._down_until:
             with self._lock:
-                self._down_until = 0.0
-            log.warning("rate limit %r: Redis answers again; limits apply", self.name)
+                was, self._down_until = self._down_until, 0.0
+            if was:
+                log.warning("rate limit %r: Redis answers again; limits apply", self.name)
         if int(reply[0]) != 1:
             raise refused(float(reply[1]))
 
@@ -143,8 +144,8 @@ class RedisLimiter:
             self._down_until = self._monotonic() + self.backoff
         if first:
             log.error(
-                "rate limit %r: Redis unreachable (%s); requests pass unchecked (fail open), "
-                "retrying Redis every %.1f s",
+                "rate limit %r: Redis unreachable or failing (%s); requests pass unchecked "
+                "(fail open), retrying Redis every %.1f s",
                 self.name,
                 exc,
                 self.backoff,
