@@ -84,3 +84,17 @@ def test_frames_binary_bench_compares_json_binary_and_deltas(tmp_path: Path):
         *("--sizes", "300", "--ticks", "5", "--rounds", "2", "--out", str(tmp_path / "f.md")),
     )
     assert "| 300 | " in out and "## Bytes per viewer per second" in out
+
+
+def test_ratelimit_bench_compares_memory_and_redis_limiters(tmp_path: Path):
+    from tests.redis_support import REDIS_URL, require_redis
+
+    require_redis()
+    out = run_bench(
+        "ratelimit.py",
+        *("--hits", "200", "--keys", "20", "--threads", "2", "--redis", REDIS_URL),
+        *("--out", str(tmp_path / "r.md")),
+    )
+    assert "| in-process token bucket (`memory://`, baseline) | 2 |" in out
+    assert "| Redis token bucket (`redis://`, one Lua script) | 2 |" in out
+    assert "fail open, within the backoff | 1 |" in out

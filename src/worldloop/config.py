@@ -148,6 +148,10 @@ class Settings(BaseModel):
     rate_burst: float = Field(default=40, ge=1, allow_inf_nan=False)
     join_rate_limit: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     join_rate_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+    ratelimit_url: str | None = None
+    """Where the rate limits keep their buckets: ``memory://`` (each process its own) or
+    ``redis://host:port/db?prefix=…`` (one bucket per key for the whole deployment). None:
+    ``WORLDLOOP_REDIS_URL`` with ``WORLDLOOP_REDIS_PREFIX`` in the Redis mode, else memory."""
     trusted_proxies: int = Field(default=0, ge=0, le=10)
     """Proxies in front whose X-Forwarded-For/-Proto/-Host are trusted (werkzeug ProxyFix);
     0 trusts none. Rate limits key on the client address this yields."""

@@ -163,6 +163,13 @@ HTTP_LATENCY = Histogram(
     buckets=_IO,
     registry=REGISTRY,
 )
+RATE_LIMIT_UNCHECKED = Counter(
+    "worldloop_rate_limit_unchecked",
+    "Requests let through without a rate-limit check: the shared limiter's Redis was "
+    "unreachable (it fails open, api/ratelimit_redis.py).",
+    ["limit"],
+    registry=REGISTRY,
+)
 
 
 def observe_journal_append(world: str, seconds: float) -> None:

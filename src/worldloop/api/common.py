@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 from flask import current_app, request
 from werkzeug.http import unquote_etag
 
+from ..bus.local import LocalBus
 from ..errors import ClockStateError, WorldNotRunning
+from ..lease.redis import redis_url_options
 from ..runtime import WorldRuntime
 from ..state import current_settings, get_runtime
 from .auth import Security, bearer_token
 from .errors import BadRequest, Unauthorized, Unsupported
 from .protocols import PlayerWorld
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter, open_limiter
 
 
 def json_object() -> dict[str, Any]:
@@ -57,19 +61,32 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def limiter(kind: str) -> RateLimiter:
-    """The app's limiter for ``kind`` ('token' or 'join'), made on first use from config."""
+def limiter_url() -> str:
+    """Where this app's rate limits live: WORLDLOOP_RATELIMIT_URL, else the Redis mode's Redis
+    (under its key prefix) so a limit holds for the deployment, else this process's memory."""
+    cfg = current_settings()
+    if cfg.ratelimit_url:
+        return cfg.ratelimit_url
+    if cfg.redis_url:
+        base, opts = redis_url_options(cfg.redis_url)
+        prefix = opts.get("prefix", cfg.redis_prefix)
+        return f"{base}{'&' if '?' in base else '?'}{urlencode({'prefix': prefix})}"
+    return "memory://"
+
+
+def limiter(kind: str) -> Limiter:
+    """The app's limiter for ``kind`` ('token', 'join' or 'world_create'), made on first use
+    from config."""
     ext = current_app.extensions.setdefault("worldloop_limits", {})
-    lim: RateLimiter | None = ext.get(kind)
+    lim: Limiter | None = ext.get(kind)
     if lim is None:
         cfg = current_settings()
-        if kind == "join":
-            lim = RateLimiter(
-                cfg.join_rate_limit, cfg.join_rate_burst, max_bytes=cfg.rate_limit_bytes
-            )
-        else:
-            lim = RateLimiter(cfg.rate_limit, cfg.rate_burst, max_bytes=cfg.rate_limit_bytes)
-        lim = ext.setdefault(kind, lim)
+        rate, burst = {
+            "join": (cfg.join_rate_limit, cfg.join_rate_burst),
+            "world_create": (cfg.world_create_rate, cfg.world_create_burst),
+        }.get(kind, (cfg.rate_limit, cfg.rate_burst))
+        made = open_limiter(limiter_url(), kind, rate, burst, max_bytes=cfg.rate_limit_bytes)
+        lim = ext.setdefault(kind, made)
     return lim
 
 
@@ -91,9 +108,37 @@ def current_player() -> AuthedPlayer:
     digest = token_hash(token)
     player_id = world.player_for_token(rt.snapshot, digest)
     if player_id is None:
+        player_id = _catch_up(rt, world, digest)
+    if player_id is None:
         raise Unauthorized("unknown player token")
     limiter("token").hit(digest)
     return AuthedPlayer(rt, world, player_id)
+
+
+CATCH_UP_SNAPSHOTS = 3
+CATCH_UP_SECONDS = 0.5
+
+
+def _catch_up(rt: WorldRuntime, world: PlayerWorld, digest: str) -> str | None:
+    """The player of a token this worker's snapshot does not know yet, once a newer snapshot
+    does: with several workers (the Redis mode, the runner process) a join acknowledged by one
+    worker reaches the others' snapshots a moment later, and the client's next request may
+    come to one of them first. At most ``CATCH_UP_SNAPSHOTS`` newer snapshots or
+    ``CATCH_UP_SECONDS``; never with the in-process bus, whose snapshot is the world's own."""
+    if isinstance(rt.bus, LocalBus):
+        return None
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    seen = rt.snapshot.tick
+    for _ in range(CATCH_UP_SNAPSHOTS):
+        left = deadline - time.monotonic()
+        snap = rt.wait_after(seen, left) if left > 0 else None
+        if snap is None or snap.tick <= seen:
+            return None
+        found = world.player_for_token(snap, digest)
+        if found is not None:
+            return found
+        seen = snap.tick
+    return None
 
 
 PLAYER = Security("playerToken", current_player, inject=True)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Flask, current_app, g
+from flask import Blueprint, Flask, g
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..host import NAME_RE
-from ..state import WORLD_KEY, current_settings, get_world, state_of
+from ..state import WORLD_KEY, get_world, state_of
 from .auth import ADMIN
+from .common import limiter
 from .declare import Reply, operation
-from .ratelimit import RateLimiter
 from .snapshot import world_snapshot
 from .world import world_summary
 
@@ -117,7 +117,7 @@ def list_worlds() -> dict[str, Any]:
     ),
 )
 def create_world(body: CreateWorld) -> tuple[dict[str, Any], int, dict[str, str]]:
-    _create_limiter().hit("server")
+    limiter("world_create").hit("server")
     hosted = state_of().host.create(body.name, body.kind, body.config)
     return hosted.summary(), 201, {"Location": f"/api/v1/worlds/{hosted.name}"}
 
@@ -139,18 +139,6 @@ def delete_world(query: DeleteQuery) -> dict[str, Any]:
 
 bp.add_url_rule("/<world>", "world_summary", world_summary, methods=["GET"])
 bp.add_url_rule("/<world>/snapshot", "world_snapshot", world_snapshot, methods=["GET"])
-
-
-def _create_limiter() -> RateLimiter:
-    """The app's bucket of world creations (WORLDLOOP_WORLD_CREATE_RATE / _BURST)."""
-    limits = current_app.extensions.setdefault("worldloop_limits", {})
-    found = limits.get("world_create")
-    if not isinstance(found, RateLimiter):
-        cfg = current_settings()
-        made = RateLimiter(cfg.world_create_rate, cfg.world_create_burst)
-        found = limits.setdefault("world_create", made)
-    assert isinstance(found, RateLimiter)
-    return found
 
 
 def _take_world(endpoint: str | None, values: dict[str, Any] | None) -> None:
