@@ -274,3 +274,37 @@ def test_a_dropped_database_connection_is_retried_without_loss(
     finally:
         rt.stop()
         drop_pg_schema(schema)
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_new_postgres_schema_at_once_all_open_it() -> None:
+    """gunicorn -w N on a fresh schema: every worker prepares the store at the same moment; the
+    preparations are serialized, so none dies of CREATE SCHEMA/TABLE's unique violation."""
+    import threading
+
+    require_postgres()
+    schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+    stores = [SqlStore(PG_URL, schema=schema) for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def open_one(store: SqlStore) -> None:
+        barrier.wait(10)
+        try:
+            store.open()
+        except BaseException as exc:  # every failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(select(schema_table.c.version)).scalar() == SCHEMA_VERSION
+    finally:
+        for store in stores:
+            store.close()
+        drop_pg_schema(schema)

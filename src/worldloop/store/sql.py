@@ -33,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.schema import CreateSchema
 
 from ..errors import StoreError
 from ..files import private_dir
@@ -50,6 +49,7 @@ from .codec import decode_state, encode_state
 from .sql_schema import (
     SCHEMA_VERSION,
     commands,
+    create_schema,
     hashes,
     heads,
     metadata,
@@ -166,8 +166,8 @@ class SqlStore:
                     )
             conn.rollback()
         with engine.connect().execution_options(worldloop_write=True) as conn, conn.begin():
-            if self.schema and not self.is_sqlite and not self.readonly:
-                conn.execute(CreateSchema(self.schema, if_not_exists=True))
+            if not self.is_sqlite and not self.readonly:
+                create_schema(conn, self.schema)
             has_schema = inspect(conn).has_table(schema_table.name, schema=self.schema)
             if has_schema:
                 row = conn.execute(select(schema_table.c.version)).first()

@@ -6,6 +6,7 @@ the store reads and writes it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateSchema
 
 from ..files import make_private
 
@@ -37,6 +39,23 @@ KEY_LENGTH = 300
 """Longest idempotency key scope stored (the API bounds the client's part well below it)."""
 
 metadata = MetaData()
+
+
+def create_schema(conn: Connection, schema: str | None) -> None:
+    """On PostgreSQL, in the transaction that prepares the store: wait for any other process
+    preparing the same schema (a transaction-scoped advisory lock), then create the schema.
+
+    Two workers opening a new store at once would otherwise race: ``CREATE SCHEMA IF NOT
+    EXISTS`` and ``CREATE TABLE`` both fail with a unique violation in the loser, killing its
+    boot. Serialized, the second finds what the first created."""
+    digest = hashlib.blake2b(f"worldloop-prepare\0{schema or ''}".encode(), digest_size=8)
+    conn.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%(key)s)",
+        {"key": int.from_bytes(digest.digest(), "big", signed=True)},
+    )
+    if schema:
+        conn.execute(CreateSchema(schema, if_not_exists=True))
+
 
 schema_table = Table(
     "worldloop_schema",
