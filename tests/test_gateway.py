@@ -95,29 +95,45 @@ async def _watch(session: aiohttp.ClientSession, url: str) -> list[int]:
     return ticks
 
 
-async def _viewers_and_api(srv: Server) -> tuple[list[list[int]], list[int]]:
+async def _viewers_players_and_api(
+    srv: Server, gateway: str
+) -> tuple[list[list[int]], list[tuple[int, dict[str, Any]]], list[int]]:
+    """VIEWERS viewers following the stream while PLAYERS players wait on their commands and
+    an API client polls the world, all at once."""
     url = srv.base + "/api/v1/stream?limit=20&hz=10"
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=90)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         viewers = asyncio.gather(*(_watch(session, url) for _ in range(VIEWERS)))
+        players = asyncio.ensure_future(_players_wait(srv, gateway, PLAYERS, "p"))
         api: list[int] = []
-        while not viewers.done():
+        while not (viewers.done() and players.done()):
             status = await asyncio.to_thread(
                 lambda: http("GET", srv.base + "/api/v1/world", timeout=10)[0]
             )
             api.append(status)
             await asyncio.sleep(0.1)  # pacing the API probe, not waiting on an outcome
-        return await viewers, api
+        return await viewers, await players, api
 
 
-def test_many_viewers_get_frames_while_the_api_answers(served: tuple[Server, str]) -> None:
+PLAYERS = 50
+
+
+def test_many_viewers_and_players_at_once_while_the_api_answers(
+    served: tuple[Server, str],
+) -> None:
+    """200 viewers and 50 waiting players at once: every viewer gets its frames in order,
+    every player its applied answer, and the API answers throughout."""
     srv, gateway = served
-    streams, api = asyncio.run(asyncio.wait_for(_viewers_and_api(srv), 120))
+    streams, answers, api = asyncio.run(
+        asyncio.wait_for(_viewers_players_and_api(srv, gateway), 150)
+    )
     assert len(streams) == VIEWERS
     for ticks in streams:
         assert len(ticks) == FRAMES_EACH, ticks
         assert ticks == sorted(set(ticks)), ticks
+    assert [a[0] for a in answers] == [200] * PLAYERS, answers
+    assert all(a[1]["status"] == "applied" for a in answers), answers
     assert api and all(status == 200 for status in api), api
     health = _health(gateway)
     assert health["streams_served"] >= VIEWERS
@@ -211,11 +227,14 @@ WAITERS = 60
 """Players waiting at once: far more than the gateway's 4 submission threads."""
 
 
-async def _players_wait(srv: Server, gateway: str) -> list[tuple[int, dict[str, Any]]]:
+async def _players_wait(
+    srv: Server, gateway: str, count: int = WAITERS, prefix: str = "w"
+) -> list[tuple[int, dict[str, Any]]]:
+    """``count`` players join, then each sends one command with ?wait=true at the same time."""
     tokens = []
-    for i in range(WAITERS):
+    for i in range(count):
         status, _, body = await asyncio.to_thread(
-            http, "POST", srv.base + "/api/v1/players", {"name": f"w{i}"}
+            http, "POST", srv.base + "/api/v1/players", {"name": f"{prefix}{i}"}
         )
         assert status == 201, body
         tokens.append(body["token"])
