@@ -341,23 +341,26 @@ class WorldHost:
                 sleep = Sleep(rt.tick, rate, self.hibernator.wall(), wake_at)
                 entry = CatalogEntry(name, hosted.kind, hosted.config, paused, hosted.created_at)
                 self._sleeping[name] = replace(entry, asleep=sleep)  # listed asleep from now
-            del hosted
+            self._record_sleep(name, sleep)  # first: a kill -9 from here on wakes it from disk
             if self.on_stop is not None:
                 self.on_stop(name)
             if not rt.stop():
                 log.error("world %r: loop did not stop within the bound as it hibernated", name)
-            sleep = replace(sleep, tick=rt.world.tick)
+            if rt.world.tick != sleep.tick:
+                sleep = replace(sleep, tick=rt.world.tick)
+                self._record_sleep(name, sleep)
             self._sleeping[name] = replace(entry, asleep=sleep)
             self.hibernator.forget(name)
-            del rt
-            try:
-                self.catalog.set_asleep(name, sleep)
-            except WorldLoopError as exc:  # asleep here; a restart would load it awake
-                log.error("world %r: could not record its sleep: %s", name, exc.message)
         if self.on_sleep is not None:
             self.on_sleep(name)
         log.info("world %r hibernates at tick %d", name, sleep.tick)
         return sleep
+
+    def _record_sleep(self, name: str, sleep: Sleep) -> None:
+        try:
+            self.catalog.set_asleep(name, sleep)
+        except WorldLoopError as exc:  # asleep here; a restart would load it awake
+            log.error("world %r: could not record its sleep: %s", name, exc.message)
 
     def _wake(self, name: str) -> HostedWorld:
         """Wake a hibernated world once, however many requests ask at the same time."""
