@@ -241,8 +241,8 @@ class Hibernator:
         """Whether ``hosted`` has been idle for ``after`` s: no player in its snapshot, nothing
         queued, no job in flight, and no command applied or rejected since the last look."""
         rt = hosted.runtime
-        if hosted.failed is not None or not rt.running:
-            return False
+        if hosted.failed is not None or not rt.running or rt.store is None:
+            return False  # no journal (memory://): a world put to sleep could not come back
         snap = rt.latest
         busy = (
             (snap is not None and players_of(snap.summary) > 0)

@@ -330,13 +330,14 @@ class WorldHost:
     def hibernate(self, name: str, wake_at: float | None = None) -> Sleep | None:
         """Put an awake extra world to sleep: stop it (final snapshot), mark it asleep in the
         catalog with its tick and its next job's due time ``wake_at``, and drop its runtime.
-        None when no such world is awake here. A request meanwhile waits, then wakes it."""
+        None when no such world is awake here (or it has no journal: a ``memory://`` store).
+        A request meanwhile waits, then wakes it."""
         with self._name_lock(name):
             with self._lock:
-                hosted = self._worlds.pop(name, None)
-                if hosted is None:
+                hosted = self._worlds.get(name)
+                if hosted is None or hosted.runtime.store is None:  # no journal to wake from
                     return None
-                rt = hosted.runtime
+                rt = self._worlds.pop(name).runtime
                 paused, rate = rt.stats().paused, rt.stats().rate_hz
                 sleep = Sleep(rt.tick, rate, self.hibernator.wall(), wake_at)
                 entry = CatalogEntry(name, hosted.kind, hosted.config, paused, hosted.created_at)
