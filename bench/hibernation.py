@@ -7,7 +7,8 @@ keep them in the RSS), N meadows of --creatures creatures are created through it
 --rate Hz, and --sleep of them are put to sleep with ``WorldHost.hibernate`` (what the idle
 sweep calls). Reported: the process's RSS
 before the worlds, with all N awake, and after the sleep, both as the allocator left it and
-after ``malloc_trim(0)`` (glibc keeps freed memory in its arenas until asked to return it).
+after ``release_memory()``, which the idle sweep calls after it put worlds to sleep (a garbage
+collection, then glibc's ``malloc_trim(0)``: glibc keeps freed memory in its arenas until asked).
 The baseline of the ratio is the RSS with all N awake, in the same run.
 
 Wake latency: --wakes worlds of --wake-creatures creatures (a store of their own), each put to
@@ -22,7 +23,6 @@ start, first snapshot). Baseline: the same request to an awake world of the same
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import sys
@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchenv import header
+from worldloop.hibernation import release_memory
 
 
 def rss_kib() -> int:
@@ -42,15 +43,6 @@ def rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def trim() -> bool:
-    """Ask glibc to hand freed heap back to the OS; False where there is no malloc_trim."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
 
 
 def pct(values: list[float], q: float) -> float:
@@ -85,8 +77,7 @@ def memory(worlds: int, sleep: int, creatures: int, rate: float) -> dict[str, fl
         state = app.extensions["worldloop"]
         state.runtime.pause()  # the default world is not one of the N
         host = state.host
-        gc.collect()
-        trim()
+        release_memory()
         empty = rss_kib()
         t0 = time.perf_counter()
         for i in range(worlds):
@@ -101,7 +92,7 @@ def memory(worlds: int, sleep: int, creatures: int, rate: float) -> dict[str, fl
         slept_s = time.perf_counter() - t0
         gc.collect()
         after = rss_kib()
-        trimmed = rss_kib() if trim() else float("nan")
+        trimmed = rss_kib() if release_memory() else float("nan")
         state.stop()
     return {
         "empty": empty,
@@ -181,7 +172,7 @@ def main() -> int:
         f"| {args.worlds} awake | {mem['awake'] / 1024:.1f} | 1.00 |",
         f"| {int(mem['slept'])} asleep, {args.worlds - int(mem['slept'])} awake | "
         f"{mem['after'] / 1024:.1f} | {mem['after'] / mem['awake']:.2f} |",
-        f"| same, after malloc_trim(0) | {mem['trimmed'] / 1024:.1f} | "
+        f"| same, after the sweep's release_memory() | {mem['trimmed'] / 1024:.1f} | "
         f"{mem['trimmed'] / mem['awake']:.2f} |",
         "",
         f"Awake: {per_world:.0f} KiB per world over the empty app; {int(mem['halted'])} "
