@@ -203,12 +203,16 @@ class Hibernator:
         self._thread = threading.Thread(target=self._run, name="worldloop-hibernate", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the thread: a sweep under way ends after the world it is handling."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
-        self._thread = None
+            thread.join(timeout)
+
+    def _halted(self) -> bool:
+        """True in the sweep thread once it was told to stop (hand sweeps always finish)."""
+        return self._stop.is_set() and threading.current_thread() is self._thread
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -226,6 +230,8 @@ class Hibernator:
         now, wall, step = self.clock(), self.wall(), self.interval
         slept: list[str] = []
         for hosted in host.worlds()[1:]:
+            if self._halted():
+                break
             after = self.after_of(hosted.kind)
             if after <= 0 or not self._idle(hosted, now, after):
                 continue
@@ -244,6 +250,8 @@ class Hibernator:
             release_memory()
         woken: list[str] = []
         for entry in host.sleeping():
+            if self._halted():
+                break
             sleep = entry.asleep
             if sleep is None or sleep.wake_at is None or sleep.wake_at > wall + step:
                 continue

@@ -447,7 +447,7 @@ class WorldHost:
         """Stop every extra world at once, within one bound (each writes its final snapshot);
         True if all ended in time."""
         bound = self.shutdown_timeout if timeout is None else timeout
-        self.hibernator.stop()
+        self.hibernator.stop(bound)
         with self._lock:
             hosted = list(self._worlds.values())
             self.started = False
