@@ -19,6 +19,7 @@ ROOT = HERE.parent
 BENCHES: dict[str, list[str]] = {
     "jitter": ["jitter.py", "--out", str(RESULTS / "jitter.md")],
     "many_worlds": ["many_worlds.py", "--out", str(RESULTS / "many_worlds.md")],
+    "hibernation": ["hibernation.py", "--out", str(RESULTS / "hibernation.md")],
     "meadow_tick": ["meadow_tick.py", "--out", str(RESULTS / "meadow_tick.md")],
     "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
     "recovery": ["recovery.py", "--out", str(RESULTS / "recovery.md")],

@@ -12,7 +12,7 @@ import pytest
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from worldloop.errors import WorldExists
 from worldloop.store import open_store
-from worldloop.store.catalog import Catalog, CatalogEntry, open_catalog
+from worldloop.store.catalog import Catalog, CatalogEntry, Sleep, open_catalog
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -88,3 +88,24 @@ def test_drop_data_forgets_one_worlds_journal(
         assert store.head("kept") == 1 and [s.tick for s in store.snapshots("kept")] == [0]
     finally:
         store.close()
+
+
+def test_a_world_marked_asleep_stays_asleep_across_a_reopen_until_woken(
+    catalog: Catalog, where: tuple[str, str | None]
+) -> None:
+    catalog.add(CatalogEntry("a", "drift", {}, False, 1.0))
+    catalog.add(CatalogEntry("b", "drift", {}, False, 2.0))
+    catalog.set_asleep("a", Sleep(120, 20.0, 1_700_000_000.5, 1_700_000_060.0))
+    catalog.set_asleep("a", Sleep(123, 20.0, 1_700_000_000.5, None))  # the final tick
+    catalog.set_asleep("b", Sleep(7, 10.0, 1_700_000_001.0, 1_700_000_002.0))
+    catalog.set_asleep("b", None)  # woke up
+    catalog.close()
+    again = open_catalog(where[0], schema=where[1])
+    try:
+        a, b = again.entries()
+        assert a.asleep == Sleep(123, 20.0, 1_700_000_000.5, None) and b.asleep is None
+        assert again.remove("a")  # a deleted world's sleep record goes with it
+        again.add(CatalogEntry("a", "drift", {}, False, 3.0))
+        assert [e.asleep for e in again.entries()] == [None, None]
+    finally:
+        again.close()

@@ -107,6 +107,10 @@ class Settings(BaseModel):
     world_create_rate: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Worlds created per second, server-wide, after the burst (past it: 429 + Retry-After)."""
     world_create_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+    hibernate_after: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Seconds an extra world may be idle (no players, no command, no job due) before it is
+    snapshotted and unloaded until a request or a due job wakes it (worldloop.hibernation);
+    0: never. A kind may declare its own (``loop.kind(name, hibernate_after=...)``)."""
 
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from flask import Flask, has_app_context
@@ -21,6 +21,7 @@ from flask import Flask, has_app_context
 from ._loading import is_inspecting
 from .config import Settings
 from .errors import ConfigError
+from .hibernation import CatchUp, KindOptions, kind_options
 from .jobs import (
     JobContext,
     JobRegistrar,
@@ -59,6 +60,7 @@ class WorldLoop:
         ``kinds`` are the world kinds whose worlds the API creates (see :meth:`kind`)."""
         self.world_factory = world
         self.kinds: dict[str, WorldFactory] = dict(kinds or {})
+        self.kind_options: dict[str, KindOptions] = {}
         self.defaults = {Settings.key(k): v for k, v in settings.items()}
         self._job_specs: list[JobSpec] = []
         # A weak index of the apps this extension serves (for `job` added late and for
@@ -98,7 +100,9 @@ class WorldLoop:
         jobs = JobScheduler(workers=settings.job_workers)
         for spec in [*self._job_specs, *load_config_jobs(settings.jobs)]:
             jobs.add(spec)
-        state = WorldLoopState(app, settings, built, jobs, kinds=self.kinds)
+        state = WorldLoopState(
+            app, settings, built, jobs, kinds=self.kinds, kind_options=self.kind_options
+        )
         app.extensions["worldloop"] = state
         self._states.add(state)
         install_api(app, state)
@@ -111,20 +115,38 @@ class WorldLoop:
         announce_server(app, state)
         return state
 
-    def kind(self, name: str) -> Callable[[WorldFactory], WorldFactory]:
+    def kind(
+        self,
+        name: str,
+        *,
+        catch_up: CatchUp = "skip",
+        max_simulate: int = 1000,
+        hibernate_after: float | None = None,
+        jobs: Sequence[JobSpec] = (),
+    ) -> Callable[[WorldFactory], WorldFactory]:
         """Register a world kind: ``@loop.kind("arena")`` on a ``factory(config) -> World``.
         Worlds of it are made by ``POST /api/v1/worlds {"name", "kind": "arena", "config"}``
         with that config (the factory raises ValueError, TypeError or a pydantic
         ValidationError for a config it refuses: 422). Declared after ``init_app``, it
-        reaches the apps already served at once."""
+        reaches the apps already served at once.
+
+        Hibernation (worldloop.hibernation): a world of the kind idle ``hibernate_after`` s
+        (None: WORLDLOOP_HIBERNATE_AFTER; 0: never) sleeps; woken, it ``skip``s the time it
+        slept or ``simulate``s its ticks (at most ``max_simulate``). ``jobs``
+        (``worldloop.jobs.make_spec``) run in every world of the kind; a due one wakes it."""
         check_kind = name.strip()
         if not check_kind or check_kind != name:
             raise ConfigError(f"bad world kind name {name!r}")
+        options = kind_options(catch_up, max_simulate, hibernate_after, jobs)
 
         def decorate(factory: WorldFactory) -> WorldFactory:
             self.kinds[name] = factory
+            self.kind_options[name] = options
             for state in list(self._states):
                 state.host.kinds[name] = factory
+                state.host.kind_options[name] = options
+                if state.host.started:
+                    state.host.hibernator.start()
             return factory
 
         return decorate

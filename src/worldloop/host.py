@@ -12,7 +12,8 @@ The host knows nothing of Flask: the app's state hands it a *builder* that makes
 a world with the app's settings and backends. In a web worker of a runner process the worlds
 run in the runner: the host there only *resolves* a world the first time a request names it
 (worldloop.runner.worlds.remote_world), and the runner serves each world it starts
-(``on_start``).
+(``on_start``). An idle world may sleep (worldloop.hibernation): it stays in the catalog and in
+the list, unloaded, until :meth:`WorldHost.get` or its due job wakes it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -33,12 +34,14 @@ from .errors import (
     WorldLimit,
     WorldLoopError,
     WorldNotFound,
+    WorldNotRunning,
     WorldsUnsupported,
 )
+from .hibernation import Hibernator, KindOptions, asleep_summary, revive
 from .jobs import JobScheduler
 from .models import error_details, error_message
 from .runtime import WorldRuntime
-from .store.catalog import Catalog, CatalogEntry, now
+from .store.catalog import Catalog, CatalogEntry, Sleep, now
 from .world import World
 
 log = logging.getLogger("worldloop.host")
@@ -57,7 +60,8 @@ NAME_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digi
 RESOLVE_AGAIN = 3.0
 """Seconds a world served from elsewhere may be silent before a request asks about it again."""
 
-Status = Literal["running", "paused", "stopped", "failed"]
+Status = Literal["running", "paused", "stopped", "failed", "hibernated"]
+NO_OPTIONS = KindOptions()
 
 
 def check_name(name: str) -> str:
@@ -131,11 +135,15 @@ class WorldHost:
         max_per_kind: int = 100,
         refuse: str | None = None,
         shutdown_timeout: float = 2.0,
+        hibernate_after: float = 0.0,
+        kind_options: Mapping[str, KindOptions] | None = None,
     ) -> None:
         """``default`` gives the app's default world (its runtime may be replaced after a
         fork); ``catalog`` opens the catalog on first use; ``refuse`` says why extra worlds
         cannot be hosted in this process (None: they can)."""
         self.kinds: dict[str, KindFactory] = dict(kinds or {})
+        self.kind_options: dict[str, KindOptions] = dict(kind_options or {})
+        """What each kind declares beyond its factory (catch-up policy, idle time, jobs)."""
         self.max_worlds = max_worlds
         self.max_per_kind = max_per_kind
         self.refuse = refuse
@@ -145,7 +153,12 @@ class WorldHost:
         self._open_catalog = catalog
         self._catalog: Catalog | None = None
         self._worlds: dict[str, HostedWorld] = {}
+        self._sleeping: dict[str, CatalogEntry] = {}
+        """Hibernated worlds: their catalog record only (nothing of them is loaded)."""
+        self._name_locks: dict[str, threading.Lock] = {}
+        """One per world name: a world sleeps, wakes or is deleted by one thread at a time."""
         self._lock = threading.RLock()
+        self.hibernator = Hibernator(self, hibernate_after)
         self.started = False
         self.on_delete: Callable[[str], None] | None = None
         """Called with a deleted world's name once it stopped (the app forgets its metrics)."""
@@ -155,6 +168,8 @@ class WorldHost:
         """Called with a world's name before it is stopped for deletion."""
         self.resolve: Callable[[str], HostedWorld] | None = None
         """Finds a world this process does not run (a web worker asks its runner process)."""
+        self.on_sleep: Callable[[str], None] | None = None
+        """Called with a world's name once it hibernated (the app forgets its metrics)."""
 
     @property
     def catalog(self) -> Catalog:
@@ -162,14 +177,21 @@ class WorldHost:
             self._catalog = self._open_catalog()
         return self._catalog
 
+    def options(self, kind: str) -> KindOptions:
+        """What ``kind`` declared beyond its factory (the defaults if nothing)."""
+        return self.kind_options.get(kind, NO_OPTIONS)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, name: str) -> HostedWorld:
-        """The world named ``name`` (the default world too); WorldNotFound (404) otherwise."""
+        """The world named ``name`` (the default world too), woken if it hibernates;
+        WorldNotFound (404) otherwise."""
         default = self._default()
         if name == default.name:
             return default
         found = self._worlds.get(name)
+        if found is None and name in self._sleeping:
+            return self._wake(name)
         if found is not None and self.resolve is not None and self._gone(found):
             with self._lock:
                 self._worlds.pop(name, None)
@@ -189,8 +211,27 @@ class WorldHost:
     def _gone(hosted: HostedWorld) -> bool:
         """Whether a world served from elsewhere has been silent long enough to ask again
         (deleted, or its runner restarted): its feed is down past the first-feed wait."""
+        if getattr(hosted.runtime, "gone", False):  # its runner stopped serving it
+            return True
         up = bool(getattr(hosted.runtime, "runner_up", True))
         return not up and time.monotonic() - hosted.seen_at > RESOLVE_AGAIN
+
+    def find(self, name: str) -> None:
+        """WorldNotFound (404) unless a world ``name`` is here, awake or asleep (not woken)."""
+        if name == self._default().name or name in self._worlds or name in self._sleeping:
+            return
+        self.get(name)
+
+    def sleeping(self) -> list[CatalogEntry]:
+        """The hibernated worlds' catalog records."""
+        return list(self._sleeping.values())
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """What ``GET /api/v1/worlds`` lists: the default world, then every other world,
+        awake or asleep, oldest first."""
+        awake = [(w.created_at, w.name, w.summary()) for w in self.worlds()[1:]]
+        asleep = [(e.created_at, e.name, asleep_summary(e)) for e in self.sleeping()]
+        return [self._default().summary(), *(s for *_, s in sorted(awake + asleep))]
 
     def worlds(self) -> list[HostedWorld]:
         """The default world, then the extra worlds oldest first."""
@@ -198,8 +239,8 @@ class WorldHost:
         return [self._default(), *extra]
 
     def __len__(self) -> int:
-        """The number of extra worlds (the default world not counted)."""
-        return len(self._worlds)
+        """The number of extra worlds, asleep or not (the default world not counted)."""
+        return len(self._worlds) + len(self._sleeping)
 
     # -- creating and deleting -------------------------------------------------------------
 
@@ -214,19 +255,20 @@ class WorldHost:
         check_name(name)
         config = dict(config or {})
         with self._lock:
-            if name == self._default().name or name in self._worlds:
+            if name == self._default().name or name in self._worlds or name in self._sleeping:
                 raise WorldExists(f"a world named {name!r} exists already", details={"world": name})
             if kind not in self.kinds:
                 raise WorldConfigInvalid(
                     f"unknown world kind {kind!r}; known: {', '.join(sorted(self.kinds)) or '-'}",
                     details={"field": "kind", "known": sorted(self.kinds)},
                 )
-            if len(self._worlds) >= self.max_worlds:
+            if len(self) >= self.max_worlds:
                 raise WorldLimit(
                     f"this server hosts {self.max_worlds} worlds already (WORLDLOOP_MAX_WORLDS)",
                     details={"limit": self.max_worlds},
                 )
-            same = sum(1 for w in self._worlds.values() if w.kind == kind)
+            kinds = [w.kind for w in self._worlds.values()]
+            same = sum(1 for k in [*kinds, *(e.kind for e in self._sleeping.values())] if k == kind)
             if same >= self.max_per_kind:
                 raise WorldLimit(
                     f"this server hosts {self.max_per_kind} worlds of kind {kind!r} already "
@@ -234,7 +276,7 @@ class WorldHost:
                     details={"limit": self.max_per_kind, "kind": kind},
                 )
             entry = CatalogEntry(name, kind, config, paused=False, created_at=now())
-            hosted = self._build(entry)
+            hosted = self.build(entry)
             self.catalog.add(entry)
             try:
                 if self.started:
@@ -248,26 +290,107 @@ class WorldHost:
         log.info("world %r of kind %r created", name, kind)
         return hosted
 
-    def delete(self, name: str, *, drop_journal: bool = False) -> HostedWorld:
-        """Stop a world (final snapshot), forget it in the catalog, and drop its journal and
-        snapshots when asked (kept by default: creating the name again resumes them)."""
-        with self._lock:
-            if name == self._default().name:
-                raise WorldExists(
-                    f"world {name!r} is the app's default world: it cannot be deleted",
-                    details={"world": name},
-                )
-            hosted = self.get(name)
-            del self._worlds[name]
-        if self.on_stop is not None:
-            self.on_stop(name)
-        hosted.runtime.stop()
-        self.catalog.remove(name)
-        if drop_journal:
-            self.catalog.drop_data(name)
+    def delete(self, name: str, *, drop_journal: bool = False) -> int:
+        """Stop a world (final snapshot; asleep: not woken), forget it in the catalog, and drop
+        its journal and snapshots when asked (kept by default: creating the name again resumes
+        them); returns its last tick."""
+        if name == self._default().name:
+            raise WorldExists(
+                f"world {name!r} is the app's default world: it cannot be deleted",
+                details={"world": name},
+            )
+        with self._name_lock(name):
+            with self._lock:
+                entry = self._sleeping.pop(name, None)
+                if entry is None:
+                    hosted = self.get(name)
+                    del self._worlds[name]
+            if entry is not None:  # asleep: nothing to stop
+                tick = 0 if entry.asleep is None else entry.asleep.tick
+            else:
+                if self.on_stop is not None:
+                    self.on_stop(name)
+                hosted.runtime.stop()
+                tick = hosted.runtime.tick
+            self.hibernator.forget(name)
+            self.catalog.remove(name)
+            if drop_journal:
+                self.catalog.drop_data(name)
         if self.on_delete is not None:
             self.on_delete(name)
         log.info("world %r deleted (journal %s)", name, "dropped" if drop_journal else "kept")
+        return tick
+
+    def _name_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    # -- hibernation (worldloop.hibernation) -------------------------------------------------
+
+    def hibernate(self, name: str, wake_at: float | None = None) -> Sleep | None:
+        """Put an awake extra world to sleep: stop it (final snapshot), mark it asleep in the
+        catalog with its tick and its next job's due time ``wake_at``, and drop its runtime.
+        None when no such world is awake here (or it has no journal: a ``memory://`` store).
+        A request meanwhile waits, then wakes it."""
+        with self._name_lock(name):
+            with self._lock:
+                hosted = self._worlds.get(name)
+                if hosted is None or hosted.runtime.store is None:  # no journal to wake from
+                    return None
+                rt = self._worlds.pop(name).runtime
+                paused, rate = rt.stats().paused, rt.stats().rate_hz
+                sleep = Sleep(rt.tick, rate, self.hibernator.wall(), wake_at)
+                entry = CatalogEntry(name, hosted.kind, hosted.config, paused, hosted.created_at)
+                self._sleeping[name] = replace(entry, asleep=sleep)  # listed asleep from now
+            self._record_sleep(name, sleep)  # first: a kill -9 from here on wakes it from disk
+            if self.on_stop is not None:
+                self.on_stop(name)
+            if not rt.stop():
+                log.error("world %r: loop did not stop within the bound as it hibernated", name)
+            if rt.world.tick != sleep.tick:
+                sleep = replace(sleep, tick=rt.world.tick)
+                self._record_sleep(name, sleep)
+            self._sleeping[name] = replace(entry, asleep=sleep)
+            self.hibernator.forget(name)
+        if self.on_sleep is not None:
+            self.on_sleep(name)
+        log.info("world %r hibernates at tick %d", name, sleep.tick)
+        return sleep
+
+    def _record_sleep(self, name: str, sleep: Sleep) -> None:
+        try:
+            self.catalog.set_asleep(name, sleep)
+        except WorldLoopError as exc:  # asleep here; a restart would load it awake
+            log.error("world %r: could not record its sleep: %s", name, exc.message)
+
+    def _wake(self, name: str) -> HostedWorld:
+        """Wake a hibernated world once, however many requests ask at the same time."""
+        with self._name_lock(name):
+            found = self._worlds.get(name)
+            if found is not None:
+                return found
+            entry = self._sleeping.get(name)
+            if entry is None:
+                raise WorldNotFound(f"no world named {name!r} here", details={"world": name})
+            if not self.started:
+                raise WorldNotRunning(f"world {name!r} hibernates and this server is stopping")
+            try:
+                hosted = revive(self, entry)
+            except WorldLoopError as exc:
+                raise WorldNotRunning(
+                    f"world {name!r} hibernates and cannot wake: {exc.message}",
+                    details={"world": name, "reason": exc.code},
+                ) from None
+            try:
+                self.catalog.set_asleep(name, None)
+            except WorldLoopError as exc:  # awake here; a restart would bring it back asleep
+                log.error("world %r: could not record its waking: %s", name, exc.message)
+            with self._lock:
+                self._sleeping.pop(name, None)
+                self._worlds[name] = hosted
+            self.hibernator.forget(name)
+        if self.on_start is not None:
+            self.on_start(hosted)
         return hosted
 
     def record_pause(self, name: str, paused: bool) -> None:
@@ -293,14 +416,18 @@ class WorldHost:
             for entry in self.catalog.entries():
                 if entry.name in self._worlds:
                     continue
+                if entry.asleep is not None:  # comes back asleep: nothing loaded
+                    self._sleeping[entry.name] = entry
+                    continue
                 self._restore(entry)
             for hosted in list(self._worlds.values()):
                 if hosted.failed is None and not hosted.runtime.running:
                     self._start_one(hosted)
+            self.hibernator.start()
 
     def _restore(self, entry: CatalogEntry) -> None:
         try:
-            hosted = self._build(entry)
+            hosted = self.build(entry)
         except WorldLoopError as exc:
             log.error("world %r cannot be rebuilt: %s", entry.name, exc.message)
             return
@@ -320,6 +447,7 @@ class WorldHost:
         """Stop every extra world at once, within one bound (each writes its final snapshot);
         True if all ended in time."""
         bound = self.shutdown_timeout if timeout is None else timeout
+        self.hibernator.stop(bound)
         with self._lock:
             hosted = list(self._worlds.values())
             self.started = False
@@ -344,8 +472,9 @@ class WorldHost:
 
     # -- building ------------------------------------------------------------------------
 
-    def _build(self, entry: CatalogEntry) -> HostedWorld:
-        """A world of ``entry``'s kind and config, named, with its runtime (not started)."""
+    def build(self, entry: CatalogEntry) -> HostedWorld:
+        """A world of ``entry``'s kind and config, named, with its runtime (not started) and
+        its kind's jobs."""
         factory = self.kinds.get(entry.kind)
         if factory is None:
             raise WorldConfigInvalid(f"unknown world kind {entry.kind!r}")
@@ -366,4 +495,6 @@ class WorldHost:
         if not isinstance(world, World):
             raise WorldConfigInvalid(f"the factory of kind {entry.kind!r} made no World")
         runtime, jobs = self._builder(name_world(world, entry.name), entry.paused)
+        for spec in self.options(entry.kind).jobs:  # before the start: replay finds them
+            jobs.add(spec)
         return HostedWorld(entry.name, entry.kind, entry.config, runtime, jobs, entry.created_at)

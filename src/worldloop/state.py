@@ -19,6 +19,7 @@ from ._loading import is_inspecting
 from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, StoreError, WorldLockedError, WorldLoopError
+from .hibernation import KindOptions
 from .host import HostedWorld, KindFactory, WorldHost
 from .jobs import (
     JobRegistrar,
@@ -55,6 +56,7 @@ class WorldLoopState:
         world: World,
         jobs: JobScheduler,
         kinds: Mapping[str, KindFactory] | None = None,
+        kind_options: Mapping[str, KindOptions] | None = None,
     ) -> None:
         self.settings = settings
         self._app = app
@@ -78,11 +80,13 @@ class WorldLoopState:
             max_worlds=settings.max_worlds,
             max_per_kind=settings.max_worlds_per_kind,
             shutdown_timeout=settings.shutdown_timeout,
+            hibernate_after=settings.hibernate_after,
+            kind_options=kind_options,
         )
         """The app's worlds: the default one and those of its kinds (worldloop.host)."""
         self.observers: dict[str, LoopObserver] = {}
         """The metrics observers of the extra worlds, by name (WORLDLOOP_OBSERVE)."""
-        self.host.on_delete = self._forget_world
+        self.host.on_delete = self.host.on_sleep = self._forget_world
         self.spawner: Spawner | None = None
         """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
         self.offload: OffloadPlugin | None = None

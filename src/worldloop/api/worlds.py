@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, g
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..host import NAME_RE
-from ..state import WORLD_KEY, get_world, state_of
+from ..state import WORLD_KEY, get_world, request_world, state_of
 from .auth import ADMIN
 from .common import limiter
 from .declare import Reply, operation
@@ -52,7 +52,9 @@ class WorldInfo(BaseModel):
     name: str
     kind: str = Field(description="The world's kind; 'default' for the app's own world.")
     default: bool
-    status: Literal["running", "paused", "stopped", "failed"]
+    status: Literal["running", "paused", "stopped", "failed", "hibernated"] = Field(
+        description="hibernated: idle, unloaded until a request or a due job wakes it."
+    )
     tick: int
     rate_hz: float
     players: int | None = None
@@ -94,7 +96,7 @@ class Deleted(BaseModel):
 )
 def list_worlds() -> dict[str, Any]:
     host = state_of().host
-    return {"worlds": [w.summary() for w in host.worlds()], "kinds": sorted(host.kinds)}
+    return {"worlds": host.summaries(), "kinds": sorted(host.kinds)}
 
 
 @bp.post("")
@@ -132,9 +134,9 @@ def create_world(body: CreateWorld) -> tuple[dict[str, Any], int, dict[str, str]
     errors=(400, 401, 403, 404, (409, "The default world cannot be deleted"), 503),
 )
 def delete_world(query: DeleteQuery) -> dict[str, Any]:
-    name = get_world().name
-    hosted = state_of().host.delete(name, drop_journal=query.journal == "drop")
-    return {"name": hosted.name, "tick": hosted.runtime.tick, "journal": query.journal}
+    name = request_world() or get_world().name
+    tick = state_of().host.delete(name, drop_journal=query.journal == "drop")
+    return {"name": name, "tick": tick, "journal": query.journal}
 
 
 bp.add_url_rule("/<world>", "world_summary", world_summary, methods=["GET"])
@@ -146,7 +148,7 @@ def _take_world(endpoint: str | None, values: dict[str, Any] | None) -> None:
     if not values or "world" not in values or not (endpoint or "").startswith("worldloop_"):
         return
     name = values.pop("world")
-    state_of().host.get(name)  # WorldNotFound: 404 JSON before the view runs
+    state_of().host.find(name)  # WorldNotFound: 404 JSON before the view runs (not woken)
     g.pop(WORLD_KEY, None)
     g.setdefault(WORLD_KEY, name)
 

@@ -241,6 +241,38 @@ class JobScheduler:
         for st in list(self._jobs.values()):
             yield st.spec.name, st.spec.kind.value, st.counters()
 
+    # -- hibernation (worldloop.hibernation) -----------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """True while a slot waits for its tick or a background run is in flight."""
+        return any(st.pending is not None or st.active for st in list(self._jobs.values()))
+
+    def next_due(
+        self, now: float, tick: int, rate_hz: float, *, wall_only: bool = False
+    ) -> float | None:
+        """Wall time (unix seconds) the first scheduled job is next due, None with none: a
+        tick schedule counts its ticks at ``rate_hz`` from ``tick`` (``wall_only``: tick
+        schedules left out). Paused jobs do not count."""
+        due: list[float] = []
+        for st in list(self._jobs.values()):
+            if st.paused or (wall_only and st.spec.schedule.basis != "wall"):
+                continue
+            schedule = st.spec.schedule
+            if schedule.basis == "wall":
+                base = now if st.floor is None else max(now, st.floor)
+                due.append(schedule.next_after(base - 1e-6))
+            else:
+                due.append(now + (schedule.next_after(float(tick)) - tick) / rate_hz)
+        return min(due, default=None)
+
+    def since(self, slept_at: float) -> None:
+        """Wake from hibernation: the wall-clock slots after ``slept_at`` count as missed (each
+        job's misfire policy decides), instead of nothing before now as at a first start."""
+        for st in list(self._jobs.values()):
+            if st.spec.schedule.basis == "wall":
+                st.floor = slept_at
+
     # -- the loop side --------------------------------------------------------------------
 
     def _before_tick(self, info: TickInfo) -> None:

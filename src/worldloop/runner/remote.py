@@ -35,12 +35,16 @@ class RemoteRuntime(WorldRuntime):
         super().__init__(world, rate_hz=rate_hz, bus=bus)
         self.ipc = bus
         self._remote: dict[str, Any] = {}
+        self.gone = False
+        """The runner said it no longer serves this world (deleted, or hibernated)."""
         bus.on_feed = self._on_feed
 
     def __repr__(self) -> str:
         return f"RemoteRuntime({self.name!r}, {self.ipc.endpoints.folder})"
 
     def _on_feed(self, message: Mapping[str, Any]) -> None:
+        if message.get("gone"):
+            self.gone = True
         stats = message.get("stats") or {}
         self._remote = dict(stats)
         self.last_tick_duration = float(stats.get("last_tick_duration") or 0.0)

@@ -87,6 +87,7 @@ class RunnerServer:
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._farewell = False
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="worldloop-runner-http")
         self._files: deque[tuple[float, Path]] = deque()
         self._feed_thread = threading.Thread(
@@ -133,8 +134,10 @@ class RunnerServer:
     def halted(self) -> bool:
         return self._stop.is_set()
 
-    def stop(self) -> None:
-        """Stop serving and remove this runner's snapshot files."""
+    def stop(self, *, farewell: bool = False) -> None:
+        """Stop serving and remove this runner's snapshot files; ``farewell``: tell the workers
+        the world is gone from here (deleted, or asleep: their next request asks again)."""
+        self._farewell = farewell
         self.halt()
         self.runtime.remove_plugin(self._plugin)
         if self._feed_thread.is_alive():
@@ -253,8 +256,10 @@ class RunnerServer:
                 except Exception:  # contained: the next tick tries again
                     log.exception("worldloop: feed message failed")
                 self._prune()
+            if self._farewell:
+                pub.send(ipc.pack({"runner": self.id, "gone": True}))
         finally:
-            pub.close(0)
+            pub.close(500 if self._farewell else 0)
 
     def _message(self, folder: Path, last: dict[str, Any]) -> dict[str, Any]:
         rt = self.runtime

@@ -55,18 +55,19 @@ class WorldServers:
         thread.start()
         log.info("worldloop: runner serves world %r to web workers", hosted.name)
 
-    def remove(self, name: str) -> None:
-        """Stop serving a world being deleted (before its runtime stops)."""
+    def remove(self, name: str, farewell: bool = True) -> None:
+        """Stop serving a world being deleted or put to sleep (before its runtime stops): the
+        workers hear it is gone and ask again on their next request (which wakes it)."""
         with self._lock:
             found = self._servers.pop(name, None)
         if found is not None:
             server, thread = found
-            server.stop()
+            server.stop(farewell=farewell)
             thread.join(2.0)
 
     def stop(self) -> None:
         for name in list(self._servers):
-            self.remove(name)
+            self.remove(name, farewell=False)  # the runner stops: workers serve the last snapshot
 
 
 def remote_world(state: WorldLoopState, name: str) -> HostedWorld:

@@ -6,7 +6,9 @@ recovers it from its own snapshot + journal. ``open_catalog(url)`` picks the bac
 ``open_store`` does: a table ``worldloop_worlds`` in the SQL store, or process memory for
 ``memory://NAME`` (shared by name, like the memory store) and ``memory://`` (private).
 
-Deleting a world may drop its journal and snapshots too (:meth:`Catalog.drop_data`).
+Deleting a world may drop its journal and snapshots too (:meth:`Catalog.drop_data`). A world
+put to sleep by the host (worldloop.hibernation) is marked asleep here (:meth:`Catalog.set_asleep`)
+so that a restart brings it back asleep, not loaded.
 """
 
 from __future__ import annotations
@@ -15,10 +17,22 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from ..errors import StoreError, WorldExists
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """A hibernated world's record: where it stopped, and when a job of it is next due."""
+
+    tick: int
+    rate_hz: float
+    slept_at: float
+    """Wall time (unix seconds) it fell asleep: a "simulate" kind steps the gap on waking."""
+    wake_at: float | None = None
+    """Wall time its next wall-clock job is due (the host wakes it then); None: no such job."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +44,8 @@ class CatalogEntry:
     config: Mapping[str, Any] = field(default_factory=dict)
     paused: bool = False
     created_at: float = 0.0
+    asleep: Sleep | None = None
+    """Set while the world hibernates (it is not loaded until a request or a job wakes it)."""
 
 
 class Catalog(Protocol):
@@ -49,6 +65,10 @@ class Catalog(Protocol):
 
     def set_paused(self, name: str, paused: bool) -> None:
         """Record whether the world is paused (it comes back paused after a restart)."""
+        ...
+
+    def set_asleep(self, name: str, sleep: Sleep | None) -> None:
+        """Record that the world hibernates (``sleep``) or woke up (None)."""
         ...
 
     def drop_data(self, name: str) -> None:
@@ -86,6 +106,12 @@ class MemoryCatalog:
             if entry is not None:
                 self._entries[name] = replace(entry, paused=paused)
 
+    def set_asleep(self, name: str, sleep: Sleep | None) -> None:
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:
+                self._entries[name] = replace(entry, asleep=sleep)
+
     def drop_data(self, name: str) -> None:
         if self._store is not None:
             self._store.drop_world(name)
@@ -110,7 +136,7 @@ class SqlCatalog:
 
     def _conn(self, write: bool) -> Any:
         """A connection in a transaction (``BEGIN IMMEDIATE`` on SQLite for writes)."""
-        from .sql_schema import worlds
+        from .sql_schema import sleeping, worlds
 
         engine = self.store.engine
         with self._lock:
@@ -118,6 +144,7 @@ class SqlCatalog:
                 setup = engine.connect().execution_options(worldloop_write=True)
                 with setup as conn, conn.begin():
                     worlds.create(conn, checkfirst=True)
+                    sleeping.create(conn, checkfirst=True)
                 self._ready = True
         conn = engine.connect()
         return conn.execution_options(worldloop_write=True) if write else conn
@@ -138,12 +165,23 @@ class SqlCatalog:
     def entries(self) -> list[CatalogEntry]:
         from sqlalchemy import select
 
-        from .sql_schema import worlds
+        from .sql_schema import sleeping, worlds
 
         def read(conn: Any) -> list[CatalogEntry]:
             rows = conn.execute(select(worlds).order_by(worlds.c.created_at, worlds.c.name))
+            asleep = {
+                s.name: Sleep(int(s.tick), float(s.rate_hz), float(s.slept_at), s.wake_at)
+                for s in conn.execute(select(sleeping))
+            }
             return [
-                CatalogEntry(r.name, r.kind, json.loads(r.config), bool(r.paused), r.created_at)
+                CatalogEntry(
+                    r.name,
+                    r.kind,
+                    json.loads(r.config),
+                    bool(r.paused),
+                    r.created_at,
+                    asleep.get(r.name),
+                )
                 for r in rows
             ]
 
@@ -170,9 +208,10 @@ class SqlCatalog:
     def remove(self, name: str) -> bool:
         from sqlalchemy import delete
 
-        from .sql_schema import worlds
+        from .sql_schema import sleeping, worlds
 
         def gone(conn: Any) -> bool:
+            conn.execute(delete(sleeping).where(sleeping.c.name == name))
             return bool(conn.execute(delete(worlds).where(worlds.c.name == name)).rowcount)
 
         result: bool = self._run(f"remove world {name!r}", gone)
@@ -185,6 +224,19 @@ class SqlCatalog:
 
         stmt = update(worlds).where(worlds.c.name == name).values(paused=int(paused))
         self._run(f"pause world {name!r}", lambda c: c.execute(stmt))
+
+    def set_asleep(self, name: str, sleep: Sleep | None) -> None:
+        from sqlalchemy import delete, insert
+
+        from .sql_schema import sleeping
+
+        def write(conn: Any) -> None:
+            conn.execute(delete(sleeping).where(sleeping.c.name == name))
+            if sleep is not None:
+                row = {"name": name, **asdict(sleep)}
+                conn.execute(insert(sleeping), row)
+
+        self._run(f"mark world {name!r} {'asleep' if sleep else 'awake'}", write)
 
     def drop_data(self, name: str) -> None:
         from sqlalchemy import delete

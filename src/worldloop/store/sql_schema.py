@@ -135,6 +135,18 @@ worlds = Table(
 before it gets the table on the catalog's first write, so no schema version bump is needed
 (an older worldloop ignores it)."""
 
+sleeping = Table(
+    "worldloop_sleeping",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("tick", BigInteger, nullable=False),
+    Column("rate_hz", Float, nullable=False),
+    Column("slept_at", Float, nullable=False),
+    Column("wake_at", Float, nullable=True),
+)
+"""The hibernated worlds of the catalog (worldloop.hibernation): a row per world asleep, with
+its last tick and the wall time its next job is due. Additive, as ``worldloop_worlds`` is."""
+
 
 def sqlite_events(
     engine: Engine, *, wal: bool, busy_timeout: float, private: Path | None = None
