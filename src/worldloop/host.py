@@ -19,7 +19,6 @@ the list, unloaded, until :meth:`WorldHost.get` or its due job wakes it.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +39,7 @@ from .errors import (
 from .hibernation import Hibernator, KindOptions, asleep_summary, revive
 from .jobs import JobScheduler
 from .models import error_details, error_message
+from .names import check_name, name_world
 from .runtime import WorldRuntime
 from .store.catalog import Catalog, CatalogEntry, Sleep, now
 from .world import World
@@ -53,30 +53,11 @@ Builder = Callable[[World, bool], tuple[WorldRuntime, JobScheduler]]
 """Makes the runtime (and job scheduler) of a named world, paused or not, with the app's
 settings and backends (worldloop.state.WorldLoopState.build_runtime)."""
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-NAME_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
-"""World names go into URLs, lease and store keys: kept short and plain."""
-
 RESOLVE_AGAIN = 3.0
 """Seconds a world served from elsewhere may be silent before a request asks about it again."""
 
 Status = Literal["running", "paused", "stopped", "failed", "hibernated"]
 NO_OPTIONS = KindOptions()
-
-
-def check_name(name: str) -> str:
-    """``name`` if it is a valid world name; WorldConfigInvalid (422) otherwise."""
-    if not NAME_RE.match(name):
-        raise WorldConfigInvalid(
-            f"bad world name {name!r}: {NAME_RULE}", details={"field": "name", "rule": NAME_RULE}
-        )
-    return name
-
-
-def name_world(world: World, name: str) -> World:
-    """Give ``world`` (an instance) its hosted name: its journal, lease and snapshots go by it."""
-    world.__dict__["name"] = name
-    return world
 
 
 @dataclass(slots=True)
@@ -217,10 +198,13 @@ class WorldHost:
         return not up and time.monotonic() - hosted.seen_at > RESOLVE_AGAIN
 
     def find(self, name: str) -> None:
-        """WorldNotFound (404) unless a world ``name`` is here, awake or asleep (not woken)."""
-        if name == self._default().name or name in self._worlds or name in self._sleeping:
+        """WorldNotFound (404) unless a world ``name`` is here, awake or asleep (not woken);
+        a world served from elsewhere that went silent is asked about again (get)."""
+        found = self._worlds.get(name)
+        if name == self._default().name or name in self._sleeping:
             return
-        self.get(name)
+        if found is None or (self.resolve is not None and self._gone(found)):
+            self.get(name)
 
     def sleeping(self) -> list[CatalogEntry]:
         """The hibernated worlds' catalog records."""

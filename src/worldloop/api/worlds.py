@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Flask, g
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..host import NAME_RE
+from ..names import NAME_RE
 from ..state import WORLD_KEY, get_world, request_world, state_of
 from .auth import ADMIN
 from .common import limiter

@@ -14,7 +14,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from ..host import HostedWorld, name_world
+from ..host import HostedWorld
+from ..names import name_world
 from .ipc import endpoints
 
 if TYPE_CHECKING:
