@@ -202,9 +202,44 @@ def get_kernels(name: str = "numpy") -> Kernels:
     return _loaded[name]
 
 
+class _NumpyUntilUsed(NumpyKernels):
+    """The NumPy kernels, which start loading the asked-for ones at their first use.
+
+    Only a process that steps the world pays for loading numba (a CPU-second taken from the
+    recovery running beside it): never a web worker, which builds the world only to validate
+    commands against it, nor a CLI that inspects it.
+    """
+
+    def __init__(self, start: Callable[[], None]) -> None:
+        self._start: Callable[[], None] | None = start
+        self._lock = threading.Lock()
+
+    def _used(self) -> None:
+        if self._start is not None:
+            with self._lock:
+                start, self._start = self._start, None
+            if start is not None:
+                start()
+
+
+def _starting(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(self: _NumpyUntilUsed, *args: Any, **kwargs: Any) -> Any:
+        self._used()
+        return method(self, *args, **kwargs)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+for _name in ("grow_grass", "wander", "move", "cells", "graze", "life", "compact", "bucket_order"):
+    setattr(_NumpyUntilUsed, _name, _starting(getattr(NumpyKernels, _name)))
+
+
 def kernels_later(name: str, install: Callable[[Kernels], None]) -> Kernels:
     """The NumPy kernels now, and ``install(kernels)`` from a background thread once the
     kernels called ``name`` are loaded and warmed up (nothing more if ``name`` means numpy).
+    The loading starts at the first use of the NumPy kernels (the world's first step).
 
     Loading numba and its compiled code takes seconds; a server need not wait for it, since
     every implementation gives the same bits: the world starts (and replays its journal) on
@@ -233,5 +268,6 @@ def kernels_later(name: str, install: Callable[[Kernels], None]) -> Kernels:
             "the %s kernels are in use (loaded in %.1f s)", resolved, time.perf_counter() - started
         )
 
-    threading.Thread(target=load, name="worldloop-kernels", daemon=True).start()
-    return get_kernels("numpy")
+    return _NumpyUntilUsed(
+        threading.Thread(target=load, name="worldloop-kernels", daemon=True).start
+    )
