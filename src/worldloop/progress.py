@@ -38,6 +38,7 @@ class ReplayLog:
     def __call__(self, done: int, total: int) -> None:
         if done >= total:
             return  # the caller logs the outcome
+        now = self.clock()
         if done == 0:  # the snapshot is loaded: say what comes, however short it will be
             self.log.info(
                 "world %r: snapshot loaded, replaying %s journaled ticks",
@@ -45,7 +46,6 @@ class ReplayLog:
                 f"{total:,}",
             )
             return
-        now = self.clock()
         if now < self._next:
             return
         self._next = now + self.interval
