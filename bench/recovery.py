@@ -17,9 +17,10 @@ in the background while the world recovers on NumPy).
 The server runs as ``make run`` starts it: the world in its runner process (the web worker
 spawns it) and the stream gateway beside it (``WORLDLOOP_GATEWAY``); each restart is repeated
 ``--repeat`` times on a fresh copy of the killed builder's store (the median is shown), and a
-trivial Flask app's spawn-to-200 under ``flask run``, measured in the same run, is the baseline
-that tells how much of a figure is the machine. The server's start-up log gives the timeline:
-when the runner was spawned, when it had loaded the app, when it served the recovered world.
+trivial Flask app's spawn-to-200 under ``flask run``, measured just before each restart, is
+the baseline that tells how much of a figure is the machine. The server's start-up log gives
+the timeline: when the runner was spawned, when it had loaded the app, when it served the
+recovered world.
 Bytecode is compiled first (``compileall``), as it is on any server that ran once.
 
 Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--repeat 3] [--out FILE]
@@ -273,13 +274,18 @@ def restarts(
         copy = instance / Path(db).name
         for f in files:
             shutil.copy2(pristine / f.name, instance / f.name)
-        runs.append(restart(str(copy), instance, creatures, env))
+        trivial = trivial_once(case.parent / "trivial")
+        runs.append({**restart(str(copy), instance, creatures, env), "trivial_s": trivial})
         wait_runner_gone(instance)
+        for f in instance.glob(copy.name + "*"):  # the logs stay, the copies go
+            f.unlink()
+    shutil.rmtree(pristine)
     runs.sort(key=lambda r: r["ready_s"])
     median = runs[len(runs) // 2]
     return {
         **median,
         "all_ready_s": [r["ready_s"] for r in runs],
+        "all_trivial_s": [r["trivial_s"] for r in runs],
         "all_states": [(r["tick"], r["state_hash"]) for r in runs],
     }
 
@@ -295,23 +301,22 @@ def readyz():
 """
 
 
-def trivial_baseline(tmp: Path, repeat: int) -> list[float]:
+def trivial_once(folder: Path) -> float:
     """Spawn-to-200 of a one-route Flask app under ``flask run``: the floor of any Flask server
-    on this machine right now (interpreter, Flask, Werkzeug), measured beside the cases."""
-    folder = tmp / "trivial"
-    folder.mkdir()
-    (folder / "trivial_app.py").write_text(TRIVIAL_APP)
+    on this machine at this moment (interpreter, Flask, Werkzeug). Measured just before each
+    restart, so that each figure has its own baseline on a machine whose load moves."""
+    folder.mkdir(exist_ok=True)
+    app = folder / "trivial_app.py"
+    if not app.exists():
+        app.write_text(TRIVIAL_APP)
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    times = []
-    for i in range(repeat):
-        port = free_port()
-        argv = flask_run("trivial_app:app", port)
-        _, ready, proc = spawn_to_ready(argv, env, folder / f"run{i}.log", port, folder)
-        proc.kill()
-        proc.wait()
-        times.append(ready)
-    return sorted(times)
+    port = free_port()
+    argv = flask_run("trivial_app:app", port)
+    _, ready, proc = spawn_to_ready(argv, env, folder / "run.log", port, folder)
+    proc.kill()
+    proc.wait()
+    return ready
 
 
 def run_case(
@@ -401,9 +406,9 @@ def main() -> None:
     names = [c for c in args.cases.split(",") if c != "numba" or numba_available()]
     compileall.compile_dir(ROOT / "src" / "worldloop", quiet=1)  # as a server that ran once
     repeat = max(1, args.repeat)
-    trivial = trivial_baseline(tmp, repeat)
     rows = [run_case(tmp, *cases[c], args.creatures, args.commands, repeat) for c in names]
-    trivial_s = trivial[len(trivial) // 2]  # the median run, as for the cases
+    trivial = sorted(t for r in rows for t in r["got"]["all_trivial_s"])
+    trivial_s = trivial[len(trivial) // 2]
     base = rows[0]["got"]["ready_s"]
 
     def runs(values: list[float]) -> str:
@@ -432,15 +437,17 @@ def main() -> None:
         lines.append(
             f"| {r['label']} | {b['step_ms']:.1f} | {g['snapshot_tick']} | {g['replayed']} "
             f"| {g['recover_s']:.2f} | {g['ready_s']:.2f} | {runs(g['all_ready_s'])} "
-            f"| {g['ready_s'] / trivial_s:.2f} | {g['ready_s'] / base:.2f} "
+            f"| {g['ready_s'] / g['trivial_s']:.2f} | {g['ready_s'] / base:.2f} "
             f"| {r['db_mb']:.0f} | {'yes' if ok else 'NO'} |"
         )
     lines += [
         "",
         "Recovery is what the server logs for loading the snapshot, replaying the journal and "
-        "checking its hashes; the ratio is to the first case; a trivial Flask app's "
-        "spawn-to-200 measured in the same run shows what the machine gives any Flask server "
-        "at that moment.",
+        "checking its hashes; the ratio is to the first case. A trivial Flask app's "
+        "spawn-to-200 is measured just before every restart (the baseline row lists them all): "
+        "it shows what the machine gives any Flask server at that moment, and each case's "
+        "`vs trivial Flask app` divides its median run by the trivial app's figure measured "
+        "just before that run.",
         "",
         "Where the time goes (the median run's start-up log, seconds after the spawn):",
         "",
