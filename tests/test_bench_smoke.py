@@ -50,10 +50,14 @@ def test_meadow_tick_bench_compares_implementations_with_equal_hashes(tmp_path: 
 def test_recovery_bench_restarts_a_killed_world(tmp_path: Path):
     out = run_bench(
         "recovery.py",
-        *("--creatures", "2000", "--cases", "old,default", "--out", str(tmp_path / "r.md")),
+        *("--creatures", "2000", "--cases", "old,default", "--repeat", "2"),
+        *("--out", str(tmp_path / "r.md")),
     )
     rows = [line for line in out.splitlines() if line.startswith(("| every", "| default"))]
-    assert len(rows) == 2 and all(line.endswith("| yes |") for line in rows)
+    table, timeline = rows[:2], rows[2:]
+    assert len(table) == 2 and all(line.endswith("| yes |") for line in table)
+    assert "| baseline: a trivial Flask app" in out
+    assert len(timeline) == 2 and not any("?" in line for line in timeline), out
 
 
 def test_durability_bench_runs(tmp_path: Path):

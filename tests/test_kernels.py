@@ -120,9 +120,11 @@ def test_the_server_world_starts_on_numpy_and_switches_when_numba_is_ready() -> 
     world = create_world({"MEADOW_ENTITIES": 3000, "MEADOW_KERNELS": "numba", "MEADOW_SEED": 2})
     same = create_world({"MEADOW_ENTITIES": 3000, "MEADOW_SEED": 2})
     assert world.kernels.name == "numpy"  # at once: nobody waits for numba to load
-    for _ in range(20):
+    for _ in range(20):  # a replay: steps, nothing published, nothing loaded meanwhile
         world.step([])
         same.step([])
+    assert world.kernels.name == "numpy"
+    world.view()  # the first publish (after the recovery) starts loading them
     for loader in threading.enumerate():
         if loader.name == "worldloop-kernels":
             loader.join(300)

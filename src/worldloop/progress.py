@@ -13,7 +13,8 @@ ReplayProgress = Callable[[int, int], None]
 
 
 class ReplayLog:
-    """A replay progress callback that logs, every ``interval`` s, how far a replay has got.
+    """A replay progress callback that logs when a replay starts and, every ``interval`` s, how
+    far it has got.
 
     ``world 'x': replayed 4,000 of 10,000 ticks (800 ticks/s, ~8 s left)``, so a long recovery
     at start-up is not silence. ``clock`` is injectable so tests need not wait.
@@ -38,6 +39,13 @@ class ReplayLog:
         if done >= total:
             return  # the caller logs the outcome
         now = self.clock()
+        if done == 0:  # the snapshot is loaded: say what comes, however short it will be
+            self.log.info(
+                "world %r: snapshot loaded, replaying %s journaled ticks",
+                self.world_name,
+                f"{total:,}",
+            )
+            return
         if now < self._next:
             return
         self._next = now + self.interval

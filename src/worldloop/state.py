@@ -65,6 +65,10 @@ class WorldLoopState:
         """Which kind of process loaded the app (see worldloop.lifecycle.serving_role)."""
         self.jobs = jobs
         """This world's scheduled jobs (bound before any journal replay)."""
+        self.spawner: Spawner | None = None
+        """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
+        self._runner_spec: tuple[str, str] | None = None
+        self._spawn_runner_early(world.name)
         jobs.bind(world)
         self.runtime = (
             self._make_scaleout(world)
@@ -87,8 +91,6 @@ class WorldLoopState:
         self.observers: dict[str, LoopObserver] = {}
         """The metrics observers of the extra worlds, by name (WORLDLOOP_OBSERVE)."""
         self.host.on_delete = self.host.on_sleep = self._forget_world
-        self.spawner: Spawner | None = None
-        """Web workers of a runner process: the watch that starts it (worldloop.runner)."""
         self.offload: OffloadPlugin | None = None
         """Sends the world's task requests (worldloop.offload); None until a sender is set."""
         self._start_lock = threading.Lock()
@@ -215,14 +217,38 @@ class WorldLoopState:
         runner process: it would add a hop and a single host to a mode made for many)."""
         return self.settings.redis_url is not None
 
+    def _spawn_runner_early(self, world_name: str) -> None:
+        """A web worker that will serve a runner process's world starts that runner first,
+        before the rest of its own start-up (store, routes, API): the runner's interpreter,
+        app and recovery, the long part of a restart, run meanwhile on another core.
+        Only where :meth:`start_by_policy` would start it anyway (``_start_web``)."""
+        policy = self.settings.autostart
+        if is_inspecting() or policy not in ("auto", "eager") or not self.splits:
+            return
+        from .runner.ipc import endpoints
+        from .runner.spawn import app_spec
+
+        found = app_spec(self.settings.runner_app)
+        if found is None:
+            return  # _start_web says why, and runs the world in this process
+        self._runner_spec = found
+        spec, cwd = found
+        eps = endpoints(self.instance_path, world_name)
+        self.spawner = Spawner(spec, cwd, eps, watch_pid=self._server_pid())
+        self.spawner.start()
+
+    def _server_pid(self) -> int:
+        """The process a runner watches: the gunicorn master, or this ``flask run``."""
+        return os.getppid() if self.role == "gunicorn-worker" else os.getpid()
+
     def _start_web(self, app: Flask) -> None:
         """Serve the world of this instance's runner process, and watch that it runs."""
         from .bus.ipc import IpcBus
         from .runner.ipc import endpoints
         from .runner.remote import RemoteRuntime
-        from .runner.spawn import Spawner, app_spec
+        from .runner.spawn import app_spec
 
-        found = app_spec(self.settings.runner_app)
+        found = self._runner_spec or app_spec(self.settings.runner_app)
         if found is None:
             log.warning(
                 "worldloop: cannot tell how to load this app in a runner process (set "
@@ -242,9 +268,9 @@ class WorldLoopState:
 
         self.host.resolve = lambda name: remote_world(self, name)
         self.host.refuse = "this web worker serves the runner's worlds: create them there"
-        watch = os.getppid() if self.role == "gunicorn-worker" else os.getpid()
-        self.spawner = Spawner(spec, cwd, eps, watch_pid=watch)
-        self.spawner.start()
+        if self.spawner is None:  # not started early (a lazy start, a forked worker)
+            self.spawner = Spawner(spec, cwd, eps, watch_pid=self._server_pid())
+            self.spawner.start()
         stop_at_exit(self, self.settings.handle_signals, server=True)
         log.info(
             "worldloop: web worker pid %d serves world %r from its runner process",

@@ -202,9 +202,39 @@ def get_kernels(name: str = "numpy") -> Kernels:
     return _loaded[name]
 
 
+class NumpyUntilLoaded(NumpyKernels):
+    """The NumPy kernels, holding the start of the compiled ones' loading (:func:`load_later`).
+
+    Only a process that runs the world should pay for loading numba, and not while it replays
+    its journal (a CPU-second taken from the recovery beside it): the meadow starts the load
+    when it publishes its first snapshot (``Meadow.view``), which happens after the recovery,
+    in the process that ticks; a web worker, which builds the world only to validate commands,
+    never does.
+    """
+
+    def __init__(self, start: Callable[[], None]) -> None:
+        self._start: Callable[[], None] | None = start
+        self._lock = threading.Lock()
+
+    def load_now(self) -> None:
+        """Start loading the compiled kernels (once; later calls do nothing)."""
+        if self._start is not None:
+            with self._lock:
+                start, self._start = self._start, None
+            if start is not None:
+                start()
+
+
+def load_later(kernels: Kernels) -> None:
+    """Start loading the kernels ``kernels`` stands in for, if it stands in for any."""
+    if isinstance(kernels, NumpyUntilLoaded):
+        kernels.load_now()
+
+
 def kernels_later(name: str, install: Callable[[Kernels], None]) -> Kernels:
     """The NumPy kernels now, and ``install(kernels)`` from a background thread once the
     kernels called ``name`` are loaded and warmed up (nothing more if ``name`` means numpy).
+    The loading starts when :func:`load_later` is called on the kernels returned.
 
     Loading numba and its compiled code takes seconds; a server need not wait for it, since
     every implementation gives the same bits: the world starts (and replays its journal) on
@@ -233,5 +263,6 @@ def kernels_later(name: str, install: Callable[[Kernels], None]) -> Kernels:
             "the %s kernels are in use (loaded in %.1f s)", resolved, time.perf_counter() - started
         )
 
-    threading.Thread(target=load, name="worldloop-kernels", daemon=True).start()
-    return get_kernels("numpy")
+    return NumpyUntilLoaded(
+        threading.Thread(target=load, name="worldloop-kernels", daemon=True).start
+    )

@@ -26,7 +26,7 @@ from ..snapshot import Snapshot
 from ..world import State, System, World, rng_from_state, rng_state
 from . import forecast, schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
-from .kernels import Kernels, get_kernels, kernels_later
+from .kernels import Kernels, get_kernels, kernels_later, load_later
 from .spatial import SpatialGrid
 from .systems import AVATAR as AVATAR
 from .systems import KIND_NAMES as KIND_NAMES
@@ -98,8 +98,9 @@ class Meadow(World):
             else get_kernels(kernels)
         )
         """Who does the systems' arithmetic (demo/kernels.py): ``numpy``, ``numba`` or ``auto``;
-        loaded in the background (NumPy until then) with ``kernels_in_background``. Not state:
-        every implementation gives the same bits, so they may change between any two systems."""
+        with ``kernels_in_background``, loaded in the background from the first publish (NumPy
+        until then). Not state: every implementation gives the same bits, so they may change
+        between any two systems."""
         self.width = _positive(width, "width")
         self.height = _positive(height, "height")
         self.params = params or Params()
@@ -374,6 +375,7 @@ class Meadow(World):
 
     def view(self) -> dict[str, Any]:
         """The published data. Keys starting with ``_`` are private: never serialized."""
+        load_later(self.kernels)  # published: recovered, in the process that ticks
         players, auth, owner = self._player_views()
         return {
             "width": self.width,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,3 +42,17 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_IMPORTED = time.monotonic()
+
+
+def since_start() -> float:
+    """Seconds since this process started (Linux: its start time in /proc; elsewhere: since
+    this module was imported), for the start-up log lines that say where start-up time goes."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic() - _IMPORTED

@@ -18,8 +18,12 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from .child import WATCH_EVERY, alive, load_app, parse_args
+from .child import WATCH_EVERY, alive, load_app, parse_args, since_start
+
+if TYPE_CHECKING:
+    from ..gateway.supervise import GatewaySupervisor
 
 log = logging.getLogger("worldloop.runner")
 
@@ -51,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     from .. import lifecycle
 
     lifecycle.RUNNER_PROCESS = True  # serving_role() is "runner": start here, serve workers
-    from ..gateway.supervise import GatewaySupervisor
     from ..state import state_of
     from . import ipc
     from .server import RunnerServer
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     app = load_app(args.app)
     state = state_of(app)
     endpoints = ipc.endpoints(state.instance_path, state.runtime.name)
+    log.info(
+        "worldloop: runner pid %d loaded the app in %.2f s since its start",
+        os.getpid(),
+        since_start(),
+    )
     fd = _lock(str(endpoints.lock), args.watch)
     if fd is None:
         log.info("worldloop: another runner serves world %r; exiting", state.runtime.name)
@@ -85,17 +93,23 @@ def main(argv: list[str] | None = None) -> int:
 
     gateway: GatewaySupervisor | None = None
     try:
+        server.bind()  # workers connect while the world recovers: they hear its first feed at once
+        log.info("worldloop: runner recovering world %r", state.runtime.name)
         state.start_in_runner()
-        if state.settings.gateway:
-            gateway = GatewaySupervisor(args.app, os.getcwd())
-            gateway.start()
         threading.Thread(target=watch, name="worldloop-runner-watch", daemon=True).start()
         log.info(
-            "worldloop: runner pid %d serves world %r (tick %d) to web workers",
+            "worldloop: runner pid %d serves world %r (tick %d) to web workers, %.2f s "
+            "after its start",
             os.getpid(),
             state.runtime.name,
             state.runtime.tick,
+            since_start(),
         )
+        if state.settings.gateway:  # streams only: readiness does not wait for it
+            from ..gateway.supervise import GatewaySupervisor
+
+            gateway = GatewaySupervisor(args.app, os.getcwd())
+            gateway.start()
         server.serve()
     finally:
         if gateway is not None:

@@ -94,17 +94,46 @@ class RunnerServer:
             target=self._feed, name="worldloop-runner-feed", daemon=True
         )
         self._plugin = runtime.add_plugin(_Wake(self._wake))
+        self._router: zmq.Socket[bytes] | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._served = False
+        """True once :meth:`serve` took the sockets (it and the feed thread close them)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def serve(self) -> None:
-        """Serve requests on this thread until :meth:`stop` (the feed on its own thread)."""
+    def bind(self) -> None:
+        """Bind the request and feed endpoints now, before the world is recovered.
+
+        Web workers connect while the runner recovers, so the feed's first message (sent as
+        soon as :meth:`serve` starts) reaches them at once instead of after a reconnect and a
+        heartbeat. Nothing is sent or answered before :meth:`serve`: workers keep seeing the
+        runner as down (starting) until then. Idempotent; :meth:`serve` calls it too.
+        """
+        if self._router is not None:
+            return
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
+        pub = self._ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 10_000)
+        try:
+            router.bind(self.endpoints.requests)
+            pub.bind(self.endpoints.feed)
+        except BaseException:
+            router.close(0)
+            pub.close(0)
+            raise
+        self._router, self._pub = router, pub
+
+    def serve(self) -> None:
+        """Serve requests on this thread until :meth:`stop` (the feed on its own thread)."""
+        self.bind()
+        router = self._router
+        assert router is not None
+        self._served = True
         replies = self._ctx.socket(zmq.PULL)
         replies.bind(f"inproc://replies-{id(self)}")
-        router.bind(self.endpoints.requests)
-        self._feed_thread.start()
+        self._feed_thread.start()  # it owns the feed socket from here on
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(replies, zmq.POLLIN)
@@ -122,6 +151,7 @@ class RunnerServer:
                             router.send_multipart([frames[0], answer])
         finally:
             router.close(0)
+            self._router = None
             replies.close(0)
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -142,6 +172,11 @@ class RunnerServer:
         self.runtime.remove_plugin(self._plugin)
         if self._feed_thread.is_alive():
             self._feed_thread.join(2.0)
+        if not self._served:  # bound, never served (the start failed): closed here
+            for sock in (self._router, self._pub):
+                if sock is not None:
+                    sock.close(0)
+            self._router = self._pub = None
         for _, path in self._files:
             path.unlink(missing_ok=True)
         self._files.clear()
@@ -240,15 +275,14 @@ class RunnerServer:
     # -- the feed --------------------------------------------------------------------------
 
     def _feed(self) -> None:
-        pub = self._ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.LINGER, 0)
-        pub.setsockopt(zmq.SNDHWM, 10_000)
-        pub.bind(self.endpoints.feed)
+        """One message at once (workers learn that the runner serves without waiting a
+        heartbeat), then one per published tick, or every HEARTBEAT s while none is."""
+        pub = self._pub
+        assert pub is not None
         folder = shm.shm_dir()
         last: dict[str, Any] = {}
         try:
             while not self._stop.is_set():
-                self._wake.wait(HEARTBEAT)
                 self._wake.clear()
                 try:
                     message = self._message(folder, last)
@@ -256,10 +290,12 @@ class RunnerServer:
                 except Exception:  # contained: the next tick tries again
                     log.exception("worldloop: feed message failed")
                 self._prune()
+                self._wake.wait(HEARTBEAT)
             if self._farewell:
                 pub.send(ipc.pack({"runner": self.id, "gone": True}))
         finally:
             pub.close(500 if self._farewell else 0)
+            self._pub = None
 
     def _message(self, folder: Path, last: dict[str, Any]) -> dict[str, Any]:
         rt = self.runtime
