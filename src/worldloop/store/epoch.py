@@ -8,10 +8,13 @@ carries this owner's epoch (the journal write also moves the cursor, so the offs
 the tick): a runner paused past its lease, whose world another runner has claimed since, matches
 no row, commits nothing and gets :class:`~worldloop.errors.WorldFenced`.
 
-The check runs last in the transaction, so its row lock (PostgreSQL) is held only until the
-commit: the snapshot writer and the loop never wait on each other's inserts. SQLite serializes
-write transactions anyway (``BEGIN IMMEDIATE``). The table is created on the first claim, so a
-store of an older worldloop needs no migration.
+In snapshot and prune transactions the check runs last, so its shared row lock (PostgreSQL)
+is held only until the commit. In a journal transaction it runs first, before any row is
+written (worldloop.store.group): a fenced world is then left out of a transaction that several
+worlds share, and the others commit. Its row lock is held for that transaction's inserts (a few
+milliseconds); the worlds are fenced in name order, so two transactions never wait on each
+other in a cycle. SQLite serializes write transactions anyway (``BEGIN IMMEDIATE``). The table
+is created on the first claim, so a store of an older worldloop needs no migration.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import WorldFenced
+from .group import JOURNAL
 from .sql import SqlStore
 
 epochs_metadata = MetaData()
@@ -48,9 +52,6 @@ epochs = Table(
     Column("owner", String(200), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-
-JOURNAL = "journal write"
-"""The ``what`` of a journal transaction (SqlStore._write): the one that moves the cursor."""
 
 
 @dataclass(frozen=True, slots=True)
