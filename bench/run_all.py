@@ -30,6 +30,7 @@ BENCHES: dict[str, list[str]] = {
     "celery_offload": ["celery_offload.py", "--out", str(RESULTS / "celery_offload.md")],
     "runner_split": ["runner_split.py", "--out", str(RESULTS / "runner_split.md")],
     "frames_binary": ["frames_binary.py", "--out", str(RESULTS / "frames_binary.md")],
+    "group_commit": ["group_commit.py", "--out", str(RESULTS / "group_commit.md")],
 }
 
 
