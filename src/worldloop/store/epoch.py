@@ -8,13 +8,12 @@ carries this owner's epoch (the journal write also moves the cursor, so the offs
 the tick): a runner paused past its lease, whose world another runner has claimed since, matches
 no row, commits nothing and gets :class:`~worldloop.errors.WorldFenced`.
 
-In snapshot and prune transactions the check runs last, so its shared row lock (PostgreSQL)
-is held only until the commit. In a journal transaction it runs first, before any row is
-written (worldloop.store.group): a fenced world is then left out of a transaction that several
-worlds share, and the others commit. Its row lock is held for that transaction's inserts (a few
-milliseconds); the worlds are fenced in name order, so two transactions never wait on each
-other in a cycle. SQLite serializes write transactions anyway (``BEGIN IMMEDIATE``). The table
-is created on the first claim, so a store of an older worldloop needs no migration.
+The check runs last in the transaction, so its row lock (PostgreSQL) is held only until the
+commit: the snapshot writer and the loop never wait on each other's inserts, and a new owner's
+claim does not wait on an old owner paused while it writes its rows. A journal transaction
+that several worlds share (worldloop.store.group) checks each world's fence after all their
+rows, in name order. SQLite serializes write transactions anyway (``BEGIN IMMEDIATE``). The
+table is created on the first claim, so a store of an older worldloop needs no migration.
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ them leads the next transaction, with every entry queued by then. Each caller re
 after the transaction holding its entry committed, so "acknowledged only after durable" is
 unchanged.
 
-One world's failure stays its own: each world's epoch fence (scale-out) is checked first in
-the transaction and a fenced world is left out (it gets :class:`WorldFenced`, the others
-commit); if a batched statement fails on one world's rows, the transaction is retried once
-with each world in a savepoint, so only that world fails. A transaction that fails as a whole
-(the database is down or locked) fails every entry, and each world retries as it does alone.
+One world's failure stays its own: each world's epoch fence (scale-out) runs after its rows,
+in the same transaction, as in every fenced write. If a fence refuses (another runner owns that
+world now) or a statement fails on one world's rows, the transaction is rolled back and redone
+once with each world in a savepoint, so only that world fails (a fenced world gets
+:class:`WorldFenced`) and the others commit. A transaction that fails as a whole (the database
+is down or locked) fails every entry, and each world retries as it does alone.
 """
 
 from __future__ import annotations
@@ -95,14 +96,19 @@ def write_journal(leader: SqlStore, entries: Sequence[JournalEntry]) -> None:
     if leader.readonly:
         raise StoreError(f"{JOURNAL}: this store was opened read-only")
     entries = sorted(entries, key=lambda e: e.world)  # one lock order for every transaction
+    for entry in entries:
+        entry.error = None
     try:
         try:
             _transaction(leader, entries, isolate=False)
+        except WorldFenced as exc:
+            if len(entries) == 1:
+                entries[0].error = exc
+                return
+            _transaction(leader, entries, isolate=True)  # leave the fenced world(s) out
         except (IntegrityError, DataError):
             if len(entries) == 1:
                 raise
-            for entry in entries:
-                entry.error = None
             _transaction(leader, entries, isolate=True)  # find the world whose rows fail
     except SQLAlchemyError as exc:
         raise StoreError(
@@ -111,18 +117,26 @@ def write_journal(leader: SqlStore, entries: Sequence[JournalEntry]) -> None:
 
 
 def _transaction(leader: SqlStore, entries: Sequence[JournalEntry], *, isolate: bool) -> None:
+    """Rows first, each world's fence last (as every fenced write: its row lock is held only
+    until the commit). ``isolate``: each world in a savepoint, rolled back alone if its fence
+    refuses or its rows fail; otherwise batched, and any such failure rolls back everything."""
     with (
         leader.engine.connect().execution_options(worldloop_write=True) as conn,
         conn.begin(),
     ):
-        passing = [e for e in entries if _fence(conn, e)]
         if not isolate:
-            _write_rows(conn, passing)
+            _write_rows(conn, entries)
+            for entry in entries:
+                _fence(conn, entry)
             return
-        for entry in passing:
+        for entry in entries:
             savepoint = conn.begin_nested()
             try:
                 _write_rows(conn, [entry])
+                _fence(conn, entry)
+            except WorldFenced as exc:
+                savepoint.rollback()
+                entry.error = exc
             except (IntegrityError, DataError) as exc:
                 savepoint.rollback()
                 entry.error = StoreError(
@@ -133,17 +147,11 @@ def _transaction(leader: SqlStore, entries: Sequence[JournalEntry], *, isolate: 
                 savepoint.commit()
 
 
-def _fence(conn: Connection, entry: JournalEntry) -> bool:
-    """Run the world's epoch fence (if any) in this transaction; False if it refused."""
+def _fence(conn: Connection, entry: JournalEntry) -> None:
+    """Run the world's epoch fence (if any) in this transaction: WorldFenced if it refuses."""
     fence = entry.store.fence
-    if fence is None:
-        return True
-    try:
+    if fence is not None:
         fence(conn, entry.world, JOURNAL)
-    except WorldFenced as exc:  # its update matched no row: nothing of it to undo
-        entry.error = exc
-        return False
-    return True
 
 
 def _write_rows(conn: Connection, entries: Sequence[JournalEntry]) -> None:

@@ -261,7 +261,7 @@ class SqlStore:
         records: Sequence[JournalRecord],
         state_hash: str | None = None,
     ) -> None:
-        """Journal a tick (fence checked first, same transaction); with group commit, in the
+        """Journal a tick (its fence checked last, same transaction); with group commit, in the
         transaction of every world of this database that journals meanwhile (store/group.py)."""
         last = self._last_seq.get(world, 0)
         entry = journal_entry(self, world, tick, records, state_hash, last)
