@@ -275,22 +275,29 @@ def main() -> int:
         f"warm-up, {args.seconds:g} s measured. Baseline (same run): one transaction per world "
         "per tick (WORLDLOOP_GROUP_COMMIT=false).",
         "",
-        "| journal writes | worlds halted | ticks run / due | commits/s | fsyncs/s | "
-        "worlds per commit | tick ms p50 | tick ms p99 | ack ms p50 | ack ms p99 | CPU (cores) | "
-        "commits vs baseline | tick p99 vs baseline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| journal writes | worlds halted | ticks run / due | commits/s | worlds per commit | "
+        "fsyncs/s (traced run) | fsyncs per commit (traced run) | tick ms p50 | tick ms p99 | "
+        "ack ms p50 | ack ms p99 | CPU ms per tick | commits/s vs baseline | "
+        "CPU per tick vs baseline | tick p99 vs baseline |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, title in MODES.items():
         r = timed[mode]
         per_s = r["commits"] / r["seconds"]
+        cpu_tick = r["cpu"] * r["seconds"] / max(1, r["ticks"])
+        base_cpu_tick = base["cpu"] * base["seconds"] / max(1, base["ticks"])
         fs = traced.get(mode)
-        fsyncs = "n/a" if fs is None else f"{fs['fsyncs'] / fs['seconds']:.0f}"
+        fsyncs = per_commit = "n/a"
+        if fs is not None:
+            fsyncs = f"{fs['fsyncs'] / fs['seconds']:.0f}"
+            per_commit = f"{fs['fsyncs'] / max(1, fs['commits']):.2f}"
         lines.append(
-            f"| {title} | {r['halted']} | {r['ticks'] / r['due']:.0%} | {per_s:.0f} | {fsyncs} | "
-            f"{r['ticks'] / max(1, r['commits']):.1f} | {r['tick_p50'] * 1e3:.2f} | "
-            f"{r['tick_p99'] * 1e3:.2f} | {r['ack_p50'] * 1e3:.1f} | {r['ack_p99'] * 1e3:.1f} | "
-            f"{r['cpu']:.2f} | {r['commits'] / max(1, base['commits']):.2f} | "
-            f"{r['tick_p99'] / base['tick_p99']:.2f} |"
+            f"| {title} | {r['halted']} | {r['ticks'] / r['due']:.0%} | {per_s:.0f} | "
+            f"{r['ticks'] / max(1, r['commits']):.1f} | {fsyncs} | {per_commit} | "
+            f"{r['tick_p50'] * 1e3:.2f} | {r['tick_p99'] * 1e3:.2f} | {r['ack_p50'] * 1e3:.1f} | "
+            f"{r['ack_p99'] * 1e3:.1f} | {cpu_tick * 1e3:.2f} | "
+            f"{per_s / max(1e-9, base['commits'] / base['seconds']):.2f} | "
+            f"{cpu_tick / base_cpu_tick:.2f} | {r['tick_p99'] / base['tick_p99']:.2f} |"
         )
     largest = timed["group"]["largest"]
     lines += [
@@ -301,8 +308,9 @@ def main() -> int:
         "Commits/s: journal transactions committed per second (a SQLAlchemy commit event; "
         "snapshots are off). Fsyncs/s: fsync + fdatasync calls per second in a separate "
         f"{args.fsync_seconds:g} s run of each configuration under `strace -f --seccomp-bpf` "
-        "(n/a: strace unavailable); in WAL mode with synchronous=FULL each commit syncs the WAL "
-        "once, checkpoints add a few. Worlds per commit: ticks journaled per commit. Tick ms: "
+        "(n/a: strace unavailable), and per commit counted in that same run. CPU ms per tick: "
+        "the process's user + system CPU in the window over the ticks run. Worlds per commit: "
+        "ticks journaled per commit. Tick ms: "
         "the whole tick (take commands, step, journal write until durable, publish). Ack ms: "
         "submit to the publication that resolves the ticket (commands wait for the next tick: "
         f"up to one period, {1e3 / args.rate:.0f} ms, is the clock, not the store). Largest "
