@@ -1,7 +1,7 @@
 """Journal group commit (issue 13): many worlds ticking with commands on one SQLite file, their
 journal writes group-committed vs one transaction per world per tick, measured in the same run.
 
-N small worlds (default 200), each a whole WorldRuntime on its own loop thread at --rate Hz
+N small worlds (default 50, then 200), each a whole WorldRuntime on its own loop thread at --rate Hz
 (default 10), share one SQLite store in WAL mode with ``synchronous=FULL`` (the default store).
 A load thread submits one command per world per tick. Each configuration runs in a child
 process of its own (a fresh file, a fresh interpreter); after a warm-up, --seconds are
@@ -11,7 +11,7 @@ publication, which resolves the ticket) at p50 and p99, and the process's CPU. A
 shorter pair of runs under ``strace -f --seccomp-bpf`` (only fsync/fdatasync stop) counts the
 fsyncs that SQLite really issues per second; strace is kept out of the timed runs.
 
-    python bench/group_commit.py                          # 200 worlds at 10 Hz, 10 s each
+    python bench/group_commit.py                          # 50 and 200 worlds at 10 Hz
     python bench/group_commit.py --worlds 4 --seconds 1   # a small run (the smoke test)
 """
 
@@ -207,12 +207,14 @@ def child(mode: str, worlds: int, rate: float, seconds: float, warmup: float) ->
     }
 
 
-def run_child(args: argparse.Namespace, mode: str, seconds: float, trace: bool) -> dict[str, Any]:
+def run_child(
+    args: argparse.Namespace, worlds: int, mode: str, seconds: float, trace: bool
+) -> dict[str, Any]:
     """Run one configuration in a fresh interpreter (under strace when ``trace``)."""
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--json", out]
-    argv += ["--worlds", str(args.worlds), "--rate", str(args.rate)]
+    argv += ["--worlds", str(worlds), "--rate", str(args.rate)]
     argv += ["--seconds", str(seconds), "--warmup", str(args.warmup)]
     trace_file = None
     if trace:
@@ -246,9 +248,34 @@ def strace_works() -> bool:
     return done.returncode == 0
 
 
+def rows(worlds: int, timed: dict[str, Any], traced: dict[str, Any]) -> list[str]:
+    """The table rows of one size: each configuration, with ratios to the baseline's."""
+    base = timed["single"]
+    base_cpu_tick = base["cpu"] * base["seconds"] / max(1, base["ticks"])
+    out = []
+    for mode, title in MODES.items():
+        r = timed[mode]
+        per_s = r["commits"] / r["seconds"]
+        cpu_tick = r["cpu"] * r["seconds"] / max(1, r["ticks"])
+        fs = traced.get(mode)
+        fsyncs = per_commit = "n/a"
+        if fs is not None:
+            fsyncs = f"{fs['fsyncs'] / fs['seconds']:.0f}"
+            per_commit = f"{fs['fsyncs'] / max(1, fs['commits']):.2f}"
+        out.append(
+            f"| {worlds} | {title} | {r['halted']} | {r['ticks'] / r['due']:.0%} | {per_s:.0f} | "
+            f"{r['ticks'] / max(1, r['commits']):.1f} | {fsyncs} | {per_commit} | "
+            f"{r['tick_p50'] * 1e3:.2f} | {r['tick_p99'] * 1e3:.2f} | {r['ack_p50'] * 1e3:.1f} | "
+            f"{r['ack_p99'] * 1e3:.1f} | {cpu_tick * 1e3:.2f} | {r['largest'] or 1} | "
+            f"{per_s / max(1e-9, base['commits'] / base['seconds']):.2f} | "
+            f"{cpu_tick / base_cpu_tick:.2f} | {r['tick_p99'] / base['tick_p99']:.2f} |"
+        )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worlds", type=int, default=200)
+    ap.add_argument("--worlds", default="50,200", help="comma-separated world counts")
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -258,49 +285,34 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        result = child(args.child, args.worlds, args.rate, args.seconds, args.warmup)
+        result = child(args.child, int(args.worlds), args.rate, args.seconds, args.warmup)
         args.json.write_text(json.dumps(result))
         return 0
 
-    timed = {mode: run_child(args, mode, args.seconds, trace=False) for mode in MODES}
-    traced: dict[str, dict[str, Any]] = {}
-    if strace_works():
-        traced = {mode: run_child(args, mode, args.fsync_seconds, trace=True) for mode in MODES}
-    base = timed["single"]
+    sizes = [int(n) for n in args.worlds.split(",")]
+    trace = strace_works()
+    table = []
+    for n in sizes:
+        timed = {mode: run_child(args, n, mode, args.seconds, trace=False) for mode in MODES}
+        traced = {}
+        if trace:
+            traced = {mode: run_child(args, n, mode, args.fsync_seconds, True) for mode in MODES}
+        table += rows(n, timed, traced)
     lines = header("Journal group commit: many worlds on one SQLite file")
     lines += [
-        f"{args.worlds} worlds at {args.rate:g} Hz, each a WorldRuntime on its own loop thread, "
-        "one SQLite file (WAL, synchronous=FULL: the default store), one command per world per "
-        f"tick from a load thread; each configuration in a fresh process, {args.warmup:g} s "
-        f"warm-up, {args.seconds:g} s measured. Baseline (same run): one transaction per world "
-        "per tick (WORLDLOOP_GROUP_COMMIT=false).",
+        f"{' and '.join(map(str, sizes))} worlds at {args.rate:g} Hz, each a WorldRuntime on its "
+        "own loop thread, one SQLite file (WAL, synchronous=FULL: the default store), one "
+        "command per world per tick from a load thread; each configuration in a fresh process, "
+        f"{args.warmup:g} s warm-up, {args.seconds:g} s measured. Baseline (same run, same "
+        "size): one transaction per world per tick (WORLDLOOP_GROUP_COMMIT=false).",
         "",
-        "| journal writes | worlds halted | ticks run / due | commits/s | worlds per commit | "
-        "fsyncs/s (traced run) | fsyncs per commit (traced run) | tick ms p50 | tick ms p99 | "
-        "ack ms p50 | ack ms p99 | CPU ms per tick | commits/s vs baseline | "
-        "CPU per tick vs baseline | tick p99 vs baseline |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for mode, title in MODES.items():
-        r = timed[mode]
-        per_s = r["commits"] / r["seconds"]
-        cpu_tick = r["cpu"] * r["seconds"] / max(1, r["ticks"])
-        base_cpu_tick = base["cpu"] * base["seconds"] / max(1, base["ticks"])
-        fs = traced.get(mode)
-        fsyncs = per_commit = "n/a"
-        if fs is not None:
-            fsyncs = f"{fs['fsyncs'] / fs['seconds']:.0f}"
-            per_commit = f"{fs['fsyncs'] / max(1, fs['commits']):.2f}"
-        lines.append(
-            f"| {title} | {r['halted']} | {r['ticks'] / r['due']:.0%} | {per_s:.0f} | "
-            f"{r['ticks'] / max(1, r['commits']):.1f} | {fsyncs} | {per_commit} | "
-            f"{r['tick_p50'] * 1e3:.2f} | {r['tick_p99'] * 1e3:.2f} | {r['ack_p50'] * 1e3:.1f} | "
-            f"{r['ack_p99'] * 1e3:.1f} | {cpu_tick * 1e3:.2f} | "
-            f"{per_s / max(1e-9, base['commits'] / base['seconds']):.2f} | "
-            f"{cpu_tick / base_cpu_tick:.2f} | {r['tick_p99'] / base['tick_p99']:.2f} |"
-        )
-    largest = timed["group"]["largest"]
-    lines += [
+        "| worlds | journal writes | worlds halted | ticks run / due | commits/s | "
+        "worlds per commit | fsyncs/s (traced run) | fsyncs per commit (traced run) | "
+        "tick ms p50 | tick ms p99 | ack ms p50 | ack ms p99 | CPU ms per tick | "
+        "largest group | commits/s vs baseline | CPU per tick vs baseline | "
+        "tick p99 vs baseline |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table,
         "",
         "Worlds halted: worlds whose journal write still failed after "
         "WORLDLOOP_STORE_RETRY_SECONDS (5 s; e.g. SQLite's `database is locked` after its 10 s "
@@ -310,11 +322,10 @@ def main() -> int:
         f"{args.fsync_seconds:g} s run of each configuration under `strace -f --seccomp-bpf` "
         "(n/a: strace unavailable), and per commit counted in that same run. CPU ms per tick: "
         "the process's user + system CPU in the window over the ticks run. Worlds per commit: "
-        "ticks journaled per commit. Tick ms: "
-        "the whole tick (take commands, step, journal write until durable, publish). Ack ms: "
-        "submit to the publication that resolves the ticket (commands wait for the next tick: "
-        f"up to one period, {1e3 / args.rate:.0f} ms, is the clock, not the store). Largest "
-        f"group committed: {largest} worlds.",
+        "ticks journaled per commit; largest group: the most worlds one transaction held. "
+        "Tick ms: the whole tick (take commands, step, journal write until durable, publish). "
+        "Ack ms: submit to the publication that resolves the ticket (commands wait for the "
+        f"next tick: up to one period, {1e3 / args.rate:.0f} ms, is the clock, not the store).",
     ]
     text = "\n".join(lines) + "\n"
     print(text, end="")
