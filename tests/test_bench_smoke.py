@@ -68,7 +68,7 @@ def test_durability_bench_runs(tmp_path: Path):
 def test_group_commit_bench_runs(tmp_path: Path):
     out = run_bench(
         "group_commit.py",
-        *("--worlds", "3", "--seconds", "0.5", "--warmup", "0.3", "--fsync-seconds", "0.5"),
+        *("--worlds", "3", "--seconds", "0.5", "--warmup", "0.3"),
         *("--out", str(tmp_path / "g.md")),
     )
     assert "| one transaction per world (baseline) |" in out and "| group commit |" in out
