@@ -32,6 +32,7 @@ BENCHES: dict[str, list[str]] = {
     "runner_split": ["runner_split.py", "--out", str(RESULTS / "runner_split.md")],
     "frames_binary": ["frames_binary.py", "--out", str(RESULTS / "frames_binary.md")],
     "ratelimit": ["ratelimit.py", "--out", str(RESULTS / "ratelimit.md")],
+    "group_commit": ["group_commit.py", "--out", str(RESULTS / "group_commit.md")],
 }
 
 

@@ -69,6 +69,16 @@ def test_durability_bench_runs(tmp_path: Path):
     assert "| SQLite (WAL, synchronous=FULL) |" in out and "| True |" in out
 
 
+def test_group_commit_bench_runs(tmp_path: Path):
+    out = run_bench(
+        "group_commit.py",
+        *("--worlds", "3", "--seconds", "0.5", "--warmup", "0.3"),
+        *("--out", str(tmp_path / "g.md")),
+    )
+    assert "| one transaction per world (baseline) |" in out and "| group commit |" in out
+    assert (tmp_path / "g.md").read_text() == out
+
+
 def test_observe_and_jobs_benches_run(tmp_path: Path):
     out = run_bench(
         "observe.py",

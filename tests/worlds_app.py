@@ -5,7 +5,8 @@ seeded by its config) and ``faulty`` (a Drift with a system that raises every ti
 test-only endpoints reach any world: POST /test/worlds/<world>/kick submits a kick and answers
 200 once it is applied (acknowledged only after its journal write), and GET
 /test/worlds/<world>/state returns its published tick and kicks, and (where the world runs)
-its failing-system count.
+its failing-system count. GET /test/group shows what the group committer on the app's store
+did (worldloop.store.group).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tests.durability_app import Drift, create_world
 from worldloop import System, WorldLoop
 from worldloop.state import state_of
+from worldloop.store.group import group_for
 
 
 class DriftConfig(BaseModel):
@@ -86,6 +88,13 @@ def create_app() -> Flask:
             "paused": rt.stats().paused,
             "pid": os.getpid(),
         }
+
+    @app.get("/test/group")
+    def group() -> dict[str, Any]:
+        """What this process's group committer on the app's store did (store/group.py)."""
+        state = state_of()
+        stats = group_for(state.store_url, state.settings.store_schema).stats()
+        return {"commits": stats.commits, "entries": stats.entries, "largest": stats.largest}
 
     WorldLoop(app, world=create_world, kinds=KINDS, json_errors="all")
     return app

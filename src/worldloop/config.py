@@ -69,6 +69,10 @@ class Settings(BaseModel):
     hash_every: int = Field(default=100, ge=0)
     journal_retention: int = Field(default=3000, ge=0)
     store_retry_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    group_commit: bool = True
+    """The worlds of one process on one SQL store journal their ticks in shared transactions
+    (one fsync for all the worlds that ticked together; worldloop.store.group). A lone world
+    commits at once as before; False: one transaction per world per tick."""
     lease_wait: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Seconds a new process waits for the previous runner; None: 10 s under gunicorn."""
     bus_url: str = "local://"

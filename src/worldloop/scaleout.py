@@ -311,9 +311,11 @@ def scaleout_runtime(
     poll: float = 0.5,
     queue_size: int = 10_000,
     owner_options: Mapping[str, Any] | None = None,
+    group_commit: bool = True,
 ) -> ScaleoutRuntime:
     """The scale-out runtime of ``world``: Redis at ``redis_url`` (lease, streams), the SQL
-    store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``."""
+    store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``;
+    ``group_commit``: journal with the process's other worlds on that store (store/group.py)."""
     if not store_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
             f"the Redis mode needs a SQL store (PostgreSQL across hosts), not {store_url!r}"
@@ -325,7 +327,7 @@ def scaleout_runtime(
         world,
         bus,
         make_lease=lambda: RedisLease(connect(redis_url), world.name, prefix=prefix, ttl=ttl),
-        make_store=lambda: SqlStore(store_url, schema=schema),
+        make_store=lambda: SqlStore(store_url, schema=schema, group_commit=group_commit),
         lookup_store=SqlStore(store_url, schema=schema),
         poll=poll,
         owner_options=owner_options,
@@ -344,6 +346,7 @@ def runtime_from_settings(world: World, settings: Settings, store_url: str) -> S
         ttl=settings.lease_ttl,
         poll=settings.standby_poll,
         queue_size=settings.queue_size,
+        group_commit=settings.group_commit,
         owner_options={
             "rate_hz": settings.rate_hz,
             "policy": settings.overrun,

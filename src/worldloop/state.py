@@ -378,7 +378,9 @@ class WorldLoopState:
         url = self.store_url
         if url == "memory://":
             return None
-        return open_store(url, schema=self.settings.store_schema)
+        return open_store(
+            url, schema=self.settings.store_schema, group_commit=self.settings.group_commit
+        )
 
     def _make_lease(self, world_name: str) -> Lease:
         """The lease that goes with the store (worldloop.lease.default_lease_url)."""

@@ -9,9 +9,11 @@ the tick): a runner paused past its lease, whose world another runner has claime
 no row, commits nothing and gets :class:`~worldloop.errors.WorldFenced`.
 
 The check runs last in the transaction, so its row lock (PostgreSQL) is held only until the
-commit: the snapshot writer and the loop never wait on each other's inserts. SQLite serializes
-write transactions anyway (``BEGIN IMMEDIATE``). The table is created on the first claim, so a
-store of an older worldloop needs no migration.
+commit: the snapshot writer and the loop never wait on each other's inserts, and a new owner's
+claim does not wait on an old owner paused while it writes its rows. A journal transaction
+that several worlds share (worldloop.store.group) checks each world's fence after all their
+rows, in name order. SQLite serializes write transactions anyway (``BEGIN IMMEDIATE``). The
+table is created on the first claim, so a store of an older worldloop needs no migration.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import WorldFenced
+from .group import JOURNAL
 from .sql import SqlStore
 
 epochs_metadata = MetaData()
@@ -48,9 +51,6 @@ epochs = Table(
     Column("owner", String(200), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-
-JOURNAL = "journal write"
-"""The ``what`` of a journal transaction (SqlStore._write): the one that moves the cursor."""
 
 
 @dataclass(frozen=True, slots=True)

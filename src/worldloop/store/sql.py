@@ -42,10 +42,10 @@ from .base import (
     SnapshotInfo,
     check_window,
     command_view,
-    encode_record,
     prune_plan,
 )
 from .codec import decode_state, encode_state
+from .group import GroupCommit, group_for, journal_entry, write_journal
 from .sql_schema import (
     SCHEMA_VERSION,
     commands,
@@ -70,6 +70,7 @@ class SqlStore:
 
     ``readonly`` stores never create or change anything (used by the CLI next to a running
     server). ``schema`` puts the tables in a PostgreSQL schema (created if missing).
+    ``group_commit``: see :attr:`group`.
     """
 
     def __init__(
@@ -79,8 +80,12 @@ class SqlStore:
         schema: str | None = None,
         readonly: bool = False,
         busy_timeout: float = 10.0,
+        group_commit: bool = True,
     ) -> None:
         self.url = str(url)
+        self.group_commit = group_commit
+        """Journal writes share transactions with the other worlds of this database in this
+        process (WORLDLOOP_GROUP_COMMIT; worldloop.store.group)."""
         self.schema = schema
         self.readonly = readonly
         self.busy_timeout = busy_timeout
@@ -94,6 +99,7 @@ class SqlStore:
         except Exception as exc:
             raise StoreError(f"bad store URL {self.url!r}: {exc}") from exc
         self.is_sqlite = self._url.get_backend_name() == "sqlite"
+        self._memory = self.is_sqlite and (self._url.database or ":memory:") == ":memory:"
 
     def __repr__(self) -> str:
         return f"SqlStore({self._url.render_as_string(hide_password=True)!r})"
@@ -255,35 +261,26 @@ class SqlStore:
         records: Sequence[JournalRecord],
         state_hash: str | None = None,
     ) -> None:
-        now = time.time()
-        rows = [
-            {
-                "world": world,
-                "tick": tick,
-                "pos": pos,
-                "seq": int(rec["seq"]),
-                "command_id": str(rec["id"]),
-                "record": encode_record(rec),
-                "idem_key": None if rec.get("key") is None else str(rec["key"]),
-            }
-            for pos, rec in enumerate(records)
-        ]
-        last_seq = max([self._last_seq.get(world, 0), *(int(rec["seq"]) for rec in records)])
-        with self._write("journal write", world) as conn:
-            res = conn.execute(
-                update(heads)
-                .where(heads.c.world == world)
-                .values(tick=tick, last_seq=last_seq, updated_at=now)
-            )
-            if res.rowcount == 0:
-                conn.execute(
-                    insert(heads).values(world=world, tick=tick, last_seq=last_seq, updated_at=now)
-                )
-            if rows:
-                conn.execute(insert(commands), rows)
-            if state_hash is not None:
-                conn.execute(insert(hashes).values(world=world, tick=tick, state_hash=state_hash))
-        self._last_seq[world] = last_seq
+        """Journal a tick (its fence checked last, same transaction); with group commit, in the
+        transaction of every world of this database that journals meanwhile (store/group.py)."""
+        last = self._last_seq.get(world, 0)
+        entry = journal_entry(self, world, tick, records, state_hash, last)
+        group = self.group
+        if group is not None:
+            group.append(entry)
+        else:
+            write_journal(self, [entry])
+            if entry.error is not None:
+                raise entry.error
+        self._last_seq[world] = entry.last_seq
+
+    @property
+    def group(self) -> GroupCommit | None:
+        """This process's group committer for this database, or None (off, read-only, or an
+        in-memory SQLite database, which no other store object shares)."""
+        if not self.group_commit or self.readonly or self._memory:
+            return None
+        return group_for(self.url, self.schema)
 
     def head(self, world: str) -> int | None:
         with self._read("reading the head") as conn:
