@@ -29,6 +29,7 @@ from .clock import TickerStats
 from .errors import ConfigError, WorldLockedError, WorldNotRunning
 from .lease.redis import RedisLease
 from .runtime import WorldRuntime
+from .scaleout_probe import ServiceProbe
 from .store.epoch import EpochFence
 from .store.sql import SqlStore
 from .world import World
@@ -128,6 +129,15 @@ class ScaleoutRuntime(WorldRuntime):
         self.takeovers = 0
         self.given_up: str | None = None
         """Why this worker last gave the world up (fenced, lease lost), for /readyz and logs."""
+        self.given_up_epoch = 0
+        """The epoch this worker served when it gave the world up (lease_lost until a newer
+        one is served)."""
+        self.probe = ServiceProbe(
+            bus.client,
+            lookup_store,
+            lambda: None if self.given_up is None else (self.given_up, self.given_up_epoch),
+            lambda: self.redis_bus.position[0],
+        )
         self._standby_stop = threading.Event()
         self._standby: threading.Thread | None = None
         self._owner_lock = threading.Lock()
@@ -240,6 +250,7 @@ class ScaleoutRuntime(WorldRuntime):
         if owner is None:
             return True
         if why is not None:
+            self.given_up_epoch = max(self.redis_bus.position[0], self.redis_bus.epoch)
             self.given_up = why
             log.error("world %r: %s gives the world up: %s", self.name, self.me, why)
         return owner.stop(timeout)
@@ -296,8 +307,12 @@ class ScaleoutRuntime(WorldRuntime):
         return self._owner().checkpoint(timeout)
 
     def check_writable(self) -> None:
-        if self.store is not None:
-            self.store.check_writable()
+        """Nothing: the store is checked by :meth:`service_problems` (store_unreachable)."""
+
+    def service_problems(self) -> list[tuple[str, str]]:
+        """Why this worker cannot serve the world now (redis_unreachable, store_unreachable,
+        lease_lost), as ``(code, message)`` for /readyz; empty when its services answer."""
+        return self.probe.problems()
 
 
 def scaleout_runtime(
