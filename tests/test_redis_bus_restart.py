@@ -2,7 +2,9 @@
 every key is gone, so a retry with an idempotency key whose command was still waiting puts it
 anew (it was never journaled, never acknowledged) instead of waiting on it forever; a stream
 whose ids restart below the journaled cursor (the new Redis's clock is behind) still hands every
-new command to the owner; a feed that restarts below what a worker read is read afresh."""
+new command to the owner; a feed that restarts below what a worker read is read afresh; and the
+ticket of a command lost with Redis stops holding the worker's ticket history once it is older
+than its key would be."""
 
 from __future__ import annotations
 
@@ -102,3 +104,28 @@ def test_a_feed_restarted_below_what_a_worker_read_is_read_afresh(
     owner.publish(Snapshot("w", 7, 0.35, {"x": 1}, {}))
     assert owner.flush(5)
     until(lambda: reader.position == (2, 7))
+
+
+def test_a_ticket_lost_with_redis_does_not_hold_the_history_forever(
+    own_redis: OwnRedis, buses: list[RedisBus]
+) -> None:
+    url, start = own_redis
+    proc = start()
+    web = RedisBus(connect(url), "w", history=3, key_seconds=1.0)
+    buses.append(web)
+    lost = web.put("kick", {"i": 0})
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    start()
+    owner = RedisBus(connect(url), "w", read=False)
+    buses.append(owner)
+    owner.start_at("0-0", 2)
+    until(lambda: time.time() - lost.command.submitted_at > 1.0)  # older than its key now
+    tickets = [web.put("kick", {"i": i}) for i in range(1, 7)]
+    taken = owner.take()
+    assert [c.id for c in taken] == [t.id for t in tickets]
+    owner.publish(Snapshot("w", 1, 0.05, {}, {}), [Outcome(c, True, None) for c in taken])
+    until(lambda: all(t.done for t in tickets))
+    web.put("kick", {"i": 7})  # remembering it evicts the oldest: the lost one first
+    assert web.ticket(lost.id) is None and not lost.done
+    assert len(web._tickets) <= 3

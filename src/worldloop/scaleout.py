@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .bus.redis import RedisBus
 from .clock import TickerStats
-from .errors import ConfigError, WorldLockedError, WorldNotRunning
+from .errors import ConfigError, StoreError, WorldLockedError, WorldNotRunning
 from .lease.redis import RedisLease
 from .runtime import WorldRuntime
 from .scaleout_probe import ServiceProbe
@@ -232,8 +232,11 @@ class ScaleoutRuntime(WorldRuntime):
             owner.add_plugin(plugin)
         try:
             owner.start()  # claims the epoch, recovers, publishes, ticks
-        except Exception:
-            log.exception("world %r: taking the world over failed; standing by", self.name)
+        except Exception as exc:
+            if isinstance(exc, StoreError):  # the store down (readyz: store_unreachable)
+                log.warning("world %r: taking the world over failed: %s", self.name, exc)
+            else:
+                log.exception("world %r: taking the world over failed; standing by", self.name)
             lease.release()
             store.close()
             return

@@ -191,7 +191,9 @@ class RedisBus:
         )
 
     def _remember(self, ticket: CommandTicket) -> CommandTicket:
-        """Keep this worker's ticket to resolve from the feed (bounded: resolved ones go first)."""
+        """Keep this worker's ticket to resolve from the feed (bounded: resolved ones go first,
+        and one still pending after ``key_seconds``: its command was lost with a restart of
+        Redis, and would otherwise hold every later ticket in memory)."""
         with self._lock:
             found = self._tickets.get(ticket.id)
             if found is not None:
@@ -201,7 +203,7 @@ class RedisBus:
                 self._keys[ticket.command.key.scope] = ticket
             while len(self._tickets) > self.history:
                 old_id, old = next(iter(self._tickets.items()))
-                if not old.done:
+                if not old.done and time.time() - old.command.submitted_at < self.key_seconds:
                     break
                 del self._tickets[old_id]
                 if old.command.key is not None:
