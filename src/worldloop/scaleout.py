@@ -108,6 +108,7 @@ class ScaleoutRuntime(WorldRuntime):
         lookup_store: SqlStore | None = None,
         poll: float = 0.5,
         owner_options: Mapping[str, Any] | None = None,
+        probe_every: float = 1.0,
     ) -> None:
         options = dict(owner_options or {})
         super().__init__(
@@ -137,6 +138,7 @@ class ScaleoutRuntime(WorldRuntime):
             lookup_store,
             lambda: None if self.given_up is None else (self.given_up, self.given_up_epoch),
             lambda: self.redis_bus.position[0],
+            every=probe_every,
         )
         self._standby_stop = threading.Event()
         self._standby: threading.Thread | None = None
@@ -329,9 +331,11 @@ def scaleout_runtime(
     poll: float = 0.5,
     queue_size: int = 10_000,
     owner_options: Mapping[str, Any] | None = None,
+    probe_every: float = 1.0,
 ) -> ScaleoutRuntime:
     """The scale-out runtime of ``world``: Redis at ``redis_url`` (lease, streams), the SQL
-    store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``."""
+    store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``; /readyz
+    asks both services at most every ``probe_every`` seconds."""
     if not store_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
             f"the Redis mode needs a SQL store (PostgreSQL across hosts), not {store_url!r}"
@@ -347,6 +351,7 @@ def scaleout_runtime(
         lookup_store=SqlStore(store_url, schema=schema),
         poll=poll,
         owner_options=owner_options,
+        probe_every=probe_every,
     )
 
 
@@ -362,6 +367,7 @@ def runtime_from_settings(world: World, settings: Settings, store_url: str) -> S
         ttl=settings.lease_ttl,
         poll=settings.standby_poll,
         queue_size=settings.queue_size,
+        probe_every=settings.ready_store_check_ttl,
         owner_options={
             "rate_hz": settings.rate_hz,
             "policy": settings.overrun,
