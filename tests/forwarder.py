@@ -21,9 +21,20 @@ class Forwarder:
         self.port = free_port()
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
+        self._upstream: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
         self.clear()
+
+    def upstream_ports(self) -> list[int]:
+        """The local ports of the open connections to the target (how the target sees them)."""
+        with self._lock:
+            socks = list(self._upstream)
+        ports = []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                ports.append(int(sock.getsockname()[1]))
+        return ports
 
     def clear(self) -> None:
         """Listen (again) on the same port."""
@@ -42,6 +53,7 @@ class Forwarder:
         with self._lock:
             listener, self._listener = self._listener, None
             socks, self._socks = self._socks, set()
+            self._upstream = set()
         for sock in [*([listener] if listener else []), *socks]:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -69,6 +81,7 @@ class Forwarder:
                     upstream.close()
                     return
                 self._socks.update((client, upstream))
+                self._upstream.add(upstream)
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
@@ -96,6 +109,7 @@ class Forwarder:
             with self._lock:
                 self._socks.discard(a)
                 self._socks.discard(b)
+                self._upstream.discard(b)
             for sock in (a, b):
                 with contextlib.suppress(OSError):
                     sock.close()

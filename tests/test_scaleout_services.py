@@ -1,8 +1,9 @@
 """Service faults of the Redis mode (part 5 of issue 14) in real gunicorn servers: Redis
 restarting (a test-owned redis-server without persistence: the lease, the streams and the keys
 are gone), PostgreSQL unreachable from one host or from every host, and one host cut off from
-Redis only. The shared Redis and PostgreSQL are never stopped: a host's path to them goes through
-a :class:`~tests.forwarder.Forwarder` the test cuts and clears.
+Redis only, and PostgreSQL ending every connection of the servers (pg_terminate_backend, what
+its restart does to clients). The shared Redis and PostgreSQL are never stopped: a host's path to
+them goes through a :class:`~tests.forwarder.Forwarder` the test cuts and clears.
 
 In each fault the world stops rather than diverge (or goes on on a host that still reaches both),
 /readyz says why (``redis_unreachable``, ``store_unreachable``, ``lease_lost``) and answers 200
@@ -111,6 +112,17 @@ def wait_ready(srv: Server, timeout: float, what: str) -> None:
 def gave_up(*servers: Server) -> int:
     """How many times the servers' workers gave the world up (their logs say it)."""
     return sum(srv.log.count("gives the world up") for srv in servers)
+
+
+def terminate_backends(*forwarders: Forwarder) -> int:
+    """pg_terminate_backend of every connection that came through ``forwarders``; how many."""
+    ports = [port for f in forwarders for port in f.upstream_ports()]
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)",
+            (ports,),
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
 
 
 def owner_pid(client: redis.Redis, prefix: str) -> int | None:
@@ -291,6 +303,14 @@ def test_postgresql_cut_from_one_host_then_from_every_host(
                     wait_ready(b, 30, "b ready")
                     clients = Clients([a, b], REDIS_URL, prefix)
                     clients.more(30)
+
+                    # every connection of the servers to PostgreSQL ended by the server (what a
+                    # restart does to its clients): they reconnect, the world goes on
+                    assert terminate_backends(fa, fb) > 0
+                    clients.more(30)
+                    assert gave_up(a, b) == 0  # the journal write's retry reconnected
+                    for srv in (a, b):
+                        wait_ready(srv, 30, "ready after the connections ended")
                     epoch, _ = pg_state(schema)
 
                     # a (the owner) cut off from PostgreSQL only: it gives the world up, b runs it
