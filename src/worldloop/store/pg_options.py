@@ -28,9 +28,20 @@ CONNECT_DEFAULTS: Mapping[str, int] = {
 def pg_engine_options(query: Mapping[str, Any], schema: str | None) -> dict[str, Any]:
     """The ``create_engine`` keyword arguments of a PostgreSQL store: :data:`CONNECT_DEFAULTS`
     not already in the URL's ``query``, and the schema every table lives in."""
-    options: dict[str, Any] = {
-        "connect_args": {k: v for k, v in CONNECT_DEFAULTS.items() if k not in query}
-    }
+    wanted = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in query}
+    if "tcp_user_timeout" in wanted and _libpq_version() < 120000:
+        del wanted["tcp_user_timeout"]  # unknown to libpq before 12: the connect would fail
+    options: dict[str, Any] = {"connect_args": wanted}
     if schema:
         options["execution_options"] = {"schema_translate_map": {None: schema}}
     return options
+
+
+def _libpq_version() -> int:
+    """The libpq psycopg runs on (e.g. 170002), or 0 when psycopg is not psycopg 3."""
+    try:
+        import psycopg
+
+        return int(psycopg.pq.version())
+    except (ImportError, AttributeError):
+        return 0
