@@ -12,6 +12,8 @@ claimed the world while this one was paused) or loses its lease, the standby thr
 
 Failover bound: a dead owner's lease expires after ``ttl``; a standby notices within ``poll``;
 then recovery (snapshot + journal replay, hash-checked) and the stream from the journaled offset.
+While Redis or the store does not answer this worker, or it gave the world up and no owner has
+published since, /readyz says which (worldloop.scaleout_probe); it stands by and resumes alone.
 """
 
 from __future__ import annotations
