@@ -9,7 +9,11 @@ import pytest
 from flask import Flask
 
 from tests.browser import browser, page, phone  # noqa: F401 - fixtures for the viewer tests
-from tests.redis_support import prefix, schema  # noqa: F401 - fixtures for the Redis-mode tests
+from tests.redis_support import (  # noqa: F401 - fixtures for the Redis-mode tests
+    own_redis,
+    prefix,
+    schema,
+)
 from worldloop import ManualClock
 
 

@@ -1,15 +1,19 @@
-"""Redis helpers shared by the scale-out tests: the URL, a required-service check, and a key
-prefix per test (removed afterwards) so tests never see each other's keys."""
+"""Redis helpers shared by the scale-out tests: the URL, a required-service check, a key
+prefix per test (removed afterwards) so tests never see each other's keys, and a redis-server
+of the test's own for the tests that stop or restart Redis (the shared one is never touched)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import service_required
+from tests.support import free_port, service_required, wait_for
 
 REDIS_URL = os.environ.get("WORLDLOOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -68,3 +72,40 @@ def schema() -> Iterator[str]:
         yield name
     finally:
         drop_pg_schema(name)
+
+
+OwnRedis = tuple[str, Callable[[], "subprocess.Popen[bytes]"]]
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of the test's own without persistence, which the test may stop and start
+    again on the same port (a restart loses every key): its URL and a function that starts it,
+    returning its process. Killed at the end."""
+    import redis
+
+    server = shutil.which("redis-server")
+    if server is None:
+        if service_required("redis"):
+            pytest.fail("redis-server is required under CI=true (a Redis the test may stop)")
+        pytest.skip("no redis-server binary to run a Redis of the test's own")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        proc = subprocess.Popen(
+            [*argv, "--appendonly", "no"], stdout=subprocess.DEVNULL, cwd=tmp_path
+        )
+        procs.append(proc)
+        wait_for(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 10)
+        return proc
+
+    try:
+        yield url, start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)

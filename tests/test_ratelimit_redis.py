@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import pytest
 import redis
 
 from tests.redis_support import REDIS_URL, drop_prefix, require_redis
-from tests.support import free_port, service_required, wait_for
+from tests.support import free_port
 from worldloop.api.errors import RateLimited
 from worldloop.api.ratelimit import RateLimiter, open_limiter
 from worldloop.api.ratelimit_redis import RedisLimiter
@@ -49,37 +46,6 @@ def test_the_redis_servers_clock_by_default(prefix: str) -> None:
     with pytest.raises(RateLimited) as err:
         lim.hit("ip:10.0.0.1")
     assert 99.0 < err.value.retry_after <= 100.0
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """A redis-server of the test's own, which the test may stop and start again: (its URL,
-    a function that starts it, returning its process)."""
-    server = shutil.which("redis-server")
-    if server is None:
-        if service_required("redis"):
-            pytest.fail("redis-server is required under CI=true (a Redis the test may stop)")
-        pytest.skip("no redis-server binary to run a Redis of the test's own")
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        proc = subprocess.Popen(
-            [*argv, "--appendonly", "no"], stdout=subprocess.DEVNULL, cwd=tmp_path
-        )
-        procs.append(proc)
-        wait_for(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 10)
-        return proc
-
-    try:
-        yield url, start
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
 
 
 def test_a_redis_outage_fails_open_once_logged_and_counted(

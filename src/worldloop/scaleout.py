@@ -12,6 +12,8 @@ claimed the world while this one was paused) or loses its lease, the standby thr
 
 Failover bound: a dead owner's lease expires after ``ttl``; a standby notices within ``poll``;
 then recovery (snapshot + journal replay, hash-checked) and the stream from the journaled offset.
+While Redis or the store does not answer this worker, or it gave the world up and no owner has
+published since, /readyz says which (worldloop.scaleout_probe); it stands by and resumes alone.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .bus.redis import RedisBus
 from .clock import TickerStats
-from .errors import ConfigError, WorldLockedError, WorldNotRunning
+from .errors import ConfigError, StoreError, WorldLockedError, WorldNotRunning
 from .lease.redis import RedisLease
 from .runtime import WorldRuntime
+from .scaleout_probe import ServiceProbe
 from .store.epoch import EpochFence
 from .store.sql import SqlStore
 from .world import World
@@ -107,6 +110,7 @@ class ScaleoutRuntime(WorldRuntime):
         lookup_store: SqlStore | None = None,
         poll: float = 0.5,
         owner_options: Mapping[str, Any] | None = None,
+        probe_every: float = 1.0,
     ) -> None:
         options = dict(owner_options or {})
         super().__init__(
@@ -128,6 +132,16 @@ class ScaleoutRuntime(WorldRuntime):
         self.takeovers = 0
         self.given_up: str | None = None
         """Why this worker last gave the world up (fenced, lease lost), for /readyz and logs."""
+        self.given_up_epoch = 0
+        """The epoch this worker served when it gave the world up (lease_lost until a newer
+        one is served)."""
+        self.probe = ServiceProbe(
+            bus.client,
+            lookup_store,
+            lambda: None if self.given_up is None else (self.given_up, self.given_up_epoch),
+            lambda: self.redis_bus.position[0],
+            every=probe_every,
+        )
         self._standby_stop = threading.Event()
         self._standby: threading.Thread | None = None
         self._owner_lock = threading.Lock()
@@ -222,8 +236,11 @@ class ScaleoutRuntime(WorldRuntime):
             owner.add_plugin(plugin)
         try:
             owner.start()  # claims the epoch, recovers, publishes, ticks
-        except Exception:
-            log.exception("world %r: taking the world over failed; standing by", self.name)
+        except Exception as exc:
+            if isinstance(exc, StoreError):  # the store down (readyz: store_unreachable)
+                log.warning("world %r: taking the world over failed: %s", self.name, exc)
+            else:
+                log.exception("world %r: taking the world over failed; standing by", self.name)
             lease.release()
             store.close()
             return
@@ -240,6 +257,7 @@ class ScaleoutRuntime(WorldRuntime):
         if owner is None:
             return True
         if why is not None:
+            self.given_up_epoch = max(self.redis_bus.position[0], self.redis_bus.epoch)
             self.given_up = why
             log.error("world %r: %s gives the world up: %s", self.name, self.me, why)
         return owner.stop(timeout)
@@ -296,8 +314,12 @@ class ScaleoutRuntime(WorldRuntime):
         return self._owner().checkpoint(timeout)
 
     def check_writable(self) -> None:
-        if self.store is not None:
-            self.store.check_writable()
+        """Nothing: the store is checked by :meth:`service_problems` (store_unreachable)."""
+
+    def service_problems(self) -> list[tuple[str, str]]:
+        """Why this worker cannot serve the world now (redis_unreachable, store_unreachable,
+        lease_lost), as ``(code, message)`` for /readyz; empty when its services answer."""
+        return self.probe.problems()
 
 
 def scaleout_runtime(
@@ -312,10 +334,12 @@ def scaleout_runtime(
     queue_size: int = 10_000,
     owner_options: Mapping[str, Any] | None = None,
     group_commit: bool = True,
+    probe_every: float = 1.0,
 ) -> ScaleoutRuntime:
     """The scale-out runtime of ``world``: Redis at ``redis_url`` (lease, streams), the SQL
     store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``;
-    ``group_commit``: journal with the process's other worlds on that store (store/group.py)."""
+    ``group_commit``: journal with the process's other worlds on that store (store/group.py);
+    /readyz asks both services at most every ``probe_every`` seconds."""
     if not store_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
             f"the Redis mode needs a SQL store (PostgreSQL across hosts), not {store_url!r}"
@@ -331,6 +355,7 @@ def scaleout_runtime(
         lookup_store=SqlStore(store_url, schema=schema),
         poll=poll,
         owner_options=owner_options,
+        probe_every=probe_every,
     )
 
 
@@ -347,6 +372,7 @@ def runtime_from_settings(world: World, settings: Settings, store_url: str) -> S
         poll=settings.standby_poll,
         queue_size=settings.queue_size,
         group_commit=settings.group_commit,
+        probe_every=settings.ready_store_check_ttl,
         owner_options={
             "rate_hz": settings.rate_hz,
             "policy": settings.overrun,

@@ -86,6 +86,9 @@ def assess(
     if not stats.paused and (age is None or age > float(max_age)):
         shown = "never" if age is None else f"{age:.1f}s ago"
         problems.append(Problem("loop_stalled", f"last tick {shown} (bound {max_age}s)", True))
+    service_problems = getattr(rt, "service_problems", None)  # the scale-out mode's services
+    if service_problems is not None:
+        problems.extend(Problem(code, message, True) for code, message in service_problems())
     if rt.store is not None:
         err = probe.check(rt)
         if err is not None:
@@ -126,8 +129,9 @@ class Liveness(BaseModel):
 
 class ProblemInfo(BaseModel):
     """A reason the world is not fully ready. Fatal codes (503): not_running, runner_down, halted,
-    loop_stalled, store_unwritable, overrunning, tick_errors; soft codes (200, degraded):
-    system_errors, hook_errors."""
+    loop_stalled, store_unwritable, overrunning, tick_errors, and in the Redis mode
+    redis_unreachable, store_unreachable, lease_lost; soft codes (200, degraded): system_errors,
+    hook_errors."""
 
     code: str
     message: str

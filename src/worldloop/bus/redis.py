@@ -35,6 +35,7 @@ from ..errors import QueueFull, WorldNotRunning
 from ..runner.shm import pack, unpack
 from ..snapshot import DEFAULT_CACHE_BYTES, Snapshot
 from ..store.base import _jsonable
+from .redis_scripts import PUT, SET_SEQ, START, after, id_key
 
 if TYPE_CHECKING:
     import redis
@@ -42,40 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worldloop.bus")
 
-PUT = """
-if KEYS[4] ~= '' then
-  local first = redis.call('GET', KEYS[4])
-  if first then return {0, first} end
-end
-if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[1]) then return {-1} end
-local seq = redis.call('INCR', KEYS[2])
-local id = redis.call('XADD', KEYS[1], '*', 'seq', seq, 'c', ARGV[2])
-redis.call('INCR', KEYS[3])
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], seq .. ' ' .. ARGV[2], 'PX', ARGV[3]) end
-return {1, seq, id}
-"""
-START = """
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
-local waiting = redis.call('XLEN', KEYS[1])
-redis.call('SET', KEYS[2], waiting)
-return waiting
-"""
-SET_SEQ = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return 1
-"""
-
 
 class BusUnavailable(WorldNotRunning):
     """Redis did not answer a put (restarting, unreachable): nothing was queued, retry."""
-
-
-def after(stream_id: str) -> str:
-    """The smallest stream id after ``stream_id`` (XTRIM MINID keeps it and what follows)."""
-    ms, _, n = stream_id.partition("-")
-    return f"{ms}-{int(n or 0) + 1}"
 
 
 def _text(value: Any) -> str:
@@ -162,8 +132,7 @@ class RedisBus:
         key: IdempotencyKey | None = None,
     ) -> CommandTicket:
         if key is not None:
-            with self._lock:
-                known = self._keys.get(key.scope)
+            known = self.keyed(key.scope)
             if known is not None:
                 return self._same(known, key)
         record: dict[str, Any] = {
@@ -222,7 +191,9 @@ class RedisBus:
         )
 
     def _remember(self, ticket: CommandTicket) -> CommandTicket:
-        """Keep this worker's ticket to resolve from the feed (bounded: resolved ones go first)."""
+        """Keep this worker's ticket to resolve from the feed (bounded: resolved ones go first,
+        and one still pending after ``key_seconds``: its command was lost with a restart of
+        Redis, and would otherwise hold every later ticket in memory)."""
         with self._lock:
             found = self._tickets.get(ticket.id)
             if found is not None:
@@ -232,7 +203,7 @@ class RedisBus:
                 self._keys[ticket.command.key.scope] = ticket
             while len(self._tickets) > self.history:
                 old_id, old = next(iter(self._tickets.items()))
-                if not old.done:
+                if not old.done and time.time() - old.command.submitted_at < self.key_seconds:
                     break
                 del self._tickets[old_id]
                 if old.command.key is not None:
@@ -240,8 +211,12 @@ class RedisBus:
         return ticket
 
     def keyed(self, scope: str) -> CommandTicket | None:
+        """The resolved ticket of a key this worker put. One still in flight is not answered
+        here: Redis is asked again (its key may be gone with a restart of Redis, and with it
+        the command, which a retry must then put anew; the journal is asked first)."""
         with self._lock:
-            return self._keys.get(scope)
+            ticket = self._keys.get(scope)
+        return ticket if ticket is not None and ticket.done else None
 
     def ticket(self, command_id: str) -> CommandTicket | None:
         with self._lock:
@@ -287,8 +262,8 @@ class RedisBus:
         drop what the journal already holds, and count what is still waiting."""
         self.epoch = epoch
         self.cursor = self._committed = cursor
-        self._start(keys=[self.cmd_key, self.depth_key], args=[after(cursor)])  # one script:
-        # no put slips between the count and the reset
+        self._start(keys=[self.cmd_key, self.depth_key], args=[after(cursor), cursor])  # one
+        # script: no put slips between the count and the reset (redis_scripts.START)
 
     def take(self, limit: int | None = None) -> list[Command]:
         entries: Any = self.client.xrange(
@@ -457,6 +432,8 @@ class RedisBus:
                         last = "0-1"  # anything from now on
                         continue
                 reply: Any = client.xread({self.feed_key: last}, count=256, block=500)
+                if not reply and last != "0-1":
+                    last = self._behind(last)
             except Exception as exc:
                 log.warning("world %r: reading the feed failed: %s", self.world, exc)
                 self._closed.wait(0.5)
@@ -468,6 +445,19 @@ class RedisBus:
                         self._entry(fields)
                     except Exception:
                         log.exception("world %r: a bad feed entry %s", self.world, last)
+
+    def _behind(self, last: str) -> str:
+        """``last``, or "0-0" (read the newest again) when the feed's newest id is below it: a
+        Redis restarted without its data and with its clock behind numbers the new entries
+        below what this reader saw (redis_scripts), and XREAD after ``last`` would wait forever.
+        """
+        newest: Any = self.client.xrevrange(self.feed_key, count=1)
+        if newest and id_key(_text(newest[0][0])) < id_key(last):
+            log.warning(
+                "world %r: the feed restarted below %s; reading it afresh", self.world, last
+            )
+            return "0-0"
+        return last
 
     def _entry(self, fields: Mapping[bytes, Any]) -> None:
         epoch, tick = int(fields[b"epoch"]), int(fields[b"tick"])

@@ -46,6 +46,7 @@ from .base import (
 )
 from .codec import decode_state, encode_state
 from .group import GroupCommit, group_for, journal_entry, write_journal
+from .pg_options import pg_engine_options
 from .sql_schema import (
     SCHEMA_VERSION,
     commands,
@@ -156,9 +157,7 @@ class SqlStore:
                 private=None if memory or not new else Path(db),
             )
         else:
-            if self.schema:
-                kwargs["execution_options"] = {"schema_translate_map": {None: self.schema}}
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(url, **pg_engine_options(url.query, self.schema))
         return engine
 
     def _prepare(self, engine: Engine) -> None:

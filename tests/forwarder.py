@@ -1,0 +1,115 @@
+"""A TCP forwarder the test controls, standing between one server and one service (Redis or
+PostgreSQL): :meth:`Forwarder.cut` closes the listener and every connection through it, as a
+host cut off from that service sees it (refused and reset), and :meth:`Forwarder.clear` opens
+the same port again. Other hosts, connected directly, see nothing of it."""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+
+from tests.support import free_port
+
+
+class Forwarder:
+    """Forwards 127.0.0.1:``port`` to ``target`` (host, port) on a thread of its own."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        self._upstream: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self.clear()
+
+    def upstream_ports(self) -> list[int]:
+        """The local ports of the open connections to the target (how the target sees them)."""
+        with self._lock:
+            socks = list(self._upstream)
+        ports = []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                ports.append(int(sock.getsockname()[1]))
+        return ports
+
+    def clear(self) -> None:
+        """Listen (again) on the same port."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Close the listener and every open connection (both ends)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            socks, self._socks = self._socks, set()
+            self._upstream = set()
+        for sock in [*([listener] if listener else []), *socks]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut: the listener is closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._socks.update((client, upstream))
+                self._upstream.add(upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        sel = selectors.DefaultSelector()
+        peer = {a: b, b: a}
+        try:
+            a.setblocking(False)
+            b.setblocking(False)
+            sel.register(a, selectors.EVENT_READ)
+            sel.register(b, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select(1.0):
+                    src: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    dst = peer[src]
+                    dst.setblocking(True)
+                    dst.sendall(data)
+                    dst.setblocking(False)
+        except (OSError, ValueError):
+            return
+        finally:
+            sel.close()
+            with self._lock:
+                self._socks.discard(a)
+                self._socks.discard(b)
+                self._upstream.discard(b)
+            for sock in (a, b):
+                with contextlib.suppress(OSError):
+                    sock.close()

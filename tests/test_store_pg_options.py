@@ -1,0 +1,62 @@
+"""A PostgreSQL that never answers (a listener that takes the connection and stays silent, as
+a host behind a blackhole looks to a connect) fails the store's open with a StoreError within
+the connect timeout instead of hanging the caller; a timeout in the store URL wins over the
+default."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from worldloop.errors import StoreError
+from worldloop.store.pg_options import CONNECT_DEFAULTS, pg_engine_options
+from worldloop.store.sql import SqlStore
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose listener never accepts: the TCP handshake completes, no reply ever comes."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield int(listener.getsockname()[1])
+
+
+def open_in_thread(url: str) -> tuple[BaseException | None, float]:
+    """Open a store at ``url`` on a thread (the test never hangs on it): its error and how
+    long it took; the thread is given 60 s."""
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            SqlStore(url).open()
+            result.append(None)
+        except BaseException as exc:
+            result.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert result, "opening the store hung past 60 s"
+    return result[0], time.monotonic() - started
+
+
+def test_a_silent_server_fails_the_open_instead_of_hanging(silent_port: int) -> None:
+    error, took = open_in_thread(f"postgresql+psycopg://postgres@127.0.0.1:{silent_port}/test")
+    assert isinstance(error, StoreError) and "timeout" in str(error).lower()
+    print(f"refused after {took:.1f} s (connect_timeout {CONNECT_DEFAULTS['connect_timeout']} s)")
+
+
+def test_the_urls_own_timeout_wins(silent_port: int) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{silent_port}/test?connect_timeout=2"
+    error, _ = open_in_thread(url)
+    assert isinstance(error, StoreError)
+    options = pg_engine_options({"connect_timeout": "2"}, "s")
+    assert "connect_timeout" not in options["connect_args"]
+    assert options["connect_args"]["tcp_user_timeout"] == CONNECT_DEFAULTS["tcp_user_timeout"]
+    assert options["execution_options"] == {"schema_translate_map": {None: "s"}}
