@@ -5,20 +5,16 @@ the owner hands the world over with nothing acknowledged lost; a fenced owner gi
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.durability_app import Drift
-from tests.redis_support import REDIS_URL
+from tests.redis_support import REDIS_URL, OwnRedis
 from tests.store_support import PG_URL
-from tests.support import free_port, service_required
 from worldloop.scaleout import ScaleoutRuntime, scaleout_runtime
 from worldloop.store.epoch import EpochFence
 from worldloop.store.sql import SqlStore
@@ -128,27 +124,16 @@ def test_an_idempotency_key_answers_across_workers_and_owners(
 
 
 def test_an_owner_cut_off_from_redis_stops_ticking_and_resumes_when_it_returns(
-    tmp_path: Path, schema: str
+    schema: str, own_redis: OwnRedis
 ) -> None:
     """A test-owned redis-server, stopped (SIGSTOP: it hangs, as a partition does) past the
     lease's ttl: the owner fences itself (its ticks stop: the journal head stays put), and
     once Redis answers again the world is taken over afresh under a newer epoch."""
-    server = shutil.which("redis-server")
-    if server is None:
-        if service_required("redis"):
-            pytest.fail("redis-server is required under CI=true (a Redis the test may stop)")
-        pytest.skip("no redis-server binary to run a Redis of the test's own")
-    port = free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        cwd=tmp_path,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    url, start_redis = own_redis
+    proc = start_redis()
     rt: ScaleoutRuntime | None = None
     store = SqlStore(PG_URL, schema=schema)
     try:
-        until(lambda: _answers(url), 10)
         rt = scaleout_runtime(
             Drift(particles=8, seed=5),
             redis_url=url,
@@ -176,15 +161,6 @@ def test_an_owner_cut_off_from_redis_stops_ticking_and_resumes_when_it_returns(
         if rt is not None:
             rt.stop()
         store.close()
-        proc.terminate()
-        proc.wait(10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
 
 
 def test_the_flask_app_turns_the_redis_mode_on_by_settings(

@@ -19,6 +19,7 @@ import redis
 
 from tests.durability_app import Drift
 from tests.redis_support import REDIS_URL
+from tests.scaleout_oracles import check_journal
 from tests.store_support import PG_URL
 from tests.support import BIN, ROOT, SRC, Server, free_port, http, running_server, wait_for
 from worldloop.durability import replay
@@ -122,22 +123,11 @@ def test_two_servers_two_workers_one_runner_and_a_kill(
             for t in threads:
                 t.join(30)
         assert "gives the world up" not in a.log + b.log
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
-        conn.execute(f'SET search_path TO "{schema}"')
-        counts = dict(
-            conn.execute(
-                "SELECT command_id, count(*) FROM worldloop_commands GROUP BY command_id"
-            ).fetchall()
-        )
-        ticks = [r[0] for r in conn.execute("SELECT tick FROM worldloop_hashes ORDER BY tick")]
-        head = conn.execute("SELECT tick FROM worldloop_heads").fetchone()
-    assert all(counts.get(i) == 1 for i in acked), "an acknowledged command lost or doubled"
-    assert head is not None and ticks == list(range(ticks[0], head[0] + 1))
+    head = check_journal(schema, acked)
     store = SqlStore(PG_URL, schema=schema)
     try:
         rec = store.load("drift", snapshot_tick=store.snapshots("drift")[0].tick)
         result = replay(Drift(8, 7), rec)
-        assert result.tick == head[0] and result.hashes_checked >= result.ticks
+        assert result.tick == head and result.hashes_checked >= result.ticks
     finally:
         store.close()
