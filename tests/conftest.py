@@ -14,6 +14,7 @@ from tests.redis_support import (  # noqa: F401 - fixtures for the Redis-mode te
     prefix,
     schema,
 )
+from tests.store_support import sql_db  # noqa: F401 - a SQLite file, then a PostgreSQL schema
 from worldloop import ManualClock
 
 

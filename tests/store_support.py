@@ -4,6 +4,9 @@ runtime on any store URL."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,18 @@ def run_ticks(rt: WorldRuntime, ticks: int, per_tick: int = 2) -> list[str]:
             ids.append(rt.submit("kick", {"i": i, "dv": 0.5 + j}).id)
         rt.step(1)
     return ids
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """A fresh SQL database, each test twice: a SQLite file, then a PostgreSQL schema of the
+    test's own (dropped afterwards): ``(url, schema)``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'worldloop.db'}", None
+    else:
+        require_postgres()
+        schema = f"wl_test_{uuid.uuid4().hex[:12]}"
+        try:
+            yield PG_URL, schema
+        finally:
+            drop_pg_schema(schema)

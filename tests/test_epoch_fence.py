@@ -5,35 +5,19 @@ halts without acknowledging the tick."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.durability_app import Drift
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from worldloop import WorldRuntime
 from worldloop.errors import WorldFenced
 from worldloop.store.epoch import EpochFence, fenced_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'worldloop.db'}", None
-    else:
-        require_postgres()
-        schema = f"wl_test_{uuid.uuid4().hex[:12]}"
-        try:
-            yield PG_URL, schema
-        finally:
-            drop_pg_schema(schema)
-
-
 @pytest.fixture
-def fences(where: tuple[str, str | None]) -> Iterator[tuple[EpochFence, EpochFence]]:
-    url, schema = where
+def fences(sql_db: tuple[str, str | None]) -> Iterator[tuple[EpochFence, EpochFence]]:
+    url, schema = sql_db
     a = fenced_store(url, "runner a", schema=schema)
     b = fenced_store(url, "runner b", schema=schema)
     try:

@@ -7,7 +7,6 @@ setting turns it off."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
 from tests.support import wait_for
 from worldloop.config import Settings
 from worldloop.errors import StoreError, WorldFenced
@@ -25,24 +23,10 @@ from worldloop.store.epoch import EpochFence
 from worldloop.store.group import GroupCommit, group_for
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    """A fresh database: a SQLite file, or a PostgreSQL schema of the test's own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'worldloop.db'}", None
-    else:
-        require_postgres()
-        schema = f"wl_test_{uuid.uuid4().hex[:12]}"
-        try:
-            yield PG_URL, schema
-        finally:
-            drop_pg_schema(schema)
-
-
 @pytest.fixture
-def stores(where: tuple[str, str | None]) -> Iterator[list[SqlStore]]:
+def stores(sql_db: tuple[str, str | None]) -> Iterator[list[SqlStore]]:
     """Six store objects on that database, one per world, as a server makes them."""
-    url, schema = where
+    url, schema = sql_db
     made = [SqlStore(url, schema=schema) for _ in range(6)]
     for s in made:
         s.open()
