@@ -54,3 +54,25 @@ def machine() -> str:
 def header(title: str) -> list[str]:
     """A markdown title, the command and the machine line (two-space line breaks)."""
     return [f"# {title}", "", f"Command: `{command()}`  ", machine(), ""]
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by rank, no interpolation; NaN when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def emit(lines: list[str], out: Path | None) -> None:
+    """Print a result table's lines and write them to ``out`` (when given)."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if out is not None:
+        out.write_text(text)

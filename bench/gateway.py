@@ -27,7 +27,7 @@ import orjson
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import header
+from benchenv import header, pct
 from liveserver import SRC, free_port, running, server_env, wait_for
 
 sys.path.insert(0, str(SRC))
@@ -63,13 +63,6 @@ class Feed(threading.Thread):
             if duration:
                 self.durations.append(float(duration))
             self.ticks = int(ticker.get("ticks", self.ticks))
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def api_latencies(port: int, seconds: float) -> list[float]:

@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchenv import header  # noqa: E402
+from benchenv import emit, header, pct  # noqa: E402
 from worldloop import Command, System, World  # noqa: E402
 from worldloop.errors import WorldLoopError  # noqa: E402
-from worldloop.host import name_world  # noqa: E402
+from worldloop.names import name_world  # noqa: E402
 from worldloop.plugins import RuntimePlugin  # noqa: E402
 from worldloop.runtime import TickReport, WorldRuntime  # noqa: E402
 from worldloop.store import SqlStore  # noqa: E402
@@ -100,11 +100,6 @@ class Probe(RuntimePlugin):
         now = time.time()
         self.ticks.append(report.duration)
         self.acks.extend(now - o.command.submitted_at for o in report.outcomes if o.ok)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def child(mode: str, worlds: int, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
@@ -328,10 +323,7 @@ def main() -> int:
         "Ack ms: submit to the publication that resolves the ticket (commands wait for the "
         f"next tick: up to one period, {1e3 / args.rate:.0f} ms, is the clock, not the store).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(lines, args.out)
     return 0
 
 

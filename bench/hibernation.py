@@ -34,20 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchenv import header
+from benchenv import emit, header, pct, rss_kib
 from worldloop.hibernation import release_memory
-
-
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def make_app(tmp: str, store: str, worlds: int, rate: float, creatures: int) -> Any:
@@ -200,10 +188,7 @@ def main() -> int:
         f"{'met' if pct(woke_ms, 0.99) <= 100 else 'NOT met'} "
         f"({pct(woke_ms, 0.99):.1f} ms at {args.wake_creatures} creatures).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(lines, args.out)
     return 0
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import itertools
 
-from benchenv import header
+from benchenv import header, pct
 from naive_timer import NaiveLoop
 from worldloop.clock import Ticker, TickInfo
 
@@ -53,11 +53,6 @@ class Result:
             f"{self.p50_ms:.3f} | {self.p99_ms:.3f} | {self.max_ms:.3f} | {self.drift_ms:+.1f} | "
             f"{self.trend_ms_per_min:+.2f} |"
         )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summarize(name: str, rate: float, seconds: float, starts: list[float], t0: float) -> Result:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
-from bench.benchenv import header  # noqa: E402
+from bench.benchenv import header, pct  # noqa: E402
 from tests.durability_app import Drift  # noqa: E402
 from tests.redis_support import REDIS_URL, drop_prefix  # noqa: E402
 from tests.scaleout_node import POLL, TTL  # noqa: E402
@@ -45,11 +45,6 @@ from worldloop.lease.redis import connect  # noqa: E402
 from worldloop.scaleout import ScaleoutRuntime, scaleout_runtime  # noqa: E402
 from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
 from worldloop.store import open_store  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def acks(submit: object, n: int, clients: int) -> list[float]:
