@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,3 +309,34 @@ def test_workers_opening_a_new_postgres_schema_at_once_all_open_it() -> None:
         for store in stores:
             store.close()
         drop_pg_schema(schema)
+
+
+def test_a_store_file_is_checked_when_first_opened_not_for_every_world(tmp_path: Path) -> None:
+    """PRAGMA quick_check reads the whole file: it runs when the file is opened, not again for
+    each world's store on a file already open here (a world waking from hibernation), and
+    again once no store of this process holds the file (it may have been replaced)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    checks: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "quick_check" in statement:
+            checks.append(statement)
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        first = SqlStore(url)
+        first.open()
+        second = SqlStore(url)
+        second.open()
+        assert len(checks) == 1
+        second.close()
+        first.close()
+        again = SqlStore(url)
+        again.open()
+        assert len(checks) == 2
+        again.close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)

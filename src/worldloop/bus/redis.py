@@ -211,12 +211,19 @@ class RedisBus:
         return ticket
 
     def keyed(self, scope: str) -> CommandTicket | None:
-        """The resolved ticket of a key this worker put. One still in flight is not answered
-        here: Redis is asked again (its key may be gone with a restart of Redis, and with it
-        the command, which a retry must then put anew; the journal is asked first)."""
+        """The ticket of a key this worker put. One still in flight is answered only while
+        Redis still holds its key: after a restart of Redis without its data the key is gone,
+        and with it the command, which a retry must then put anew (the journal is asked
+        first); an unreachable Redis answers None too (the put then says 503)."""
         with self._lock:
             ticket = self._keys.get(scope)
-        return ticket if ticket is not None and ticket.done else None
+        if ticket is None or ticket.done:
+            return ticket
+        try:
+            held = bool(self.client.exists(self.key_prefix + scope))
+        except self._errors:
+            return None
+        return ticket if held else None
 
     def ticket(self, command_id: str) -> CommandTicket | None:
         with self._lock:

@@ -51,10 +51,12 @@ from .sql_schema import (
     SCHEMA_VERSION,
     commands,
     create_schema,
+    file_held,
     hashes,
     heads,
     metadata,
     migrate_1_to_2,
+    quick_check,
     reason,
     schema_table,
     snapshots,
@@ -125,6 +127,14 @@ class SqlStore:
                     details={"url": repr(self)},
                 ) from exc
             self._engine = engine
+            if self._file is not None:
+                file_held(self._file, 1)
+
+    @property
+    def _file(self) -> str | None:
+        """The SQLite file of this store (None: in memory, or PostgreSQL)."""
+        db = self._url.database or ":memory:"
+        return db if self.is_sqlite and db != ":memory:" else None
 
     def _make_engine(self) -> Engine:
         url = self._url
@@ -161,15 +171,8 @@ class SqlStore:
         return engine
 
     def _prepare(self, engine: Engine) -> None:
-        with engine.connect() as conn:
-            if self.is_sqlite and (self._url.database or ":memory:") != ":memory:":
-                rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
-                if rows != ["ok"]:
-                    raise StoreError(
-                        f"the store file {self._url.database} is corrupt: {'; '.join(rows[:5])}",
-                        details={"path": self._url.database, "problems": rows[:20]},
-                    )
-            conn.rollback()
+        if self._file is not None:
+            quick_check(engine, self._file)
         with engine.connect().execution_options(worldloop_write=True) as conn, conn.begin():
             if not self.is_sqlite and not self.readonly:
                 create_schema(conn, self.schema)
@@ -493,3 +496,5 @@ class SqlStore:
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+            if self._file is not None:
+                file_held(self._file, -1)

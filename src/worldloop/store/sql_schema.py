@@ -7,6 +7,8 @@ the store reads and writes it.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateSchema
 
+from ..errors import StoreError
 from ..files import make_private
 
 SCHEMA_VERSION = 2
@@ -39,6 +42,41 @@ KEY_LENGTH = 300
 """Longest idempotency key scope stored (the API bounds the client's part well below it)."""
 
 metadata = MetaData()
+
+
+_open_files: dict[str, int] = {}
+"""SQLite store files open in this process (realpath -> open store objects)."""
+_open_lock = threading.Lock()
+
+
+def quick_check(engine: Engine, database: str) -> None:
+    """``PRAGMA quick_check`` of a SQLite store file, unless another store object of this
+    process has it open: a damaged file is refused with a clear StoreError when it is opened.
+    The check reads the whole file, so it is not repeated for every store object on an open
+    file (each world of a server, a world waking from hibernation); a file that no store of
+    this process holds open is checked again (it may have been replaced or damaged)."""
+    with _open_lock:
+        if _open_files.get(os.path.realpath(database)):
+            return
+    with engine.connect() as conn:
+        rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        conn.rollback()
+    if rows != ["ok"]:
+        raise StoreError(
+            f"the store file {database} is corrupt: {'; '.join(rows[:5])}",
+            details={"path": database, "problems": rows[:20]},
+        )
+
+
+def file_held(database: str, by: int) -> None:
+    """Count a store object opening (``by=1``) or closing (``by=-1``) the file ``database``."""
+    key = os.path.realpath(database)
+    with _open_lock:
+        left = _open_files.get(key, 0) + by
+        if left > 0:
+            _open_files[key] = left
+        else:
+            _open_files.pop(key, None)
 
 
 def create_schema(conn: Connection, schema: str | None) -> None:
