@@ -107,6 +107,10 @@ class Settings(BaseModel):
     world_create_rate: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Worlds created per second, server-wide, after the burst (past it: 429 + Retry-After)."""
     world_create_burst: float = Field(default=20, ge=1, allow_inf_nan=False)
+    loop_threads: int | None = Field(default=None, ge=0)
+    """Threads that run the extra worlds' loops, however many worlds there are (a shared
+    worldloop.looppool.LoopPool); None: the CPUs this process may use, at most 4; 0: a loop
+    thread per world, as before the pool. The default world keeps a thread of its own."""
 
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)
