@@ -9,9 +9,12 @@ start lateness (start - deadline on the world's own schedule) is recorded by a r
 for --seconds. Reported: the share of worlds on time (at least 95% of the ticks due in the
 window ran), tick-start lateness p50/p99/max across all worlds' ticks, the loop threads and all
 the process's threads, and resident memory per world (RSS after creating them minus before,
-over N). The ratio column is p99 over the p99 of the thread-per-world row of the same N (else
-of the first row). ``--journal-worlds`` adds pool rows on a SQLite store, to count the threads
-the journal adds (worldloop.durability's snapshot writer: one per world that has written one).
+over N), each row in a process of its own. The ratio column is p99 over the p99 of the
+thread-per-world row of the same N (else of the first row); that row at 1,000 worlds is left
+out by default (its 1,000 threads took minutes just to start on the shared 2-CPU box).
+``--journal-worlds`` adds pool rows on a SQLite store, to count the threads the journal adds
+(worldloop.durability's snapshot writer: one per world that has written a snapshot). The second
+table runs bare tickers (no world; a tick that burns ``--tick-us`` of CPU): the scheduling alone.
 
     python bench/many_worlds.py                       # 1, 10, 100, 1000 worlds, 10 s each
     python bench/many_worlds.py --worlds 1,50 --baseline-worlds 1 --seconds 3
@@ -20,8 +23,11 @@ the journal adds (worldloop.durability's snapshot writer: one per world that has
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -258,10 +264,34 @@ def table(results: list[Result], pool: int, seconds: float, creatures: int) -> l
     return lines
 
 
+def isolated(kind: str, worlds: int, threads: int, args: argparse.Namespace) -> Result:
+    """One row in a process of its own: a row's threads (a thread-per-world row's stragglers
+    included) and memory never leak into the next row's figures."""
+    argv = [sys.executable, __file__, "--row", f"{kind}:{worlds}:{threads}"]
+    argv += ["--seconds", str(args.seconds), "--creatures", str(args.creatures)]
+    argv += ["--tick-us", str(args.tick_us)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"the row {kind}:{worlds}:{threads} failed")
+    return Result(**json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def one_row(spec: str, args: argparse.Namespace) -> int:
+    """``--row kind:worlds:threads`` (kind memory, sqlite or bare): print its Result as JSON."""
+    kind, worlds, threads = spec.split(":")
+    if kind == "bare":
+        r = scheduler_run(int(worlds), args.seconds, int(threads), args.tick_us)
+    else:
+        r = run(int(worlds), args.seconds, args.creatures, int(threads), kind)
+    print(json.dumps(dataclasses.asdict(r)))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="1,10,100,1000", help="rows on the loop pool")
-    parser.add_argument("--baseline-worlds", default="1,10,100,1000", help="thread-per-world rows")
+    parser.add_argument("--baseline-worlds", default="1,10,100", help="thread-per-world rows")
     parser.add_argument("--journal-worlds", default="10", help="pool rows on a SQLite store")
     parser.add_argument("--scheduler-tickers", default="1000", help="bare ticker rows")
     parser.add_argument("--tick-us", type=float, default=20.0, help="a bare tick's CPU burn")
@@ -269,14 +299,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--creatures", type=int, default=100)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.row:
+        return one_row(args.row, args)
     pool, secs, n = args.loop_threads, args.seconds, args.creatures
-    results = [run(w, secs, n, 0, "memory") for w in sizes(args.baseline_worlds)]
-    results += [run(w, secs, n, pool, "memory") for w in sizes(args.worlds)]
-    results += [run(w, secs, n, pool, "sqlite") for w in sizes(args.journal_worlds)]
+    results = [isolated("memory", w, 0, args) for w in sizes(args.baseline_worlds)]
+    results += [isolated("memory", w, pool, args) for w in sizes(args.worlds)]
+    results += [isolated("sqlite", w, pool, args) for w in sizes(args.journal_worlds)]
     lines = table(results, pool, secs, n)
     bare = [
-        scheduler_run(w, secs, threads, args.tick_us)
+        isolated("bare", w, threads, args)
         for w in sizes(args.scheduler_tickers)
         for threads in (0, pool)
     ]

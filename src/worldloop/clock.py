@@ -222,6 +222,10 @@ class Ticker:
         return t is not None and t.is_alive() and not self._stopping
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
     def pool(self) -> LoopPool | None:
         """The loop pool this ticker runs on; None when it has a thread of its own."""
         return self._pool

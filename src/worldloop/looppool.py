@@ -199,7 +199,11 @@ class LoopPool:
                 ticker = self._claim()
             if ticker is None:
                 return
-            self._run(ticker)
+            try:
+                self._run(ticker)
+            except BaseException:  # contained: this ticker ends, the pool goes on
+                log.exception("ticker %s died on a pool thread; the others go on", ticker.name)
+                self._end(ticker)
 
     def _run(self, ticker: Ticker) -> None:
         """Do the work ``ticker`` has due now, then put it back at its next deadline."""
@@ -209,17 +213,12 @@ class LoopPool:
                 with self._lock:
                     self._place(ticker, self._slots[ticker], work)
                 return
-            if work is not None:
-                ticker._owner = threading.current_thread()
         if work is None:  # stopping
             self._end(ticker)
             return
+        ticker._owner = threading.current_thread()
         try:
             ticker._work(work)
-        except BaseException:  # contained: this ticker ends, the pool goes on
-            log.exception("ticker %s died on a pool thread; the others go on", ticker._name)
-            self._end(ticker)
-            return
         finally:
             ticker._owner = None
         with ticker._cv, self._lock:
