@@ -331,7 +331,11 @@ def main() -> int:
         "worlds share one interpreter lock, so however many threads run them, past N x rate x "
         "cost = 1 s of work per second every world falls behind (catch-up bounded by "
         "WORLDLOOP_MAX_CATCH_UP, the rest skipped): the pool removes the cost of the threads "
-        "themselves (stacks, wake-ups, switches), not the cost of the ticks.",
+        "themselves (stacks, wake-ups, switches), not the cost of the ticks. On a shared box "
+        "lateness also measures the neighbours: the kernel shares the CPUs out by runnable "
+        "thread, so a thousand loop threads take a bigger share from the other processes than "
+        "two pool threads do, and the pool's threads wait their turn; CPU per tick (the "
+        "process's CPU time over the ticks run) does not depend on that.",
     ]
     text = "\n".join(lines) + "\n"
     print(text, end="")
