@@ -91,6 +91,8 @@ class Result:
     cost_ms: float
     cpu_us: float
     """Process CPU time in the window over the ticks run: what a tick costs all threads."""
+    load: float = float("nan")
+    """The box's 1-minute load average at the end of the row (its neighbours included)."""
 
 
 def census(loop_names: set[str]) -> tuple[int, int]:
@@ -245,12 +247,13 @@ def table(results: list[Result], pool: int, seconds: float, creatures: int) -> l
         f"least {ON_TIME_SHARE:.0%} of the ticks due in the window ran. Ratio: p99 lateness "
         f"over the thread-per-world row's of the same N (else the first row's). Loop threads: "
         f"the extra worlds' (the default world, paused, keeps its own, not counted); writers: "
-        f"journal snapshot-writer threads (worldloop.durability); threads: the whole process.",
+        f"journal snapshot-writer threads (worldloop.durability); threads: the whole process; "
+        f"load: the box's 1-minute load average as the row ended.",
         "",
         "| mode | worlds | on time | ticks run / due | tick cost (ms) | CPU per tick (us) | "
         "lateness p50 (ms) | p99 (ms) | max (ms) | p99 ratio | loop threads | writers | "
-        "threads | RSS per world (KiB) | creation (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "threads | RSS per world (KiB) | creation (s) | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         base = baseline.get(r.worlds, first)
@@ -259,7 +262,7 @@ def table(results: list[Result], pool: int, seconds: float, creatures: int) -> l
             f"{r.cpu_us:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | "
             f"{r.p99_ms / base:.2f} | "
             f"{r.loop_threads} | {r.writer_threads} | {r.threads} | "
-            f"{r.rss_per_world_kib:.0f} | {r.create_s:.2f} |"
+            f"{r.rss_per_world_kib:.0f} | {r.create_s:.2f} | {r.load:.1f} |"
         )
     return lines
 
@@ -284,7 +287,7 @@ def one_row(spec: str, args: argparse.Namespace) -> int:
         r = scheduler_run(int(worlds), args.seconds, int(threads), args.tick_us)
     else:
         r = run(int(worlds), args.seconds, args.creatures, int(threads), kind)
-    print(json.dumps(dataclasses.asdict(r)))
+    print(json.dumps(dataclasses.asdict(dataclasses.replace(r, load=os.getloadavg()[0]))))
     return 0
 
 
