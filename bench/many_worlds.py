@@ -9,9 +9,11 @@ start lateness (start - deadline on the world's own schedule) is recorded by a r
 for --seconds. Reported: the share of worlds on time (at least 95% of the ticks due in the
 window ran), tick-start lateness p50/p99/max across all worlds' ticks, the loop threads and all
 the process's threads, and resident memory per world (RSS after creating them minus before,
-over N), each row in a process of its own. The ratio column is p99 over the p99 of the
-thread-per-world row of the same N (else of the first row); that row at 1,000 worlds is left
-out by default (its 1,000 threads took minutes just to start on the shared 2-CPU box).
+over N), each row in a process of its own, --repeat times (3) in interleaved rounds, shown
+by its run of median p99 (the box is shared: a noisy spell hits every mode alike). The ratio
+column is p99 over the p99 of the thread-per-world row of the same N (else of the first row);
+that row at 1,000 worlds is left out by default (its 1,000 threads took minutes just to start
+on the shared 2-CPU box).
 ``--journal-worlds`` adds pool rows on a SQLite store, to count the threads the journal adds
 (worldloop.durability's snapshot writer: one per world that has written a snapshot). The second
 table runs bare tickers (no world; a tick that burns ``--tick-us`` of CPU): the scheduling alone.
@@ -93,6 +95,8 @@ class Result:
     """Process CPU time in the window over the ticks run: what a tick costs all threads."""
     load: float = float("nan")
     """The box's 1-minute load average at the end of the row (its neighbours included)."""
+    p99_runs: tuple[float, ...] = ()
+    """p99 of every repetition of the row (the row shows the run of the median p99)."""
 
 
 def census(loop_names: set[str]) -> tuple[int, int]:
@@ -235,7 +239,9 @@ def sizes(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
-def table(results: list[Result], pool: int, seconds: float, creatures: int) -> list[str]:
+def table(
+    results: list[Result], pool: int, seconds: float, creatures: int, repeat: int
+) -> list[str]:
     baseline = {r.worlds: r.p99_ms for r in results if r.mode.startswith("thread per")}
     first = results[0].p99_ms if results else float("nan")
     lines = header("Many worlds in one process: tick-start lateness, threads, memory")
@@ -248,12 +254,13 @@ def table(results: list[Result], pool: int, seconds: float, creatures: int) -> l
         f"over the thread-per-world row's of the same N (else the first row's). Loop threads: "
         f"the extra worlds' (the default world, paused, keeps its own, not counted); writers: "
         f"journal snapshot-writer threads (worldloop.durability); threads: the whole process; "
-        f"load: the box's 1-minute load average as the row ended.",
+        f"load: the box's 1-minute load average as the row ended. Each row ran "
+        f"{repeat} times in interleaved rounds; shown is its run of median p99.",
         "",
         "| mode | worlds | on time | ticks run / due | tick cost (ms) | CPU per tick (us) | "
         "lateness p50 (ms) | p99 (ms) | max (ms) | p99 ratio | loop threads | writers | "
-        "threads | RSS per world (KiB) | creation (s) | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "threads | RSS per world (KiB) | creation (s) | load | p99 of each run (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         base = baseline.get(r.worlds, first)
@@ -262,7 +269,8 @@ def table(results: list[Result], pool: int, seconds: float, creatures: int) -> l
             f"{r.cpu_us:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | "
             f"{r.p99_ms / base:.2f} | "
             f"{r.loop_threads} | {r.writer_threads} | {r.threads} | "
-            f"{r.rss_per_world_kib:.0f} | {r.create_s:.2f} | {r.load:.1f} |"
+            f"{r.rss_per_world_kib:.0f} | {r.create_s:.2f} | {r.load:.1f} | "
+            f"{' / '.join(f'{p:.1f}' for p in r.p99_runs)} |"
         )
     return lines
 
@@ -291,6 +299,26 @@ def one_row(spec: str, args: argparse.Namespace) -> int:
     return 0
 
 
+Spec = tuple[str, int, int]
+"""A row: (memory | sqlite | bare, worlds or tickers, loop threads; 0: a thread each)."""
+
+
+def repeated(specs: list[Spec], args: argparse.Namespace) -> list[Result]:
+    """Every row ``--repeat`` times in interleaved rounds (each row once, then again), so a
+    noisy spell of the shared box hits every mode alike; each row keeps its run of median p99
+    and lists the p99 of all its runs."""
+    runs: dict[Spec, list[Result]] = {spec: [] for spec in specs}
+    for _ in range(args.repeat):
+        for spec in specs:
+            runs[spec].append(isolated(*spec, args))
+    kept = []
+    for spec in specs:
+        ordered = sorted(runs[spec], key=lambda r: r.p99_ms)
+        p99s = tuple(r.p99_ms for r in runs[spec])
+        kept.append(dataclasses.replace(ordered[len(ordered) // 2], p99_runs=p99s))
+    return kept
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worlds", default="1,10,100,1000", help="rows on the loop pool")
@@ -301,21 +329,21 @@ def main() -> int:
     parser.add_argument("--loop-threads", type=int, default=default_size())
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--creatures", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each row (median)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         return one_row(args.row, args)
     pool, secs, n = args.loop_threads, args.seconds, args.creatures
-    results = [isolated("memory", w, 0, args) for w in sizes(args.baseline_worlds)]
-    results += [isolated("memory", w, pool, args) for w in sizes(args.worlds)]
-    results += [isolated("sqlite", w, pool, args) for w in sizes(args.journal_worlds)]
-    lines = table(results, pool, secs, n)
-    bare = [
-        isolated("bare", w, threads, args)
-        for w in sizes(args.scheduler_tickers)
-        for threads in (0, pool)
-    ]
+    specs: list[Spec] = [("memory", w, 0) for w in sizes(args.baseline_worlds)]
+    specs += [("memory", w, pool) for w in sizes(args.worlds)]
+    specs += [("sqlite", w, pool) for w in sizes(args.journal_worlds)]
+    worlds_rows = len(specs)
+    specs += [("bare", w, t) for w in sizes(args.scheduler_tickers) for t in (0, pool)]
+    every = repeated(specs, args)
+    results, bare = every[:worlds_rows], every[worlds_rows:]
+    lines = table(results, pool, secs, n, args.repeat)
     if bare:
         lines += [
             "",
@@ -326,7 +354,7 @@ def main() -> int:
             "scheduling itself costs at a count where the ticks fit in one interpreter. Tick "
             "cost here is the burn; RSS per ticker.",
             "",
-            *table(bare, pool, secs, n)[-(len(bare) + 2) :],
+            *table(bare, pool, secs, n, args.repeat)[-(len(bare) + 2) :],
         ]
     lines += [
         "",

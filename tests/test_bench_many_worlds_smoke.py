@@ -19,6 +19,7 @@ def test_many_worlds_bench_runs_and_prints_its_table() -> None:
             str(ROOT / "bench" / "many_worlds.py"),
             *("--worlds", "1,3", "--baseline-worlds", "2", "--journal-worlds", "2"),
             *("--scheduler-tickers", "3", "--loop-threads", "2", "--seconds", "1"),
+            *("--repeat", "1"),
         ],
         capture_output=True,
         text=True,
