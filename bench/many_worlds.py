@@ -200,7 +200,10 @@ def scheduler_run(tickers: int, seconds: float, loop_threads: int, cost_us: floa
         Ticker(tick_of(values[i]), RATE_HZ, pool=pool, name=f"worldloop-t{i}")
         for i in range(tickers)
     ]
-    for t in all_tickers:
+    for i, t in enumerate(all_tickers):  # phases spread over one period, as worlds created
+        delay = t0 + i / (RATE_HZ * tickers) - time.perf_counter()  # over time would be
+        if delay > 0:
+            time.sleep(delay)
         t.start()
     create_s = time.perf_counter() - t0
     time.sleep(1.0)  # past the start-up
