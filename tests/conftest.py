@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from tests.browser import browser, page, phone  # noqa: F401 - fixtures for the viewer tests
+from tests.clock_support import on_pool  # noqa: F401 - the clock tests run on both loops
 from tests.redis_support import (  # noqa: F401 - fixtures for the Redis-mode tests
     own_redis,
     prefix,

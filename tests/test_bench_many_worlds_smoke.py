@@ -17,10 +17,9 @@ def test_many_worlds_bench_runs_and_prints_its_table() -> None:
         [
             sys.executable,
             str(ROOT / "bench" / "many_worlds.py"),
-            "--worlds",
-            "1,3",
-            "--seconds",
-            "1",
+            *("--worlds", "1,3", "--baseline-worlds", "2", "--journal-worlds", "2"),
+            *("--scheduler-tickers", "3", "--loop-threads", "2", "--seconds", "1"),
+            *("--repeat", "1"),
         ],
         capture_output=True,
         text=True,
@@ -29,5 +28,13 @@ def test_many_worlds_bench_runs_and_prints_its_table() -> None:
         check=True,
     ).stdout
     assert "Command: `python bench/many_worlds.py" in out and "Machine: " in out
-    rows = [line for line in out.splitlines() if line.startswith(("| 1 |", "| 3 |"))]
-    assert len(rows) == 2
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    shown = [(cells[0].strip(), cells[1].strip()) for cells in rows if cells[1].strip().isdigit()]
+    assert shown == [
+        ("thread per world", "2"),
+        ("pool of 2", "1"),
+        ("pool of 2", "3"),
+        ("pool of 2, SQLite journal", "2"),
+        ("thread per ticker", "3"),
+        ("pool of 2", "3"),
+    ]

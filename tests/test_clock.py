@@ -1,6 +1,8 @@
 """The fixed-rate ticker: deadlines, overrun policies, controls and bounded stop.
 
 Time is driven by hand (ManualClock): tests advance it and wait for the loop to catch up.
+Every test runs twice: the ticker on a thread of its own, and on a shared loop pool
+(worldloop.looppool), whose semantics must be the same.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 from worldloop import ManualClock, OverrunPolicy, Ticker, TickInfo
 from worldloop.clock import ClockStateError
 
+from .clock_support import new_ticker
 from .support import wait_for
 
 PERIOD = 0.0625  # 16 Hz: a binary fraction, so manual time adds up exactly
@@ -38,11 +41,11 @@ class Recorder:
 
 
 @pytest.fixture
-def make_ticker(manual_clock: ManualClock):
+def make_ticker(manual_clock: ManualClock, on_pool: bool):
     tickers: list[Ticker] = []
 
     def make(on_tick, **kw) -> Ticker:
-        t = Ticker(on_tick, kw.pop("rate_hz", 1 / PERIOD), clock=manual_clock, **kw)
+        t = new_ticker(on_tick, kw.pop("rate_hz", 1 / PERIOD), on_pool, manual_clock, **kw)
         tickers.append(t)
         t.start()
         return t
@@ -193,8 +196,8 @@ def test_lowering_the_rate_keeps_the_next_due_tick(manual_clock, make_ticker):
     assert not t.wait_for_ticks(3, 0.2)
 
 
-def test_real_clock_a_raised_rate_ticks_within_its_new_period():
-    t = Ticker(lambda info: None, 0.01)  # real clock, next tick due in 100 s
+def test_real_clock_a_raised_rate_ticks_within_its_new_period(on_pool):
+    t = new_ticker(lambda info: None, 0.01, on_pool)  # real clock, next tick due in 100 s
     t.start()
     try:
         assert t.wait_for_ticks(1, 5.0)
@@ -228,8 +231,8 @@ def test_an_exception_in_a_tick_is_counted_and_the_loop_goes_on(manual_clock, ma
     assert "boom" in caplog.text
 
 
-def test_stop_returns_within_the_bound_while_waiting_for_a_far_deadline():
-    t = Ticker(lambda info: None, 0.01)  # real clock, next tick due in 100 s
+def test_stop_returns_within_the_bound_while_waiting_for_a_far_deadline(on_pool):
+    t = new_ticker(lambda info: None, 0.01, on_pool)  # real clock, next tick due in 100 s
     t.start()
     assert t.wait_for_ticks(1, 5.0)
     stopped = threading.Event()
@@ -243,14 +246,14 @@ def test_stop_returns_within_the_bound_while_waiting_for_a_far_deadline():
     assert not t.running
 
 
-def test_stop_cancels_pending_steps(manual_clock):
+def test_stop_cancels_pending_steps(manual_clock, on_pool):
     gate, entered = threading.Event(), threading.Event()
 
     def slow(info: TickInfo) -> None:
         entered.set()
         gate.wait(5)
 
-    t = Ticker(slow, 20, clock=manual_clock, start_paused=True)
+    t = new_ticker(slow, 20, on_pool, manual_clock, start_paused=True)
     t.start()
     fut = t.step(3)
     assert entered.wait(5)
@@ -261,9 +264,9 @@ def test_stop_cancels_pending_steps(manual_clock):
     assert fut.cancelled()
 
 
-def test_real_clock_deadlines_are_exact_multiples_of_the_period():
+def test_real_clock_deadlines_are_exact_multiples_of_the_period(on_pool):
     rec = Recorder()
-    t = Ticker(rec, 200.0)
+    t = new_ticker(rec, 200.0, on_pool)
     t.start()
     try:
         assert t.wait_for_ticks(40, 10.0)

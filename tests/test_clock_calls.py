@@ -1,4 +1,5 @@
-"""Ticker.call runs work on the loop thread between ticks, paused or running."""
+"""Ticker.call runs work on the loop thread between ticks, paused or running (on a thread of
+its own, and on a loop pool)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from worldloop import ManualClock, Ticker, TickInfo
+from worldloop import ManualClock, TickInfo
 from worldloop.clock import ClockStateError
 
+from .clock_support import new_ticker
 from .support import wait_for
 
 
-def test_call_runs_on_the_loop_thread_between_ticks(manual_clock: ManualClock) -> None:
+def test_call_runs_on_the_loop_thread_between_ticks(
+    manual_clock: ManualClock, on_pool: bool
+) -> None:
     seen: list[str] = []
     loop_thread: list[threading.Thread] = []
 
@@ -21,7 +25,7 @@ def test_call_runs_on_the_loop_thread_between_ticks(manual_clock: ManualClock) -
         loop_thread[:] = [threading.current_thread()]
         seen.append("tick")
 
-    ticker = Ticker(on_tick, 10.0, clock=manual_clock)
+    ticker = new_ticker(on_tick, 10.0, on_pool, manual_clock)
     ticker.start()
     try:
         assert ticker.wait_for_ticks(1, 5)
@@ -42,7 +46,7 @@ def test_call_runs_on_the_loop_thread_between_ticks(manual_clock: ManualClock) -
         ticker.call(lambda: None)
 
 
-def test_pending_calls_are_cancelled_at_stop(manual_clock: ManualClock) -> None:
+def test_pending_calls_are_cancelled_at_stop(manual_clock: ManualClock, on_pool: bool) -> None:
     gate = threading.Event()
     entered = threading.Event()
 
@@ -50,7 +54,7 @@ def test_pending_calls_are_cancelled_at_stop(manual_clock: ManualClock) -> None:
         entered.set()
         gate.wait(5)
 
-    ticker = Ticker(on_tick, 10.0, clock=manual_clock)
+    ticker = new_ticker(on_tick, 10.0, on_pool, manual_clock)
     ticker.start()
     assert entered.wait(5)
     fut = ticker.call(lambda: "never")

@@ -28,6 +28,7 @@ from .jobs import (
     JobSpec,
     Misfire,
 )
+from .looppool import LoopPool
 from .plugins import RuntimePlugin, TickListener
 from .runtime import TickReport, WorldRuntime
 from .snapshot import Snapshot
@@ -52,6 +53,7 @@ __all__ = [
     "JobNotFound",
     "JobScheduler",
     "JobSpec",
+    "LoopPool",
     "ManualClock",
     "Misfire",
     "MonotonicClock",

@@ -1,7 +1,9 @@
 """Fixed-rate tick scheduling on a monotonic clock: tick k is due at t0 + k * period.
 
-One long-lived thread per world calls ``on_tick`` at each deadline. Deadlines come from the
-anchor, never from "now + period", so a tick's own cost never shifts later ticks (no drift).
+A long-lived thread calls ``on_tick`` at each deadline: the ticker's own thread, or one of the
+threads of a shared :class:`~worldloop.looppool.LoopPool` (many worlds, a bounded number of
+threads; never two threads in one ticker at once). Deadlines come from the anchor, never from
+"now + period", so a tick's own cost never shifts later ticks (no drift).
 Overruns follow a declared policy; pause, resume, step(n) and set_rate(hz) work at run time.
 The clock source is pluggable so tests can drive time by hand (:class:`ManualClock`).
 """
@@ -16,9 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ClockStateError
+
+if TYPE_CHECKING:
+    from .looppool import LoopPool
 
 log = logging.getLogger("worldloop.clock")
 
@@ -27,6 +32,8 @@ MIN_RATE_HZ = 0.01
 """A tick at least every 100 s: slower periods overflow timed waits (or become infinite) and
 would kill the loop thread, and a rate change takes effect only at the next due tick."""
 T = TypeVar("T")
+Calls = list[tuple[Callable[[], Any], Future[Any]]]
+"""Work queued with :meth:`Ticker.call`, run on the loop thread between two ticks."""
 
 
 class OverrunPolicy(StrEnum):
@@ -123,7 +130,8 @@ class TickerStats:
 
 
 class Ticker:
-    """Runs ``on_tick`` on a fixed-rate schedule in one long-lived thread."""
+    """Runs ``on_tick`` on a fixed-rate schedule in one long-lived thread: its own, or, given a
+    ``pool``, one of the pool's (which then also provides the clock)."""
 
     def __init__(
         self,
@@ -135,12 +143,16 @@ class Ticker:
         max_catch_up: int = 5,
         name: str = "worldloop-ticker",
         start_paused: bool = False,
+        pool: LoopPool | None = None,
     ) -> None:
         _check_rate(rate_hz)
         if max_catch_up < 0:
             raise ValueError("max_catch_up must be >= 0")
+        if pool is not None and clock is not None and clock is not pool.clock:
+            raise ValueError("a ticker on a loop pool runs on the pool's clock")
         self._on_tick = on_tick
-        self._clock: Clock = clock or MonotonicClock()
+        self._pool = pool
+        self._clock: Clock = pool.clock if pool is not None else clock or MonotonicClock()
         self._policy = OverrunPolicy(policy)
         self._max_catch_up = max_catch_up
         self._name = name
@@ -154,6 +166,10 @@ class Ticker:
         self._steps: list[tuple[int, Future[int]]] = []
         self._calls: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread: threading.Thread | None = None
+        self._started = False
+        self._ended = False
+        self._owner: threading.Thread | None = None
+        """The pool thread running this ticker's work right now (pool mode)."""
         self._ticks = 0
         self._overruns = 0
         self._skipped = 0
@@ -165,13 +181,17 @@ class Ticker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the loop thread; the first tick is due at once."""
+        """Start the loop thread (or join the pool); the first tick is due at once."""
         with self._cv:
-            if self._thread is not None:
+            if self._started:
                 raise ClockStateError("ticker already started")
+            self._started = True
             self._t0 = self._clock.now()
             self._k = 0
             self._stopping = False
+            if self._pool is not None:
+                self._pool.attach(self)
+                return
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
@@ -181,6 +201,14 @@ class Ticker:
             self._stopping = True
             self._cv.notify_all()
             thread = self._thread
+            left_now = self._pool is not None and self._started and self._pool.detach(self)
+        if left_now:  # in a pool and not running: it ends here, at once
+            self._finish()
+        if self._pool is not None:
+            if not self._started or self._on_loop_thread():
+                return True
+            with self._cv:
+                return self._cv.wait_for(lambda: self._ended, timeout)
         if thread is None or thread is threading.current_thread():
             return True
         thread.join(timeout)
@@ -188,8 +216,29 @@ class Ticker:
 
     @property
     def running(self) -> bool:
+        if self._pool is not None:
+            return self._started and not self._ended and not self._stopping
         t = self._thread
         return t is not None and t.is_alive() and not self._stopping
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def pool(self) -> LoopPool | None:
+        """The loop pool this ticker runs on; None when it has a thread of its own."""
+        return self._pool
+
+    def _on_loop_thread(self) -> bool:
+        current = threading.current_thread()
+        return current is self._thread or current is self._owner
+
+    def _wake(self) -> None:
+        """Tell whoever runs the loop that its schedule changed (caller holds ``_cv``)."""
+        self._cv.notify_all()
+        if self._pool is not None and self._started:
+            self._pool.wake(self)
 
     # -- controls --------------------------------------------------------------------------
 
@@ -220,20 +269,20 @@ class Ticker:
         with self._cv:
             period = 1.0 / rate_hz
             next_due = self._t0 + self._k * self._period
-            if self._thread is not None:
+            if self._started:
                 next_due = min(next_due, self._clock.now() + period)
             self._t0 = next_due
             self._k = 0
             self._period = period
-            self._cv.notify_all()
+            self._wake()
 
     def pause(self, wait: float = 5.0) -> None:
         """Stop ticking; waits (up to ``wait`` s) for a tick already under way to finish, so the
         caller sees a settled world. From the loop thread itself it does not wait."""
         with self._cv:
             self._paused = True
-            self._cv.notify_all()
-            if self._thread is not threading.current_thread():
+            self._wake()
+            if not self._on_loop_thread():
                 self._cv.wait_for(lambda: not self._executing, wait)
 
     def resume(self) -> None:
@@ -244,7 +293,7 @@ class Ticker:
             self._paused = False
             self._t0 = self._clock.now()
             self._k = 0
-            self._cv.notify_all()
+            self._wake()
 
     def step(self, n: int = 1) -> Future[int]:
         """Run ``n`` ticks now, while paused. The future resolves to the tick count afterwards."""
@@ -254,10 +303,10 @@ class Ticker:
         with self._cv:
             if not self._paused:
                 raise ClockStateError("step() needs the world to be paused first")
-            if self._stopping or self._thread is None:
+            if self._stopping or not self._started:
                 raise ClockStateError("the ticker is not running")
             self._steps.append((n, fut))
-            self._cv.notify_all()
+            self._wake()
         return fut
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
@@ -265,10 +314,10 @@ class Ticker:
         result. For work that must see a settled world, e.g. hashing or saving the full state."""
         fut: Future[T] = Future()
         with self._cv:
-            if self._stopping or self._thread is None:
+            if self._stopping or not self._started:
                 raise ClockStateError("the ticker is not running")
             self._calls.append((fn, fut))
-            self._cv.notify_all()
+            self._wake()
         return fut
 
     # -- observation ----------------------------------------------------------------------
@@ -294,72 +343,96 @@ class Ticker:
     # -- the loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The ticker's own thread (no pool): wait for each piece of work and do it."""
         log.debug("ticker %s started at %.1f Hz", self._name, self.rate_hz)
         try:
             while True:
-                info = self._next_tick()
-                if info is None:
+                work = self._next_tick()
+                if work is None:
                     break
-                try:
-                    if isinstance(info, list):
-                        _run_calls(info)
-                    else:
-                        self._execute(info)
-                finally:
-                    with self._cv:
-                        self._executing = False
-                        self._cv.notify_all()
+                self._work(work)
         finally:
-            with self._cv:
-                steps, self._steps = self._steps, []
-                calls, self._calls = self._calls, []
-            for _, fut in steps:
-                fut.cancel()
-            for _, call_fut in calls:
-                call_fut.cancel()
-            log.debug("ticker %s stopped after %d ticks", self._name, self._ticks)
+            self._finish()
 
-    def _next_tick(self) -> TickInfo | list[tuple[Callable[[], Any], Future[Any]]] | None:
-        """Wait (releasing the control lock) until a tick is due; None when stopping.
+    def _next_tick(self) -> TickInfo | Calls | None:
+        """Wait (releasing the control lock) until a tick is due; None when stopping."""
+        with self._cv:
+            while True:
+                work = self._next(self._clock.now())
+                if not isinstance(work, float):
+                    return work
+                if work == math.inf:
+                    self._cv.wait()
+                else:
+                    self._clock.wait(self._cv, work)
+
+    def _due(self) -> float:
+        """When this ticker next has work (caller holds ``_cv``): ``-inf`` at once (a stop,
+        calls, steps), ``inf`` never until a control changes it (paused), else the deadline."""
+        if self._stopping or self._calls:
+            return -math.inf
+        if self._paused:
+            return -math.inf if self._steps else math.inf
+        return self._t0 + self._k * self._period
+
+    def _next(self, now: float) -> TickInfo | Calls | float | None:
+        """The work due at ``now``, claimed (caller holds ``_cv``); else when to look again
+        (a float, ``inf``: on a control); None when stopping.
 
         Calls queued with :meth:`call` come first, returned as a list to run before the tick.
         """
-        with self._cv:
-            while True:
-                if self._stopping:
-                    return None
-                if self._calls:
-                    calls, self._calls = self._calls, []
-                    self._executing = True
-                    return calls
-                if self._paused:
-                    if self._steps:
-                        now = self._clock.now()
-                        self._executing = True
-                        return TickInfo(-1, now, now, self._period, manual=True)
-                    self._cv.wait()
-                    continue
+        if self._stopping:
+            return None
+        if self._calls:
+            calls, self._calls = self._calls, []
+            self._executing = True
+            return calls
+        if self._paused:
+            if not self._steps:
+                return math.inf
+            self._executing = True
+            return TickInfo(-1, now, now, self._period, manual=True)
+        due = self._t0 + self._k * self._period
+        if now < due:
+            return due
+        behind = math.floor((now - due) / self._period)
+        if behind >= 1:
+            self._overruns += 1
+            drop = behind if self._policy is OverrunPolicy.SKIP else behind - self._max_catch_up
+            if drop > 0:
+                self._k += drop
+                self._skipped += drop
                 due = self._t0 + self._k * self._period
-                now = self._clock.now()
-                if now < due:
-                    self._clock.wait(self._cv, due)
-                    continue
-                behind = math.floor((now - due) / self._period)
-                if behind >= 1:
-                    self._overruns += 1
-                    drop = (
-                        behind
-                        if self._policy is OverrunPolicy.SKIP
-                        else behind - self._max_catch_up
-                    )
-                    if drop > 0:
-                        self._k += drop
-                        self._skipped += drop
-                        due = self._t0 + self._k * self._period
-                info = TickInfo(self._k, due, now, self._period)
-                self._k += 1
-                self._executing = True
-                return info
+        info = TickInfo(self._k, due, now, self._period)
+        self._k += 1
+        self._executing = True
+        return info
+
+    def _work(self, work: TickInfo | Calls) -> None:
+        """Run claimed work (calls, or one tick), then let a waiting pause() see it done."""
+        try:
+            if isinstance(work, list):
+                _run_calls(work)
+            else:
+                self._execute(work)
+        finally:
+            with self._cv:
+                self._executing = False
+                self._cv.notify_all()
+
+    def _finish(self) -> None:
+        """The loop ended: cancel what still waits for it, and tell a waiting stop()."""
+        with self._cv:
+            steps, self._steps = self._steps, []
+            calls, self._calls = self._calls, []
+            self._stopping = True
+            self._ended = True
+            self._cv.notify_all()
+        for _, fut in steps:
+            fut.cancel()
+        for _, call_fut in calls:
+            call_fut.cancel()
+        log.debug("ticker %s stopped after %d ticks", self._name, self._ticks)
 
     def _execute(self, info: TickInfo) -> None:
         try:
@@ -387,7 +460,7 @@ class Ticker:
         fut.set_result(self._ticks)
 
 
-def _run_calls(calls: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+def _run_calls(calls: Calls) -> None:
     for fn, fut in calls:
         if not fut.set_running_or_notify_cancel():
             continue

@@ -115,6 +115,10 @@ class Settings(BaseModel):
     """Seconds an extra world may be idle (no players, no command, no job due) before it is
     snapshotted and unloaded until a request or a due job wakes it (worldloop.hibernation);
     0: never. A kind may declare its own (``loop.kind(name, hibernate_after=...)``)."""
+    loop_threads: int | None = Field(default=None, ge=0)
+    """Threads that run the extra worlds' loops, however many worlds there are (a shared
+    worldloop.looppool.LoopPool); None: the CPUs this process may use, at most 4; 0: a loop
+    thread per world, as before the pool. The default world keeps a thread of its own."""
 
     # -- memory bounds (estimated bytes, worldloop.sizes) ----------------------------------------
     queue_bytes: int = Field(default=64 * MiB, ge=1)

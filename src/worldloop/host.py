@@ -4,9 +4,12 @@ An app registers *kinds* (a factory per kind, ``factory(config) -> World``); wor
 are created with a name and a config at run time (``POST /api/v1/worlds``) and recorded in the
 store's catalog (worldloop.store.catalog), so a restart brings each one back, recovered from
 its own snapshot + journal. Every extra world is a whole :class:`~worldloop.runtime.WorldRuntime`
-of its own (own loop thread, clock, queue, snapshots, journal under its name, jobs, state hash):
-a world that fails or overruns slows or stops no other. The app's default world stays what it
-was; it is listed here too, but is neither created nor deleted through the host.
+of its own (own clock schedule, queue, snapshots, journal under its name, jobs, state hash); the
+loops of all of them run on the app's loop pool (worldloop.looppool: WORLDLOOP_LOOP_THREADS
+threads however many worlds, one thread in a world at a time), so a world that fails or
+overruns holds at most one of those threads and stops no other. The app's default world stays
+what it was, on its own thread; it is listed here too, but is neither created nor deleted
+through the host.
 
 The host knows nothing of Flask: the app's state hands it a *builder* that makes a runtime for
 a world with the app's settings and backends. In a web worker of a runner process the worlds

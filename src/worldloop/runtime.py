@@ -24,6 +24,7 @@ from .commands import Command, CommandTicket, IdempotencyKey, Outcome
 from .durability import Durability
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, open_lease
+from .looppool import LoopPool
 from .plugins import HOOKS, RuntimePlugin, overridden
 from .snapshot import DEFAULT_CACHE_BYTES, Snapshot, freeze_arrays
 from .store import Store
@@ -47,7 +48,8 @@ class TickReport:
 
 
 class WorldRuntime:
-    """Runs one world on its own loop thread; the public face the API and extension use."""
+    """Runs one world on its own loop thread, or on a shared loop pool's (``pool``: one of its
+    threads at a time); the public face the API and extension use."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class WorldRuntime:
         retention_ticks: int = 3000,
         store_retry_seconds: float = 5.0,
         snapshot_cache_bytes: int = DEFAULT_CACHE_BYTES,
+        pool: LoopPool | None = None,
     ) -> None:
         self.world = world
         if world.tick == 0:
@@ -101,6 +104,7 @@ class WorldRuntime:
             max_catch_up=max_catch_up,
             name=f"worldloop-{world.name}",
             start_paused=start_paused,
+            pool=pool,
         )
         if self.durability is not None:
             self.durability.notify = self._store_event

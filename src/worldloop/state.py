@@ -27,6 +27,7 @@ from .jobs import (
 )
 from .lease import Lease, default_lease_url, open_lease
 from .lifecycle import after_fork, serving_role, stop_at_exit
+from .looppool import LoopPool, default_size
 from .offload import OffloadPlugin, TaskSender
 from .preflight import holder_is_stranger, refuse
 from .runner.spawn import Spawner
@@ -70,6 +71,11 @@ class WorldLoopState:
         self._runner_spec: tuple[str, str] | None = None
         self._spawn_runner_early(world.name)
         jobs.bind(world)
+        threads = default_size() if settings.loop_threads is None else settings.loop_threads
+        self.loop_pool = LoopPool(threads, name="worldloop-pool") if threads else None
+        """The loop threads of the extra worlds (WORLDLOOP_LOOP_THREADS; None: one each). The
+        default world keeps a thread of its own: it is the heavy one (players, jobs, streams),
+        and no batch of extra worlds' ticks may ever take its turn."""
         self.runtime = (
             self._make_scaleout(world)
             if settings.redis_url
@@ -95,7 +101,9 @@ class WorldLoopState:
         """Sends the world's task requests (worldloop.offload); None until a sender is set."""
         self._start_lock = threading.Lock()
 
-    def _runtime(self, world: World, lease: Lease, paused: bool) -> WorldRuntime:
+    def _runtime(
+        self, world: World, lease: Lease, paused: bool, pool: LoopPool | None = None
+    ) -> WorldRuntime:
         settings = self.settings
         return WorldRuntime(
             world,
@@ -115,16 +123,18 @@ class WorldLoopState:
             retention_ticks=settings.journal_retention,
             store_retry_seconds=settings.store_retry_seconds,
             snapshot_cache_bytes=settings.snapshot_cache_bytes,
+            pool=pool,
         )
 
     def build_runtime(self, world: World, paused: bool) -> tuple[WorldRuntime, JobScheduler]:
         """The runtime of an extra world (worldloop.host): the app's settings and store, its
-        own bus, queue and jobs. Its lease is in-process: extra worlds run only where the
-        default world runs, under the default world's lease on the store."""
+        own bus, queue and jobs; its loop on the app's loop pool. Its lease is in-process:
+        extra worlds run only where the default world runs, under the default world's lease
+        on the store."""
         jobs = JobScheduler(workers=self.settings.job_workers)
         jobs.bind(world)
         lease = open_lease(f"memory://{self.store_url}#{world.name}", world.name, wait=0.0)
-        runtime = self._runtime(world, lease, paused)
+        runtime = self._runtime(world, lease, paused, self.loop_pool)
         jobs.attach(runtime)
         if self.offload is not None:  # its task requests go where the default world's go
             runtime.add_plugin(OffloadPlugin(self.offload.sender, timeout=self.offload.timeout))

@@ -1,8 +1,9 @@
 """The offload plug-in: sends durable outbox requests, watches them, and returns their results.
 
 Every tick after the journal write (``after_tick``) the loop thread copies the requests it has not
-sent yet into a hand-off queue; one sender thread sends them (with the request id as the task id)
-and polls the handles of those in flight. A finished task becomes one ``task:result`` command,
+sent yet into a hand-off queue; one sender thread (started with the first request, so a world
+that never offloads holds none) sends them (with the request id as the task id) and polls the
+handles of those in flight. A finished task becomes one ``task:result`` command,
 queued through the world's own command path, so it is journaled and replayed like any other; a
 result the command queue refuses (full) is offered again with a bounded backoff until it is taken
 or its request is no longer pending. The plug-in remembers nothing across restarts: a new one
@@ -117,14 +118,19 @@ class OffloadPlugin(RuntimePlugin):
     # -- hooks -----------------------------------------------------------------------------
 
     def started(self, rt: WorldRuntime) -> None:
-        if self._thread is not None:
+        if self._rt is not None:
             return
         self._rt = rt
         self._start_tick = rt.tick
-        self._thread = threading.Thread(
-            target=self._run, name=f"worldloop-offload-{rt.name}", daemon=True
-        )
-        self._thread.start()
+
+    def _ensure_sender(self, rt: WorldRuntime) -> None:
+        """Start the sender thread with the first request handed over (loop thread): a world
+        that never offloads holds no thread, so a thousand worlds are not a thousand senders."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"worldloop-offload-{rt.name}", daemon=True
+            )
+            self._thread.start()
 
     def after_tick(self, rt: WorldRuntime, report: TickReport) -> None:
         """Loop thread, tick durable: hand over the requests not handed over yet."""
@@ -137,6 +143,7 @@ class OffloadPlugin(RuntimePlugin):
             if task_id not in self._handed:
                 self._handed.add(task_id)
                 self._handoff.put(request)
+                self._ensure_sender(rt)
         self._handed.intersection_update(outbox.pending)
 
     def stopping(self, rt: WorldRuntime) -> None:

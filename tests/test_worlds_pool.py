@@ -1,0 +1,68 @@
+"""The extra worlds of an app run on its loop pool (WORLDLOOP_LOOP_THREADS), the default world
+on a thread of its own; 0 threads is the old way, a loop thread per world."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from worldloop.runtime import WorldRuntime
+
+from .test_worlds_api import ADMIN, create, make_app
+
+
+def loop_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("worldloop-")}
+
+
+def test_extra_worlds_share_the_pool_and_the_default_world_keeps_its_thread(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path, WORLDLOOP_LOOP_THREADS=2)
+    state = app.extensions["worldloop"]
+    client = app.test_client()
+    try:
+        pool = state.loop_pool
+        assert pool is not None and pool.size == 2
+        assert state.runtime.ticker.pool is None  # the default world: its own thread
+        runtimes: list[WorldRuntime] = []
+        for i in range(8):
+            assert create(client, f"room-{i}", entities=10, seed=i).status_code == 201
+            runtimes.append(state.host.get(f"room-{i}").runtime)
+        for rt in runtimes:
+            assert rt.ticker.pool is pool
+            assert rt.ticker.wait_for_ticks(rt.stats().ticks + 5, 10.0)
+        assert pool.stats().threads == 2 and pool.stats().tickers == 8
+        pool_threads = {n for n in loop_threads() if n.startswith("worldloop-pool")}
+        assert len(pool_threads) == 2
+        # the clock controls of a pooled world work as on its own thread
+        paused = client.post("/api/v1/worlds/room-3/admin/pause", headers=ADMIN)
+        assert paused.status_code == 200, paused.get_data(as_text=True)
+        tick = runtimes[3].tick
+        stepped = client.post("/api/v1/worlds/room-3/admin/step", json={"n": 3}, headers=ADMIN)
+        assert stepped.status_code == 200, stepped.get_data(as_text=True)
+        assert runtimes[3].tick == tick + 3
+        assert runtimes[3].checkpoint(5.0)["tick"] == tick + 3  # a call on the pool thread
+        # deleting worlds takes them off the pool; the last one gone, its threads end
+        for i in range(8):
+            resp = client.delete(f"/api/v1/worlds/room-{i}", headers=ADMIN)
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+        assert len(pool) == 0
+    finally:
+        state.stop()
+
+
+def test_zero_loop_threads_gives_each_world_its_own(tmp_path: Path) -> None:
+    app = make_app(tmp_path, WORLDLOOP_LOOP_THREADS=0)
+    state = app.extensions["worldloop"]
+    client = app.test_client()
+    try:
+        assert state.loop_pool is None
+        for i in range(3):
+            assert create(client, f"own-{i}", entities=10, seed=i).status_code == 201
+            rt = state.host.get(f"own-{i}").runtime
+            assert rt.ticker.pool is None
+            assert rt.ticker.wait_for_ticks(2, 10.0)
+        assert {f"worldloop-own-{i}" for i in range(3)} <= loop_threads()
+    finally:
+        state.stop()
