@@ -153,7 +153,11 @@ class LoopPool:
             self._lead.notify()  # the leader sleeps towards a later deadline: look again
 
     def _forget(self, ticker: Ticker) -> None:
-        del self._slots[ticker]  # its heap entries are stale from now on
+        del self._slots[ticker]
+        # Its entries go now, not when their deadlines come up: they hold the ticker, and
+        # through it the world (a hibernated world's memory is to be returned at once).
+        self._heap = [e for e in self._heap if e.ticker is not ticker]
+        heapq.heapify(self._heap)
         if not self._slots:
             self._heap.clear()
             self._lead.notify_all()
@@ -204,6 +208,9 @@ class LoopPool:
             except BaseException:  # contained: this ticker ends, the pool goes on
                 log.exception("ticker %s died on a pool thread; the others go on", ticker.name)
                 self._end(ticker)
+            # Not held while this thread waits for the next: a world that left the pool (and
+            # hibernated) is to be freed now, not when this thread next finds work.
+            del ticker
 
     def _run(self, ticker: Ticker) -> None:
         """Do the work ``ticker`` has due now, then put it back at its next deadline."""
