@@ -148,10 +148,9 @@ def main() -> int:
     lines = header("Hibernation: memory returned, wake-up latency")
     lines += [
         f"Memory: {args.worlds} meadows of {args.creatures} creatures at {args.rate:g} Hz in "
-        f"one process (one WorldRuntime and loop thread each), SQLite store (a sleeping world's "
-        f"snapshot and journal are on disk; the low rate because every world journals every "
-        f"tick in its own SQLite transaction: 1,000 worlds at 1 Hz lock the file until worlds "
-        f"halt, which group commit is to fix); {int(mem['slept'])} of "
+        f"one process (one WorldRuntime each, their loops on the app's loop pool), SQLite "
+        f"store (a sleeping world's snapshot and journal are on disk; the low rate keeps the "
+        f"journal's writes out of what is measured here: memory); {int(mem['slept'])} of "
         f"them put to sleep with WorldHost.hibernate (what the idle sweep calls). Baseline of "
         f"the ratio: the RSS with all {args.worlds} awake, same run.",
         "",
