@@ -66,3 +66,38 @@ def test_zero_loop_threads_gives_each_world_its_own(tmp_path: Path) -> None:
         assert {f"worldloop-own-{i}" for i in range(3)} <= loop_threads()
     finally:
         state.stop()
+
+
+def test_a_thousand_worlds_in_one_process_tick_on_a_bounded_number_of_threads(
+    tmp_path: Path,
+) -> None:
+    """1,000 worlds created through the API in one process: each ticks on its own schedule, the
+    process keeps the pool's threads (not one more per world), and the list shows all of them.
+    Small worlds at 2 Hz: the count is the subject here, the timing is bench/many_worlds.py's."""
+    count = 1000
+    app = make_app(
+        tmp_path,
+        WORLDLOOP_LOOP_THREADS=2,
+        WORLDLOOP_RATE_HZ=2.0,
+        WORLDLOOP_MAX_WORLDS=count,
+        WORLDLOOP_MAX_WORLDS_PER_KIND=count,
+        WORLDLOOP_WORLD_CREATE_BURST=count,
+    )
+    state = app.extensions["worldloop"]
+    client = app.test_client()
+    try:
+        state.runtime.pause()
+        before = threading.active_count()
+        for i in range(count):
+            resp = create(client, f"w{i}", entities=5, seed=i)
+            assert resp.status_code == 201, resp.get_data(as_text=True)
+        runtimes = [state.host.get(f"w{i}").runtime for i in range(count)]
+        for rt in runtimes:
+            assert rt.ticker.wait_for_ticks(2, 60.0), f"{rt.name} did not tick"
+        assert state.loop_pool is not None and state.loop_pool.stats().threads == 2
+        assert threading.active_count() - before <= 4, "threads grew with the worlds"
+        listed = client.get("/api/v1/worlds").get_json()["worlds"]
+        assert len(listed) == count + 1
+        assert {w["status"] for w in listed[1:]} == {"running"}
+    finally:
+        assert state.stop()
