@@ -112,6 +112,19 @@ class Server:
     def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
         return http("POST", self.base + path, body, **kw)
 
+    def redirect(self, path: str) -> tuple[int, str | None]:
+        """The status and ``Location`` of ``GET path``, the redirect not followed."""
+        from http.client import HTTPConnection
+
+        conn = HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, resp.getheader("Location")
+        finally:
+            conn.close()
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         def up() -> bool:
             if self.proc.poll() is not None:

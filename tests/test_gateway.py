@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 from collections.abc import Iterator
-from http.client import HTTPConnection
 from typing import Any
 
 import aiohttp
@@ -56,13 +55,10 @@ def _health(gateway: str) -> dict[str, Any]:
 
 def test_web_workers_redirect_the_stream_to_the_gateway(served: tuple[Server, str]) -> None:
     srv, gateway = served
-    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10)
-    conn.request("GET", "/api/v1/stream?limit=5&hz=2")
-    resp = conn.getresponse()
-    resp.read()
-    conn.close()
-    assert resp.status == 307
-    assert resp.getheader("Location") == gateway + "/api/v1/stream?limit=5&hz=2"
+    assert srv.redirect("/api/v1/stream?limit=5&hz=2") == (
+        307,
+        gateway + "/api/v1/stream?limit=5&hz=2",
+    )
 
 
 def test_the_gateway_checks_the_query_like_the_api(served: tuple[Server, str]) -> None:
@@ -144,13 +140,7 @@ def test_web_workers_redirect_the_websocket_and_name_it_to_the_viewer(
     served: tuple[Server, str],
 ) -> None:
     srv, gateway = served
-    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10)
-    conn.request("GET", "/api/v1/ws?limit=5")
-    resp = conn.getresponse()
-    resp.read()
-    conn.close()
-    assert resp.status == 307
-    assert resp.getheader("Location") == gateway + "/api/v1/ws?limit=5"
+    assert srv.redirect("/api/v1/ws?limit=5") == (307, gateway + "/api/v1/ws?limit=5")
     status, _, body = http("GET", srv.base + "/api/v1/live", timeout=5)
     assert status == 200
     assert body == {"stream": "/api/v1/stream", "websocket": "ws" + gateway[4:] + "/api/v1/ws"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +123,10 @@ def test_the_gateway_serves_each_worlds_stream_and_websocket(
 ) -> None:
     srv, gateway = served
     # A web worker sends a world's stream to the gateway, path and query kept ...
-    conn = HTTPConnection("127.0.0.1", srv.port, timeout=10)
-    conn.request("GET", "/api/v1/worlds/room/stream?limit=5")
-    resp = conn.getresponse()
-    resp.read()
-    conn.close()
-    assert resp.status == 307
-    assert resp.getheader("Location") == gateway + "/api/v1/worlds/room/stream?limit=5"
+    assert srv.redirect("/api/v1/worlds/room/stream?limit=5") == (
+        307,
+        gateway + "/api/v1/worlds/room/stream?limit=5",
+    )
     # ... and names the world's own WebSocket to the viewer.
     status, _, live = srv.get("/api/v1/worlds/room/live", timeout=10)
     assert status == 200
