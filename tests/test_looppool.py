@@ -250,3 +250,63 @@ def test_a_pool_is_at_least_one_thread_and_shares_its_clock(manual_clock):
     with pytest.raises(ValueError):
         Ticker(Guarded(), 10.0, pool=pool, clock=ManualClock())
     assert 1 <= default_size() <= 4
+
+
+def test_a_tick_waiting_without_cpu_hands_its_turn_on_and_turns_stay_bounded() -> None:
+    """On a pool of one thread, a world whose tick waits in blocking() (a journal commit
+    waiting on its fsync, or on the transaction another world's write leads) does not hold the
+    others up: its turn goes to another pool thread. At most ``size`` threads ever do work
+    outside such waits, and once the waits are over the ticks run one at a time again."""
+    from worldloop.looppool import blocking
+
+    pool = LoopPool(1)
+    release = threading.Event()
+    entered = threading.Event()
+    working = [0]
+    most = [0]
+    lock = threading.Lock()
+
+    def count(delta: int) -> None:
+        with lock:
+            working[0] += delta
+            most[0] = max(most[0], working[0])
+
+    def waiter(info: TickInfo) -> None:
+        count(1)
+        try:
+            with blocking():
+                count(-1)
+                entered.set()
+                release.wait(10.0)
+                count(1)
+        finally:
+            count(-1)
+
+    others = [Guarded(hold=0.002) for _ in range(3)]
+
+    def guarded(world: Guarded):  # type: ignore[no-untyped-def]
+        def tick(info: TickInfo) -> None:
+            count(1)
+            try:
+                world(info)
+            finally:
+                count(-1)
+
+        return tick
+
+    stuck = Ticker(waiter, 20.0, pool=pool, name="stuck")
+    tickers = [Ticker(guarded(w), 20.0, pool=pool, name=f"w{i}") for i, w in enumerate(others)]
+    try:
+        stuck.start()
+        assert entered.wait(5.0)
+        for t in tickers:
+            t.start()
+        wait_for(lambda: all(len(w.infos) >= 10 for w in others), 10.0, what="the others tick")
+        release.set()
+        assert stuck.wait_for_ticks(3, 5.0), "the waiting world ticks again"
+        assert most[0] == 1, "more than one thread worked at once on a pool of one"
+        assert pool.stats().threads <= 2
+        assert all(w.violations == 0 for w in others)
+    finally:
+        release.set()
+        stop_all([stuck, *tickers])

@@ -13,21 +13,51 @@ Only one idle thread (the *leader*) sleeps towards the earliest deadline; the ot
 untimed until the leader leaves to work, so a deadline wakes one thread, not all of them.
 Threads start with the first ticker attached and end when the last one leaves. Locks: a
 ticker's control lock may be held while taking the pool's lock, never the other way round.
+
+At most ``size`` threads do work at once. A pool thread that waits without using the CPU — a
+world's journal commit waiting on its fsync or on another world's transaction
+(worldloop.store.group) — says so with :func:`blocking` and hands its turn on meanwhile: an
+idle pool thread (or a new one, up to ``SPARE`` beyond ``size``) runs the next due world,
+whose journal write can then join the transaction in flight. Without it, a pool of two could
+group at most two worlds per transaction and many journaling worlds fell behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import math
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .clock import Clock, MonotonicClock, Ticker
 
 log = logging.getLogger("worldloop.looppool")
+
+SPARE = 64
+"""Most threads a pool starts beyond its size for turns handed on in :func:`blocking`."""
+
+_here = threading.local()
+"""The pool whose thread this is (set by the pool's threads)."""
+
+
+@contextlib.contextmanager
+def blocking() -> Iterator[None]:
+    """Around a wait that uses no CPU: on a pool thread, its turn goes to another thread
+    meanwhile (see the module doc); anywhere else this does nothing."""
+    pool: LoopPool | None = getattr(_here, "pool", None)
+    if pool is None:
+        yield
+        return
+    pool._block(1)
+    try:
+        yield
+    finally:
+        pool._block(-1)
 
 
 def default_size() -> int:
@@ -90,6 +120,9 @@ class LoopPool:
         self._names = itertools.count(1)
         self._leading = False
         self._served = 0
+        self._active = 0
+        """Pool threads doing work now, not counting those waiting in :func:`blocking`."""
+        self._blocked = 0
         self._pid = os.getpid()
 
     # -- what tickers call (each holding its own control lock) -------------------------------
@@ -101,16 +134,38 @@ class LoopPool:
                 self._pid = os.getpid()
                 self._threads.clear()
                 self._leading = False
+                self._active = self._blocked = 0
             if ticker in self._slots:
                 raise ValueError("this ticker is already in the pool")
             slot = self._slots[ticker] = _Slot()
             self._place(ticker, slot, ticker._due())
+            self._ensure_idle()
             while len(self._threads) < min(self.size, len(self._slots)):
-                thread = threading.Thread(
-                    target=self._serve, name=f"{self.name}-{next(self._names)}", daemon=True
-                )
-                self._threads.add(thread)
-                thread.start()
+                self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._serve, name=f"{self.name}-{next(self._names)}", daemon=True
+        )
+        self._threads.add(thread)
+        thread.start()
+
+    def _block(self, by: int) -> None:
+        """A working pool thread starts (``1``) or ends (``-1``) a wait that uses no CPU."""
+        with self._lock:
+            self._active -= by
+            self._blocked += by
+            if by > 0:  # its turn goes to an idle thread, or to a new one
+                if self._heap:
+                    self._ensure_idle()
+                self._lead.notify()
+
+    def _ensure_idle(self) -> None:
+        """While turns are handed on (threads waiting in blocking()), keep one idle thread to
+        take due work: without it, work placed now would wait for the waits to end."""
+        idle = len(self._threads) - self._active - self._blocked
+        if idle == 0 and self._blocked and len(self._threads) < self.size + SPARE:
+            self._spawn()
 
     def wake(self, ticker: Ticker) -> None:
         """``ticker``'s schedule changed (rate, pause, step, call, stop): place it again,
@@ -119,6 +174,7 @@ class LoopPool:
             slot = self._slots.get(ticker)
             if slot is not None and not slot.running:
                 self._place(ticker, slot, ticker._due())
+                self._ensure_idle()
 
     def detach(self, ticker: Ticker) -> bool:
         """Forget ``ticker`` if no pool thread runs it now (True: the caller ends it); else
@@ -156,7 +212,7 @@ class LoopPool:
         del self._slots[ticker]
         # Its entries go now, not when their deadlines come up: they hold the ticker, and
         # through it the world (a hibernated world's memory is to be returned at once).
-        self._heap = [e for e in self._heap if e.ticker is not ticker]
+        self._heap[:] = [e for e in self._heap if e.ticker is not ticker]
         heapq.heapify(self._heap)
         if not self._slots:
             self._heap.clear()
@@ -178,26 +234,35 @@ class LoopPool:
                     heapq.heappop(heap)  # stale: rescheduled or gone since
                     continue
                 if top.due <= self.clock.now():
-                    heapq.heappop(heap)
-                    slot.running = True
-                    if not self._leading:
-                        self._follow.notify()  # an idle thread takes the lead meanwhile
-                    return top.ticker
+                    if self._active >= self.size:  # every turn taken: wait for one to end
+                        due = math.inf
+                    else:
+                        heapq.heappop(heap)
+                        slot.running = True
+                        self._active += 1
+                        if not self._leading:
+                            self._follow.notify()  # an idle thread takes the lead meanwhile
+                        return top.ticker
+                else:
+                    due = top.due
+            else:
+                due = math.inf
             if self._leading:
                 self._follow.wait()
                 continue
             self._leading = True
             try:
-                if heap:
-                    self.clock.wait(self._lead, heap[0].due)
+                if due < math.inf:
+                    self.clock.wait(self._lead, due)
                 else:
-                    self._lead.wait()
+                    self._lead.wait()  # for work, or for a turn to end (notified)
             finally:
                 self._leading = False
 
     # -- a pool thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
+        _here.pool = self
         while True:
             with self._lock:
                 ticker = self._claim()
@@ -208,6 +273,10 @@ class LoopPool:
             except BaseException:  # contained: this ticker ends, the pool goes on
                 log.exception("ticker %s died on a pool thread; the others go on", ticker.name)
                 self._end(ticker)
+            finally:
+                with self._lock:
+                    self._active -= 1
+                    self._lead.notify()  # a leader waiting for a turn may take this one
             # Not held while this thread waits for the next: a world that left the pool (and
             # hibernated) is to be freed now, not when this thread next finds work.
             del ticker

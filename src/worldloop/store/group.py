@@ -36,6 +36,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from ..errors import StoreError, WorldFenced
+from ..looppool import blocking
 from .base import JournalRecord, encode_record
 from .sql_schema import commands, hashes, heads, reason
 
@@ -248,7 +249,8 @@ class GroupCommit:
             lead = not self._busy
             self._busy = True
         if not lead:
-            me.woken.wait()  # resolved by a leader, or told to lead the next transaction
+            with blocking():  # a pool thread hands its turn on meanwhile
+                me.woken.wait()  # resolved by a leader, or told to lead the next transaction
         if not me.done:
             self._lead()
         if me.error is not None:
@@ -262,7 +264,8 @@ class GroupCommit:
             batch, self._pending = self._pending, []  # handed the lead as the first one queued
         error: BaseException | None = None
         try:
-            self._write(batch[0].entry.store, [w.entry for w in batch])
+            with blocking():  # the commit's fsync: no CPU
+                self._write(batch[0].entry.store, [w.entry for w in batch])
         except BaseException as exc:  # every waiter hears of it; the next leader still runs
             error = exc
         finally:
