@@ -14,11 +14,13 @@ from tests.support import free_port
 
 
 class Forwarder:
-    """Forwards 127.0.0.1:``port`` to ``target`` (host, port) on a thread of its own."""
+    """Forwards ``host``:``port`` (127.0.0.1 unless given: tests/netns.py listens on a bridge
+    address) to ``target`` (host, port) on a thread of its own."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host)
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
         self._upstream: set[socket.socket] = set()
@@ -43,7 +45,7 @@ class Forwarder:
                 return
             listener = socket.socket()
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", self.port))
+            listener.bind((self.host, self.port))
             listener.listen(64)
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
