@@ -65,7 +65,8 @@ def test_the_urls_own_timeout_wins(silent_port: int) -> None:
 @pytest.mark.postgres
 def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server(schema: str) -> None:
     """A runner cut off mid-transaction must not hold the world's rows forever: the server ends
-    its session (10 s by default; a URL's own ``options`` wins, here 0.3 s)."""
+    its session (10 s idle by default, or by its keepalives; a URL's own ``options`` wins,
+    here 0.3 s)."""
     import psycopg
     import sqlalchemy.exc
 
@@ -76,7 +77,8 @@ def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server(schema: str
     try:
         with store.engine.connect() as conn:
             shown = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
-        assert shown == "10s"
+            probes = conn.exec_driver_sql("SHOW tcp_keepalives_count").scalar()
+        assert (shown, probes) == ("10s", "3")
     finally:
         store.close()
 

@@ -12,8 +12,10 @@ The other side needs a bound too: a runner cut off in the middle of a journal tr
 leaves its server session idle in that transaction, holding the row locks of the world's head,
 and PostgreSQL keeps it (its own keepalives wait hours, and behind a proxy or NAT they see a
 live peer). The new owner's first journal write would wait on those locks forever.
-:data:`SESSION_DEFAULTS` ends such a session after as long as the runner itself waits on
-unacknowledged data; a URL that sets libpq's ``options`` replaces them.
+:data:`SESSION_DEFAULTS` bound it from the server's end as the connection's own settings do
+from the runner's: a session idle in a transaction ends after 10 s, and one whose client
+vanished in the middle of a statement (the server waits for the rest of it, not idle) ends
+when the server's keepalives go unanswered. A URL that sets libpq's ``options`` replaces them.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ CONNECT_DEFAULTS: Mapping[str, int] = {
 }
 """libpq connection parameters (seconds, except tcp_user_timeout in milliseconds)."""
 
-SESSION_DEFAULTS: Mapping[str, int] = {"idle_in_transaction_session_timeout": 10_000}
-"""Server settings of every session (milliseconds), sent in libpq's ``options``."""
+SESSION_DEFAULTS: Mapping[str, int] = {
+    "idle_in_transaction_session_timeout": 10_000,
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 3,
+    "tcp_keepalives_count": 3,
+}
+"""Server settings of every session, sent in libpq's ``options`` (the timeout in milliseconds,
+the keepalives in seconds, as for the connection's own)."""
 
 
 def pg_engine_options(query: Mapping[str, Any], schema: str | None) -> dict[str, Any]:
