@@ -42,7 +42,13 @@ from tests.test_scaleout_services import (
     wait_ready,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres, pytest.mark.netns]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.netns,
+    pytest.mark.timeout(90),  # each test is bounded; they take 5 to 40 s on a loaded machine
+]
 
 PORT = 8000  # host i serves on PORT + i (Clients tells servers apart by port)
 ARGV = [
@@ -67,7 +73,9 @@ def services(lab: netns.Lab) -> Iterator[tuple[str, str]]:
     the Redis and store URLs a host uses."""
     redis_port = int(REDIS_URL.split(":")[-1].split("/")[0])
     fr = Forwarder(("127.0.0.1", redis_port), host=lab.service("redis"))
-    fp = Forwarder(("127.0.0.1", 5432), host=lab.service("postgres"))
+    # PostgreSQL's end of a host's connection is the forwarder's: it probes the host as the
+    # server would, so a partitioned host's session ends as it would without a forwarder
+    fp = Forwarder(("127.0.0.1", 5432), host=lab.service("postgres"), keepalive=True)
     try:
         yield (
             REDIS_URL.replace(f"127.0.0.1:{redis_port}", f"{fr.host}:{fr.port}"),
@@ -149,7 +157,9 @@ def test_the_owning_host_partitioned_hands_the_world_over_and_rejoins_as_standby
             wait_for(lambda: gave_up(a) > 0, 30, "host a to give the world up")
             wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
             assert runs_on(client, prefix, hb)
-            clients.more(30)
+            # b's first journal write may wait on the rows a's cut-off session still holds,
+            # until the server ends that session (10 s idle, or ~19 s of unanswered keepalives)
+            clients.more(30, timeout=50)
             assert ready(b)
             status, codes = reasons(a)
             assert status == 503 and {REASON[s] for s in cut} <= codes, codes
