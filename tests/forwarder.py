@@ -13,12 +13,30 @@ import threading
 from tests.support import free_port
 
 
-class Forwarder:
-    """Forwards 127.0.0.1:``port`` to ``target`` (host, port) on a thread of its own."""
+def watch(sock: socket.socket) -> None:
+    """Probe the peer of ``sock`` as PostgreSQL probes a session's client with worldloop's
+    session settings (``worldloop.store.pg_options.SESSION_DEFAULTS``: keepalives after 10 s,
+    every 3 s, 3 probes; unacknowledged data for 10 s): the target sees the forwarder, not the
+    client, so the forwarder must notice a client behind a dead path and end the connection."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 10_000)
 
-    def __init__(self, target: tuple[str, int]) -> None:
+
+class Forwarder:
+    """Forwards ``host``:``port`` (127.0.0.1 unless given: tests/netns.py listens on a bridge
+    address) to ``target`` (host, port) on a thread of its own; with ``keepalive``, each
+    client's connection is watched as the target would watch it (:func:`watch`)."""
+
+    def __init__(
+        self, target: tuple[str, int], host: str = "127.0.0.1", *, keepalive: bool = False
+    ) -> None:
         self.target = target
-        self.port = free_port()
+        self.host = host
+        self.keepalive = keepalive
+        self.port = free_port(host)
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
         self._upstream: set[socket.socket] = set()
@@ -43,7 +61,7 @@ class Forwarder:
                 return
             listener = socket.socket()
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", self.port))
+            listener.bind((self.host, self.port))
             listener.listen(64)
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -70,6 +88,8 @@ class Forwarder:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut: the listener is closed
+            if self.keepalive:
+                watch(client)
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
