@@ -99,9 +99,13 @@ def runs_on(client: redis.Redis, prefix: str, host: netns.Host) -> bool:
     return owner_pid(client, prefix) in host.pids()
 
 
-def test_two_hosts_serve_one_world_and_one_takes_over_when_the_other_is_killed(
+@contextlib.contextmanager
+def owner_and_standby(
     tmp_path: Path, prefix: str, schema: str
-) -> None:
+) -> Iterator[tuple[netns.Host, netns.Host, Server, Server, Clients, int]]:
+    """Two hosts in their namespaces: a owns the world, b stands by, clients load both (30
+    acknowledgements in); yields (host a, host b, a's server, b's server, the clients, the epoch
+    then). The SCALEOUT.md oracles are checked once the test's body is done."""
     client = redis.Redis.from_url(REDIS_URL)
     clients: Clients | None = None
     with netns.lab(2) as lab, services(lab) as (redis_url, pg_url):
@@ -115,20 +119,26 @@ def test_two_hosts_serve_one_world_and_one_takes_over_when_the_other_is_killed(
             assert runs_on(client, prefix, ha)
             clients = Clients([a, b], REDIS_URL, prefix)
             clients.more(30)
-            epoch, _ = pg_state(schema)
-
-            killed = ha.kill()  # every process of the owning host, gunicorn master and worker
-            assert len(killed) >= 2
-            wait_for(lambda: not ha.pids(), 10, "host a's processes to be gone")
-            wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
-            assert runs_on(client, prefix, hb)
-            clients.more(30)
-            assert ready(b)
+            yield ha, hb, a, b, clients, pg_state(schema)[0]
         finally:
             if clients is not None:
                 clients.stop()
     assert clients is not None
     check_oracles(schema, clients)
+
+
+def test_two_hosts_serve_one_world_and_one_takes_over_when_the_other_is_killed(
+    tmp_path: Path, prefix: str, schema: str
+) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    with owner_and_standby(tmp_path, prefix, schema) as (ha, hb, _a, b, clients, epoch):
+        killed = ha.kill()  # every process of the owning host, gunicorn master and worker
+        assert len(killed) >= 2
+        wait_for(lambda: not ha.pids(), 10, "host a's processes to be gone")
+        wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
+        assert runs_on(client, prefix, hb)
+        clients.more(30)
+        assert ready(b)
 
 
 @pytest.mark.parametrize("cut", [("redis",), ("postgres",), ("redis", "postgres")])
@@ -136,43 +146,25 @@ def test_the_owning_host_partitioned_hands_the_world_over_and_rejoins_as_standby
     tmp_path: Path, prefix: str, schema: str, cut: tuple[str, ...]
 ) -> None:
     client = redis.Redis.from_url(REDIS_URL)
-    clients: Clients | None = None
-    with netns.lab(2) as lab, services(lab) as (redis_url, pg_url):
-        ha, hb = lab.hosts
-        cfg = env(redis_url, prefix, pg_url, schema)
-        a = serve(ha, tmp_path, cfg)
-        wait_ready(a, 30, "host a ready (it owns the world)")
-        b = serve(hb, tmp_path, cfg)
-        try:
-            wait_ready(b, 30, "host b ready")
-            assert runs_on(client, prefix, ha)
-            clients = Clients([a, b], REDIS_URL, prefix)
-            clients.more(30)
-            epoch, _ = pg_state(schema)
+    with owner_and_standby(tmp_path, prefix, schema) as (ha, hb, a, b, clients, epoch):
+        for service in cut:
+            ha.cut(service)
+        for service in cut:
+            wait_for(lambda s=service: unready_for(a, REASON[s]), 30, f"a: {REASON[service]}")
+        wait_for(lambda: gave_up(a) > 0, 30, "host a to give the world up")
+        wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
+        assert runs_on(client, prefix, hb)
+        # b's first journal write may wait on the rows a's cut-off session still holds,
+        # until the server ends that session (10 s idle, or ~19 s of unanswered keepalives)
+        clients.more(30, timeout=50)
+        assert ready(b)
+        status, codes = reasons(a)
+        assert status == 503 and {REASON[s] for s in cut} <= codes, codes
 
-            for service in cut:
-                ha.cut(service)
-            for service in cut:
-                wait_for(lambda s=service: unready_for(a, REASON[s]), 30, f"a: {REASON[service]}")
-            wait_for(lambda: gave_up(a) > 0, 30, "host a to give the world up")
-            wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
-            assert runs_on(client, prefix, hb)
-            # b's first journal write may wait on the rows a's cut-off session still holds,
-            # until the server ends that session (10 s idle, or ~19 s of unanswered keepalives)
-            clients.more(30, timeout=50)
-            assert ready(b)
-            status, codes = reasons(a)
-            assert status == 503 and {REASON[s] for s in cut} <= codes, codes
-
-            for service in cut:
-                ha.heal(service)
-            wait_ready(a, 30, "host a ready again, as a standby")
-            assert runs_on(client, prefix, hb)
-            b_tick = clients.ticks[b.port][-1]
-            wait_for(lambda: clients.ticks[a.port][-1] > b_tick, 15, "a's reads to catch up")
-            clients.more(20)
-        finally:
-            if clients is not None:
-                clients.stop()
-    assert clients is not None
-    check_oracles(schema, clients)
+        for service in cut:
+            ha.heal(service)
+        wait_ready(a, 30, "host a ready again, as a standby")
+        assert runs_on(client, prefix, hb)
+        b_tick = clients.ticks[b.port][-1]
+        wait_for(lambda: clients.ticks[a.port][-1] > b_tick, 15, "a's reads to catch up")
+        clients.more(20)
