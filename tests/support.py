@@ -201,14 +201,9 @@ def flask_argv(*extra: str) -> list[str]:
     ]
 
 
-def gunicorn_argv(*extra: str) -> list[str]:
-    return [
-        str(BIN / "gunicorn"),
-        "--bind",
-        "127.0.0.1:{port}",
-        *extra,
-        "worldloop.demo:create_app()",
-    ]
+def gunicorn_argv(*extra: str, app: str = "worldloop.demo:create_app()") -> list[str]:
+    """gunicorn on a free port ({port}, filled in by running_server) serving ``app``."""
+    return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *extra, app]
 
 
 def service_required(name: str) -> bool:

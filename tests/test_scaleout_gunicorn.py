@@ -21,7 +21,16 @@ from tests.durability_app import Drift
 from tests.redis_support import REDIS_URL
 from tests.scaleout_oracles import check_journal
 from tests.store_support import PG_URL
-from tests.support import BIN, ROOT, SRC, Server, free_port, http, running_server, wait_for
+from tests.support import (
+    ROOT,
+    SRC,
+    Server,
+    free_port,
+    gunicorn_argv,
+    http,
+    running_server,
+    wait_for,
+)
 from worldloop.durability import replay
 from worldloop.store.sql import SqlStore
 
@@ -61,18 +70,9 @@ def test_two_servers_two_workers_one_runner_and_a_kill(
         "WORLDLOOP_JOURNAL_RETENTION": "1000000",
         "DRIFT_PARTICLES": "8",
     }
-    argv = [
-        str(BIN / "gunicorn"),
-        "--bind",
-        "127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "gthread",
-        "--threads",
-        "4",
-        "tests.durability_app:create_app()",
-    ]
+    argv = gunicorn_argv(
+        "-w", "2", "-k", "gthread", "--threads", "4", app="tests.durability_app:create_app()"
+    )
     client = redis.Redis.from_url(REDIS_URL)
     acked: list[str] = []
     stop = threading.Event()

@@ -20,7 +20,7 @@ import redis
 
 from tests.redis_support import REDIS_URL
 from tests.store_support import PG_URL
-from tests.support import BIN, ROOT, SRC, Server, http, running_server, wait_for
+from tests.support import ROOT, SRC, Server, gunicorn_argv, http, running_server, wait_for
 from worldloop.store.sql import SqlStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
@@ -89,24 +89,12 @@ def test_limits_and_tokens_hold_for_the_whole_deployment(
         "WORLDLOOP_TRUSTED_PROXIES": "1",  # each player signs up from an address of its own
         "MEADOW_ENTITIES": "200",
     }
-    argv = [
-        str(BIN / "gunicorn"),
-        "--bind",
-        "127.0.0.1:{port}",
-        "-w",
-        "2",
-        "-k",
-        "gthread",
-        "--threads",
-        "4",
-        "--access-logfile",
-        "-",
-        "--access-logformat",
-        "probe=%({x-probe}i)s pid=%(p)s status=%(s)s",
-        "worldloop.demo:create_app()",
-    ]
-    # The store made before the workers start: two workers creating a new PostgreSQL schema
-    # at once may collide (CREATE SCHEMA IF NOT EXISTS is not atomic in PostgreSQL).
+    argv = gunicorn_argv(
+        *("-w", "2", "-k", "gthread", "--threads", "4", "--access-logfile", "-"),
+        *("--access-logformat", "probe=%({x-probe}i)s pid=%(p)s status=%(s)s"),
+    )
+    # The store made before the workers start (opening a new schema from two workers at once
+    # is serialized by the store itself, tests/test_store.py; here it is not the subject).
     store = SqlStore(PG_URL, schema=schema)
     store.open()
     store.close()
