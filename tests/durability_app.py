@@ -89,8 +89,9 @@ def create_world(config: Mapping[str, Any]) -> Drift:
     return Drift(int(config.get("DRIFT_PARTICLES", 64)), int(config.get("DRIFT_SEED", 7)))
 
 
-def create_app() -> Flask:
-    """The test server: config from WORLDLOOP_* environment variables."""
+def create_app(kinds: Mapping[str, Any] | None = None) -> Flask:
+    """The test server: config from WORLDLOOP_* environment variables; ``kinds``: the world
+    kinds the API creates worlds of (tests/fleet_app.py)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = Flask(__name__, instance_path=os.environ["WORLDLOOP_INSTANCE_PATH"])
@@ -113,7 +114,7 @@ def create_app() -> Flask:
             return {"error": {"code": "not_paused", "message": "pause first", "details": {}}}
         return {"tick": rt.world.tick, "hash": rt.world.state_hash()}
 
-    WorldLoop(app, world=create_world, json_errors="all")
+    WorldLoop(app, world=create_world, kinds=kinds, json_errors="all")
     return app
 
 

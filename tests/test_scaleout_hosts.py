@@ -138,7 +138,7 @@ def test_two_hosts_serve_one_world_and_one_takes_over_when_the_other_is_killed(
         wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
         assert runs_on(client, prefix, hb)
         clients.more(30)
-        assert ready(b)
+        wait_ready(b, 10, "host b ready")
 
 
 @pytest.mark.parametrize("cut", [("redis",), ("postgres",), ("redis", "postgres")])

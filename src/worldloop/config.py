@@ -87,6 +87,10 @@ class Settings(BaseModel):
     """Seconds a Redis lease lives unrenewed: a dead runner's worlds move after about this."""
     standby_poll: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     """Seconds between a standby worker's tries for a world's free lease."""
+    runner_capacity: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    """The Redis mode: this process's weight among the runners (worldloop.fleet): worlds are
+    placed in proportion to it. 0: it serves every world but runs none (a web-only worker
+    beside dedicated ``worldloop runner`` processes with a higher weight)."""
     runner: RunnerMode = "process"
     """``process``: in a server (``flask run``, gunicorn, any ``-w``) the world runs in one
     runner process of its own and every web worker serves it (worldloop.runner); ``thread``:

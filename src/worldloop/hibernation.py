@@ -32,7 +32,8 @@ from .jobs import JobSpec
 from .store.catalog import CatalogEntry
 
 if TYPE_CHECKING:
-    from .host import HostedWorld, WorldHost
+    from .host import WorldHost
+    from .hosted import HostedWorld
 
 log = logging.getLogger("worldloop.hibernation")
 
@@ -174,6 +175,8 @@ class Hibernator:
         self._thread: threading.Thread | None = None
         self._refused: set[str] = set()
         """Sleeping worlds that failed to wake for their job (not retried by the sweep)."""
+        self.off = False
+        """True where worlds never sleep whatever is declared (the Redis mode)."""
 
     def after_of(self, kind: str) -> float:
         """Idle seconds before a world of ``kind`` sleeps (0: never)."""
@@ -189,6 +192,8 @@ class Hibernator:
 
     @property
     def enabled(self) -> bool:
+        if self.off:
+            return False
         return self.after > 0 or any(
             (o.hibernate_after or 0) > 0 for o in self.host.kind_options.values()
         )

@@ -25,8 +25,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,6 +40,7 @@ from .errors import (
     WorldsUnsupported,
 )
 from .hibernation import Hibernator, KindOptions, asleep_summary, revive
+from .hosted import HostedWorld
 from .jobs import JobScheduler
 from .models import error_details, error_message
 from .names import check_name, name_world
@@ -59,50 +60,7 @@ settings and backends (worldloop.state.WorldLoopState.build_runtime)."""
 RESOLVE_AGAIN = 3.0
 """Seconds a world served from elsewhere may be silent before a request asks about it again."""
 
-Status = Literal["running", "paused", "stopped", "failed", "hibernated"]
 NO_OPTIONS = KindOptions()
-
-
-@dataclass(slots=True)
-class HostedWorld:
-    """One world of the host: its kind and config, and the runtime that runs it."""
-
-    name: str
-    kind: str
-    config: Mapping[str, Any]
-    runtime: WorldRuntime
-    jobs: JobScheduler | None = None
-    created_at: float = 0.0
-    default: bool = False
-    failed: str | None = field(default=None)
-    """Why the world could not be started here (its runtime is then not running)."""
-    seen_at: float = 0.0
-    """When a world served from elsewhere was looked up (monotonic; see WorldHost.get)."""
-
-    @property
-    def status(self) -> Status:
-        if self.failed is not None:
-            return "failed"
-        if not self.runtime.running:
-            return "stopped"
-        return "paused" if self.runtime.stats().paused else "running"
-
-    def summary(self) -> dict[str, Any]:
-        """What ``GET /api/v1/worlds`` lists for this world."""
-        rt = self.runtime
-        snap = rt.latest
-        extra = snap.summary if snap is not None else {}
-        players = extra.get("player_count", extra.get("players"))
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "default": self.default,
-            "status": self.status,
-            "tick": snap.tick if snap is not None else rt.tick,
-            "rate_hz": rt.stats().rate_hz,
-            "players": players if isinstance(players, int) else None,
-            "error": self.failed,
-        }
 
 
 class WorldHost:
@@ -150,6 +108,9 @@ class WorldHost:
         """Called with each world once it started (a runner process serves it to workers)."""
         self.on_stop: Callable[[str], None] | None = None
         """Called with a world's name before it is stopped for deletion."""
+        self.on_remove: Callable[[str], None] | None = None
+        """Told a deleted world's name once it left the catalog, before its data is dropped
+        (the Redis mode fences the world's owner in another process there)."""
         self.resolve: Callable[[str], HostedWorld] | None = None
         """Finds a world this process does not run (a web worker asks its runner process)."""
         self.on_sleep: Callable[[str], None] | None = None
@@ -301,6 +262,8 @@ class WorldHost:
                 tick = hosted.runtime.tick
             self.hibernator.forget(name)
             self.catalog.remove(name)
+            if self.on_remove is not None:
+                self.on_remove(name)
             if drop_journal:
                 self.catalog.drop_data(name)
         if self.on_delete is not None:
@@ -379,6 +342,28 @@ class WorldHost:
         if self.on_start is not None:
             self.on_start(hosted)
         return hosted
+
+    def follow(self, entries: list[CatalogEntry], known: set[str]) -> None:
+        """Serve the catalog's worlds that other processes created, and stop serving those
+        they deleted (the Redis mode: every process serves every world). ``known``: the
+        extra worlds served here before ``entries`` were read (one created since is kept)."""
+        names = {e.name for e in entries}
+        for entry in entries:
+            with self._lock:
+                if not self.started or entry.name in self._worlds:
+                    continue
+                self._restore(entry)
+                hosted = self._worlds.get(entry.name)
+            if hosted is not None:
+                self._start_one(hosted)
+        for name in known - names:
+            with self._lock:
+                gone = self._worlds.pop(name, None)
+            if gone is not None:
+                log.info("world %r was deleted by another process", name)
+                gone.runtime.stop()
+                if self.on_delete is not None:
+                    self.on_delete(name)
 
     def record_pause(self, name: str, paused: bool) -> None:
         """Remember in the catalog that an extra world was paused or resumed."""

@@ -38,6 +38,7 @@ from .world import World
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .fleet import Fleet
 
 log = logging.getLogger("worldloop.scaleout")
 
@@ -111,6 +112,7 @@ class ScaleoutRuntime(WorldRuntime):
         poll: float = 0.5,
         owner_options: Mapping[str, Any] | None = None,
         probe_every: float = 1.0,
+        own_lookup: bool = True,
     ) -> None:
         options = dict(owner_options or {})
         super().__init__(
@@ -121,6 +123,7 @@ class ScaleoutRuntime(WorldRuntime):
         )
         self.redis_bus = bus
         self.store = lookup_store  # idempotency keys and command look-ups (read only)
+        self._own_lookup = own_lookup  # False: shared by the process's worlds, closed by it
         self.lease_redis = make_lease()
         """The world's Redis lease, tried every ``poll`` s and reused by each owner."""
         self.make_store = make_store
@@ -143,8 +146,15 @@ class ScaleoutRuntime(WorldRuntime):
             every=probe_every,
         )
         self._standby_stop = threading.Event()
+        self._wake = threading.Event()
         self._standby: threading.Thread | None = None
         self._owner_lock = threading.Lock()
+        self.fleet: Fleet | None = None
+        """The process's placement of worlds over runners (worldloop.fleet; set by
+        :meth:`Fleet.attach`). None: every worker tries the lease, the first wins."""
+        self.still_wanted: Callable[[], bool] | None = None
+        """Asked after the lease is won, before taking the world over: False (a world deleted
+        from the catalog meanwhile) releases it instead."""
 
     def __repr__(self) -> str:
         return f"ScaleoutRuntime({self.name!r}, {self.me})"
@@ -190,24 +200,48 @@ class ScaleoutRuntime(WorldRuntime):
             self._running = False
             self._stopped = True
         self._standby_stop.set()
+        self._wake.set()
         standby = self._standby
         if standby is not None and standby is not threading.current_thread():
             standby.join(max(self.poll * 2, 1.0))
+        owned = self.owner is not None
         ok = self._give_up(None, timeout)
+        if owned and self.fleet is not None:  # the next owner takes it now, not at its poll
+            self.fleet.handed_over(self.name)
         self._emit("stopping")
         self.redis_bus.close()
-        if self.store is not None:
+        if self.store is not None and self._own_lookup:
             self.store.close()
         return ok
 
+    def wake(self) -> None:
+        """Look at the world now rather than at the next poll (its lease was just released)."""
+        self._wake.set()
+
     def _stand_by(self) -> None:
         while not self._standby_stop.is_set():
-            owner = self.owner
+            owner, fleet = self.owner, self.fleet
             if owner is None:
-                self._try_to_own()
+                if fleet is None or fleet.wants(self.name):
+                    self._try_to_own()
             elif owner.degraded or not owner.running:
                 self._give_up(owner.degraded or "the owner stopped")
-            self._standby_stop.wait(self.poll)
+            elif fleet is not None and fleet.hands_over(self.name):
+                self._hand_over(fleet)
+            self._wake.wait(self.poll)
+            self._wake.clear()
+
+    def _hand_over(self, fleet: Fleet) -> None:
+        """A rebalance: stop running the world here (final snapshot, release) for the runner
+        it is placed on, and tell it so."""
+        log.info(
+            "world %r: %s hands the world over to runner %s",
+            self.name,
+            self.me,
+            fleet.placed.get(self.name),
+        )
+        self._give_up(None, self.shutdown_timeout)
+        fleet.handed_over(self.name)
 
     def _try_to_own(self) -> None:
         options = {
@@ -219,6 +253,9 @@ class ScaleoutRuntime(WorldRuntime):
             return
         except Exception as exc:  # Redis unreachable: keep serving what was read, retry
             log.warning("world %r: trying the lease failed: %s", self.name, exc)
+            return
+        if self.still_wanted is not None and not self._wanted():
+            self.lease_redis.release()
             return
         store = self.make_store()
         fence = EpochFence(store, self.me)
@@ -250,6 +287,24 @@ class ScaleoutRuntime(WorldRuntime):
                 return
             self.owner = owner
             self.takeovers += 1
+
+    def _wanted(self) -> bool:
+        try:
+            return self.still_wanted is None or self.still_wanted()
+        except Exception as exc:  # the catalog does not answer: do not take it now
+            log.warning("world %r: is it still in the catalog? %s", self.name, exc)
+            return False
+
+    def ownership(self) -> dict[str, Any]:
+        """Who runs the world (``{"host", "pid"}`` or None) and the newest epoch served."""
+        runner = None if self.fleet is None else self.fleet.runner_of(self.name)
+        if runner is None and self.fleet is None:
+            holder = self.lease_holder()
+            if holder is not None and " pid " in holder:
+                host, _, pid = holder.partition(" pid ")
+                runner = {"host": host, "pid": int(pid.split()[0])}
+        epoch = self.redis_bus.position[0]
+        return {"runner": runner, "epoch": epoch if epoch > 0 else None}
 
     def _give_up(self, why: str | None, timeout: float | None = None) -> bool:
         with self._owner_lock:
@@ -335,11 +390,13 @@ def scaleout_runtime(
     owner_options: Mapping[str, Any] | None = None,
     group_commit: bool = True,
     probe_every: float = 1.0,
+    lookup_store: SqlStore | None = None,
 ) -> ScaleoutRuntime:
     """The scale-out runtime of ``world``: Redis at ``redis_url`` (lease, streams), the SQL
     store at ``store_url`` (journal, snapshots, epoch); keys start with ``prefix``;
     ``group_commit``: journal with the process's other worlds on that store (store/group.py);
-    /readyz asks both services at most every ``probe_every`` seconds."""
+    /readyz asks both services at most every ``probe_every`` seconds; ``lookup_store``: a
+    store for command look-ups that the process's worlds share (None: one of its own)."""
     if not store_url.startswith(("postgresql", "sqlite")):
         raise ConfigError(
             f"the Redis mode needs a SQL store (PostgreSQL across hosts), not {store_url!r}"
@@ -352,15 +409,24 @@ def scaleout_runtime(
         bus,
         make_lease=lambda: RedisLease(connect(redis_url), world.name, prefix=prefix, ttl=ttl),
         make_store=lambda: SqlStore(store_url, schema=schema, group_commit=group_commit),
-        lookup_store=SqlStore(store_url, schema=schema),
+        lookup_store=lookup_store or SqlStore(store_url, schema=schema),
         poll=poll,
         owner_options=owner_options,
         probe_every=probe_every,
+        own_lookup=lookup_store is None,
     )
 
 
-def runtime_from_settings(world: World, settings: Settings, store_url: str) -> ScaleoutRuntime:
-    """The scale-out runtime an app's settings describe (WORLDLOOP_REDIS_URL is set)."""
+def runtime_from_settings(
+    world: World,
+    settings: Settings,
+    store_url: str,
+    *,
+    lookup_store: SqlStore | None = None,
+    **extra: Any,
+) -> ScaleoutRuntime:
+    """The scale-out runtime an app's settings describe (WORLDLOOP_REDIS_URL is set);
+    ``extra``: more options of its owners (``pool``, ``start_paused``)."""
     assert settings.redis_url is not None
     return scaleout_runtime(
         world,
@@ -373,6 +439,7 @@ def runtime_from_settings(world: World, settings: Settings, store_url: str) -> S
         queue_size=settings.queue_size,
         group_commit=settings.group_commit,
         probe_every=settings.ready_store_check_ttl,
+        lookup_store=lookup_store,
         owner_options={
             "rate_hz": settings.rate_hz,
             "policy": settings.overrun,
@@ -386,5 +453,6 @@ def runtime_from_settings(world: World, settings: Settings, store_url: str) -> S
             "retention_ticks": settings.journal_retention,
             "store_retry_seconds": settings.store_retry_seconds,
             "snapshot_cache_bytes": settings.snapshot_cache_bytes,
+            **extra,
         },
     )

@@ -20,7 +20,8 @@ from .bus import Bus, open_bus
 from .config import Settings
 from .errors import ConfigError, StoreError, WorldLockedError, WorldLoopError
 from .hibernation import KindOptions
-from .host import HostedWorld, KindFactory, WorldHost
+from .host import KindFactory, WorldHost
+from .hosted import HostedWorld
 from .jobs import (
     JobRegistrar,
     JobScheduler,
@@ -38,6 +39,7 @@ from .world import World
 
 if TYPE_CHECKING:
     from .metrics import LoopObserver
+    from .scaleout_worlds import ScaleoutWorlds
 
 log = logging.getLogger("worldloop")
 
@@ -73,6 +75,8 @@ class WorldLoopState:
         jobs.bind(world)
         threads = default_size() if settings.loop_threads is None else settings.loop_threads
         self.loop_pool = LoopPool(threads, name="worldloop-pool") if threads else None
+        self.scaleout_worlds: ScaleoutWorlds | None = None
+        """The Redis mode's fleet and worlds (worldloop.scaleout_worlds); None otherwise."""
         """The loop threads of the extra worlds (WORLDLOOP_LOOP_THREADS; None: one each). The
         default world keeps a thread of its own: it is the heavy one (players, jobs, streams),
         and no batch of extra worlds' ticks may ever take its turn."""
@@ -94,6 +98,8 @@ class WorldLoopState:
             kind_options=kind_options,
         )
         """The app's worlds: the default one and those of its kinds (worldloop.host)."""
+        if self.scaleout_worlds is not None:
+            self.scaleout_worlds.install()
         self.observers: dict[str, LoopObserver] = {}
         """The metrics observers of the extra worlds, by name (WORLDLOOP_OBSERVE)."""
         self.host.on_delete = self.host.on_sleep = self._forget_world
@@ -133,8 +139,12 @@ class WorldLoopState:
         on the store."""
         jobs = JobScheduler(workers=self.settings.job_workers)
         jobs.bind(world)
-        lease = open_lease(f"memory://{self.store_url}#{world.name}", world.name, wait=0.0)
-        runtime = self._runtime(world, lease, paused, self.loop_pool)
+        runtime: WorldRuntime
+        if self.scaleout_worlds is not None:  # any process may run it: the fleet places it
+            runtime = self.scaleout_worlds.runtime(world, extra=True, paused=paused)
+        else:
+            lease = open_lease(f"memory://{self.store_url}#{world.name}", world.name, wait=0.0)
+            runtime = self._runtime(world, lease, paused, self.loop_pool)
         jobs.attach(runtime)
         if self.offload is not None:  # its task requests go where the default world's go
             runtime.add_plugin(OffloadPlugin(self.offload.sender, timeout=self.offload.timeout))
@@ -145,6 +155,8 @@ class WorldLoopState:
         return runtime, jobs
 
     def _forget_world(self, name: str) -> None:
+        if self.scaleout_worlds is not None:
+            self.scaleout_worlds.forget(name)
         observer = self.observers.pop(name, None)
         if observer is not None:
             from .metrics import forget_world
@@ -196,6 +208,8 @@ class WorldLoopState:
                 and holder_is_stranger(lease)
             ):
                 lease.acquire(wait=0)  # a second server, not a restarting sibling: no wait
+            if self.scaleout_worlds is not None:
+                self.scaleout_worlds.start()  # registered before any world stands by
             self.runtime.start()
             self.host.start()
         stop_at_exit(self, self.settings.handle_signals, server=self.role in SERVER_ROLES)
@@ -206,6 +220,8 @@ class WorldLoopState:
         and disconnects (the runner goes on)."""
         if self.spawner is not None:
             self.spawner.stop()
+        if self.scaleout_worlds is not None:
+            self.scaleout_worlds.stop()  # out of the registry first: the others take over
         extra = threading.Thread(target=self.host.stop, args=(timeout,), daemon=True)
         extra.start()
         ok = self.runtime.stop(timeout)
@@ -378,9 +394,10 @@ class WorldLoopState:
 
     def _make_scaleout(self, world: World) -> WorldRuntime:
         """The scale-out mode's runtime (WORLDLOOP_REDIS_URL; worldloop.scaleout)."""
-        from .scaleout import runtime_from_settings
+        from .scaleout_worlds import ScaleoutWorlds
 
-        return runtime_from_settings(world, self.settings, self.store_url)
+        self.scaleout_worlds = ScaleoutWorlds(self)
+        return self.scaleout_worlds.runtime(world, extra=False)
 
     def _make_store(self) -> Store | None:
         """The journal + snapshot store, by URL (not connected yet); None for ``memory://``

@@ -46,6 +46,13 @@ WorldName = Annotated[
 ]
 
 
+class RunnerInfo(BaseModel):
+    """The process that runs a world (the Redis mode)."""
+
+    host: str
+    pid: int
+
+
 class WorldInfo(BaseModel):
     """One world of this server, as the list shows it."""
 
@@ -59,6 +66,12 @@ class WorldInfo(BaseModel):
     rate_hz: float
     players: int | None = None
     error: str | None = Field(None, description="Why a failed world could not start.")
+    runner: RunnerInfo | None = Field(
+        None, description="The Redis mode: the process that runs the world now (none: moving)."
+    )
+    epoch: int | None = Field(
+        None, description="The Redis mode: the newest owner epoch this server has served."
+    )
 
 
 class WorldList(BaseModel):

@@ -16,6 +16,7 @@ import click
 
 from .commands import COMMANDS, app_option
 from .loading import Target, load_app, target_of_app
+from .runner import runner_command
 
 __all__ = ["Target", "load_app", "main", "target_of_app", "world"]
 
@@ -27,7 +28,8 @@ def _version() -> str:
         return "unknown"
 
 
-HELP = """Inspect, verify, restore and snapshot a world's store, beside a live server.
+HELP = """Inspect, verify, restore and snapshot a world's store, beside a live server; run
+worlds of the Redis mode in a process of their own (runner).
 
 The world comes from a Flask app (--app, loaded as 'flask --app' loads it; its world is never
 started and its lease never taken) or from --world MODULE:FACTORY --store URL. Output is for a
@@ -42,7 +44,7 @@ def world() -> None:
     """Commands on a world's store (``--app`` may come before or after the command)."""
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, runner_command):
     world.add_command(_command)
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from ..host import HostedWorld
+from ..hosted import HostedWorld
 from ..names import name_world
 from .ipc import endpoints
 

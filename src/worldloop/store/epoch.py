@@ -84,24 +84,7 @@ class EpochFence:
         """Become ``world``'s owner: bump its epoch (in a transaction of its own, committed
         before this returns) and read the cursor the journal reached. Call it only while
         holding the world's lease; every write of an older epoch fails from now on."""
-        store = self.store
-        with store._write("claiming the world") as conn:
-            epochs.create(conn, checkfirst=True)
-            now = time.time()
-            values = {"world": world, "epoch": 1, "cursor": "0-0", "owner": self.owner}
-            ins = (pg_insert if not store.is_sqlite else sqlite_insert)(epochs).values(
-                **values, updated_at=now
-            )
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[epochs.c.world],
-                    set_={"epoch": epochs.c.epoch + 1, "owner": self.owner, "updated_at": now},
-                )
-            )
-            row = conn.execute(
-                select(epochs.c.epoch, epochs.c.cursor).where(epochs.c.world == world)
-            ).one()
-        claim = Claim(world, int(row[0]), str(row[1]))
+        claim = bump_epoch(self.store, world, self.owner)
         with self._lock:
             self._mine[world] = claim.epoch
             self._staged.pop(world, None)
@@ -162,6 +145,28 @@ class EpochFence:
                 f"(this runner's epoch {mine} is stale); nothing was committed",
                 details={"world": world, "epoch": mine},
             )
+
+
+def bump_epoch(store: SqlStore, world: str, owner: str) -> Claim:
+    """Bump ``world``'s epoch in ``store`` for ``owner`` (committed on return): whoever ran
+    it until now can commit nothing more. A new owner's claim, and a deletion's fence."""
+    with store._write("claiming the world") as conn:
+        epochs.create(conn, checkfirst=True)
+        now = time.time()
+        values = {"world": world, "epoch": 1, "cursor": "0-0", "owner": owner[:200]}
+        ins = (pg_insert if not store.is_sqlite else sqlite_insert)(epochs).values(
+            **values, updated_at=now
+        )
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[epochs.c.world],
+                set_={"epoch": epochs.c.epoch + 1, "owner": owner[:200], "updated_at": now},
+            )
+        )
+        row = conn.execute(
+            select(epochs.c.epoch, epochs.c.cursor).where(epochs.c.world == world)
+        ).one()
+    return Claim(world, int(row[0]), str(row[1]))
 
 
 def fenced_store(url: str, owner: str, *, schema: str | None = None) -> EpochFence:
