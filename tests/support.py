@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
+B = TypeVar("B", bound="Background")
 
 
 def wait_for(
@@ -82,6 +84,31 @@ def http(
         return status, hdrs, json.loads(raw) if raw else None
     except ValueError:
         return status, hdrs, raw
+
+
+class Background:
+    """Client threads that each run ``_run(seed)`` while the ``with`` block lasts (a load;
+    each ``_run`` bounds itself in count, and stops once ``_stop`` is set)."""
+
+    def __init__(self, seed: int = 0, threads: int = 3) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(seed * 100 + i,), daemon=True)
+            for i in range(threads)
+        ]
+
+    def __enter__(self: B) -> B:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _run(self, seed: int) -> None:
+        raise NotImplementedError
 
 
 class Server:

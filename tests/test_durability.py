@@ -26,7 +26,7 @@ import pytest
 
 from tests.durability_app import Drift
 from tests.store_support import PG_URL, drop_pg_schema, require_postgres
-from tests.support import ROOT, SRC, Server, child_env, free_port, http, wait_for
+from tests.support import ROOT, SRC, Background, Server, child_env, free_port, http, wait_for
 from worldloop.durability import replay
 from worldloop.store import SqlStore
 
@@ -80,29 +80,15 @@ def start_server(tmp_path: Path, env: dict[str, str], name: str) -> Server:
     return srv
 
 
-class Load:
+class Load(Background):
     """Client threads submitting kicks and recording what the server acknowledged."""
 
     def __init__(self, srv: Server, seed: int, threads: int = 3) -> None:
+        super().__init__(seed, threads)
         self.srv = srv
         self.acked: dict[str, tuple[int, dict[str, Any], str]] = {}
         self.errors = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(seed * 100 + i,), daemon=True)
-            for i in range(threads)
-        ]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
 
     def count(self) -> int:
         with self._lock:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tests.support import (
     BIN,
     ROOT,
     SRC,
+    Background,
     Server,
     free_port,
     gunicorn_argv,
@@ -102,24 +102,13 @@ def balanced(held: dict[str, int | None], runners: int) -> dict[str, int] | None
     return {w: p for w, p in held.items() if p is not None}
 
 
-class Load:
+class Load(Background):
     """Commands to random worlds through random servers; the acknowledged ids by world."""
 
     def __init__(self, servers: list[Server], names: list[str]) -> None:
+        super().__init__()
         self.servers, self.names = servers, names
         self.acked: dict[str, list[str]] = {n: [] for n in names}
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(3)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
 
     def count(self) -> int:
         return sum(len(v) for v in self.acked.values())
@@ -316,31 +305,26 @@ def test_dedicated_runners_run_the_worlds_and_hand_them_over_on_a_stop(
     client = redis.Redis.from_url(REDIS_URL)
     names = ["drift", *WORLDS[:6]]
     web_env = {**env(prefix, schema), "WORLDLOOP_RUNNER_CAPACITY": "0"}
-    runner = [
-        str(BIN / "python"),
-        "-m",
-        "worldloop",
-        "runner",
-        "--app",
-        "tests.fleet_app:create_app()",
-    ]
+    cfg = env(prefix, schema)
+
+    def runner(capacity: int) -> list[str]:
+        app = "tests.fleet_app:create_app()"
+        return [
+            str(BIN / "python"),
+            "-m",
+            "worldloop",
+            "runner",
+            "--app",
+            app,
+            "--capacity",
+            str(capacity),
+        ]
+
     for name in ("web", "big", "small"):
         (tmp_path / name).mkdir()
     with (
-        running_server(
-            [*runner, "--capacity", "2"],
-            tmp_path / "big",
-            env=env(prefix, schema),
-            ready=False,
-            name="big",
-        ) as big,
-        running_server(
-            [*runner, "--capacity", "1"],
-            tmp_path / "small",
-            env=env(prefix, schema),
-            ready=False,
-            name="small",
-        ) as small,
+        running_server(runner(2), tmp_path / "big", env=cfg, ready=False, name="big") as big,
+        running_server(runner(1), tmp_path / "small", env=cfg, ready=False, name="small") as small,
         running_server(
             gunicorn_argv(
                 "-w", "2", "-k", "gthread", "--threads", "6", app="tests.fleet_app:create_app()"
