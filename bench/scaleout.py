@@ -204,36 +204,46 @@ def failover(kills: int) -> list[str]:
     ]
 
 
-def _feed_row(snap: Snapshot, level: int, ticks: int) -> tuple[float, float, float, int]:
-    """One feed format at zlib ``level`` (0: the raw layout of before): the loop thread's and the
-    publisher thread's ms per tick, a reader's ms per tick (XREAD of the entry + decode, paid
-    once per worker and tick) and the entry's bytes."""
+def _feed_rows(snap: Snapshot, levels: tuple[int, ...], ticks: int) -> list[list[float]]:
+    """Each feed format at zlib ``levels`` (0: the raw layout of before), publishing in turn tick
+    by tick so all see the same moments of a shared machine: the median loop thread's and
+    publisher thread's ms per tick, a reader's (XREAD of the entry + decode, paid once per worker
+    and tick), and the entry's bytes."""
     prefix = f"wlbench-{uuid.uuid4().hex[:8]}:"
-    bus = RedisBus(
-        connect(REDIS_URL), "meadow", prefix=prefix, read=False, feed_length=4, feed_level=level
-    )
+    buses = [
+        RedisBus(
+            connect(REDIS_URL),
+            f"m{level}",
+            prefix=prefix,
+            read=False,
+            feed_length=4,
+            feed_level=level,
+        )
+        for level in levels
+    ]
+    times: list[list[list[float]]] = [[[], [], []] for _ in levels]
+    sizes = [0] * len(levels)
     try:
-        loop = 0.0
-        t0 = time.perf_counter()
         for _ in range(ticks):
-            started = time.perf_counter()
-            bus.publish(snap)  # the loop thread's share: the hand-off to the publisher
-            loop += time.perf_counter() - started
-            assert bus.flush(60)  # the publisher's share: pack + XADD
-        feed = (time.perf_counter() - t0) / ticks * 1000
-        read = 0.0
-        for _ in range(ticks):
-            started = time.perf_counter()
-            entry = bus.client.xrevrange(bus.feed_key, count=1)[0][1]
-            decoded = decode(bytes(entry[b"snap"]))
-            read += time.perf_counter() - started
-        size = len(entry[b"snap"])
-        same = decoded["data"]["entities"]["pos"]
-        assert np.array_equal(same, snap.data["entities"]["pos"])  # lossless
+            for k, bus in enumerate(buses):
+                started = time.perf_counter()
+                bus.publish(snap)  # the loop thread's share: the hand-off to the publisher
+                handed = time.perf_counter()
+                assert bus.flush(60)  # the publisher's share: pack + XADD
+                sent = time.perf_counter()
+                entry = bus.client.xrevrange(bus.feed_key, count=1)[0][1]
+                decoded = decode(bytes(entry[b"snap"]))
+                read = time.perf_counter()
+                for i, ms in enumerate((handed - started, sent - handed, read - sent)):
+                    times[k][i].append(ms * 1000)
+                sizes[k] = len(entry[b"snap"])
+                got = decoded["data"]["entities"]["pos"]
+                assert np.array_equal(got, snap.data["entities"]["pos"])  # lossless
     finally:
-        bus.close()
+        for bus in buses:
+            bus.close()
         drop_prefix(prefix)
-    return loop / ticks * 1000, feed, read / ticks * 1000, size
+    return [[*(statistics.median(t) for t in times[k]), sizes[k]] for k in range(len(levels))]
 
 
 def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
@@ -248,8 +258,7 @@ def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
     for _ in range(ticks):
         local.publish(snap)
     base = (time.perf_counter() - t0) / ticks * 1000
-    raw = _feed_row(snap, 0, ticks)
-    packed = _feed_row(snap, DEFAULT_LEVEL, ticks)
+    raw, packed = _feed_rows(snap, (0, DEFAULT_LEVEL), ticks)
     rows = []
     for name, (loop, feed, read, size) in (
         ("Redis feed, raw layout (the format of before: baseline)", raw),
@@ -260,7 +269,8 @@ def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
             f"{size / raw[3]:.2f} | {feed / raw[1]:.2f} | {read / raw[2]:.2f} |"
         )
     lines = [
-        f"## Feed cost per tick: demo meadow, {creatures:,} creatures ({ticks} publishes)",
+        f"## Feed cost per tick: demo meadow, {creatures:,} creatures ({ticks} publishes each, "
+        "medians)",
         "",
         "| publish | loop thread ms/tick | publisher thread ms/tick (pack + XADD) | "
         "reader ms/tick (XREAD + decode, per worker) | bytes/tick | bytes ratio | "
@@ -269,12 +279,12 @@ def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
         f"| in-process (a reference swap) | {base:.3f} | 0 | 0 | 0 | | | |",
         *rows,
         "",
-        "Ratios against the raw layout measured just before in this run. Both layouts are",
+        "Ratios against the raw layout, published in turn with it tick by tick. Both layouts are",
         "lossless (the positions are checked equal after decoding); readers decode once per tick",
         "(a reader behind decodes only the newest entry it read), never per request.",
         "",
     ]
-    return lines, {"raw": raw[3], "packed": packed[3]}
+    return lines, {"raw": int(raw[3]), "packed": int(packed[3])}
 
 
 def paper(sizes: dict[str, int], creatures: int, rate: float = 20.0, workers: int = 4) -> list[str]:
@@ -320,6 +330,7 @@ def main() -> None:
     add_arguments(parser)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    started = time.monotonic()
     lines = header("Scale-out mode (Redis + PostgreSQL)")
     lines += ack_latency(args.commands, args.clients, args.rate)
     lines += failover(args.kills)
@@ -327,6 +338,9 @@ def main() -> None:
     lines += feed
     lines += reads_apart(options(args))
     lines += paper(sizes, args.creatures, args.rate)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    took = time.monotonic() - started
+    lines += ["", f"Load average (1, 5, 15 min) at the end: {load}; whole run {took:.0f} s."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

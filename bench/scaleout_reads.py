@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +67,7 @@ class ReadOptions:
     clients: int = 16
     procs: int = 2
     lead: float = 2.5
+    rounds: int = 2
 
 
 @dataclass
@@ -74,6 +75,17 @@ class Measured:
     setup: Setup
     load: loadgen.Load
     tick_hz: float = float("nan")
+    rates: list[float] = field(default_factory=list)
+    """req/s of each round (the load is the rounds' pooled)."""
+
+    def add(self, other: Measured) -> None:
+        """Pool another round of the same set-up into this one."""
+        self.rates.append(other.load.rate)
+        self.load.seconds += other.load.seconds
+        self.load.latencies += other.load.latencies
+        self.load.errors += other.load.errors
+        n = len(self.rates)
+        self.tick_hz = (self.tick_hz * (n - 1) + other.tick_hz) / n
 
 
 def _tick(base: str) -> tuple[float, int]:
@@ -107,7 +119,7 @@ def run_setup(setup: Setup, args: ReadOptions, tmp: Path) -> Measured:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     instance = tmp / f"instance-{setup.key}"
-    instance.mkdir()
+    instance.mkdir(parents=True)
     env = server_env(
         instance,
         MEADOW_ENTITIES=str(args.creatures),
@@ -149,7 +161,7 @@ def run_setup(setup: Setup, args: ReadOptions, tmp: Path) -> Measured:
             seconds=args.seconds,
             lead=args.lead,
         )
-        measured = Measured(setup, load)
+        measured = Measured(setup, load, rates=[load.rate])
         if before is not None:
             after = _tick(base)
             measured.tick_hz = (after[1] - before[1]) / (after[0] - before[0])
@@ -171,11 +183,14 @@ def table(res: dict[str, Measured], args: ReadOptions) -> list[str]:
         f"{args.creatures:,} creatures at {RATE_HZ:g} Hz)",
         "",
         f"gunicorn gthread, {THREADS} threads a worker; {args.clients} keep-alive GET clients in "
-        f"{args.procs} processes for {args.seconds:g} s per set-up, on the same 2 cores; set-ups "
-        "started one after the other in this run. Tick rate: the world's ticks over the window.",
+        f"{args.procs} processes for {args.seconds:g} s per set-up and round, on the same 2 cores; "
+        f"{args.rounds} rounds of the six set-ups started one after the other (every other round "
+        "reversed); req/s and quantiles pooled over the rounds, each round's req/s beside them. "
+        "Tick rate: the world's ticks over the window.",
         "",
-        "| set-up | mode | -w | req/s | p50 ms | p99 ms | errors | vs trivial, same -w | tick Hz |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| set-up | mode | -w | req/s | per round | p50 ms | p99 ms | errors | "
+        "vs trivial, same -w | tick Hz |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for s in SETUPS:
         m = res[s.key]
@@ -184,6 +199,7 @@ def table(res: dict[str, Measured], args: ReadOptions) -> list[str]:
         hz = "" if m.tick_hz != m.tick_hz else f"{m.tick_hz:.1f}"
         lines.append(
             f"| {s.key} | {LABELS[s.mode]} | {s.workers} | {m.load.rate:,.0f} | "
+            f"{' / '.join(f'{r:,.0f}' for r in m.rates)} | "
             f"{_ms(m.load.quantile(0.5))} | {_ms(m.load.quantile(0.99))} | {m.load.errors} | "
             f"{vs} | {hz} |"
         )
@@ -211,11 +227,18 @@ def table(res: dict[str, Measured], args: ReadOptions) -> list[str]:
 
 
 def reads(args: ReadOptions) -> list[str]:
-    """The six set-ups, measured one after the other; the section's markdown lines."""
+    """The six set-ups, measured one after the other in ``rounds`` rounds (every other one in
+    the reverse order, so a drift of the machine's load falls on both ends); the section's
+    markdown lines."""
     res: dict[str, Measured] = {}
     with tempfile.TemporaryDirectory(prefix="scaleout-reads-") as tmp:
-        for setup in SETUPS:
-            res[setup.key] = run_setup(setup, args, Path(tmp))
+        for n in range(args.rounds):
+            for setup in SETUPS if n % 2 == 0 else SETUPS[::-1]:
+                got = run_setup(setup, args, Path(tmp) / f"round-{n}")
+                if setup.key in res:
+                    res[setup.key].add(got)
+                else:
+                    res[setup.key] = got
     return table(res, args)
 
 

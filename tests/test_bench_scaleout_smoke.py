@@ -19,6 +19,7 @@ def test_scaleout_bench_runs() -> None:
     require_postgres()
     args = ["--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"]
     args += ["--read-creatures", "500", "--read-seconds", "1", "--read-clients", "4"]
+    args += ["--read-rounds", "1"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scaleout.py"), *args],
         capture_output=True,
