@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import uuid
@@ -246,8 +247,8 @@ def _feed_rows(snap: Snapshot, levels: tuple[int, ...], ticks: int) -> list[list
     return [[*(statistics.median(t) for t in times[k]), sizes[k]] for k in range(len(levels))]
 
 
-def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
-    """The feed section's lines, and the bytes per tick of each format (for the paper part)."""
+def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, list[float]]]:
+    """The feed section's lines, and each format's row (for the paper part)."""
     from worldloop.demo.meadow import Meadow
 
     world = Meadow(entities=creatures, seed=1)
@@ -284,39 +285,50 @@ def feed_cost(creatures: int, ticks: int) -> tuple[list[str], dict[str, int]]:
         "(a reader behind decodes only the newest entry it read), never per request.",
         "",
     ]
-    return lines, {"raw": int(raw[3]), "packed": int(packed[3])}
+    return lines, {"raw": raw, "packed": packed}
 
 
-def paper(sizes: dict[str, int], creatures: int, rate: float = 20.0, workers: int = 4) -> list[str]:
-    """How the figures above extend to M hosts, on paper, from the bytes measured in this run."""
-    raw, packed = sizes["raw"], sizes["packed"]
-    per_s = {k: v * rate * workers / 1e6 for k, v in sizes.items()}
-    held = {k: v * 64 / 1e6 for k, v in sizes.items()}  # RedisBus's default feed_length
-    return f"""## On paper: Redis work per tick, and M hosts
-
-Per world and tick, the owner makes 3 round trips: XRANGE of the command stream (+ a DECRBY
-when it took commands), one pipeline with the feed XADD (capped) and the XTRIM of the
-commands the journal now holds. Each put is one EVALSHA (key check, bound, INCR, XADD). Each
-worker (not each viewer) reads each feed entry once (XREAD, blocking) and decodes it once;
-its viewers are served from that worker's copy. The lease costs one EVALSHA per ttl/3 per
-world.
-
-So with W workers over M hosts and V viewers, Redis sends W x (entry bytes) per tick per
-world, independent of V and M: viewers cost their worker, not Redis (on the wire, a viewer
-gets its worker's HTTP answers: the JSON snapshot, or binary frames of the part in view,
-bench/results/frames_binary.md: about 60-290 KiB/s per viewer at 10 Hz). For the
-{creatures:,}-creature meadow at {rate:g} Hz and {workers} workers, that is
-{per_s["raw"]:,.0f} MB/s out of Redis with the raw entry ({raw:,} B) and {per_s["packed"]:,.0f} MB/s
-with the compressed one ({packed:,} B, {packed / raw:.2f}x), which is what bounds the
-deployment's feed before Redis's CPU does: a 1 Gbit/s link carries the raw feed to
-{125e6 / (raw * rate):.1f} remote workers and the compressed one to
-{125e6 / (packed * rate):.1f}. The capped feed (64 entries) holds {held["raw"]:,.0f} MB of Redis
-memory per such world raw, {held["packed"]:,.0f} MB compressed. The price is paid once per tick
-on the owner's publisher thread (zlib lets go of the GIL) and once per tick in each worker's
-reader, in the table above. Worlds are independent: Redis and PostgreSQL load grows linearly
-with the number of worlds, and nothing is global except the Redis and PostgreSQL servers
-themselves.
-""".splitlines()
+def paper(feed: dict[str, list[float]], creatures: int, rate: float, workers: int = 4) -> list[str]:
+    """How the figures above extend to M hosts, on paper, from the feed rows measured in this
+    run (``feed``: loop, publisher and reader ms per tick and bytes, raw and packed)."""
+    raw, packed = int(feed["raw"][3]), int(feed["packed"][3])
+    per_s = {k: v[3] * rate * workers / 1e6 for k, v in feed.items()}
+    held = {k: v[3] * 64 / 1e6 for k, v in feed.items()}  # RedisBus's default feed_length
+    publisher = feed["packed"][1] - feed["raw"][1]
+    reader = feed["packed"][2] - feed["raw"][2]
+    cpu = (publisher + workers * reader) * rate / 1000
+    paragraphs = [
+        "Per world and tick, the owner makes 3 round trips: XRANGE of the command stream (+ a "
+        "DECRBY when it took commands), one pipeline with the feed XADD (capped) and the XTRIM "
+        "of the commands the journal now holds. Each put is one EVALSHA (key check, bound, "
+        "INCR, XADD). Each worker (not each viewer) reads each feed entry once (XREAD, "
+        "blocking) and decodes it once; its viewers are served from that worker's copy. The "
+        "lease costs one EVALSHA per ttl/3 per world.",
+        "So with W workers over M hosts and V viewers, Redis sends W x (entry bytes) per tick "
+        "per world, independent of V and M: viewers cost their worker, not Redis (on the wire, "
+        "a viewer gets its worker's HTTP answers: the JSON snapshot, or binary frames of the "
+        "part in view, about 60-290 KiB/s per viewer at 10 Hz in "
+        f"bench/results/frames_binary.md). For the {creatures:,}-creature meadow at {rate:g} Hz "
+        f"and {workers} workers, that is {per_s['raw']:,.0f} MB/s out of Redis with the raw "
+        f"entry ({raw:,} B) and {per_s['packed']:,.0f} MB/s with the compressed one ({packed:,} "
+        f"B, {packed / raw:.2f}x): what bounds the deployment's feed before Redis's CPU does. A "
+        f"1 Gbit/s link carries the raw feed to {125e6 / (raw * rate):.1f} remote workers and "
+        f"the compressed one to {125e6 / (packed * rate):.1f}. The capped feed (64 entries) "
+        f"holds {held['raw']:,.0f} MB of Redis memory per such world raw, "
+        f"{held['packed']:,.0f} MB compressed.",
+        f"The compression's price, from the table above: {publisher:+.1f} ms per tick on the "
+        f"owner's publisher thread (zlib lets go of the GIL), {reader:+.1f} ms per tick in each "
+        "worker's reader (XREAD of fewer bytes against the decode); for "
+        f"{workers} workers at {rate:g} Hz, {cpu:+.2f} CPU-seconds per second over the "
+        "deployment, spent in the runners and workers (which scale out) to spare Redis (which "
+        "every worker and host shares).",
+        "Worlds are independent: Redis and PostgreSQL load grows linearly with the number of "
+        "worlds, and nothing is global except the Redis and PostgreSQL servers themselves.",
+    ]
+    lines = ["## On paper: Redis work per tick, and M hosts", ""]
+    for text in paragraphs:
+        lines += [*textwrap.wrap(text, 92), ""]
+    return lines
 
 
 def main() -> None:
