@@ -319,9 +319,10 @@ def paper(feed: dict[str, list[float]], creatures: int, rate: float, workers: in
         f"The compression's price, from the table above: {publisher:+.1f} ms per tick on the "
         f"owner's publisher thread (zlib lets go of the GIL), {reader:+.1f} ms per tick in each "
         "worker's reader (XREAD of fewer bytes against the decode); for "
-        f"{workers} workers at {rate:g} Hz, {cpu:+.2f} CPU-seconds per second over the "
-        "deployment, spent in the runners and workers (which scale out) to spare Redis (which "
-        "every worker and host shares).",
+        f"{workers} workers at {rate:g} Hz, net {cpu:+.2f} CPU-seconds per second over the "
+        "deployment (negative: a saving), in the runners and workers, which scale out, while "
+        f"Redis, which every worker and host shares, stores and sends {1 - packed / raw:.0%} "
+        "less.",
         "Worlds are independent: Redis and PostgreSQL load grows linearly with the number of "
         "worlds, and nothing is global except the Redis and PostgreSQL servers themselves.",
     ]
