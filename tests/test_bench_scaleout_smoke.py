@@ -18,6 +18,8 @@ def test_scaleout_bench_runs() -> None:
     require_redis()
     require_postgres()
     args = ["--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"]
+    args += ["--read-creatures", "500", "--read-seconds", "1", "--read-clients", "4"]
+    args += ["--read-rounds", "1"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scaleout.py"), *args],
         capture_output=True,
@@ -29,4 +31,5 @@ def test_scaleout_bench_runs() -> None:
     out = proc.stdout
     assert "Command: `python bench/scaleout.py" in out and "Machine: " in out
     assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
-    assert "## Feed cost per tick" in out
+    assert "## Feed cost per tick" in out and "shuffled + zlib" in out
+    assert "## Read throughput" in out and "| R2 | Redis mode" in out and "## On paper" in out

@@ -32,9 +32,9 @@ import orjson
 
 from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
 from ..errors import QueueFull, WorldNotRunning
-from ..runner.shm import pack, unpack
 from ..snapshot import DEFAULT_CACHE_BYTES, Snapshot
 from ..store.base import _jsonable
+from .feed_codec import DEFAULT_LEVEL, decode, encode, entry_position
 from .redis_scripts import PUT, SET_SEQ, START, after, id_key
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class RedisBus:
         url: str = "redis://",
         snapshot_cache_bytes: int = DEFAULT_CACHE_BYTES,
         read: bool = True,
+        feed_level: int = DEFAULT_LEVEL,
     ) -> None:
         self.world = world
         self.client = client
@@ -77,6 +78,8 @@ class RedisBus:
         self.key_prefix = f"{base}:key:"
         self.capacity = queue_size
         self.feed_length = feed_length
+        self.feed_level = feed_level
+        """zlib level of the feed's snapshots (0: raw; feed_codec says what pays)."""
         self.history = history
         self.key_seconds = key_seconds
         self.snapshot_cache_bytes = snapshot_cache_bytes
@@ -361,14 +364,13 @@ class RedisBus:
                     cv.notify_all()
 
     def _send(self, epoch: int, snap: Snapshot, out: list[list[Any]], trim: str | None) -> None:
-        body = pack(
-            {
-                "sim_time": snap.sim_time,
-                "created_at": snap.created_at,
-                "summary": dict(snap.summary),
-                "data": dict(snap.data),
-            }
-        )
+        parts = {
+            "sim_time": snap.sim_time,
+            "created_at": snap.created_at,
+            "summary": dict(snap.summary),
+            "data": dict(snap.data),
+        }
+        body = encode(parts, self.feed_level)
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(
             self.feed_key,
@@ -446,12 +448,16 @@ class RedisBus:
                 self._closed.wait(0.5)
                 continue
             for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = _text(entry_id)
+                # a reader behind decodes only the newest snapshot it read, and shows it before
+                # it resolves any ticket: an acknowledged command is in what this worker serves
+                newest = max(range(len(entries)), key=lambda n: entry_position(entries[n][1]))
+                for n in (newest, *range(newest)):
                     try:
-                        self._entry(fields)
+                        self._entry(entries[n][1], show=n == newest)
                     except Exception:
-                        log.exception("world %r: a bad feed entry %s", self.world, last)
+                        log.exception("world %r: a bad feed entry %s", self.world, entries[n][0])
+                if entries:
+                    last = _text(entries[-1][0])
 
     def _behind(self, last: str) -> str:
         """``last``, or "0-0" (read the newest again) when the feed's newest id is below it: a
@@ -466,10 +472,12 @@ class RedisBus:
             return "0-0"
         return last
 
-    def _entry(self, fields: Mapping[bytes, Any]) -> None:
+    def _entry(self, fields: Mapping[bytes, Any], show: bool = True) -> None:
+        """Show an entry's snapshot (decoded here, once per worker and tick) if it is newer,
+        then resolve this worker's tickets it names; ``show`` False: only the tickets."""
         epoch, tick = int(fields[b"epoch"]), int(fields[b"tick"])
-        if (epoch, tick) > self._position:
-            parts = unpack(bytes(fields[b"snap"]))
+        if show and (epoch, tick) > self._position:
+            parts = decode(bytes(fields[b"snap"]))
             snap = Snapshot(
                 self.world,
                 tick,
