@@ -33,6 +33,15 @@ BENCHES: dict[str, list[str]] = {
     "frames_binary": ["frames_binary.py", "--out", str(RESULTS / "frames_binary.md")],
     "ratelimit": ["ratelimit.py", "--out", str(RESULTS / "ratelimit.md")],
     "group_commit": ["group_commit.py", "--out", str(RESULTS / "group_commit.md")],
+    "gateway": ["gateway.py", "--out", str(RESULTS / "gateway.md")],
+    "gateway_200": [
+        "gateway.py",
+        *("--viewers", "200", "--hz", "10", "--seconds", "20", "--client-procs", "2"),
+        *("--players", "50", "--out", str(RESULTS / "gateway_200.md")),
+    ],
+    "scaleout": ["scaleout.py", "--out", str(RESULTS / "scaleout.md")],
+    "faults": [str(Path("faults") / "run.py"), "--out", str(RESULTS / "faults.md")],
+    "soak": ["soak.py", "--minutes", "10", "--out", str(RESULTS / "soak.md")],
 }
 
 
