@@ -22,6 +22,9 @@ the baseline that tells how much of a figure is the machine. The server's start-
 the timeline: when the runner was spawned, when it had loaded the app, when it served the
 recovered world.
 Bytecode is compiled first (``compileall``), as it is on any server that ran once.
+A last case (bench/recovery_load.py, skipped with ``--no-load``) restarts under load: players
+send commands while the whole server is killed and spawned again on a store killed as the
+default policy's worst case; its time to ready, and every acknowledged command in the journal.
 
 Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--repeat 3] [--out FILE]
 """
@@ -38,7 +41,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,9 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from benchenv import header
+from recovery_load import load_table, under_load
+from spawn_ready import flask_run, free_port, spawn_to_ready, trivial_once
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from worldloop.config import Settings  # noqa: E402
 
 
 def build(
@@ -135,12 +141,6 @@ def world_config(creatures: int) -> dict[str, str]:
     return {"MEADOW_ENTITIES": str(creatures), "MEADOW_WIDTH": side, "MEADOW_HEIGHT": side}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_env(
     db: str, instance: Path, creatures: int, env_extra: dict[str, str]
 ) -> dict[str, str]:
@@ -161,36 +161,6 @@ def server_env(
         }
     )
     return env
-
-
-def spawn_to_ready(
-    argv: list[str], env: dict[str, str], log: Path, port: int, cwd: Path
-) -> tuple[float, float, subprocess.Popen[bytes]]:
-    """Spawn ``argv`` and poll ``/readyz`` until 200: (wall time at spawn, seconds, process)."""
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        started_at = time.time()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
-                    if r.status == 200:
-                        return started_at, time.perf_counter() - t0, proc
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.01)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def flask_run(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", app, "run", "--port", str(port), "--no-reload"]
 
 
 TIMELINE = {
@@ -293,33 +263,19 @@ def restarts(
     }
 
 
-TRIVIAL_APP = """from flask import Flask
-
-app = Flask(__name__)
-
-
-@app.get("/readyz")
-def readyz():
-    return {"ready": True}
-"""
-
-
-def trivial_once(folder: Path) -> float:
-    """Spawn-to-200 of a one-route Flask app under ``flask run``: the floor of any Flask server
-    on this machine at this moment (interpreter, Flask, Werkzeug). Measured just before each
-    restart, so that each figure has its own baseline on a machine whose load moves."""
-    folder.mkdir(exist_ok=True)
-    app = folder / "trivial_app.py"
-    if not app.exists():
-        app.write_text(TRIVIAL_APP)
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    port = free_port()
-    argv = flask_run("trivial_app:app", port)
-    _, ready, proc = spawn_to_ready(argv, env, folder / "run.log", port, folder)
-    proc.kill()
-    proc.wait()
-    return ready
+def build_store(case: Path, every: int, budget: float, creatures: int, per_tick: int) -> dict:
+    """Run the builder (a child process) into ``case``/worldloop.db until it is killed at the
+    policy's worst moment; what it printed just before (head tick, hash, alive count...)."""
+    case.mkdir()
+    db = str(case / "worldloop.db")
+    interim = 2 if budget else 1  # steady state: the crash comes after a snapshot of the policy
+    opts = {"every": every, "budget": budget, "commands": per_tick, "interim": interim}
+    argv = [sys.executable, __file__, "--build", db, "--creatures", str(creatures)]
+    argv += [str(a) for k, v in opts.items() for a in (f"--{k}", v)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"builder did not die by SIGKILL ({proc.returncode}): {proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def run_case(
@@ -333,32 +289,8 @@ def run_case(
     repeat: int,
 ) -> dict[str, Any]:
     case = tmp / re.sub(r"\W+", "_", label)
-    case.mkdir()
+    built = build_store(case, every, budget, creatures, per_tick)
     db = str(case / "worldloop.db")
-    interim = 2 if budget else 1  # steady state: the crash comes after a snapshot of the policy
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--build",
-            db,
-            "--creatures",
-            str(creatures),
-            "--every",
-            str(every),
-            "--budget",
-            str(budget),
-            "--commands",
-            str(per_tick),
-            "--interim",
-            str(interim),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"builder did not die by SIGKILL ({proc.returncode}): {proc.stderr}")
-    built = json.loads(proc.stdout.strip().splitlines()[-1])
     env = {
         "WORLDLOOP_SNAPSHOT_EVERY": str(every),
         "WORLDLOOP_RECOVERY_SECONDS": str(budget),
@@ -367,6 +299,27 @@ def run_case(
     size = sum(p.stat().st_size for p in case.glob("worldloop.db*"))
     got = restarts(db, case, creatures, env, repeat)
     return {"label": label, "built": built, "got": got, "db_mb": size / 1e6}
+
+
+def run_under_load(tmp: Path, creatures: int, per_tick: int, repeat: int) -> list[str]:
+    """The restart-under-load runs (bench/recovery_load.py), each on a fresh copy of a store
+    killed as the default policy's worst case, with its trivial-app baseline; their table."""
+    case = tmp / "under_load"
+    build_store(case, 1000, Settings().recovery_seconds, creatures, per_tick)
+    files = sorted(case.glob("worldloop.db*"))
+    runs = []
+    for i in range(repeat):
+        run = case / f"run{i}"
+        run.mkdir()
+        for f in files:
+            shutil.copy2(f, run / f.name)
+        trivial = trivial_once(tmp / "trivial")
+        port = free_port()
+        env = server_env(str(run / "worldloop.db"), run, creatures, {})
+        argv = flask_run("worldloop.demo:create_app", port)
+        runs.append((under_load(run, str(run / "worldloop.db"), argv, env, port, ROOT), trivial))
+        wait_runner_gone(run)
+    return load_table(runs)
 
 
 def main() -> None:
@@ -382,12 +335,12 @@ def main() -> None:
         "--cases", default="old,100,default,fresh,numba", help="old, 100, default, fresh, numba"
     )
     ap.add_argument("--repeat", type=int, default=3, help="restarts per case (median shown)")
+    ap.add_argument("--no-load", action="store_true", help="skip the restart under load")
     args = ap.parse_args()
+    load_at_start = os.getloadavg()[0]
     if args.build:
         build(args.build, args.creatures, args.every, args.budget, args.commands, args.interim)
         return
-    from worldloop.config import Settings
-
     default_budget = Settings().recovery_seconds
     cases = {
         "old": ("every 1,000 ticks (the old default)", 1000, 0.0, {}),
@@ -418,6 +371,7 @@ def main() -> None:
     compileall.compile_dir(ROOT / "src" / "worldloop", quiet=1)  # as a server that ran once
     repeat = max(1, args.repeat)
     rows = [run_case(tmp, *cases[c], args.creatures, args.commands, repeat) for c in names]
+    loaded = [] if args.no_load else run_under_load(tmp, args.creatures, args.commands, repeat)
     trivial = sorted(t for r in rows for t in r["got"]["all_trivial_s"])
     trivial_s = trivial[len(trivial) // 2]
     base = rows[0]["got"]["ready_s"]
@@ -427,6 +381,8 @@ def main() -> None:
 
     lines = [
         *header("Restart to ready"),
+        f"1-min load average at the start of the run {load_at_start:.1f} (the header's is at "
+        "its end).  ",
         "Store: SQLite (WAL, synchronous=FULL).  ",
         f"World: demo meadow, {args.creatures:,} creatures at {AREA_PER_CREATURE:g} units² "
         f"each, {args.commands} commands journaled per tick. The builder is killed (SIGKILL) on "
@@ -478,6 +434,7 @@ def main() -> None:
             f"| {at(t['world served'])} | {g['ready_s']:.2f} |"
         )
     lines.append("")
+    lines += loaded
     text = "\n".join(lines)
     print(text)
     if args.out:
