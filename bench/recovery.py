@@ -231,36 +231,43 @@ def wait_runner_gone(instance: Path) -> None:
 
 
 def restarts(
-    db: str, case: Path, creatures: int, env: dict[str, str], repeat: int
-) -> dict[str, Any]:
-    """``repeat`` restarts, each on a fresh copy of the killed builder's store; the median run
-    (by spawn-to-ready), with every run's spawn-to-ready."""
+    db: str, case: Path, creatures: int, envs: list[dict[str, str]], repeat: int
+) -> list[dict[str, Any]]:
+    """``repeat`` restarts with each of ``envs`` (alternating, so that a load that moves
+    touches each alike), each on a fresh copy of the killed builder's store; per env, the
+    median run (by spawn-to-ready) with every run's spawn-to-ready."""
     pristine = case / "pristine"
     pristine.mkdir()
     files = sorted(Path(db).parent.glob(Path(db).name + "*"))
     for f in files:
         shutil.copy2(f, pristine / f.name)
-    runs = []
+    runs: list[list[dict[str, Any]]] = [[] for _ in envs]
     for i in range(repeat):
-        instance = case / f"run{i}"
-        instance.mkdir()
-        copy = instance / Path(db).name
-        for f in files:
-            shutil.copy2(pristine / f.name, instance / f.name)
-        trivial = trivial_once(case.parent / "trivial")
-        runs.append({**restart(str(copy), instance, creatures, env), "trivial_s": trivial})
-        wait_runner_gone(instance)
-        for f in instance.glob(copy.name + "*"):  # the logs stay, the copies go
-            f.unlink()
+        for j, env in enumerate(envs):
+            instance = case / f"run{i}-{j}"
+            instance.mkdir()
+            copy = instance / Path(db).name
+            for f in files:
+                shutil.copy2(pristine / f.name, instance / f.name)
+            trivial = trivial_once(case.parent / "trivial")
+            got = restart(str(copy), instance, creatures, env)
+            runs[j].append({**got, "trivial_s": trivial})
+            wait_runner_gone(instance)
+            for f in instance.glob(copy.name + "*"):  # the logs stay, the copies go
+                f.unlink()
     shutil.rmtree(pristine)
-    runs.sort(key=lambda r: r["ready_s"])
-    median = runs[len(runs) // 2]
-    return {
-        **median,
-        "all_ready_s": [r["ready_s"] for r in runs],
-        "all_trivial_s": [r["trivial_s"] for r in runs],
-        "all_states": [(r["tick"], r["state_hash"]) for r in runs],
-    }
+    found = []
+    for of_env in runs:
+        of_env.sort(key=lambda r: r["ready_s"])
+        found.append(
+            {
+                **of_env[len(of_env) // 2],
+                "all_ready_s": [r["ready_s"] for r in of_env],
+                "all_trivial_s": [r["trivial_s"] for r in of_env],
+                "all_states": [(r["tick"], r["state_hash"]) for r in of_env],
+            }
+        )
+    return found
 
 
 def build_store(case: Path, every: int, budget: float, creatures: int, per_tick: int) -> dict:
@@ -287,7 +294,10 @@ def run_case(
     creatures: int,
     per_tick: int,
     repeat: int,
-) -> dict[str, Any]:
+    paired: list[tuple[str, dict[str, str]]] = [],  # noqa: B006 - never changed
+) -> list[dict[str, Any]]:
+    """One policy's store, restarted as ``server_env`` says and, alternating on the same
+    store, as each of ``paired`` (label, more settings) says: a row each."""
     case = tmp / re.sub(r"\W+", "_", label)
     built = build_store(case, every, budget, creatures, per_tick)
     db = str(case / "worldloop.db")
@@ -297,8 +307,13 @@ def run_case(
         **server_env,
     }
     size = sum(p.stat().st_size for p in case.glob("worldloop.db*"))
-    got = restarts(db, case, creatures, env, repeat)
-    return {"label": label, "built": built, "got": got, "db_mb": size / 1e6}
+    envs = [env, *({**env, **more} for _, more in paired)]
+    got = restarts(db, case, creatures, envs, repeat)
+    labels = [label, *(name for name, _ in paired)]
+    return [
+        {"label": name, "built": built, "got": g, "db_mb": size / 1e6}
+        for name, g in zip(labels, got, strict=True)
+    ]
 
 
 def run_under_load(tmp: Path, creatures: int, per_tick: int, repeat: int) -> list[str]:
@@ -332,7 +347,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--interim", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument(
-        "--cases", default="old,100,default,fresh,numba", help="old, 100, default, fresh, numba"
+        "--cases",
+        default="old,100,default,fresh,numba",
+        help="old, 100, default, fresh (paired with default), numba",
     )
     ap.add_argument("--repeat", type=int, default=3, help="restarts per case (median shown)")
     ap.add_argument("--no-load", action="store_true", help="skip the restart under load")
@@ -351,12 +368,6 @@ def main() -> None:
             default_budget,
             {},
         ),
-        "fresh": (
-            "default, runner a fresh interpreter (WORLDLOOP_RUNNER_FORK=false, as before)",
-            1000,
-            default_budget,
-            {"WORLDLOOP_RUNNER_FORK": "false"},
-        ),
         "numba": (
             "default, server with MEADOW_KERNELS=numba",
             1000,
@@ -370,7 +381,24 @@ def main() -> None:
     names = [c for c in args.cases.split(",") if c != "numba" or numba_available()]
     compileall.compile_dir(ROOT / "src" / "worldloop", quiet=1)  # as a server that ran once
     repeat = max(1, args.repeat)
-    rows = [run_case(tmp, *cases[c], args.creatures, args.commands, repeat) for c in names]
+    fresh = (
+        "default, runner a fresh interpreter (WORLDLOOP_RUNNER_FORK=false, as before; same "
+        "store, runs alternating with the row above)",
+        {"WORLDLOOP_RUNNER_FORK": "false"},
+    )
+    rows = [
+        row
+        for c in names
+        if c != "fresh"
+        for row in run_case(
+            tmp,
+            *cases[c],
+            args.creatures,
+            args.commands,
+            repeat,
+            paired=[fresh] if c == "default" and "fresh" in names else [],
+        )
+    ]
     loaded = [] if args.no_load else run_under_load(tmp, args.creatures, args.commands, repeat)
     trivial = sorted(t for r in rows for t in r["got"]["all_trivial_s"])
     trivial_s = trivial[len(trivial) // 2]
