@@ -22,6 +22,9 @@ the baseline that tells how much of a figure is the machine. The server's start-
 the timeline: when the runner was spawned, when it had loaded the app, when it served the
 recovered world.
 Bytecode is compiled first (``compileall``), as it is on any server that ran once.
+A last case (bench/recovery_load.py, skipped with ``--no-load``) restarts under load: players
+send commands while the whole server is killed and spawned again on a store killed as the
+default policy's worst case; its time to ready, and every acknowledged command in the journal.
 
 Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--repeat 3] [--out FILE]
 """
@@ -38,7 +41,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,9 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from benchenv import header
+from recovery_load import load_table, under_load
+from spawn_ready import flask_run, free_port, spawn_to_ready, trivial_once
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from worldloop.config import Settings  # noqa: E402
 
 
 def build(
@@ -104,6 +110,7 @@ def build(
                 json.dumps(
                     {
                         "head": world.tick,
+                        "alive": len(world.ids),  # type: ignore[attr-defined]
                         "state_hash": world.state_hash(),
                         "last_snapshot": dur.last_snapshot_tick,
                         "snapshots_written": dur.snapshots_written,
@@ -121,21 +128,17 @@ def build(
 BENCH_TOKEN = secrets.token_urlsafe(24)
 """The admin token of the benchmarked server (it reads the recovered state through the API)."""
 
-AREA_PER_CREATURE = 250.0
-"""World units² per creature, as in meadow_tick.py: a density at which the population lives on
-(100,000 creatures on the default 1000 x 1000 meadow starve within a few hundred ticks)."""
+AREA_PER_CREATURE = 1250.0
+"""World units² per creature: near the meadow's own equilibrium (its default 200 sheep on
+1000 x 1000 settle near 640, ~1,560 units² each), so the killed world still has ~100,000
+creatures after the 1,000 ticks the slowest policy runs (at 250 units² each, as before, it
+starved to ~2,000 within 1,000 ticks, and that case replayed a small world)."""
 
 
 def world_config(creatures: int) -> dict[str, str]:
     """The MEADOW_* settings of the benchmarked world (builder and server alike)."""
     side = f"{(creatures * AREA_PER_CREATURE) ** 0.5:.1f}"
     return {"MEADOW_ENTITIES": str(creatures), "MEADOW_WIDTH": side, "MEADOW_HEIGHT": side}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(
@@ -158,36 +161,6 @@ def server_env(
         }
     )
     return env
-
-
-def spawn_to_ready(
-    argv: list[str], env: dict[str, str], log: Path, port: int, cwd: Path
-) -> tuple[float, float, subprocess.Popen[bytes]]:
-    """Spawn ``argv`` and poll ``/readyz`` until 200: (wall time at spawn, seconds, process)."""
-    base = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        started_at = time.time()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
-                    if r.status == 200:
-                        return started_at, time.perf_counter() - t0, proc
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.01)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def flask_run(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", app, "run", "--port", str(port), "--no-reload"]
 
 
 TIMELINE = {
@@ -258,65 +231,58 @@ def wait_runner_gone(instance: Path) -> None:
 
 
 def restarts(
-    db: str, case: Path, creatures: int, env: dict[str, str], repeat: int
-) -> dict[str, Any]:
-    """``repeat`` restarts, each on a fresh copy of the killed builder's store; the median run
-    (by spawn-to-ready), with every run's spawn-to-ready."""
+    db: str, case: Path, creatures: int, envs: list[dict[str, str]], repeat: int
+) -> list[dict[str, Any]]:
+    """``repeat`` restarts with each of ``envs`` (alternating, so that a load that moves
+    touches each alike), each on a fresh copy of the killed builder's store; per env, the
+    median run (by spawn-to-ready) with every run's spawn-to-ready."""
     pristine = case / "pristine"
     pristine.mkdir()
     files = sorted(Path(db).parent.glob(Path(db).name + "*"))
     for f in files:
         shutil.copy2(f, pristine / f.name)
-    runs = []
+    runs: list[list[dict[str, Any]]] = [[] for _ in envs]
     for i in range(repeat):
-        instance = case / f"run{i}"
-        instance.mkdir()
-        copy = instance / Path(db).name
-        for f in files:
-            shutil.copy2(pristine / f.name, instance / f.name)
-        trivial = trivial_once(case.parent / "trivial")
-        runs.append({**restart(str(copy), instance, creatures, env), "trivial_s": trivial})
-        wait_runner_gone(instance)
-        for f in instance.glob(copy.name + "*"):  # the logs stay, the copies go
-            f.unlink()
+        for j, env in enumerate(envs):
+            instance = case / f"run{i}-{j}"
+            instance.mkdir()
+            copy = instance / Path(db).name
+            for f in files:
+                shutil.copy2(pristine / f.name, instance / f.name)
+            trivial = trivial_once(case.parent / "trivial")
+            got = restart(str(copy), instance, creatures, env)
+            runs[j].append({**got, "trivial_s": trivial})
+            wait_runner_gone(instance)
+            for f in instance.glob(copy.name + "*"):  # the logs stay, the copies go
+                f.unlink()
     shutil.rmtree(pristine)
-    runs.sort(key=lambda r: r["ready_s"])
-    median = runs[len(runs) // 2]
-    return {
-        **median,
-        "all_ready_s": [r["ready_s"] for r in runs],
-        "all_trivial_s": [r["trivial_s"] for r in runs],
-        "all_states": [(r["tick"], r["state_hash"]) for r in runs],
-    }
+    found = []
+    for of_env in runs:
+        of_env.sort(key=lambda r: r["ready_s"])
+        found.append(
+            {
+                **of_env[len(of_env) // 2],
+                "all_ready_s": [r["ready_s"] for r in of_env],
+                "all_trivial_s": [r["trivial_s"] for r in of_env],
+                "all_states": [(r["tick"], r["state_hash"]) for r in of_env],
+            }
+        )
+    return found
 
 
-TRIVIAL_APP = """from flask import Flask
-
-app = Flask(__name__)
-
-
-@app.get("/readyz")
-def readyz():
-    return {"ready": True}
-"""
-
-
-def trivial_once(folder: Path) -> float:
-    """Spawn-to-200 of a one-route Flask app under ``flask run``: the floor of any Flask server
-    on this machine at this moment (interpreter, Flask, Werkzeug). Measured just before each
-    restart, so that each figure has its own baseline on a machine whose load moves."""
-    folder.mkdir(exist_ok=True)
-    app = folder / "trivial_app.py"
-    if not app.exists():
-        app.write_text(TRIVIAL_APP)
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    port = free_port()
-    argv = flask_run("trivial_app:app", port)
-    _, ready, proc = spawn_to_ready(argv, env, folder / "run.log", port, folder)
-    proc.kill()
-    proc.wait()
-    return ready
+def build_store(case: Path, every: int, budget: float, creatures: int, per_tick: int) -> dict:
+    """Run the builder (a child process) into ``case``/worldloop.db until it is killed at the
+    policy's worst moment; what it printed just before (head tick, hash, alive count...)."""
+    case.mkdir()
+    db = str(case / "worldloop.db")
+    interim = 2 if budget else 1  # steady state: the crash comes after a snapshot of the policy
+    opts = {"every": every, "budget": budget, "commands": per_tick, "interim": interim}
+    argv = [sys.executable, __file__, "--build", db, "--creatures", str(creatures)]
+    argv += [str(a) for k, v in opts.items() for a in (f"--{k}", v)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"builder did not die by SIGKILL ({proc.returncode}): {proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def run_case(
@@ -328,42 +294,47 @@ def run_case(
     creatures: int,
     per_tick: int,
     repeat: int,
-) -> dict[str, Any]:
+    paired: list[tuple[str, dict[str, str]]] = [],  # noqa: B006 - never changed
+) -> list[dict[str, Any]]:
+    """One policy's store, restarted as ``server_env`` says and, alternating on the same
+    store, as each of ``paired`` (label, more settings) says: a row each."""
     case = tmp / re.sub(r"\W+", "_", label)
-    case.mkdir()
+    built = build_store(case, every, budget, creatures, per_tick)
     db = str(case / "worldloop.db")
-    interim = 2 if budget else 1  # steady state: the crash comes after a snapshot of the policy
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--build",
-            db,
-            "--creatures",
-            str(creatures),
-            "--every",
-            str(every),
-            "--budget",
-            str(budget),
-            "--commands",
-            str(per_tick),
-            "--interim",
-            str(interim),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"builder did not die by SIGKILL ({proc.returncode}): {proc.stderr}")
-    built = json.loads(proc.stdout.strip().splitlines()[-1])
     env = {
         "WORLDLOOP_SNAPSHOT_EVERY": str(every),
         "WORLDLOOP_RECOVERY_SECONDS": str(budget),
         **server_env,
     }
     size = sum(p.stat().st_size for p in case.glob("worldloop.db*"))
-    got = restarts(db, case, creatures, env, repeat)
-    return {"label": label, "built": built, "got": got, "db_mb": size / 1e6}
+    envs = [env, *({**env, **more} for _, more in paired)]
+    got = restarts(db, case, creatures, envs, repeat)
+    labels = [label, *(name for name, _ in paired)]
+    return [
+        {"label": name, "built": built, "got": g, "db_mb": size / 1e6}
+        for name, g in zip(labels, got, strict=True)
+    ]
+
+
+def run_under_load(tmp: Path, creatures: int, per_tick: int, repeat: int) -> list[str]:
+    """The restart-under-load runs (bench/recovery_load.py), each on a fresh copy of a store
+    killed as the default policy's worst case, with its trivial-app baseline; their table."""
+    case = tmp / "under_load"
+    build_store(case, 1000, Settings().recovery_seconds, creatures, per_tick)
+    files = sorted(case.glob("worldloop.db*"))
+    runs = []
+    for i in range(repeat):
+        run = case / f"run{i}"
+        run.mkdir()
+        for f in files:
+            shutil.copy2(f, run / f.name)
+        trivial = trivial_once(tmp / "trivial")
+        port = free_port()
+        env = server_env(str(run / "worldloop.db"), run, creatures, {})
+        argv = flask_run("worldloop.demo:create_app", port)
+        runs.append((under_load(run, str(run / "worldloop.db"), argv, env, port, ROOT), trivial))
+        wait_runner_gone(run)
+    return load_table(runs)
 
 
 def main() -> None:
@@ -375,14 +346,18 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1000, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--interim", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--cases", default="old,100,default,numba", help="old, 100, default, numba")
+    ap.add_argument(
+        "--cases",
+        default="old,100,default,fresh,numba",
+        help="old, 100, default, fresh (paired with default), numba",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="restarts per case (median shown)")
+    ap.add_argument("--no-load", action="store_true", help="skip the restart under load")
     args = ap.parse_args()
+    load_at_start = os.getloadavg()[0]
     if args.build:
         build(args.build, args.creatures, args.every, args.budget, args.commands, args.interim)
         return
-    from worldloop.config import Settings
-
     default_budget = Settings().recovery_seconds
     cases = {
         "old": ("every 1,000 ticks (the old default)", 1000, 0.0, {}),
@@ -406,7 +381,25 @@ def main() -> None:
     names = [c for c in args.cases.split(",") if c != "numba" or numba_available()]
     compileall.compile_dir(ROOT / "src" / "worldloop", quiet=1)  # as a server that ran once
     repeat = max(1, args.repeat)
-    rows = [run_case(tmp, *cases[c], args.creatures, args.commands, repeat) for c in names]
+    fresh = (
+        "default, runner a fresh interpreter (WORLDLOOP_RUNNER_FORK=false, as before; same "
+        "store, runs alternating with the row above)",
+        {"WORLDLOOP_RUNNER_FORK": "false"},
+    )
+    rows = [
+        row
+        for c in names
+        if c != "fresh"
+        for row in run_case(
+            tmp,
+            *cases[c],
+            args.creatures,
+            args.commands,
+            repeat,
+            paired=[fresh] if c == "default" and "fresh" in names else [],
+        )
+    ]
+    loaded = [] if args.no_load else run_under_load(tmp, args.creatures, args.commands, repeat)
     trivial = sorted(t for r in rows for t in r["got"]["all_trivial_s"])
     trivial_s = trivial[len(trivial) // 2]
     base = rows[0]["got"]["ready_s"]
@@ -416,6 +409,8 @@ def main() -> None:
 
     lines = [
         *header("Restart to ready"),
+        f"1-min load average at the start of the run {load_at_start:.1f} (the header's is at "
+        "its end).  ",
         "Store: SQLite (WAL, synchronous=FULL).  ",
         f"World: demo meadow, {args.creatures:,} creatures at {AREA_PER_CREATURE:g} units² "
         f"each, {args.commands} commands journaled per tick. The builder is killed (SIGKILL) on "
@@ -426,10 +421,10 @@ def main() -> None:
         "",
         "| snapshot policy | step ms (median) | snapshot tick | ticks replayed | recovery s "
         "| spawn to /readyz 200 s | all runs s | vs trivial Flask app | ratio | store MB "
-        "| tick and hash match |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|:---:|",
+        "| creatures at the kill | tick and hash match |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|:---:|",
         f"| baseline: a trivial Flask app (one route, `flask run`) | | | | | {trivial_s:.2f} "
-        f"| {runs(trivial)} | 1.00 | | | |",
+        f"| {runs(trivial)} | 1.00 | | | | |",
     ]
     for r in rows:
         b, g = r["built"], r["got"]
@@ -438,7 +433,7 @@ def main() -> None:
             f"| {r['label']} | {b['step_ms']:.1f} | {g['snapshot_tick']} | {g['replayed']} "
             f"| {g['recover_s']:.2f} | {g['ready_s']:.2f} | {runs(g['all_ready_s'])} "
             f"| {g['ready_s'] / g['trivial_s']:.2f} | {g['ready_s'] / base:.2f} "
-            f"| {r['db_mb']:.0f} | {'yes' if ok else 'NO'} |"
+            f"| {r['db_mb']:.0f} | {b['alive']:,} | {'yes' if ok else 'NO'} |"
         )
     lines += [
         "",
@@ -467,6 +462,7 @@ def main() -> None:
             f"| {at(t['world served'])} | {g['ready_s']:.2f} |"
         )
     lines.append("")
+    lines += loaded
     text = "\n".join(lines)
     print(text)
     if args.out:

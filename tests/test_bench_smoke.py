@@ -58,6 +58,9 @@ def test_recovery_bench_restarts_a_killed_world(tmp_path: Path):
     assert len(table) == 2 and all(line.endswith("| yes |") for line in table)
     assert "| baseline: a trivial Flask app" in out
     assert len(timeline) == 2 and not any("?" in line for line in timeline), out
+    # the restart under load: both runs listed, nothing acknowledged lost, no duplicate
+    assert len([line for line in out.splitlines() if line.startswith("| median |")]) == 1, out
+    assert "Every run: acknowledged commands lost 0, duplicates none" in out, out
 
 
 def test_durability_bench_runs(tmp_path: Path):

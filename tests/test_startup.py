@@ -93,3 +93,20 @@ def test_the_first_publish_loads_the_compiled_kernels_in_the_background(tmp_path
         tmp_path,
     )
     assert got == {"replay": {"heavy": [], "loading": False}, "after": "numba"}
+
+
+def test_a_server_on_sqlite_never_loads_the_postgresql_dialect(tmp_path: Path) -> None:
+    """The default store is SQLite: its journal writes (group commit included) must not import
+    SQLAlchemy's PostgreSQL dialect, tens of milliseconds of every restart of every process."""
+    got = loaded(
+        "from worldloop.demo import create_app\n"
+        "app = create_app({'WORLDLOOP_AUTOSTART': 'never', 'WORLDLOOP_RUNNER': 'thread'})\n"
+        "state = app.extensions['worldloop']\n"
+        "state.start()\n"
+        "state.runtime.ticker.wait_for_ticks(5, 60)\n"
+        "state.stop()\n"
+        "pg = sorted(m for m in sys.modules if m.startswith('sqlalchemy.dialects.postgresql'))\n"
+        "print(json.dumps({'sqlite': 'sqlalchemy.dialects.sqlite' in sys.modules, 'pg': pg}))\n",
+        tmp_path,
+    )
+    assert got == {"sqlite": True, "pg": []}

@@ -68,7 +68,8 @@ def test_a_restarted_server_logs_its_start_up_and_recovery_step_by_step(tmp_path
         r"worldloop: starting the runner",
         r"worldloop: runner pid \d+ loaded the app in [\d.]+ s since its start",
         r"worldloop: runner recovering world 'meadow'",
-        r"world 'meadow': snapshot loaded, replaying [\d,]+ journaled ticks",
+        r"world 'meadow': loading its last snapshot and journal from the store",
+        r"world 'meadow': snapshot of tick 0 loaded in [\d.]+ s, replaying [\d,]+ journaled ticks",
         r"world 'meadow' recovered at tick (\d+) from the snapshot of tick 0 \+ [1-9]\d* journaled",
         r"worldloop: runner pid \d+ serves world 'meadow' \(tick \d+\) to web workers, [\d.]+ s",
     ]
@@ -76,6 +77,6 @@ def test_a_restarted_server_logs_its_start_up_and_recovery_step_by_step(tmp_path
     assert all(found), f"missing {[s for s, m in zip(steps, found, strict=True) if not m]}:\n{log}"
     starts = [m.start() for m in found if m]
     assert starts == sorted(starts), log
-    recovered = found[4]
+    recovered = found[5]
     assert recovered is not None
     assert status == 200 and body["tick"] >= int(recovered.group(1)), body

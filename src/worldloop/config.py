@@ -99,6 +99,11 @@ class Settings(BaseModel):
     runner_app: str | None = None
     """How the runner loads the app (``module:create_app()``); None: as gunicorn or
     ``flask --app`` were told."""
+    runner_fork: bool = True
+    """Start the first runner as a fork of the web process loading the app, where that is safe
+    (worldloop.runner.fork): it has imported everything already, so a restart does not wait for
+    a second interpreter's imports (bench/results/recovery.md); False: always a fresh ``python
+    -m worldloop.runner`` interpreter."""
     gateway: str | None = None
     """``host:port`` of the stream gateway (worldloop.gateway) the runner starts beside it:
     live viewers (SSE) served by one asyncio process, not a web worker's thread each; web

@@ -193,7 +193,10 @@ class Durability:
         continue command numbering after the journal's last sequence number."""
         started = time.perf_counter()
         try:
+            log.info("world %r: loading its last snapshot and journal from the store", world.name)
+            reading = self.clock()
             rec = self.store.load(world.name)
+            loaded_in = self.clock() - reading
             if rec.state is None:
                 world.outbox.begin()  # a new world: its task ids are its own (worldloop.outbox)
                 state = copy_state(world)
@@ -203,7 +206,10 @@ class Durability:
                 self.last_snapshot_tick = world.tick
                 log.info("world %r: new store, initial snapshot at tick %d", world.name, world.tick)
                 return None
-            result = replay(world, rec, progress=ReplayLog(world.name, clock=self.clock))
+            progress = ReplayLog(
+                world.name, clock=self.clock, snapshot_tick=rec.snapshot_tick, loaded_in=loaded_in
+            )
+            result = replay(world, rec, progress=progress)
         except StoreError as exc:
             snaps = self.store.snapshots(world.name)
             if not snaps:
@@ -239,7 +245,8 @@ class Durability:
                 continue
             try:
                 rec = self.store.load(world.name, snapshot_tick=info.tick)
-                result = replay(world, rec, progress=ReplayLog(world.name, clock=self.clock))
+                progress = ReplayLog(world.name, clock=self.clock, snapshot_tick=info.tick)
+                result = replay(world, rec, progress=progress)
             except StoreError as exc:
                 log.error(
                     "world %r: snapshot of tick %d unusable too: %s",

@@ -27,8 +27,14 @@ class ReplayLog:
         interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        snapshot_tick: int | None = None,
+        loaded_in: float | None = None,
     ) -> None:
         self.world_name = world_name
+        self.snapshot_tick = snapshot_tick
+        """The tick of the snapshot the replay starts from (said in the first line)."""
+        self.loaded_in = loaded_in
+        """Seconds it took to read that snapshot and the journal from the store (idem)."""
         self.interval = float(interval)
         self.clock = clock
         self.log = logger or log
@@ -40,9 +46,13 @@ class ReplayLog:
             return  # the caller logs the outcome
         now = self.clock()
         if done == 0:  # the snapshot is loaded: say what comes, however short it will be
+            which = "" if self.snapshot_tick is None else f" of tick {self.snapshot_tick}"
+            took = "" if self.loaded_in is None else f" in {self.loaded_in:.2f} s"
             self.log.info(
-                "world %r: snapshot loaded, replaying %s journaled ticks",
+                "world %r: snapshot%s loaded%s, replaying %s journaled ticks",
                 self.world_name,
+                which,
+                took,
                 f"{total:,}",
             )
             return

@@ -261,7 +261,22 @@ class WorldLoopState:
         spec, cwd = found
         eps = endpoints(self.instance_path, world_name)
         self.spawner = Spawner(spec, cwd, eps, watch_pid=self._server_pid())
+        if self.settings.runner_fork:
+            self._fork_runner(spec)
         self.spawner.start()
+
+    def _fork_runner(self, spec: str) -> None:
+        """Fork the runner from this process, which has imported what it needs (its store
+        backend imported first), when that is safe (worldloop.runner.fork.why_not)."""
+        from .runner import fork
+
+        reason = fork.why_not(spec)
+        if reason is not None:
+            log.debug("worldloop: a fresh runner interpreter, not a fork: %s", reason)
+            return
+        fork.preload(self.store_url)
+        assert self.spawner is not None
+        self.spawner.fork_now()
 
     def _server_pid(self) -> int:
         """The process a runner watches: the gunicorn master, or this ``flask run``."""

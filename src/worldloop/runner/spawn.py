@@ -5,8 +5,12 @@ lock is free — at the first start, or after the runner died, kill -9 included 
 wins a second, short "spawn" lock starts ``python -m worldloop.runner`` with the same app as
 its own, and holds the spawn lock until the new runner holds its lock: so ``-w N`` starts one
 runner, and a dead runner is replaced within about a second plus its start-up and recovery.
-The runner is a fresh interpreter (never a fork of a worker with threads) and watches the server
-that started it: the gunicorn master, or the ``flask run`` process; when that one is gone it
+The first runner a web worker starts while it loads the app is a fork of it (it has imported
+everything the runner needs and runs no thread yet: worldloop.runner.fork), so a restart does
+not wait for a second interpreter to import it all again; any later one (a dead runner's
+replacement, started from the watching thread) and any the fork cannot be made safely for is a
+fresh interpreter (never a fork of a worker with threads). The runner watches the server that
+started it: the gunicorn master, or the ``flask run`` process; when that one is gone it
 stops cleanly (final snapshot). Nothing here needs a gunicorn config file or hook.
 """
 
@@ -20,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..hosting import gunicorn_worker
 from . import ipc
@@ -93,6 +97,12 @@ def lock_free(path: Path) -> bool:
     return True
 
 
+class Child(Protocol):
+    """A started runner: a ``subprocess.Popen`` or a forked one (worldloop.runner.fork)."""
+
+    def poll(self) -> int | None: ...
+
+
 class Spawner:
     """A web worker's watch over its world's runner (a daemon thread)."""
 
@@ -112,7 +122,10 @@ class Spawner:
         self.env = env
         self.started = 0
         """Runners this worker started."""
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.forked = False
+        """True when this worker forked the runner it started first (worldloop.runner.fork)."""
+        self._proc: Child | None = None
+        self._forked: int | None = None
         self._failures = 0
         self._not_before = 0.0
         self._stop = threading.Event()
@@ -133,26 +146,74 @@ class Spawner:
             self._stop.wait(POLL)
 
     def _check(self) -> None:
+        if self._forked is not None:  # the first runner, forked at start-up: see it hold
+            forked, self._forked = self._forked, None
+            try:
+                if self._proc is not None:
+                    self._await(self._proc)
+            finally:
+                os.close(forked)
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None  # reaped
         if not lock_free(self.endpoints.lock) or time.monotonic() < self._not_before:
             return
+        held = self._spawn_lock()
+        if held is None:
+            return
+        try:
+            self._spawn()
+        finally:
+            os.close(held)
+
+    def _spawn_lock(self) -> int | None:
+        """The spawn lock's fd, held, when no runner holds its lock; None: nothing to start."""
         spawn_lock = self.endpoints.folder / "spawn.lock"
         fd = os.open(spawn_lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another worker is starting it
-            if not lock_free(self.endpoints.lock):
-                return
-            self._spawn()
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             os.close(fd)
+            return None  # another worker is starting it
+        if not lock_free(self.endpoints.lock):
+            os.close(fd)
+            return None
+        return fd
+
+    def _argv(self) -> list[str]:
+        return ["--app", self.spec, "--watch", str(self.watch_pid)]
+
+    def fork_now(self) -> bool:
+        """Start the runner now as a fork of this process (worldloop.runner.fork), before
+        :meth:`start`, from the main thread of a web process loading the app; True if forked.
+        The watching thread then waits for it to hold its lock, as for a spawned one."""
+        if self.env is not None or self._thread.is_alive():
+            return False
+        if not lock_free(self.endpoints.lock):
+            return False  # a runner runs (a sibling's, or the last server's, stopping)
+        fd = self._spawn_lock()
+        if fd is None:
+            return False
+        from .fork import fork_runner
+
+        log.info(
+            "worldloop: starting the runner: a fork of pid %d, %s (in %s)",
+            os.getpid(),
+            " ".join(self._argv()),
+            self.cwd,
+        )
+        try:
+            self._proc = fork_runner(self._argv(), self.cwd, drop=(fd,))
+        except OSError:
+            os.close(fd)
+            log.exception("worldloop: cannot fork the runner; starting a fresh one instead")
+            return False
+        self._forked = fd
+        self.forked = True
+        self.started += 1
+        return True
 
     def _spawn(self) -> None:
-        argv = [sys.executable, "-m", "worldloop.runner", "--app", self.spec]
-        argv += ["--watch", str(self.watch_pid)]
+        argv = [sys.executable, "-m", "worldloop.runner", *self._argv()]
         log.info("worldloop: starting the runner: %s (in %s)", " ".join(argv[1:]), self.cwd)
         env = dict(os.environ if self.env is None else self.env)
         path = [p for p in sys.path if p and os.path.isdir(p)]
@@ -160,6 +221,10 @@ class Spawner:
         proc = subprocess.Popen(argv, cwd=self.cwd, env=env)
         self._proc = proc
         self.started += 1
+        self._await(proc)
+
+    def _await(self, proc: Child) -> None:
+        """Wait (at most START_BOUND) until ``proc`` holds the runner lock or has exited."""
         deadline = time.monotonic() + START_BOUND
         while time.monotonic() < deadline and not self._stop.is_set():
             if proc.poll() is not None:
@@ -168,7 +233,7 @@ class Spawner:
                 self._not_before = time.monotonic() + delay
                 log.error(
                     "worldloop: the runner exited at start (code %s); next try in %.1f s",
-                    proc.returncode,
+                    proc.poll(),
                     delay,
                 )
                 return
@@ -178,4 +243,9 @@ class Spawner:
             time.sleep(0.05)
 
     def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec, "started": self.started, "watch_pid": self.watch_pid}
+        return {
+            "spec": self.spec,
+            "started": self.started,
+            "forked": self.forked,
+            "watch_pid": self.watch_pid,
+        }

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -160,7 +159,11 @@ def _write_rows(conn: Connection, entries: Sequence[JournalEntry]) -> None:
     if not entries:
         return
     now = time.time()
-    dialect_insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    dialect_insert: Callable[..., Any] = sqlite_insert
+    if conn.dialect.name != "sqlite":  # imported here: an SQLite server never loads it
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        dialect_insert = pg_insert
     upsert = dialect_insert(heads)
     upsert = upsert.on_conflict_do_update(
         index_elements=[heads.c.world],
