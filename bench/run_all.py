@@ -40,6 +40,10 @@ BENCHES: dict[str, list[str]] = {
         *("--players", "50", "--out", str(RESULTS / "gateway_200.md")),
     ],
     "scaleout": ["scaleout.py", "--out", str(RESULTS / "scaleout.md")],
+    "scaleout_placement": [
+        "scaleout_placement.py",
+        *("--out", str(RESULTS / "scaleout_placement.md")),
+    ],
     "faults": [str(Path("faults") / "run.py"), "--out", str(RESULTS / "faults.md")],
     "soak": ["soak.py", "--minutes", "10", "--out", str(RESULTS / "soak.md")],
 }

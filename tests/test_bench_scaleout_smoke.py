@@ -33,3 +33,20 @@ def test_scaleout_bench_runs() -> None:
     assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
     assert "## Feed cost per tick" in out and "shuffled + zlib" in out
     assert "## Read throughput" in out and "| R2 | Redis mode" in out and "## On paper" in out
+
+
+def test_placement_bench_runs() -> None:
+    require_redis()
+    require_postgres()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scaleout_placement.py"), "--worlds", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    assert "Command: `python bench/scaleout_placement.py" in out and "Machine: " in out
+    for event in ("| join (graceful", "| leave: SIGTERM", "| join again", "| kill -9"):
+        assert event in out, out
