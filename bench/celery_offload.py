@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bench.benchenv import machine  # noqa: E402
 
 from worldloop import WorldRuntime  # noqa: E402
 from worldloop.clock import TickInfo  # noqa: E402
@@ -77,7 +79,7 @@ def celery_sender(queue: str) -> TaskSender:
 
     from worldloop.offload.celery import CelerySender, celery_init_app
 
-    app = Flask("bench")
+    app = Flask("celery_offload_bench", root_path=str(ROOT))
     app.config["CELERY"] = {
         "broker_url": BROKER,
         "result_backend": "rpc://",
@@ -153,9 +155,9 @@ def main() -> None:
         "## Tick lateness with the forecast in-process vs on Celery",
         "",
         f"Command: `{cmd.strip()}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
-        f"Python {platform.python_version()}, Celery {celery.__version__}, RabbitMQ broker, "
-        f"rpc:// results; {time.strftime('%Y-%m-%d')}.  ",
+        f"{machine()}  ",
+        f"Celery {celery.__version__}, RabbitMQ broker, rpc:// results; "
+        f"{time.strftime('%Y-%m-%d')}.  ",
         f"Meadow 200 sheep at {RATE_HZ:g} Hz for {args.seconds:g} s per case; a new "
         f"{args.forecast_ticks}-tick forecast asked whenever none is pending.",
         "",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import signal
 import socket
@@ -33,6 +32,9 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.benchenv import machine  # noqa: E402
+
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 
@@ -72,7 +74,7 @@ class Gunicorn:
             WORLDLOOP_INSTANCE_PATH=str(instance),
             MEADOW_ENTITIES=str(creatures),
             MEADOW_MAX_CREATURES=str(creatures * 2),
-            WORLDLOOP_ADMIN_TOKEN="bench",
+            WORLDLOOP_ADMIN_TOKEN="bench-admin-token-0123456789",
         )
         self.log = open(instance.parent / f"gunicorn-{self.port}.log", "wb")  # noqa: SIM115
         argv = [GUNICORN, "-c", "python:worldloop.gunicorn_conf", "-b", f"127.0.0.1:{self.port}"]
@@ -204,9 +206,8 @@ def main() -> None:
         "# Deployment sizing (shipped gunicorn config, embedded SQLite store)",
         "",
         f"Command: `{cmd}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other jobs: treat "
-        f"figures as rough), Linux {platform.release()}; Python {platform.python_version()}; "
-        f"gunicorn {_version('gunicorn')}, Flask {_version('flask')}, numpy {_version('numpy')}.",
+        f"{machine()}  ",
+        f"gunicorn {_version('gunicorn')}.",
         "",
         "## Memory per entity (worker RSS after the world ticked)",
         "",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from bench.benchenv import machine  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
 from worldloop.client import ApiError, Client  # noqa: E402
@@ -120,8 +120,7 @@ def main() -> None:
         "# Players through worldloop.client",
         "",
         f"Command: `python {shlex.join(['bench/players.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, "
-        f"Python {platform.python_version()}  ",
+        f"{machine()}  ",
         f"Server: gunicorn -w 1 --threads {args.players}, demo world at {args.rate:g} Hz, "
         f"SQLite journal; {args.players} players, {args.seconds:g} s per row",
         "",
