@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchenv import header  # noqa: E402
 from meadow_before import MeadowBefore  # noqa: E402
 from worldloop.commands import Command  # noqa: E402
-from worldloop.demo.kernels import numba_available  # noqa: E402
+from worldloop.demo.kernels import get_kernels, numba_available  # noqa: E402
 from worldloop.demo.meadow import Meadow, Params  # noqa: E402
 from worldloop.plugins import TickListener  # noqa: E402
 from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
@@ -64,6 +64,7 @@ def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) ->
     if threads:
         import numba
 
+        get_kernels("numba")  # first: its import sets OMP_WAIT_POLICY before numba's threads
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     world = make_meadow(kernels, n)
     snap = lambda: Snapshot(  # noqa: E731 - what the runtime publishes after each tick

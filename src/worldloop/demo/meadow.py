@@ -188,7 +188,7 @@ class Meadow(World):
                 details={"reason": "cell_full", "cell": [col, row], "grass": level},
             )
         new = min(cap, level + self.params.plant_amount)
-        self.grass[row, col] = new
+        self.writable("grass")[row, col] = new
         return {
             "entity_id": int(self.ids[idx]),
             "cell": [col, row],
@@ -254,6 +254,15 @@ class Meadow(World):
             self._reindex()
         return [int(i) for i in new_ids]
 
+    def writable(self, name: str) -> Any:
+        """The state array ``name``, writable: itself, or a copy of it when it is published
+        (read-only, shared with a snapshot), which then replaces it in the world."""
+        arr = getattr(self, name)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+            setattr(self, name, arr)
+        return arr
+
     def _use_kernels(self, kernels: Kernels) -> None:
         self.kernels = kernels  # one reference swap: the next system call uses them
 
@@ -268,11 +277,12 @@ class Meadow(World):
 
     @property
     def grid(self) -> SpatialGrid:
-        """The spatial grid of the current positions (derived state, never hashed or saved)."""
+        """The spatial grid of the current positions (derived state, never hashed or saved),
+        built when first read after a change (``flee`` reads it, when there are avatars)."""
         if self._grid is None:
             bucket = max(self.params.cell, self.params.flee_radius)
             self._grid = SpatialGrid.build(
-                self.pos, self.width, self.height, bucket, self.kernels.bucket_order
+                self.pos, self.width, self.height, bucket, self.kernels.grid
             )
         return self._grid
 
@@ -282,7 +292,7 @@ class Meadow(World):
         For scheduled world jobs (run on the loop thread as commands, so replayed exactly).
         """
         levels = self.rng.uniform(0.5, 1.0, self.grass.shape) * self.params.grass_max
-        self.grass[...] = levels.astype(np.float32)
+        self.grass = levels.astype(np.float32)
         return float(self.grass.sum(dtype=np.float64))
 
     @staticmethod
@@ -292,11 +302,8 @@ class Meadow(World):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _cells(self) -> NDArray[np.intp]:
-        cells: NDArray[np.intp] = self.kernels.cells(
-            self.pos, self.gcols, self.grows, self.width, self.height
-        )
-        return cells
+    def _cells(self) -> NDArray[np.signedinteger[Any]]:
+        return self.kernels.cells(self.pos, self.gcols, self.grows, self.width, self.height)
 
     def _cell_of(self, idx: int) -> tuple[int, int]:
         col = min(self.gcols - 1, int(self.pos[idx, 0] * self.gcols / self.width))
@@ -373,10 +380,20 @@ class Meadow(World):
 
     # -- what readers see ------------------------------------------------------------------
 
+    share_published: ClassVar[bool] = True
+    """Whether :meth:`view` hands its arrays over read-only, for snapshots to share rather than
+    copy (``freeze_arrays``). The systems never write a published array in place: kernels
+    return new arrays, and the rare in-place writes (a command, an avatar arriving) go through
+    :meth:`writable`, which copies a published array first."""
+
     def view(self) -> dict[str, Any]:
         """The published data. Keys starting with ``_`` are private: never serialized."""
         load_later(self.kernels)  # published: recovered, in the process that ticks
         players, auth, owner = self._player_views()
+        if self.share_published:
+            for arr in (self.grass, self.ids, self.kind, self.pos, self.energy, self.age):
+                arr.flags.writeable = False
+        bucket = max(self.params.cell, self.params.flee_radius)
         return {
             "width": self.width,
             "height": self.height,
@@ -394,12 +411,9 @@ class Meadow(World):
             "chat": [dict(line) for line in self.chat],
             "_auth": auth,
             "_owner": owner,
-            "_grid": {
-                "cols": self.grid.cols,
-                "rows": self.grid.rows,
-                "order": self.grid.order,
-                "starts": self.grid.starts,
-            },
+            # the spatial grid of these positions is built by the first reader that asks for
+            # it (views.grid_of), off the loop, and only for snapshots somebody queries
+            "_grid": {"bucket": bucket},
         }
 
     def _player_views(
