@@ -52,8 +52,12 @@ class Kernels(Protocol):
         same bits: :func:`raw_float32_pairs`)."""
         ...
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> tuple[F64, bool]:
-        """New ``pos + vel * dt`` wrapped once each way, and whether some row is still outside."""
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
+        """New ``pos + vel * dt`` wrapped once each way, whether some row is still outside, and
+        the new positions' :meth:`cells` on a ``cols`` x ``rows`` grid (made while the
+        positions are at hand: grazing needs them next)."""
         ...
 
     def graze(
@@ -122,7 +126,9 @@ class NumpyKernels:
         np.divide(vmax, scale, out=scale)
         vel *= scale[:, None]
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> tuple[F64, bool]:
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
         out = vel * dt
         out += pos  # IEEE addition commutes: the bits of pos + vel * dt
         outside = False
@@ -131,7 +137,7 @@ class NumpyKernels:
             np.add(col, size, out=col, where=col < 0.0)
             np.subtract(col, size, out=col, where=col >= size)
             outside = outside or bool(col.size and (col.min() < 0.0 or col.max() >= size))
-        return out, outside
+        return out, outside, self.cells(out, cols, rows, width, height)
 
     def cells(
         self, pos: F64, cols: int, rows: int, width: float, height: float

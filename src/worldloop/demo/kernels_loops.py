@@ -90,9 +90,12 @@ def _wander_raw(
         vel[i, 1] = vy * scale
 
 
-def _move(pos: Any, vel: Any, dt: Any, width: Any, height: Any) -> Any:  # pragma: no cover
+def _move(
+    pos: Any, vel: Any, dt: Any, width: Any, height: Any, cols: Any, rows: Any, fx: Any, fy: Any
+) -> Any:  # pragma: no cover - compiled
     n = pos.shape[0]
     out = np.empty_like(pos)
+    cells = np.empty(n, dtype=np.int32)
     outside = 0
     for i in nb.prange(n):
         x = pos[i, 0] + vel[i, 0] * dt
@@ -109,18 +112,25 @@ def _move(pos: Any, vel: Any, dt: Any, width: Any, height: Any) -> Any:  # pragm
         out[i, 1] = y
         if x < 0.0 or x >= width or y < 0.0 or y >= height:
             outside += 1  # an integer sum: exact in any order
-    return out, outside
+        cells[i] = _cell(x, y, cols, rows, fx, fy)
+    return out, outside, cells
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cell(x: Any, y: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: no cover
+    """The grass cell of (x, y), as NumPyKernels.cells computes it."""
+    cx: Any = np.intp(x * fx)
+    cy: Any = np.intp(y * fy)
+    cx = min(max(cx, 0), cols - 1)
+    cy = min(max(cy, 0), rows - 1)
+    return cy * cols + cx
 
 
 def _cells(pos: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: no cover
     n = pos.shape[0]
     out = np.empty(n, dtype=np.int32)  # a grass grid has far fewer than 2**31 cells
     for i in nb.prange(n):
-        cx: Any = np.intp(pos[i, 0] * fx)
-        cy: Any = np.intp(pos[i, 1] * fy)
-        cx = min(max(cx, 0), cols - 1)
-        cy = min(max(cy, 0), rows - 1)
-        out[i] = cy * cols + cx
+        out[i] = _cell(pos[i, 0], pos[i, 1], cols, rows, fx, fy)
     return out
 
 

@@ -90,11 +90,12 @@ class NumbaKernels:
         else:
             _call(loops.wander_raw, n, vel, raw, *args)
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> tuple[F64, bool]:
-        out, outside = _call(
-            loops.move, pos.shape[0], pos, vel, float(dt), float(width), float(height)
-        )
-        return out, bool(outside)
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
+        geometry = (float(width), float(height), cols, rows, cols / width, rows / height)
+        out, outside, cells = _call(loops.move, pos.shape[0], pos, vel, float(dt), *geometry)
+        return out, bool(outside), cells
 
     def cells(
         self, pos: F64, cols: int, rows: int, width: float, height: float
@@ -181,7 +182,7 @@ class NumbaKernels:
             self.grow_grass(g, 0.1, 1.0)
             self.wander(p.copy(), rng, 1.0, 1.0)
             self.wander(p.copy(), np.random.Generator(np.random.MT19937(0)), 1.0, 1.0)
-            self.move(p, p, 0.1, 1.0, 1.0)
+            self.move(p, p, 0.1, 1.0, 1.0, g.shape[1], g.shape[0])
             cells = self.cells(p, g.shape[1], g.shape[0], 1.0, 1.0)
             energy = np.ones(rows)
             for sheep in (None, np.ones(rows, dtype=np.bool_)):

@@ -270,6 +270,9 @@ class Meadow(World):
         """Refresh the derived indexes from the state: the avatar rows now, the spatial grid
         when it is next read (a replay, which publishes nothing, builds it only for ``flee``)."""
         self._grid: SpatialGrid | None = None
+        self._moved_cells: tuple[NDArray[np.float64], NDArray[np.signedinteger[Any]]] | None = None
+        """The grass cells ``movement`` found for the positions it made (``graze`` takes them
+        if the positions are still those)."""
         self._avatars = np.flatnonzero(self.kind == AVATAR)
         self._upper = np.array(
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64

@@ -73,7 +73,8 @@ def steer_avatars(m: Meadow) -> None:
 def movement(m: Meadow) -> None:
     # a tick moves far less than the world's size, so one wrap each way is nearly always
     # enough; what is still outside (a huge velocity set by a command) is wrapped here
-    m.pos, outside = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height)
+    m.pos, outside, cells = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    m._moved_cells = None if outside else (m.pos, cells)  # for graze, next
     if outside:
         for axis, size in ((0, m.width), (1, m.height)):
             col = m.pos[:, axis]
@@ -87,8 +88,10 @@ def graze(m: Meadow) -> None:
         return
     p = m.params
     sheep = None if m._avatars.size == 0 else m.kind == SHEEP
+    moved, m._moved_cells = m._moved_cells, None
+    cells = moved[1] if moved is not None and moved[0] is m.pos else m._cells()
     grass = m.writable("grass").reshape(-1)
-    m.energy = m.kernels.graze(m._cells(), sheep, grass, m.energy, p.bite, p.food_energy)
+    m.energy = m.kernels.graze(cells, sheep, grass, m.energy, p.bite, p.food_energy)
 
 
 def life(m: Meadow) -> None:
