@@ -61,15 +61,9 @@ def make_meadow(kernels: str, n: int) -> Meadow:
 
 def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
     """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash."""
-    if threads:
-        import numba
-
-        get_kernels("numba")  # first: its import sets OMP_WAIT_POLICY before numba's threads
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(threads)
     world = make_meadow(kernels, n)
-    snap = lambda: Snapshot(  # noqa: E731 - what the runtime publishes after each tick
-        world.name, world.tick, world.sim_time, freeze_arrays(world.view()), world.summary()
-    )
+    snap = lambda: snapshot_of(world)  # noqa: E731
     for _ in range(warmup):  # the first ticks also load (or compile) the numba kernels
         world.step([])
         snap()
@@ -94,6 +88,68 @@ def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) ->
         "cpu_mean": float(np.mean(cpu)),
         "hash": world.state_hash(),
     }
+
+
+def profile_systems(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
+    """Median wall and process-CPU ms of each system (and of the snapshot build) per tick: the
+    systems run one by one, as ``World.step`` runs them with no commands."""
+    set_threads(threads)
+    world = make_meadow(kernels, n)
+    wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Any, keep: bool) -> None:
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        w1, c1 = time.perf_counter(), time.process_time()
+        if keep:
+            wall.setdefault(name, []).append((w1 - w0) * 1000)
+            cpu.setdefault(name, []).append((c1 - c0) * 1000)
+
+    for i in range(warmup + ticks):
+        for system in world.systems():
+            timed(system.name, system.run, i >= warmup)
+        world.tick += 1
+        timed("snapshot", lambda: snapshot_of(world), i >= warmup)
+    return {name: (pct(wall[name], 50), pct(cpu[name], 50)) for name in wall}
+
+
+def set_threads(threads: int) -> None:
+    """Numba's thread count for this thread (loading the kernels first: their import sets
+    OMP_WAIT_POLICY, which must come before numba starts its threads)."""
+    if threads:
+        import numba
+
+        get_kernels("numba")
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def snapshot_of(world: Meadow) -> Snapshot:
+    """What the runtime publishes after each tick."""
+    return Snapshot(
+        world.name, world.tick, world.sim_time, freeze_arrays(world.view()), world.summary()
+    )
+
+
+def breakdown(n: int, ticks: int, warmup: int) -> list[str]:
+    """The per-system table (markdown lines) at ``n`` creatures, one column per implementation."""
+    impls = implementations()
+    cols = [profile_systems(kernels, threads, n, ticks, warmup) for _l, kernels, threads in impls]
+    names = list(cols[1]) + [k for k in cols[0] if k not in cols[1]]
+    lines = [
+        "| system | " + " | ".join(label for label, _k, _t in impls) + " |",
+        "|---|" + "---:|" * len(impls),
+    ]
+    for name in [*names, "total"]:
+        cells = []
+        for col in cols:
+            if name == "total":
+                w, c = sum(v[0] for v in col.values()), sum(v[1] for v in col.values())
+            else:
+                w, c = col.get(name, (0.0, 0.0))
+            cells.append(f"{w:.2f} / {c:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def compare_implementations(sizes: list[int], ticks: int, warmup: int) -> tuple[list[str], bool]:
@@ -315,11 +371,16 @@ def main() -> None:
     ap.add_argument("--impl-sizes", default="10000,100000,1000000")
     ap.add_argument("--impl-ticks", type=int, default=40)
     ap.add_argument("--impl-warmup", type=int, default=5)
+    ap.add_argument(
+        "--breakdown-size", type=int, default=0, help="per-system table (0: largest impl size)"
+    )
+    ap.add_argument("--breakdown-ticks", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
-    impl_lines, all_same = compare_implementations(
-        [int(n) for n in args.impl_sizes.split(",")], args.impl_ticks, args.impl_warmup
-    )
+    impl_sizes = [int(n) for n in args.impl_sizes.split(",")]
+    impl_lines, all_same = compare_implementations(impl_sizes, args.impl_ticks, args.impl_warmup)
+    bd_size = args.breakdown_size or max(impl_sizes)
+    breakdown_lines = breakdown(bd_size, args.breakdown_ticks, args.impl_warmup)
     rows = [measure(int(n), args.ticks, args.warmup) for n in args.sizes.split(",")]
     if args.players:
         big = max(int(n) for n in args.sizes.split(","))
@@ -337,11 +398,20 @@ def main() -> None:
         "## Implementations side by side",
         "",
         f"{args.impl_ticks} ticks after {args.impl_warmup} warm-up ticks, each implementation "
-        "from the same seed. Wall ms per tick; the snapshot is what the runtime publishes "
-        "after each tick (copies of the arrays and the spatial grid, which the baseline "
-        "builds inside its step). The state hash after the run must be the baseline's.",
+        "from the same seed. Wall ms per tick, and CPU ms per tick of the whole process (all "
+        "threads: less sensitive to the other jobs on the machine than wall time). The "
+        "snapshot is what the runtime publishes after each tick: the baseline copies its "
+        "arrays and its spatial grid (built inside its step); the kernels' meadow shares its "
+        "arrays read-only and leaves the grid to the first reader that queries a region. The "
+        "state hash after the run must be the baseline's.",
         "",
         *impl_lines,
+        "",
+        f"Where the time goes at {bd_size:,} creatures: median wall ms / process CPU ms per tick "
+        f"of each system over {args.breakdown_ticks} ticks (run one by one as `World.step` "
+        "runs them; a separate run from the table above).",
+        "",
+        *breakdown_lines,
         "",
         "## The default implementation in detail",
         "",

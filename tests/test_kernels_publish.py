@@ -11,7 +11,7 @@ import pytest
 
 from tests.test_kernels import busy_meadow
 from worldloop.commands import Command
-from worldloop.demo.kernels import numba_available
+from worldloop.demo.kernels import numba_available, reader_grid_sort
 from worldloop.demo.meadow import Meadow
 from worldloop.demo.views import grid_of
 from worldloop.snapshot import Snapshot, freeze_arrays, is_frozen
@@ -93,11 +93,14 @@ def test_a_published_snapshot_never_changes_and_publishing_changes_nothing(kerne
         )
 
 
-def test_the_grid_a_reader_builds_is_the_one_the_world_builds() -> None:
-    world = busy_meadow("numpy")
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_the_grid_a_reader_builds_is_the_one_the_world_builds(kernels: str) -> None:
+    world = busy_meadow(kernels)  # numba: loaded, so the reader builds with its one thread
     for _ in range(5):
         world.step([])
     snap = publish(world)
+    if kernels == "numba":
+        assert reader_grid_sort().__name__ == "grid_one_thread"
     mine, theirs = world.grid, grid_of(snap)
     assert (mine.cols, mine.rows) == (theirs.cols, theirs.rows)
     assert np.array_equal(mine.order, theirs.order)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .spatial import grid_by_argsort
+from .spatial import GridSort, grid_by_argsort
 
 F64 = NDArray[np.float64]
 F32 = NDArray[np.float32]
@@ -232,9 +232,12 @@ log = logging.getLogger("worldloop.demo")
 _loaded: dict[str, Kernels] = {"numpy": NumpyKernels()}
 
 
-def loaded_kernels() -> Kernels:
-    """The fastest kernels this process has already loaded (never starts loading any)."""
-    return _loaded.get("numba") or _loaded["numpy"]
+def reader_grid_sort() -> GridSort:
+    """How a reader thread builds a snapshot's spatial grid: with the numba kernels' one-thread
+    build when this process has them loaded (it never starts loading them), else NumPy; never
+    the parallel build, whose threads are the loop's. The same arrays either way."""
+    one_thread: GridSort | None = getattr(_loaded.get("numba"), "grid_one_thread", None)
+    return one_thread or grid_by_argsort
 
 
 def numba_available() -> bool:

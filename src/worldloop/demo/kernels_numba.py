@@ -169,6 +169,13 @@ class NumbaKernels:
         )
         return order, starts
 
+    def grid_one_thread(
+        self, pos: F64, width: float, height: float, cols: int, rows: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        """:meth:`grid` on the calling thread only (for readers: the cores are the loop's)."""
+        order, starts = loops.grid[1](pos, cols / width, rows / height, cols, rows, 1)
+        return order, starts
+
     def warm_up(self) -> None:
         """Load (or compile) both builds of every kernel for the argument types the meadow
         uses."""
