@@ -2,8 +2,10 @@
 
 First, the implementations side by side (issue 17) at 10k/100k/1M creatures: the systems as they
 were before the kernels (``bench/meadow_before.py``, the baseline), today's NumPy kernels, and
-the numba kernels on one thread and on both cores; each runs the same ticks from the same seed,
-and their state hashes must be equal (the run fails otherwise). Then, for the default (NumPy)
+the numba kernels on one thread and on both cores (and on both cores with GNU OpenMP's default
+spin-then-sleep wait, in a child process, which the kernels replace with ``passive``); each
+runs the same ticks from the same seed, and their state hashes must be equal (the run fails
+otherwise). Wall and process-CPU ms per tick. Then the time per system at the largest size. Then, for the default (NumPy)
 implementation, it measures ``world.step`` (all systems) and the snapshot build the runtime
 does after each tick (``freeze_arrays(world.view())`` + ``summary()``) for 1k/10k/100k
 creatures at constant density, as CPU time of the loop thread (``time.thread_time``: other
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json as stdlib_json
 import math
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,8 +52,27 @@ def implementations() -> list[tuple[str, str, int]]:
     """(label, kernels, numba threads) to compare; numba rows only when it is installed."""
     rows = [("NumPy as it was (baseline)", "before", 0), ("NumPy kernels (default)", "numpy", 0)]
     if numba_available():
-        rows += [("numba kernels, 1 thread", "numba", 1), ("numba kernels, 2 threads", "numba", 2)]
+        rows += [
+            ("numba kernels, 1 thread", "numba", 1),
+            ("numba kernels, 2 threads", "numba", 2),
+            ("numba kernels, 2 threads, OpenMP's default wait", "numba-spin", 2),
+        ]
     return rows
+
+
+SPIN_ENV = {"OMP_WAIT_POLICY": ""}
+"""Set but empty: the kernels leave it alone, and GNU OpenMP (which says the value is invalid)
+keeps its default, spin-then-sleep, as before the kernels set ``passive``. Read when numba
+starts its threads, so that row runs in a child process."""
+
+
+def measure_in_child(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
+    """:func:`measure_impl` in a fresh process with :data:`SPIN_ENV`."""
+    argv = [sys.executable, __file__, "--one-impl", f"{kernels}:{threads}:{n}:{ticks}:{warmup}"]
+    env = {**os.environ, **SPIN_ENV}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=900)
+    result: dict[str, Any] = stdlib_json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def make_meadow(kernels: str, n: int) -> Meadow:
@@ -133,7 +156,7 @@ def snapshot_of(world: Meadow) -> Snapshot:
 
 def breakdown(n: int, ticks: int, warmup: int) -> list[str]:
     """The per-system table (markdown lines) at ``n`` creatures, one column per implementation."""
-    impls = implementations()
+    impls = [impl for impl in implementations() if impl[1] != "numba-spin"]
     cols = [profile_systems(kernels, threads, n, ticks, warmup) for _l, kernels, threads in impls]
     names = list(cols[1]) + [k for k in cols[0] if k not in cols[1]]
     lines = [
@@ -164,7 +187,10 @@ def compare_implementations(sizes: list[int], ticks: int, warmup: int) -> tuple[
     for n in sizes:
         base: dict[str, Any] | None = None
         for label, kernels, threads in implementations():
-            r = measure_impl(kernels, threads, n, ticks, warmup)
+            if kernels == "numba-spin":
+                r = measure_in_child("numba", threads, n, ticks, warmup)
+            else:
+                r = measure_impl(kernels, threads, n, ticks, warmup)
             base = base or r
             same = r["hash"] == base["hash"]
             all_same = all_same and same
@@ -375,8 +401,14 @@ def main() -> None:
         "--breakdown-size", type=int, default=0, help="per-system table (0: largest impl size)"
     )
     ap.add_argument("--breakdown-ticks", type=int, default=20)
+    ap.add_argument("--one-impl", help=argparse.SUPPRESS)  # kernels:threads:n:ticks:warmup
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
+    if args.one_impl:
+        kernels, threads, n, ticks, warmup = args.one_impl.split(":")
+        r = measure_impl(kernels, int(threads), int(n), int(ticks), int(warmup))
+        print(stdlib_json.dumps(r))
+        return
     impl_sizes = [int(n) for n in args.impl_sizes.split(",")]
     impl_lines, all_same = compare_implementations(impl_sizes, args.impl_ticks, args.impl_warmup)
     bd_size = args.breakdown_size or max(impl_sizes)
