@@ -95,6 +95,23 @@ def test_loops_split_in_ranges_give_what_one_range_gives(build: int) -> None:
         assert np.array_equal(order, want_order) and np.array_equal(starts, want_starts)
         counts = loops.count[build](cells, sheep, True, cols * rows, chunks)
         assert np.array_equal(counts, want_counts)
+        counts16, full = loops.count16[build](cells, sheep, True, cols * rows, chunks)
+        assert np.array_equal(counts16, want_counts) and not full.any()
+
+
+@needs_numba
+def test_a_cell_with_more_sheep_than_16_bits_count_is_counted_in_32() -> None:
+    from worldloop.demo import kernels_loops as loops
+
+    crowd = np.zeros(70_000, dtype=np.int32)
+    _counts, full = loops.count16[1](crowd, np.ones(0, np.bool_), False, 3, 1)
+    assert full.any()  # the 16-bit census says it overflowed
+    a = Meadow(width=10, height=10, entities=70_000, seed=2, kernels="numpy")
+    b = Meadow(width=10, height=10, entities=70_000, seed=2, kernels="numba")
+    for _ in range(3):
+        a.step([])
+        b.step([])
+        assert a.state_hash() == b.state_hash()
 
 
 def test_raw_draws_make_the_same_kicks_and_leave_the_same_generator() -> None:

@@ -150,6 +150,28 @@ def _count(
     return counts
 
 
+def _count16(
+    cells: Any, sheep: Any, use_mask: Any, n_cells: Any, chunks: Any
+) -> Any:  # pragma: no cover - compiled
+    # _count into 16-bit counters: half the memory the rows hit at random (at 1M rows over
+    # 2.5M cells, the census costs about half as much); a counter that would pass 65535 marks
+    # its range full, and the caller counts again in 32 bits
+    counts = np.empty(n_cells, dtype=np.uint16)
+    full = np.zeros(chunks, dtype=np.bool_)
+    for t in nb.prange(chunks):
+        lo = t * n_cells // chunks
+        hi = (t + 1) * n_cells // chunks
+        counts[lo:hi] = 0
+        for i in range(cells.size):
+            c = cells[i]
+            if lo <= c < hi and (not use_mask or sheep[i]):
+                k = counts[c]
+                if k == 65535:
+                    full[t] = True
+                counts[c] = k + 1
+    return counts, full
+
+
 def _share(counts: Any, grass: Any, bite: Any, one: Any, tiny: Any) -> Any:  # pragma: no cover
     # per occupied cell: the share of each bite it can serve, and what is eaten from it
     # (cells nobody grazes keep their grass, and their share is never read)
@@ -283,6 +305,7 @@ wander_raw = _both(_wander_raw)
 move = _both(_move)
 cells = _both(_cells)
 count = _both(_count)
+count16 = _both(_count16)
 share = _both(_share)
 eat = _both(_eat)
 life = _both(_life)

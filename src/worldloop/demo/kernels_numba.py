@@ -117,7 +117,10 @@ class NumbaKernels:
         flat = grass.reshape(-1)
         mask = np.ones(0, dtype=np.bool_) if sheep is None else sheep
         use_mask = sheep is not None
-        counts = _call_chunked(loops.count, cells.size, cells, mask, use_mask, flat.size)
+        census = (cells, mask, use_mask, flat.size)
+        counts, full = _call_chunked(loops.count16, cells.size, *census)
+        if full.any():  # some cell holds more than 65535 sheep
+            counts = _call_chunked(loops.count, cells.size, *census)
         share = _call(
             loops.share,
             flat.size,
