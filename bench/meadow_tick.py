@@ -8,10 +8,10 @@ runs the same ticks from the same seed, and their state hashes must be equal (th
 otherwise). Wall and process-CPU ms per tick. Then the time per system at the largest size.
 Then, for the default (NumPy) implementation, it measures ``world.step`` (all systems) and
 the snapshot build the runtime does after each tick (``freeze_arrays(world.view())`` +
-``summary()``) for 1k/10k/100k creatures at constant density, as CPU time of the loop thread (``time.thread_time``: other
-processes on a shared machine do not inflate it) and as wall time. Its baseline, measured in
-the same run, is a naive per-entity Python-loop version of the same systems on a smaller world,
-compared per creature.
+``summary()``) for 1k/10k/100k creatures at constant density, as CPU time of the loop
+thread (``time.thread_time``: other processes on a shared machine do not inflate it) and as
+wall time. Its baseline, measured in the same run, is a naive per-entity Python-loop version
+of the same systems on a smaller world, compared per creature.
 
 Run: python bench/meadow_tick.py [--ticks N] [--impl-sizes 10000,100000,1000000]
         [--out bench/results/meadow_tick.md]
