@@ -60,6 +60,7 @@ def numba_builds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         if numba.config.NUMBA_NUM_THREADS < 2:
             pytest.skip("one CPU: numba has no second thread")
         monkeypatch.setattr(kernels_numba, "PARALLEL_MIN_ROWS", 1)
+        monkeypatch.setattr(kernels_numba.timings, "prefer_parallel", lambda key: True)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     return str(request.param)
 
@@ -171,6 +172,7 @@ def test_a_busy_parallel_lock_sends_the_second_caller_to_the_one_thread_build(
     from worldloop.demo import kernels_numba
 
     monkeypatch.setattr(kernels_numba.nb, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(kernels_numba, "timings", kernels_numba._Timings())
     fn, chunks, locked = kernels_numba._pick(loops.count, 10**6)
     assert (fn, chunks, locked) == (loops.count[0], 2, True)
     try:  # meanwhile, another thread (another world) asks: it runs on its own thread
@@ -178,6 +180,23 @@ def test_a_busy_parallel_lock_sends_the_second_caller_to_the_one_thread_build(
     finally:
         kernels_numba._parallel.release()
     assert kernels_numba._pick(loops.count, 10) == (loops.count[1], 1, False)
+
+
+@needs_numba
+def test_each_loop_runs_the_build_that_has_lately_been_faster() -> None:
+    from worldloop.demo.kernels_numba import _Timings
+
+    t = _Timings()
+    assert t.prefer_parallel(7)  # each build is measured once first
+    t.record(7, True, 1000, 0.004)
+    assert not t.prefer_parallel(7)
+    t.record(7, False, 1000, 0.002)  # one thread: twice as fast (a loaded machine)
+    picks = [t.prefer_parallel(7) for _ in range(2 * t.explore)]
+    assert picks.count(True) == 2  # the parallel build is tried again now and then
+    for _ in range(10):  # the load went away: the parallel build becomes the faster
+        t.record(7, True, 1000, 0.001)
+    assert t.prefer_parallel(7) or t.prefer_parallel(7)
+    assert t.prefer_parallel(8)  # another loop has its own record
 
 
 @needs_numba

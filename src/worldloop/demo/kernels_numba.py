@@ -7,19 +7,20 @@ its own rows (or its own cells), so no floating-point value depends on how the w
 between threads. The counting passes (grazing's per-cell census, the spatial grid's counting
 sort) are split by ranges too, and their integer sums are exact in any order. The loops
 themselves live in :mod:`.kernels_loops`; this module picks, per call, the parallel or the
-one-thread build of each (:func:`_pick`).
+one-thread build of each (:func:`_pick`): whichever has lately been faster (:class:`_Timings`).
 
 Threads: numba's OpenMP layer by default lets an idle worker spin, then sleep, and waking it
 on a shared machine costs milliseconds per parallel loop (two threads were slower than one).
 Unless the environment says otherwise, ``OMP_WAIT_POLICY=passive`` is set (by
 :mod:`.kernels_loops`, before it imports numba), so an idle worker sleeps at once and is woken
-in microseconds. Compiled code is
-cached next to the loops' module, so only the first start on a machine pays for compiling.
+in microseconds. Compiled code is cached next to the loops' module, so only the first start
+on a machine pays for compiling.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,34 +41,74 @@ ticking in one process) runs the one-thread build instead of queueing behind it 
 the threads on the cores; both builds give the same bits."""
 
 
+class _Timings:
+    """Which build of each loop has been faster lately, per row: parallel or one-thread.
+
+    Both give the same bits, so the choice is free to follow the machine: on idle cores the
+    parallel build wins, but on a shared, loaded machine a parallel loop ends only when its
+    slowest thread does, and a thread off its core makes two threads slower than one. Each
+    loop keeps a moving average of wall ns per row for each build, runs the faster one, and
+    tries the other every :attr:`explore` calls (at 20 Hz, every few seconds) to notice when
+    the load changes.
+    """
+
+    explore = 32
+    weight = 0.25  # of the newest call in the moving average
+
+    def __init__(self) -> None:
+        self.ns_per_row: dict[int, list[float]] = {}
+        self.calls: dict[int, int] = {}
+
+    def prefer_parallel(self, key: int) -> bool:
+        """Whether to run the parallel build of loop ``key`` this time."""
+        calls = self.calls[key] = self.calls.get(key, 0) + 1
+        parallel, one = self.ns_per_row.setdefault(key, [0.0, 0.0])
+        if not parallel or not one:
+            return not parallel  # measure each build once first
+        faster = parallel <= one
+        return not faster if calls % self.explore == 0 else faster
+
+    def record(self, key: int, parallel: bool, rows: int, seconds: float) -> None:
+        """Count a call of ``rows`` rows that took ``seconds`` (wall)."""
+        avg = self.ns_per_row.setdefault(key, [0.0, 0.0])
+        i = 0 if parallel else 1
+        ns = seconds * 1e9 / max(rows, 1)
+        avg[i] = ns if not avg[i] else avg[i] + self.weight * (ns - avg[i])
+
+
+timings = _Timings()
+
+
 def _pick(pair: loops.Pair, size: int) -> tuple[Callable[..., Any], int, bool]:
     """The build of ``pair`` to run for ``size`` rows, its chunk count, and whether the
     parallel lock was taken (release it after the call)."""
     if size >= PARALLEL_MIN_ROWS:
         threads = nb.get_num_threads()
-        if threads > 1 and _parallel.acquire(blocking=False):
+        if threads > 1 and timings.prefer_parallel(id(pair)) and _parallel.acquire(blocking=False):
             return pair[0], threads, True
     return pair[1], 1, False
 
 
-def _call(pair: loops.Pair, size: int, *args: Any) -> Any:
-    """Run ``pair`` on ``args`` (the parallel build when it pays and no one else runs one)."""
-    fn, _chunks, locked = _pick(pair, size)
+def _timed(pair: loops.Pair, size: int, args: tuple[Any, ...], chunked: bool) -> Any:
+    fn, chunks, locked = _pick(pair, size)
+    started = time.perf_counter()
     try:
-        return fn(*args)
+        return fn(*args, chunks) if chunked else fn(*args)
     finally:
         if locked:
             _parallel.release()
+        if size >= PARALLEL_MIN_ROWS:
+            timings.record(id(pair), locked, size, time.perf_counter() - started)
+
+
+def _call(pair: loops.Pair, size: int, *args: Any) -> Any:
+    """Run ``pair`` on ``args`` (the parallel build when it pays and no one else runs one)."""
+    return _timed(pair, size, args, chunked=False)
 
 
 def _call_chunked(pair: loops.Pair, size: int, *args: Any) -> Any:
     """:func:`_call` for loops split by ranges, which take the number of ranges last."""
-    fn, chunks, locked = _pick(pair, size)
-    try:
-        return fn(*args, chunks)
-    finally:
-        if locked:
-            _parallel.release()
+    return _timed(pair, size, args, chunked=True)
 
 
 class NumbaKernels:
