@@ -435,7 +435,9 @@ def main() -> None:
         "snapshot is what the runtime publishes after each tick: the baseline copies its "
         "arrays and its spatial grid (built inside its step); the kernels' meadow shares its "
         "arrays read-only and leaves the grid to the first reader that queries a region. The "
-        "state hash after the run must be the baseline's.",
+        "state hash after the run must be the baseline's. On 2 threads each numba loop runs "
+        "its parallel or its one-thread build, whichever has lately been faster per row "
+        "(`kernels_numba._Timings`; the same bits either way).",
         "",
         *impl_lines,
         "",
