@@ -507,6 +507,9 @@ def main() -> None:
         f"| {per_ref / per_naive:.3f} ({per_naive / per_ref:.0f}x faster) |",
         "",
     ]
+    if hasattr(os, "getloadavg"):
+        lines.append(f"1-min load average at the end of the run: {os.getloadavg()[0]:.1f}.")
+        lines.append("")
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
