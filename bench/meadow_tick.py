@@ -83,34 +83,47 @@ def make_meadow(kernels: str, n: int) -> Meadow:
 
 
 def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
-    """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash."""
-    set_threads(threads)
-    world = make_meadow(kernels, n)
-    snap = lambda: snapshot_of(world)  # noqa: E731
-    for _ in range(warmup):  # the first ticks also load (or compile) the numba kernels
-        world.step([])
-        snap()
-    step: list[float] = []
-    total: list[float] = []
-    cpu: list[float] = []
-    for _ in range(ticks):
-        c0, w0 = time.process_time(), time.perf_counter()
-        world.step([])
-        w1 = time.perf_counter()
-        snap()
-        w2, c2 = time.perf_counter(), time.process_time()
-        step.append((w1 - w0) * 1000)
-        total.append((w2 - w0) * 1000)
-        cpu.append((c2 - c0) * 1000)
-    return {
-        "n": n,
-        "alive": len(world.ids),
-        "step_p50": pct(step, 50),
-        "total_p50": pct(total, 50),
-        "total_mean": float(np.mean(total)),
-        "cpu_mean": float(np.mean(cpu)),
-        "hash": world.state_hash(),
-    }
+    """:func:`measure_impls` for one implementation."""
+    return measure_impls([(kernels, threads)], n, ticks, warmup)[0]
+
+
+def measure_impls(
+    impls: list[tuple[str, int]], n: int, ticks: int, warmup: int
+) -> list[dict[str, Any]]:
+    """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash,
+    of each (kernels, numba threads). Their ticks take turns (one tick of each, then the next
+    round), so a burst of load from the other jobs on the machine hits them all alike."""
+    worlds = []
+    for kernels, threads in impls:
+        set_threads(threads)
+        worlds.append(make_meadow(kernels, n))
+    step: list[list[float]] = [[] for _ in impls]
+    total: list[list[float]] = [[] for _ in impls]
+    cpu: list[list[float]] = [[] for _ in impls]
+    for i in range(warmup + ticks):  # warm-up ticks also load (or compile) the numba kernels
+        for k, ((_kernels, threads), world) in enumerate(zip(impls, worlds, strict=True)):
+            set_threads(threads)
+            c0, w0 = time.process_time(), time.perf_counter()
+            world.step([])
+            w1 = time.perf_counter()
+            snapshot_of(world)
+            w2, c2 = time.perf_counter(), time.process_time()
+            if i >= warmup:
+                step[k].append((w1 - w0) * 1000)
+                total[k].append((w2 - w0) * 1000)
+                cpu[k].append((c2 - c0) * 1000)
+    return [
+        {
+            "n": n,
+            "alive": len(world.ids),
+            "step_p50": pct(step[k], 50),
+            "total_p50": pct(total[k], 50),
+            "total_mean": float(np.mean(total[k])),
+            "cpu_mean": float(np.mean(cpu[k])),
+            "hash": world.state_hash(),
+        }
+        for k, world in enumerate(worlds)
+    ]
 
 
 def profile_systems(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
@@ -186,11 +199,14 @@ def compare_implementations(sizes: list[int], ticks: int, warmup: int) -> tuple[
     all_same = True
     for n in sizes:
         base: dict[str, Any] | None = None
-        for label, kernels, threads in implementations():
+        impls = implementations()
+        in_turns = [(kernels, threads) for _l, kernels, threads in impls if kernels != "numba-spin"]
+        results = iter(measure_impls(in_turns, n, ticks, warmup))
+        for label, kernels, threads in impls:
             if kernels == "numba-spin":
                 r = measure_in_child("numba", threads, n, ticks, warmup)
             else:
-                r = measure_impl(kernels, threads, n, ticks, warmup)
+                r = next(results)
             base = base or r
             same = r["hash"] == base["hash"]
             all_same = all_same and same
@@ -430,8 +446,10 @@ def main() -> None:
         "## Implementations side by side",
         "",
         f"{args.impl_ticks} ticks after {args.impl_warmup} warm-up ticks, each implementation "
-        "from the same seed. Wall ms per tick, and CPU ms per tick of the whole process (all "
-        "threads: less sensitive to the other jobs on the machine than wall time). The "
+        "from the same seed, their ticks taking turns (one tick of each, then the next round: "
+        "a burst of load from other jobs hits them all alike; the OpenMP-default-wait row runs "
+        "after them, in a child process). Wall ms per tick, and CPU ms per tick of the whole "
+        "process (all threads: less sensitive to the other jobs on the machine than wall time). The "
         "snapshot is what the runtime publishes after each tick: the baseline copies its "
         "arrays and its spatial grid (built inside its step); the kernels' meadow shares its "
         "arrays read-only and leaves the grid to the first reader that queries a region. The "
