@@ -160,23 +160,22 @@ class NumpyKernels:
         food_energy: float,
     ) -> F64:
         sheep_cells = cells if sheep is None else cells[sheep]
-        counts = np.bincount(sheep_cells, minlength=grass.size)
-        # Only cells with sheep change; the rest would compute a share that nobody eats.
-        occupied = np.flatnonzero(counts)
-        demand = counts[occupied].astype(np.float32)
+        demand = np.bincount(sheep_cells, minlength=grass.size).astype(np.float32)
         demand *= np.float32(bite)
-        here = grass[occupied]
-        share = np.minimum(np.float32(1.0), here / np.maximum(demand, np.float32(1e-12)))
-        by_cell = np.zeros(grass.size, dtype=np.float32)
-        by_cell[occupied] = share
-        eaten: F64 = by_cell[cells].astype(np.float64)
+        # Whole-grid array operations (no gather of the occupied cells, dearer per element):
+        # a cell nobody grazes has demand 0, so its share (1, or 0 on bare ground) is never
+        # read and it loses min(0 * share, grass) = 0, its grass unchanged to the bit.
+        share = np.maximum(demand, np.float32(1e-12))
+        np.divide(grass, share, out=share)
+        np.minimum(share, np.float32(1.0), out=share)
+        eaten: F64 = share[cells].astype(np.float64)
         eaten *= bite * food_energy
         if sheep is not None:
             eaten[~sheep] = 0.0
         eaten += energy  # IEEE addition commutes: the bits of energy + eaten
         demand *= share
-        np.minimum(demand, here, out=demand)
-        grass[occupied] = here - demand
+        np.minimum(demand, grass, out=demand)
+        grass -= demand
         return eaten
 
     def life(
