@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ from ..world import State, System, World, rng_from_state, rng_state
 from . import forecast, schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
 from .kernels import Kernels, get_kernels, kernels_later, load_later
+from .params import Params as Params
 from .spatial import SpatialGrid
 from .systems import AVATAR as AVATAR
 from .systems import KIND_NAMES as KIND_NAMES
@@ -34,33 +34,6 @@ from .systems import SHEEP as SHEEP
 
 CHAT_KEEP = 50
 SAY_VISIBLE_TICKS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    """The rules of the meadow (per tick unless noted); part of the state so replays agree.
-
-    Tuned so the demo's 200 sheep grow to about 750 in 80 s (20 Hz), overgraze, fall back and
-    settle near 640, well under the default cap of 1000: the population plot tells a story."""
-
-    cell: float = 10.0
-    """Grass cell side, world units."""
-    grass_max: float = 1.0
-    grass_regrow: float = 0.001
-    bite: float = 0.05
-    """Grass a sheep eats per tick when there is enough."""
-    food_energy: float = 0.6
-    metabolism: float = 0.007
-    sheep_speed: float = 8.0
-    """Top wandering speed, units per simulated second."""
-    wander: float = 1.5
-    breed_energy: float = 2.0
-    breed_chance: float = 0.006
-    max_age: int = 6000
-    avatar_speed: float = 40.0
-    flee_radius: float = 25.0
-    flee_push: float = 4.0
-    plant_amount: float = 0.5
 
 
 class EntityForbidden(CommandRejected, code="forbidden", status=403):
