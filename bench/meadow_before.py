@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from worldloop.world import System
 
 class MeadowBefore(Meadow):
     """The meadow with the systems as they were (same rules, same state, same hash)."""
+
+    share_published = False  # as it was: its systems write in place, snapshots copy
 
     def systems(self) -> Sequence[System]:
         return (
@@ -39,6 +42,12 @@ class MeadowBefore(Meadow):
         super()._reindex()
         bucket = max(self.params.cell, self.params.flee_radius)
         self._grid = SpatialGrid.build(self.pos, self.width, self.height, bucket)
+
+    def view(self) -> dict[str, Any]:
+        data = super().view()  # as it was: the grid built in the tick, published (copied)
+        grid = self.grid
+        data["_grid"].update(cols=grid.cols, rows=grid.rows, order=grid.order, starts=grid.starts)
+        return data
 
     def _cells(self) -> np.ndarray:
         cx = (self.pos[:, 0] * (self.gcols / self.width)).astype(np.intp)

@@ -2,14 +2,16 @@
 
 First, the implementations side by side (issue 17) at 10k/100k/1M creatures: the systems as they
 were before the kernels (``bench/meadow_before.py``, the baseline), today's NumPy kernels, and
-the numba kernels on one thread and on both cores; each runs the same ticks from the same seed,
-and their state hashes must be equal (the run fails otherwise). Then, for the default (NumPy)
-implementation, it measures ``world.step`` (all systems) and the snapshot build the runtime
-does after each tick (``freeze_arrays(world.view())`` + ``summary()``) for 1k/10k/100k
-creatures at constant density, as CPU time of the loop thread (``time.thread_time``: other
-processes on a shared machine do not inflate it) and as wall time. Its baseline, measured in
-the same run, is a naive per-entity Python-loop version of the same systems on a smaller world,
-compared per creature.
+the numba kernels on one thread and on both cores (and on both cores with GNU OpenMP's default
+spin-then-sleep wait, in a child process, which the kernels replace with ``passive``); each
+runs the same ticks from the same seed, and their state hashes must be equal (the run fails
+otherwise). Wall and process-CPU ms per tick. Then the time per system at the largest size.
+Then, for the default (NumPy) implementation, it measures ``world.step`` (all systems) and
+the snapshot build the runtime does after each tick (``freeze_arrays(world.view())`` +
+``summary()``) for 1k/10k/100k creatures at constant density, as CPU time of the loop
+thread (``time.thread_time``: other processes on a shared machine do not inflate it) and as
+wall time. Its baseline, measured in the same run, is a naive per-entity Python-loop version
+of the same systems on a smaller world, compared per creature.
 
 Run: python bench/meadow_tick.py [--ticks N] [--impl-sizes 10000,100000,1000000]
         [--out bench/results/meadow_tick.md]
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json as stdlib_json
 import math
+import os
 import random
 import sys
 import time
@@ -32,97 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import meadow_impls as impls  # noqa: E402
 from benchenv import header  # noqa: E402
-from meadow_before import MeadowBefore  # noqa: E402
 from worldloop.commands import Command  # noqa: E402
-from worldloop.demo.kernels import numba_available  # noqa: E402
 from worldloop.demo.meadow import Meadow, Params  # noqa: E402
 from worldloop.plugins import TickListener  # noqa: E402
 from worldloop.snapshot import Snapshot, freeze_arrays  # noqa: E402
 
-BUDGET_MS = 50.0
-AREA_PER_CREATURE = 250.0  # world units^2: the demo's default density is 1000^2 / 200 = 5000
-
-
-def implementations() -> list[tuple[str, str, int]]:
-    """(label, kernels, numba threads) to compare; numba rows only when it is installed."""
-    rows = [("NumPy as it was (baseline)", "before", 0), ("NumPy kernels (default)", "numpy", 0)]
-    if numba_available():
-        rows += [("numba kernels, 1 thread", "numba", 1), ("numba kernels, 2 threads", "numba", 2)]
-    return rows
-
-
-def make_meadow(kernels: str, n: int) -> Meadow:
-    side = math.sqrt(n * AREA_PER_CREATURE)
-    if kernels == "before":
-        return MeadowBefore(width=side, height=side, entities=n, seed=1, max_creatures=2 * n)
-    return Meadow(width=side, height=side, entities=n, seed=1, max_creatures=2 * n, kernels=kernels)
-
-
-def measure_impl(kernels: str, threads: int, n: int, ticks: int, warmup: int) -> dict[str, Any]:
-    """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash."""
-    if threads:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    world = make_meadow(kernels, n)
-    snap = lambda: Snapshot(  # noqa: E731 - what the runtime publishes after each tick
-        world.name, world.tick, world.sim_time, freeze_arrays(world.view()), world.summary()
-    )
-    for _ in range(warmup):  # the first ticks also load (or compile) the numba kernels
-        world.step([])
-        snap()
-    step: list[float] = []
-    total: list[float] = []
-    cpu: list[float] = []
-    for _ in range(ticks):
-        c0, w0 = time.process_time(), time.perf_counter()
-        world.step([])
-        w1 = time.perf_counter()
-        snap()
-        w2, c2 = time.perf_counter(), time.process_time()
-        step.append((w1 - w0) * 1000)
-        total.append((w2 - w0) * 1000)
-        cpu.append((c2 - c0) * 1000)
-    return {
-        "n": n,
-        "alive": len(world.ids),
-        "step_p50": pct(step, 50),
-        "total_p50": pct(total, 50),
-        "total_mean": float(np.mean(total)),
-        "cpu_mean": float(np.mean(cpu)),
-        "hash": world.state_hash(),
-    }
-
-
-def compare_implementations(sizes: list[int], ticks: int, warmup: int) -> tuple[list[str], bool]:
-    """The side-by-side table (markdown lines) and whether every hash matched the baseline."""
-    lines = [
-        "| creatures | implementation | alive after | step p50 | step speed-up "
-        "| step within 25 ms? | step + snapshot p50 | step + snapshot mean "
-        "| CPU mean (all threads) | state hash |",
-        "|---:|---|---:|---:|---:|:---:|---:|---:|---:|:---:|",
-    ]
-    all_same = True
-    for n in sizes:
-        base: dict[str, Any] | None = None
-        for label, kernels, threads in implementations():
-            r = measure_impl(kernels, threads, n, ticks, warmup)
-            base = base or r
-            same = r["hash"] == base["hash"]
-            all_same = all_same and same
-            lines.append(
-                f"| {n:,} | {label} | {r['alive']:,} | {r['step_p50']:.2f} "
-                f"| {base['step_p50'] / r['step_p50']:.1f}x "
-                f"| {'yes' if r['step_p50'] <= BUDGET_MS / 2 else 'NO'} "
-                f"| {r['total_p50']:.2f} | {r['total_mean']:.2f} | {r['cpu_mean']:.2f} "
-                f"| {'= baseline' if same else 'DIFFERENT'} ({r['hash'][:12]}) |"
-            )
-    return lines, all_same
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+BUDGET_MS = impls.BUDGET_MS
+AREA_PER_CREATURE = impls.AREA_PER_CREATURE
+pct = impls.pct
 
 
 def add_players(world: Meadow, count: int) -> None:
@@ -314,11 +236,24 @@ def main() -> None:
     ap.add_argument("--impl-sizes", default="10000,100000,1000000")
     ap.add_argument("--impl-ticks", type=int, default=40)
     ap.add_argument("--impl-warmup", type=int, default=5)
+    ap.add_argument(
+        "--breakdown-size", type=int, default=0, help="per-system table (0: largest impl size)"
+    )
+    ap.add_argument("--breakdown-ticks", type=int, default=20)
+    ap.add_argument("--one-impl", help=argparse.SUPPRESS)  # kernels:threads:n:ticks:warmup
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
-    impl_lines, all_same = compare_implementations(
-        [int(n) for n in args.impl_sizes.split(",")], args.impl_ticks, args.impl_warmup
+    if args.one_impl:
+        kernels, threads, n, ticks, warmup = args.one_impl.split(":")
+        r = impls.measure_impl(kernels, int(threads), int(n), int(ticks), int(warmup))
+        print(stdlib_json.dumps(r))
+        return
+    impl_sizes = [int(n) for n in args.impl_sizes.split(",")]
+    impl_lines, all_same = impls.compare_implementations(
+        impl_sizes, args.impl_ticks, args.impl_warmup
     )
+    bd_size = args.breakdown_size or max(impl_sizes)
+    breakdown_lines = impls.breakdown(bd_size, args.breakdown_ticks, args.impl_warmup)
     rows = [measure(int(n), args.ticks, args.warmup) for n in args.sizes.split(",")]
     if args.players:
         big = max(int(n) for n in args.sizes.split(","))
@@ -336,11 +271,25 @@ def main() -> None:
         "## Implementations side by side",
         "",
         f"{args.impl_ticks} ticks after {args.impl_warmup} warm-up ticks, each implementation "
-        "from the same seed. Wall ms per tick; the snapshot is what the runtime publishes "
-        "after each tick (copies of the arrays and the spatial grid, which the baseline "
-        "builds inside its step). The state hash after the run must be the baseline's.",
+        "from the same seed, their ticks taking turns (one tick of each, then the next round: "
+        "a burst of load from other jobs hits them all alike; the OpenMP-default-wait row runs "
+        "after them, in a child process). Wall ms per tick, and CPU ms per tick of the whole "
+        "process (all threads: less sensitive to the other jobs on the machine than wall "
+        "time). The snapshot is what the runtime publishes after each tick: the baseline "
+        "copies its arrays and its spatial grid (built inside its step); the kernels' meadow "
+        "shares its "
+        "arrays read-only and leaves the grid to the first reader that queries a region. The "
+        "state hash after the run must be the baseline's. On 2 threads each numba loop runs "
+        "its parallel or its one-thread build, whichever has lately been faster per row "
+        "(`kernels_numba._Timings`; the same bits either way).",
         "",
         *impl_lines,
+        "",
+        f"Where the time goes at {bd_size:,} creatures: median wall ms / process CPU ms per tick "
+        f"of each system over {args.breakdown_ticks} ticks (run one by one as `World.step` "
+        "runs them; a separate run from the table above).",
+        "",
+        *breakdown_lines,
         "",
         "## The default implementation in detail",
         "",
@@ -402,6 +351,9 @@ def main() -> None:
         f"| {per_ref / per_naive:.3f} ({per_naive / per_ref:.0f}x faster) |",
         "",
     ]
+    if hasattr(os, "getloadavg"):
+        lines.append(f"1-min load average at the end of the run: {os.getloadavg()[0]:.1f}.")
+        lines.append("")
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

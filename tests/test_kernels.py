@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from worldloop.commands import Command
-from worldloop.demo.kernels import get_kernels, numba_available
+from worldloop.demo.kernels import NumpyKernels, get_kernels, numba_available, raw_float32_pairs
 from worldloop.demo.meadow import Meadow, create_world
 from worldloop.durability import replay
 from worldloop.store import open_store
@@ -48,8 +48,25 @@ def busy_meadow(kernels: str, n: int = 4000) -> Meadow:
     return world
 
 
+@pytest.fixture(params=["one-thread builds", "parallel builds"])
+def numba_builds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the numba kernels' one-thread builds (the default below PARALLEL_MIN_ROWS rows), or
+    their parallel builds on every thread numba has, down to the smallest arrays."""
+    import numba
+
+    from worldloop.demo import kernels_numba
+
+    if request.param == "parallel builds":
+        if numba.config.NUMBA_NUM_THREADS < 2:
+            pytest.skip("one CPU: numba has no second thread")
+        monkeypatch.setattr(kernels_numba, "PARALLEL_MIN_ROWS", 1)
+        monkeypatch.setattr(kernels_numba.timings, "prefer_parallel", lambda key: True)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return str(request.param)
+
+
 @needs_numba
-def test_numba_and_numpy_give_the_same_hash_every_tick() -> None:
+def test_numba_and_numpy_give_the_same_hash_every_tick(numba_builds: str) -> None:
     a, b = busy_meadow("numpy"), busy_meadow("numba")
     for _ in range(250):
         a.step([])
@@ -58,6 +75,78 @@ def test_numba_and_numpy_give_the_same_hash_every_tick() -> None:
     assert a.births > 0 and a.deaths > 0  # the run went through births and deaths
     assert np.array_equal(a.grid.order, b.grid.order)
     assert np.array_equal(a.grid.starts, b.grid.starts)
+
+
+@needs_numba
+@pytest.mark.parametrize("build", [0, 1], ids=["parallel", "one-thread"])
+def test_loops_split_in_ranges_give_what_one_range_gives(build: int) -> None:
+    from worldloop.demo import kernels_loops as loops
+    from worldloop.demo.spatial import grid_by_argsort
+
+    rng = np.random.default_rng(3)
+    n, cols, rows = 5003, 37, 23
+    pos = rng.uniform(0, 1, (n, 2)) * [370.0, 230.0]
+    pos[:3] = [[0.0, 0.0], [np.nextafter(370.0, 0), np.nextafter(230.0, 0)], [185.0, 0.0]]
+    want_order, want_starts = grid_by_argsort(pos, 370.0, 230.0, cols, rows)
+    cells = NumpyKernels().cells(pos, cols, rows, 370.0, 230.0)
+    sheep = rng.random(n) < 0.8
+    want_counts = np.bincount(cells[sheep], minlength=cols * rows)
+    for chunks in (1, 2, 3, 7):
+        order, starts = loops.grid[build](pos, cols / 370.0, rows / 230.0, cols, rows, chunks)
+        assert np.array_equal(order, want_order) and np.array_equal(starts, want_starts)
+        counts = loops.count[build](cells, sheep, True, cols * rows, chunks)
+        assert np.array_equal(counts, want_counts)
+        counts16, full = loops.count16[build](cells, sheep, True, cols * rows, chunks)
+        assert np.array_equal(counts16, want_counts) and not full.any()
+
+
+@needs_numba
+def test_a_cell_with_more_sheep_than_16_bits_count_is_counted_in_32() -> None:
+    from worldloop.demo import kernels_loops as loops
+
+    crowd = np.zeros(70_000, dtype=np.int32)
+    _counts, full = loops.count16[1](crowd, np.ones(0, np.bool_), False, 3, 1)
+    assert full.any()  # the 16-bit census says it overflowed
+    a = Meadow(width=10, height=10, entities=70_000, seed=2, kernels="numpy")
+    b = Meadow(width=10, height=10, entities=70_000, seed=2, kernels="numba")
+    for _ in range(3):
+        a.step([])
+        b.step([])
+        assert a.state_hash() == b.state_hash()
+
+
+def test_raw_draws_make_the_same_kicks_and_leave_the_same_generator() -> None:
+    drawn, raw_side = np.random.default_rng(8), np.random.default_rng(8)
+    for n in (1, 1000, 0, 7):
+        kicks = drawn.random((n, 2), dtype=np.float32)
+        raw = raw_float32_pairs(raw_side, n)
+        assert raw is not None
+        low = ((raw & np.uint64(0xFFFFFFFF)) >> np.uint64(8)).astype(np.float32)
+        high = (raw >> np.uint64(40)).astype(np.float32)
+        made = np.stack([low, high], axis=1) * np.float32(2.0**-24)
+        assert np.array_equal(made, kicks)
+        assert drawn.bit_generator.state == raw_side.bit_generator.state
+    raw_side.random(dtype=np.float32)  # half a draw held: the raw path steps aside
+    assert raw_float32_pairs(raw_side, 4) is None
+    assert raw_float32_pairs(np.random.Generator(np.random.MT19937(1)), 4) is None
+
+
+@needs_numba
+def test_numba_wander_falls_back_to_drawing_the_kicks_the_same_way() -> None:
+    from worldloop.demo.kernels_numba import NumbaKernels
+
+    for rng_of in (
+        lambda: np.random.Generator(np.random.MT19937(4)),
+        lambda: np.random.default_rng(4),
+    ):
+        vel = [np.random.default_rng(1).normal(0, 3, (300, 2)) for _ in range(2)]
+        rngs = [rng_of(), rng_of()]
+        rngs[0].random(dtype=np.float32)  # for PCG64: half a draw held
+        rngs[1].random(dtype=np.float32)
+        NumpyKernels().wander(vel[0], rngs[0], 5.2, 8.0)
+        NumbaKernels().wander(vel[1], rngs[1], 5.2, 8.0)
+        assert np.array_equal(vel[0], vel[1])
+        assert np.array_equal(rngs[0].random(9, dtype=np.float32), rngs[1].random(9, np.float32))
 
 
 @needs_numba
@@ -73,6 +162,41 @@ def test_numba_gives_the_same_hash_with_one_thread_or_two() -> None:
         hashes.append(w.state_hash())
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert hashes[0] == hashes[1]
+
+
+@needs_numba
+def test_a_busy_parallel_lock_sends_the_second_caller_to_the_one_thread_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worldloop.demo import kernels_loops as loops
+    from worldloop.demo import kernels_numba
+
+    monkeypatch.setattr(kernels_numba.nb, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(kernels_numba, "timings", kernels_numba._Timings())
+    fn, chunks, locked = kernels_numba._pick(loops.count, 10**6)
+    assert (fn, chunks, locked) == (loops.count[0], 2, True)
+    try:  # meanwhile, another thread (another world) asks: it runs on its own thread
+        assert kernels_numba._pick(loops.count, 10**6) == (loops.count[1], 1, False)
+    finally:
+        kernels_numba._parallel.release()
+    assert kernels_numba._pick(loops.count, 10) == (loops.count[1], 1, False)
+
+
+@needs_numba
+def test_each_loop_runs_the_build_that_has_lately_been_faster() -> None:
+    from worldloop.demo.kernels_numba import _Timings
+
+    t = _Timings()
+    assert t.prefer_parallel(7)  # each build is measured once first
+    t.record(7, True, 1000, 0.004)
+    assert not t.prefer_parallel(7)
+    t.record(7, False, 1000, 0.002)  # one thread: twice as fast (a loaded machine)
+    picks = [t.prefer_parallel(7) for _ in range(2 * t.explore)]
+    assert picks.count(True) == 2  # the parallel build is tried again now and then
+    for _ in range(10):  # the load went away: the parallel build becomes the faster
+        t.record(7, True, 1000, 0.001)
+    assert t.prefer_parallel(7) or t.prefer_parallel(7)
+    assert t.prefer_parallel(8)  # another loop has its own record
 
 
 @needs_numba

@@ -47,10 +47,20 @@ def dumps(data: Any) -> bytes:
 
 
 def freeze_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy NumPy arrays (recursively through dicts) and make the copies read-only."""
+    """Read-only NumPy arrays for a snapshot (recursively through dicts): a copy of each array,
+    except of one that is already read-only through and through (:func:`is_frozen`), which is
+    shared as it is.
+
+    A world that replaces an array rather than mutating it once published can hand it over
+    read-only (``arr.flags.writeable = False``) and so spare every tick the copy; NumPy then
+    refuses any later in-place write to it, so a snapshot can never see it change.
+    """
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, np.ndarray):
+            if is_frozen(value):
+                out[key] = value
+                continue
             arr = value.copy()
             arr.flags.writeable = False
             out[key] = arr
@@ -59,6 +69,17 @@ def freeze_arrays(data: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def is_frozen(arr: np.ndarray[Any, Any]) -> bool:
+    """Whether ``arr`` and every array it is a view of are read-only (nobody can write its
+    data through NumPy without first making one of them writeable again)."""
+    base: Any = arr
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return True
 
 
 class Snapshot:

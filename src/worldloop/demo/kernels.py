@@ -1,8 +1,9 @@
 """The meadow's per-entity arithmetic, in interchangeable implementations that agree bit for bit.
 
-``Meadow``'s systems draw their random numbers from the world's generator themselves and hand
-the arithmetic to a :class:`Kernels`: ``numpy`` (vectorized NumPy, the reference, always
-there) or ``numba`` (compiled loops over both cores, from the ``fast`` extra). Both compute
+``Meadow``'s systems hand the arithmetic (and wander's random kicks, drawn from the world's
+generator in the same order either way) to a :class:`Kernels`: ``numpy`` (vectorized NumPy,
+the reference, always there) or ``numba`` (compiled loops over both cores, from the ``fast``
+extra). Both compute
 every value with the same operations in the same order and precision (no fast-math, no
 floating-point reductions, no fused multiply-add), so the state hash does not depend on
 which one ran: a store written with one replays with the other.
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .spatial import order_by_argsort
+from .spatial import GridSort, grid_by_argsort
 
 F64 = NDArray[np.float64]
 F32 = NDArray[np.float32]
@@ -30,36 +31,52 @@ KERNELS = ("numpy", "numba")
 
 
 class Kernels(Protocol):
-    """The hot loops of the meadow's systems (arrays are updated in place where named so)."""
+    """The hot loops of the meadow's systems.
+
+    Arrays a snapshot may share (grass, positions, energy, ages: ``Meadow.view`` publishes them
+    read-only) are never written in place: the kernel that changes one returns a new array,
+    reading the old one once and writing the new one once, which costs no more than an
+    in-place update and spares the snapshot a copy. Only ``vel`` (never published) and arrays a
+    kernel is handed fresh are updated in place.
+    """
 
     name: str
 
-    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> None:
-        """``grass = min(grass + regrow, grass_max)`` in float32, in place."""
+    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> F32:
+        """A new ``min(grass + regrow, grass_max)`` in float32."""
         ...
 
-    def wander(self, vel: F64, kick: F32, kick_scale: float, vmax: float) -> None:
-        """Add ``(kick - 0.5) * kick_scale`` (float32) to ``vel`` and cap its length at ``vmax``."""
+    def wander(self, vel: F64, rng: np.random.Generator, kick_scale: float, vmax: float) -> None:
+        """Add ``(kick - 0.5) * kick_scale`` (float32) to ``vel`` and cap its length at ``vmax``,
+        ``kick`` being ``rng.random(vel.shape, dtype=np.float32)`` (drawn, or made from the
+        same bits: :func:`raw_float32_pairs`)."""
         ...
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> bool:
-        """``pos += vel * dt`` wrapped once each way; True if some position is still outside."""
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
+        """New ``pos + vel * dt`` wrapped once each way, whether some row is still outside, and
+        the new positions' :meth:`cells` on a ``cols`` x ``rows`` grid (made while the
+        positions are at hand: grazing needs them next)."""
         ...
 
     def graze(
         self,
-        cells: NDArray[np.intp],
+        cells: NDArray[np.signedinteger[Any]],
         sheep: NDArray[np.bool_] | None,
         grass: F32,
         energy: F64,
         bite: float,
         food_energy: float,
-    ) -> None:
-        """Sheep (all rows, or where ``sheep``) eat from their ``cells`` of the flat ``grass``:
-        each cell is shared in proportion when it holds less than the bites asked of it."""
+    ) -> F64:
+        """Sheep (all rows, or where ``sheep``) eat from their ``cells`` of the flat ``grass``
+        (in place): each cell is shared in proportion when it holds less than the bites asked
+        of it. Returns the new energy (``energy`` + what each row ate)."""
         ...
 
-    def cells(self, pos: F64, cols: int, rows: int, width: float, height: float) -> Any:
+    def cells(
+        self, pos: F64, cols: int, rows: int, width: float, height: float
+    ) -> NDArray[np.signedinteger[Any]]:
         """Row-major cell index of each position on a ``cols`` x ``rows`` grid (clipped)."""
         ...
 
@@ -71,19 +88,20 @@ class Kernels(Protocol):
         metabolism: float,
         max_age: int,
         breed_energy: float,
-    ) -> tuple[NDArray[np.bool_], int, int, NDArray[np.intp]]:
-        """Age everyone and burn the sheep's energy, in place; return (dead, sheep count,
-        dead count, rows of the living sheep with energy to breed)."""
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_], int, int, NDArray[np.intp]]:
+        """Burn the sheep's energy (in place) and age everyone; return (the new ages, dead,
+        sheep count, dead count, rows of the living sheep with energy to breed)."""
         ...
 
     def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
         """The rows of each array where ``keep`` (new arrays, order kept)."""
         ...
 
-    def bucket_order(
-        self, buckets: NDArray[np.signedinteger[Any]], n_buckets: int
+    def grid(
+        self, pos: F64, width: float, height: float, cols: int, rows: int
     ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-        """Rows sorted by bucket, stably, and each bucket's start (``n_buckets + 1`` values)."""
+        """The spatial grid's arrays (a :data:`~.spatial.GridSort`): rows sorted stably by
+        :func:`~.spatial.bucket_of`, and each bucket's start (``cols * rows + 1`` values)."""
         ...
 
 
@@ -92,11 +110,13 @@ class NumpyKernels:
 
     name = "numpy"
 
-    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> None:
-        grass += np.float32(regrow)
-        np.minimum(grass, np.float32(grass_max), out=grass)
+    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> F32:
+        out = grass + np.float32(regrow)
+        np.minimum(out, np.float32(grass_max), out=out)
+        return out
 
-    def wander(self, vel: F64, kick: F32, kick_scale: float, vmax: float) -> None:
+    def wander(self, vel: F64, rng: np.random.Generator, kick_scale: float, vmax: float) -> None:
+        kick = rng.random(vel.shape, dtype=np.float32)
         kick -= np.float32(0.5)
         kick *= np.float32(kick_scale)
         vel += kick
@@ -106,17 +126,22 @@ class NumpyKernels:
         np.divide(vmax, scale, out=scale)
         vel *= scale[:, None]
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> bool:
-        pos += vel * dt
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
+        out = vel * dt
+        out += pos  # IEEE addition commutes: the bits of pos + vel * dt
         outside = False
         for axis, size in ((0, width), (1, height)):
-            col = pos[:, axis]
+            col = out[:, axis]
             np.add(col, size, out=col, where=col < 0.0)
             np.subtract(col, size, out=col, where=col >= size)
             outside = outside or bool(col.size and (col.min() < 0.0 or col.max() >= size))
-        return outside
+        return out, outside, self.cells(out, cols, rows, width, height)
 
-    def cells(self, pos: F64, cols: int, rows: int, width: float, height: float) -> Any:
+    def cells(
+        self, pos: F64, cols: int, rows: int, width: float, height: float
+    ) -> NDArray[np.signedinteger[Any]]:
         cx = (pos[:, 0] * (cols / width)).astype(np.intp)
         cy = (pos[:, 1] * (rows / height)).astype(np.intp)
         np.clip(cx, 0, cols - 1, out=cx)
@@ -127,31 +152,31 @@ class NumpyKernels:
 
     def graze(
         self,
-        cells: NDArray[np.intp],
+        cells: NDArray[np.signedinteger[Any]],
         sheep: NDArray[np.bool_] | None,
         grass: F32,
         energy: F64,
         bite: float,
         food_energy: float,
-    ) -> None:
+    ) -> F64:
         sheep_cells = cells if sheep is None else cells[sheep]
-        counts = np.bincount(sheep_cells, minlength=grass.size)
-        # Only cells with sheep change; the rest would compute a share that nobody eats.
-        occupied = np.flatnonzero(counts)
-        demand = counts[occupied].astype(np.float32)
+        demand = np.bincount(sheep_cells, minlength=grass.size).astype(np.float32)
         demand *= np.float32(bite)
-        here = grass[occupied]
-        share = np.minimum(np.float32(1.0), here / np.maximum(demand, np.float32(1e-12)))
-        by_cell = np.zeros(grass.size, dtype=np.float32)
-        by_cell[occupied] = share
-        eaten = by_cell[cells].astype(np.float64)
+        # Whole-grid array operations (no gather of the occupied cells, dearer per element):
+        # a cell nobody grazes has demand 0, so its share (1, or 0 on bare ground) is never
+        # read and it loses min(0 * share, grass) = 0, its grass unchanged to the bit.
+        share = np.maximum(demand, np.float32(1e-12))
+        np.divide(grass, share, out=share)
+        np.minimum(share, np.float32(1.0), out=share)
+        eaten: F64 = share[cells].astype(np.float64)
         eaten *= bite * food_energy
         if sheep is not None:
             eaten[~sheep] = 0.0
-        energy += eaten
+        eaten += energy  # IEEE addition commutes: the bits of energy + eaten
         demand *= share
-        np.minimum(demand, here, out=demand)
-        grass[occupied] = here - demand
+        np.minimum(demand, grass, out=demand)
+        grass -= demand
+        return eaten
 
     def life(
         self,
@@ -161,26 +186,57 @@ class NumpyKernels:
         metabolism: float,
         max_age: int,
         breed_energy: float,
-    ) -> tuple[NDArray[np.bool_], int, int, NDArray[np.intp]]:
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_], int, int, NDArray[np.intp]]:
         sheep = kind == 0
-        age += 1
+        age = age + np.int32(1)
         energy -= np.where(sheep, metabolism, 0.0)
         dead = sheep & ((energy <= 0.0) | (age > max_age))
         parents = np.flatnonzero(sheep & ~dead & (energy >= breed_energy))
-        return dead, int(np.count_nonzero(sheep)), int(np.count_nonzero(dead)), parents
+        return age, dead, int(np.count_nonzero(sheep)), int(np.count_nonzero(dead)), parents
 
     def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
         return [a[keep] for a in arrays]
 
-    def bucket_order(
-        self, buckets: NDArray[np.signedinteger[Any]], n_buckets: int
+    def grid(
+        self, pos: F64, width: float, height: float, cols: int, rows: int
     ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-        return order_by_argsort(buckets, n_buckets)
+        return grid_by_argsort(pos, width, height, cols, rows)
+
+
+def raw_float32_pairs(rng: np.random.Generator, n: int) -> NDArray[np.uint64] | None:
+    """The ``n`` raw 64-bit draws that ``rng.random((n, 2), dtype=np.float32)`` would make of
+    ``rng``'s PCG64, drawn, leaving the generator in the same state; None (nothing drawn) for
+    another bit generator or one holding half a draw.
+
+    PCG64 serves 32-bit draws low half first, then high half, and a float32 is
+    ``(u32 >> 8) * 2**-24``: a compiled loop can make the floats from these draws bit for bit,
+    at about half the cost of NumPy drawing them (``random_raw`` skips the per-number calls).
+    The generator's state keeps the last high half it served, which is set here too, so the
+    state, and the state hash, are the same either way.
+    """
+    bitgen = rng.bit_generator
+    state = dict(bitgen.state)
+    if state["bit_generator"] != "PCG64" or state["has_uint32"]:
+        return None
+    raw: NDArray[np.uint64] = bitgen.random_raw(n)
+    if n:
+        state = dict(bitgen.state)
+        state["uinteger"] = int(raw[-1] >> np.uint64(32))
+        bitgen.state = state
+    return raw
 
 
 log = logging.getLogger("worldloop.demo")
 
 _loaded: dict[str, Kernels] = {"numpy": NumpyKernels()}
+
+
+def reader_grid_sort() -> GridSort:
+    """How a reader thread builds a snapshot's spatial grid: with the numba kernels' one-thread
+    build when this process has them loaded (it never starts loading them), else NumPy; never
+    the parallel build, whose threads are the loop's. The same arrays either way."""
+    one_thread: GridSort | None = getattr(_loaded.get("numba"), "grid_one_thread", None)
+    return one_thread or grid_by_argsort
 
 
 def numba_available() -> bool:

@@ -3,169 +3,112 @@
 Each loop does per row exactly what :class:`~worldloop.demo.kernels.NumpyKernels` does per
 array, in the same precision and order: no ``fastmath`` (which would allow fused
 multiply-adds and reordering), and every loop that runs in parallel (``prange``) writes only
-its own rows, so no floating-point sum depends on how the rows were split between threads.
-Counting passes (histograms, prefix sums, compaction) run on one thread. Compiled code is
-cached next to this module, so only the first start on a machine pays for compiling.
+its own rows (or its own cells), so no floating-point value depends on how the work was split
+between threads. The counting passes (grazing's per-cell census, the spatial grid's counting
+sort) are split by ranges too, and their integer sums are exact in any order. The loops
+themselves live in :mod:`.kernels_loops`; this module picks, per call, the parallel or the
+one-thread build of each (:func:`_pick`): whichever has lately been faster (:class:`_Timings`).
+
+Threads: numba's OpenMP layer by default lets an idle worker spin, then sleep, and waking it
+on a shared machine costs milliseconds per parallel loop (two threads were slower than one).
+Unless the environment says otherwise, ``OMP_WAIT_POLICY=passive`` is set (by
+:mod:`.kernels_loops`, before it imports numba), so an idle worker sleeps at once and is woken
+in microseconds. Compiled code is cached next to the loops' module, so only the first start
+on a machine pays for compiling.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numba as nb
 import numpy as np
 from numpy.typing import NDArray
 
-from .kernels import F32, F64
+from . import kernels_loops as loops  # sets OMP_WAIT_POLICY (numba starts no thread on import)
+from .kernels import F32, F64, raw_float32_pairs
 
-_jit = nb.njit(cache=True, nogil=True)
-_pjit = nb.njit(cache=True, nogil=True, parallel=True)
+PARALLEL_MIN_ROWS = 50_000
+"""Below this many rows (or cells) a loop runs on the calling thread: waking the other threads
+costs more than they would save."""
 
-
-@_pjit
-def _grow_grass(grass: Any, regrow: Any, grass_max: Any) -> None:  # pragma: no cover - compiled
-    flat = grass.reshape(-1)
-    for i in nb.prange(flat.size):
-        g = flat[i] + regrow
-        flat[i] = g if g < grass_max or g != g else grass_max
-
-
-@_pjit
-def _wander(vel: Any, kick: Any, half: Any, kick_scale: Any, vmax: Any) -> None:  # pragma: no cover
-    vmax2 = vmax * vmax
-    for i in nb.prange(vel.shape[0]):
-        vx = vel[i, 0] + np.float64((kick[i, 0] - half) * kick_scale)
-        vy = vel[i, 1] + np.float64((kick[i, 1] - half) * kick_scale)
-        s2 = vx * vx + vy * vy
-        if not s2 >= vmax2 and s2 == s2:  # np.maximum: NaN wins
-            s2 = vmax2
-        scale = vmax / np.sqrt(s2)
-        vel[i, 0] = vx * scale
-        vel[i, 1] = vy * scale
+_parallel = threading.Lock()
+"""Held while a parallel loop runs: a second thread that asks for one meanwhile (two worlds
+ticking in one process) runs the one-thread build instead of queueing behind it or doubling
+the threads on the cores; both builds give the same bits."""
 
 
-@_pjit
-def _move(pos: Any, vel: Any, dt: Any, width: Any, height: Any) -> Any:  # pragma: no cover
-    n = pos.shape[0]
-    outside = np.zeros(n, dtype=np.bool_)
-    for i in nb.prange(n):
-        x = pos[i, 0] + vel[i, 0] * dt
-        y = pos[i, 1] + vel[i, 1] * dt
-        if x < 0.0:
-            x = x + width
-        if x >= width:
-            x = x - width
-        if y < 0.0:
-            y = y + height
-        if y >= height:
-            y = y - height
-        pos[i, 0] = x
-        pos[i, 1] = y
-        outside[i] = x < 0.0 or x >= width or y < 0.0 or y >= height
-    return outside.any()
+class _Timings:
+    """Which build of each loop has been faster lately, per row: parallel or one-thread.
+
+    Both give the same bits, so the choice is free to follow the machine: on idle cores the
+    parallel build wins, but on a shared, loaded machine a parallel loop ends only when its
+    slowest thread does, and a thread off its core makes two threads slower than one. Each
+    loop keeps a moving average of wall ns per row for each build, runs the faster one, and
+    tries the other every :attr:`explore` calls (at 20 Hz, every few seconds) to notice when
+    the load changes.
+    """
+
+    explore = 32
+    weight = 0.25  # of the newest call in the moving average
+
+    def __init__(self) -> None:
+        self.ns_per_row: dict[int, list[float]] = {}
+        self.calls: dict[int, int] = {}
+
+    def prefer_parallel(self, key: int) -> bool:
+        """Whether to run the parallel build of loop ``key`` this time."""
+        calls = self.calls[key] = self.calls.get(key, 0) + 1
+        parallel, one = self.ns_per_row.setdefault(key, [0.0, 0.0])
+        if not parallel or not one:
+            return not parallel  # measure each build once first
+        faster = parallel <= one
+        return not faster if calls % self.explore == 0 else faster
+
+    def record(self, key: int, parallel: bool, rows: int, seconds: float) -> None:
+        """Count a call of ``rows`` rows that took ``seconds`` (wall)."""
+        avg = self.ns_per_row.setdefault(key, [0.0, 0.0])
+        i = 0 if parallel else 1
+        ns = seconds * 1e9 / max(rows, 1)
+        avg[i] = ns if not avg[i] else avg[i] + self.weight * (ns - avg[i])
 
 
-@_pjit
-def _cells(pos: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: no cover
-    n = pos.shape[0]
-    out = np.empty(n, dtype=np.intp)
-    for i in nb.prange(n):
-        cx: Any = np.intp(pos[i, 0] * fx)
-        cy: Any = np.intp(pos[i, 1] * fy)
-        cx = min(max(cx, 0), cols - 1)
-        cy = min(max(cy, 0), rows - 1)
-        out[i] = cy * cols + cx
-    return out
+timings = _Timings()
 
 
-@_jit
-def _count(cells: Any, sheep: Any, use_mask: Any, n_cells: Any) -> Any:  # pragma: no cover
-    counts = np.zeros(n_cells, dtype=np.int32)
-    for i in range(cells.size):
-        if not use_mask or sheep[i]:
-            counts[cells[i]] += 1
-    return counts
+def _pick(pair: loops.Pair, size: int) -> tuple[Callable[..., Any], int, bool]:
+    """The build of ``pair`` to run for ``size`` rows, its chunk count, and whether the
+    parallel lock was taken (release it after the call)."""
+    if size >= PARALLEL_MIN_ROWS:
+        threads = nb.get_num_threads()
+        if threads > 1 and timings.prefer_parallel(id(pair)) and _parallel.acquire(blocking=False):
+            return pair[0], threads, True
+    return pair[1], 1, False
 
 
-@_pjit
-def _share(counts: Any, grass: Any, bite: Any, one: Any, tiny: Any) -> Any:  # pragma: no cover
-    # per occupied cell: the share of each bite it can serve, and what is eaten from it
-    # (cells nobody grazes keep their grass, and their share is never read)
-    share = np.empty(counts.size, dtype=np.float32)
-    for c in nb.prange(counts.size):
-        if counts[c]:
-            here = grass[c]
-            demand = np.float32(counts[c]) * bite
-            s = here / (demand if demand >= tiny else tiny)
-            if s > one:
-                s = one
-            share[c] = s
-            eaten = demand * s
-            grass[c] = here - (eaten if eaten <= here else here)
-    return share
+def _timed(pair: loops.Pair, size: int, args: tuple[Any, ...], chunked: bool) -> Any:
+    fn, chunks, locked = _pick(pair, size)
+    started = time.perf_counter()
+    try:
+        return fn(*args, chunks) if chunked else fn(*args)
+    finally:
+        if locked:
+            _parallel.release()
+        if size >= PARALLEL_MIN_ROWS:
+            timings.record(id(pair), locked, size, time.perf_counter() - started)
 
 
-@_pjit
-def _eat(cells: Any, sheep: Any, use_mask: Any, share: Any, energy: Any, gain: Any) -> None:
-    for i in nb.prange(cells.size):  # pragma: no cover - compiled
-        if use_mask and not sheep[i]:
-            energy[i] = energy[i] + 0.0
-        else:
-            energy[i] = energy[i] + np.float64(share[cells[i]]) * gain
+def _call(pair: loops.Pair, size: int, *args: Any) -> Any:
+    """Run ``pair`` on ``args`` (the parallel build when it pays and no one else runs one)."""
+    return _timed(pair, size, args, chunked=False)
 
 
-@_jit
-def _life(
-    kind: Any, age: Any, energy: Any, metabolism: Any, max_age: Any, breed_energy: Any
-) -> Any:  # pragma: no cover
-    n = kind.size
-    dead = np.zeros(n, dtype=np.bool_)
-    parents = np.empty(n, dtype=np.intp)
-    n_sheep = 0
-    n_dead = 0
-    n_parents = 0
-    for i in range(n):
-        age[i] += 1
-        if kind[i] != 0:
-            energy[i] = energy[i] - 0.0
-            continue
-        n_sheep += 1
-        e = energy[i] - metabolism
-        energy[i] = e
-        if e <= 0.0 or age[i] > max_age:
-            dead[i] = True
-            n_dead += 1
-        elif e >= breed_energy:
-            parents[n_parents] = i
-            n_parents += 1
-    return dead, n_sheep, n_dead, parents[:n_parents].copy()
-
-
-@_jit
-def _compact(a: Any, keep: Any, n_keep: Any) -> Any:  # pragma: no cover
-    out = np.empty((n_keep,) + a.shape[1:], dtype=a.dtype)  # noqa: RUF005 - numba types this
-    j = 0
-    for i in range(keep.size):
-        if keep[i]:
-            out[j] = a[i]
-            j += 1
-    return out
-
-
-@_jit
-def _bucket_order(buckets: Any, n_buckets: Any) -> Any:  # pragma: no cover
-    counts = np.zeros(n_buckets + 1, dtype=np.int32)
-    for i in range(buckets.size):
-        counts[buckets[i] + 1] += 1
-    for b in range(n_buckets):
-        counts[b + 1] += counts[b]
-    starts = counts.copy()
-    order = np.empty(buckets.size, dtype=np.int32)
-    for i in range(buckets.size):
-        b = buckets[i]
-        order[counts[b]] = i
-        counts[b] += 1
-    return order, starts
+def _call_chunked(pair: loops.Pair, size: int, *args: Any) -> Any:
+    """:func:`_call` for loops split by ranges, which take the number of ranges last."""
+    return _timed(pair, size, args, chunked=True)
 
 
 class NumbaKernels:
@@ -173,34 +116,65 @@ class NumbaKernels:
 
     name = "numba"
 
-    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> None:
-        _grow_grass(grass, np.float32(regrow), np.float32(grass_max))
+    def grow_grass(self, grass: F32, regrow: float, grass_max: float) -> F32:
+        out: F32 = _call(
+            loops.grow_grass, grass.size, grass, np.float32(regrow), np.float32(grass_max)
+        )
+        return out
 
-    def wander(self, vel: F64, kick: F32, kick_scale: float, vmax: float) -> None:
-        _wander(vel, kick, np.float32(0.5), np.float32(kick_scale), float(vmax))
+    def wander(self, vel: F64, rng: np.random.Generator, kick_scale: float, vmax: float) -> None:
+        n = vel.shape[0]
+        args = (np.float32(0.5), np.float32(kick_scale), float(vmax))
+        raw = raw_float32_pairs(rng, n)
+        if raw is None:
+            _call(loops.wander, n, vel, rng.random((n, 2), dtype=np.float32), *args)
+        else:
+            _call(loops.wander_raw, n, vel, raw, *args)
 
-    def move(self, pos: F64, vel: F64, dt: float, width: float, height: float) -> bool:
-        if pos.shape[0] == 0:
-            return False
-        return bool(_move(pos, vel, float(dt), float(width), float(height)))
+    def move(
+        self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
+        geometry = (float(width), float(height), cols, rows, cols / width, rows / height)
+        out, outside, cells = _call(loops.move, pos.shape[0], pos, vel, float(dt), *geometry)
+        return out, bool(outside), cells
 
-    def cells(self, pos: F64, cols: int, rows: int, width: float, height: float) -> Any:
-        return _cells(pos, cols, rows, cols / width, rows / height)
+    def cells(
+        self, pos: F64, cols: int, rows: int, width: float, height: float
+    ) -> NDArray[np.signedinteger[Any]]:
+        out: NDArray[np.signedinteger[Any]] = _call(
+            loops.cells, pos.shape[0], pos, cols, rows, cols / width, rows / height
+        )
+        return out
 
     def graze(
         self,
-        cells: NDArray[np.intp],
+        cells: NDArray[np.signedinteger[Any]],
         sheep: NDArray[np.bool_] | None,
         grass: F32,
         energy: F64,
         bite: float,
         food_energy: float,
-    ) -> None:
+    ) -> F64:
         flat = grass.reshape(-1)
         mask = np.ones(0, dtype=np.bool_) if sheep is None else sheep
-        counts = _count(cells, mask, sheep is not None, flat.size)
-        share = _share(counts, flat, np.float32(bite), np.float32(1.0), np.float32(1e-12))
-        _eat(cells, mask, sheep is not None, share, energy, bite * food_energy)
+        use_mask = sheep is not None
+        census = (cells, mask, use_mask, flat.size)
+        counts, full = _call_chunked(loops.count16, cells.size, *census)
+        if full.any():  # some cell holds more than 65535 sheep
+            counts = _call_chunked(loops.count, cells.size, *census)
+        share = _call(
+            loops.share,
+            flat.size,
+            counts,
+            flat,
+            np.float32(bite),
+            np.float32(1.0),
+            np.float32(1e-12),
+        )
+        out: F64 = _call(
+            loops.eat, cells.size, cells, mask, use_mask, share, energy, bite * food_energy
+        )
+        return out
 
     def life(
         self,
@@ -210,39 +184,64 @@ class NumbaKernels:
         metabolism: float,
         max_age: int,
         breed_energy: float,
-    ) -> tuple[NDArray[np.bool_], int, int, NDArray[np.intp]]:
-        dead, n_sheep, n_dead, parents = _life(
-            kind, age, energy, float(metabolism), int(max_age), float(breed_energy)
+    ) -> tuple[NDArray[np.int32], NDArray[np.bool_], int, int, NDArray[np.intp]]:
+        new_age, status, n_sheep, n_dead, n_parents = _call(
+            loops.life,
+            kind.size,
+            kind,
+            age,
+            energy,
+            float(metabolism),
+            int(max_age),
+            float(breed_energy),
         )
-        return dead, int(n_sheep), int(n_dead), parents
+        dead = status == loops.DEAD
+        parents = (
+            np.flatnonzero(status == loops.PARENT) if n_parents else np.empty(0, dtype=np.intp)
+        )
+        return new_age, dead, int(n_sheep), int(n_dead), parents
 
     def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
         n_keep = int(np.count_nonzero(keep))
-        return [_compact(a, keep, n_keep) for a in arrays]
+        return [loops.compact(a, keep, n_keep) for a in arrays]
 
-    def bucket_order(
-        self, buckets: NDArray[np.signedinteger[Any]], n_buckets: int
+    def grid(
+        self, pos: F64, width: float, height: float, cols: int, rows: int
     ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-        order, starts = _bucket_order(buckets, n_buckets)
+        order, starts = _call_chunked(
+            loops.grid, pos.shape[0], pos, cols / width, rows / height, cols, rows
+        )
+        return order, starts
+
+    def grid_one_thread(
+        self, pos: F64, width: float, height: float, cols: int, rows: int
+    ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+        """:meth:`grid` on the calling thread only (for readers: the cores are the loop's)."""
+        order, starts = loops.grid[1](pos, cols / width, rows / height, cols, rows, 1)
         return order, starts
 
     def warm_up(self) -> None:
-        """Load (or compile) every kernel for the argument types the meadow uses."""
-        pos = np.zeros((4, 2))
-        grass = np.zeros((2, 2), dtype=np.float32)
-        self.grow_grass(grass, 0.1, 1.0)
-        self.wander(pos.copy(), np.zeros((4, 2), dtype=np.float32), 1.0, 1.0)
-        self.move(pos.copy(), pos.copy(), 0.1, 1.0, 1.0)
-        cells = self.cells(pos, 2, 2, 1.0, 1.0)
-        energy = np.ones(4)
-        for sheep in (None, np.ones(4, dtype=np.bool_)):
-            self.graze(cells, sheep, grass.reshape(-1), energy, 0.1, 0.5)
-        age = np.zeros(4, dtype=np.int32)
-        kind = np.zeros(4, dtype=np.int8)
-        dead = self.life(kind, age, energy, 0.1, 10, 2.0)[0]
-        self.compact(
-            ~dead,
-            [np.arange(4, dtype=np.int64), kind, pos, pos, energy, age, pos],
-        )
-        for dtype in (np.int16, np.int32):
-            self.bucket_order(np.zeros(4, dtype=dtype), 2)
+        """Load (or compile) both builds of every kernel for the argument types the meadow
+        uses."""
+        n = PARALLEL_MIN_ROWS
+        rng = np.random.default_rng(0)
+        pos = rng.uniform(0.0, 1.0, (n, 2))
+        grass = np.full((2, 2), 0.5, dtype=np.float32)
+        big_grass = np.full((n, 1), 0.5, dtype=np.float32)
+        for rows, g in ((4, grass), (n, big_grass)):  # one-thread, then parallel builds
+            p = pos[:rows]
+            self.grow_grass(g, 0.1, 1.0)
+            self.wander(p.copy(), rng, 1.0, 1.0)
+            self.wander(p.copy(), np.random.Generator(np.random.MT19937(0)), 1.0, 1.0)
+            self.move(p, p, 0.1, 1.0, 1.0, g.shape[1], g.shape[0])
+            cells = self.cells(p, g.shape[1], g.shape[0], 1.0, 1.0)
+            energy = np.ones(rows)
+            for sheep in (None, np.ones(rows, dtype=np.bool_)):
+                self.graze(cells, sheep, g.reshape(-1), energy, 0.1, 0.5)
+            kind = np.zeros(rows, dtype=np.int8)
+            age, dead = self.life(kind, np.zeros(rows, dtype=np.int32), energy, 0.1, 10, 2.0)[:2]
+            self.compact(
+                ~dead,
+                [np.arange(rows, dtype=np.int64), kind, p, p, energy, age, p],
+            )
+            self.grid(p, 1.0, 1.0, 2, 2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ from ..world import State, System, World, rng_from_state, rng_state
 from . import forecast, schemas, systems, views
 from .commands import INTERNAL_COMMANDS, PLAYER_COMMANDS
 from .kernels import Kernels, get_kernels, kernels_later, load_later
+from .params import Params as Params
 from .spatial import SpatialGrid
 from .systems import AVATAR as AVATAR
 from .systems import KIND_NAMES as KIND_NAMES
@@ -34,33 +34,6 @@ from .systems import SHEEP as SHEEP
 
 CHAT_KEEP = 50
 SAY_VISIBLE_TICKS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    """The rules of the meadow (per tick unless noted); part of the state so replays agree.
-
-    Tuned so the demo's 200 sheep grow to about 750 in 80 s (20 Hz), overgraze, fall back and
-    settle near 640, well under the default cap of 1000: the population plot tells a story."""
-
-    cell: float = 10.0
-    """Grass cell side, world units."""
-    grass_max: float = 1.0
-    grass_regrow: float = 0.001
-    bite: float = 0.05
-    """Grass a sheep eats per tick when there is enough."""
-    food_energy: float = 0.6
-    metabolism: float = 0.007
-    sheep_speed: float = 8.0
-    """Top wandering speed, units per simulated second."""
-    wander: float = 1.5
-    breed_energy: float = 2.0
-    breed_chance: float = 0.006
-    max_age: int = 6000
-    avatar_speed: float = 40.0
-    flee_radius: float = 25.0
-    flee_push: float = 4.0
-    plant_amount: float = 0.5
 
 
 class EntityForbidden(CommandRejected, code="forbidden", status=403):
@@ -188,7 +161,7 @@ class Meadow(World):
                 details={"reason": "cell_full", "cell": [col, row], "grass": level},
             )
         new = min(cap, level + self.params.plant_amount)
-        self.grass[row, col] = new
+        self.writable("grass")[row, col] = new
         return {
             "entity_id": int(self.ids[idx]),
             "cell": [col, row],
@@ -254,6 +227,15 @@ class Meadow(World):
             self._reindex()
         return [int(i) for i in new_ids]
 
+    def writable(self, name: str) -> Any:
+        """The state array ``name``, writable: itself, or a copy of it when it is published
+        (read-only, shared with a snapshot), which then replaces it in the world."""
+        arr = getattr(self, name)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+            setattr(self, name, arr)
+        return arr
+
     def _use_kernels(self, kernels: Kernels) -> None:
         self.kernels = kernels  # one reference swap: the next system call uses them
 
@@ -261,6 +243,9 @@ class Meadow(World):
         """Refresh the derived indexes from the state: the avatar rows now, the spatial grid
         when it is next read (a replay, which publishes nothing, builds it only for ``flee``)."""
         self._grid: SpatialGrid | None = None
+        self._moved_cells: tuple[NDArray[np.float64], NDArray[np.signedinteger[Any]]] | None = None
+        """The grass cells ``movement`` found for the positions it made (``graze`` takes them
+        if the positions are still those)."""
         self._avatars = np.flatnonzero(self.kind == AVATAR)
         self._upper = np.array(
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64
@@ -268,11 +253,12 @@ class Meadow(World):
 
     @property
     def grid(self) -> SpatialGrid:
-        """The spatial grid of the current positions (derived state, never hashed or saved)."""
+        """The spatial grid of the current positions (derived state, never hashed or saved),
+        built when first read after a change (``flee`` reads it, when there are avatars)."""
         if self._grid is None:
             bucket = max(self.params.cell, self.params.flee_radius)
             self._grid = SpatialGrid.build(
-                self.pos, self.width, self.height, bucket, self.kernels.bucket_order
+                self.pos, self.width, self.height, bucket, self.kernels.grid
             )
         return self._grid
 
@@ -282,7 +268,7 @@ class Meadow(World):
         For scheduled world jobs (run on the loop thread as commands, so replayed exactly).
         """
         levels = self.rng.uniform(0.5, 1.0, self.grass.shape) * self.params.grass_max
-        self.grass[...] = levels.astype(np.float32)
+        self.grass = levels.astype(np.float32)
         return float(self.grass.sum(dtype=np.float64))
 
     @staticmethod
@@ -292,11 +278,8 @@ class Meadow(World):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _cells(self) -> NDArray[np.intp]:
-        cells: NDArray[np.intp] = self.kernels.cells(
-            self.pos, self.gcols, self.grows, self.width, self.height
-        )
-        return cells
+    def _cells(self) -> NDArray[np.signedinteger[Any]]:
+        return self.kernels.cells(self.pos, self.gcols, self.grows, self.width, self.height)
 
     def _cell_of(self, idx: int) -> tuple[int, int]:
         col = min(self.gcols - 1, int(self.pos[idx, 0] * self.gcols / self.width))
@@ -373,10 +356,20 @@ class Meadow(World):
 
     # -- what readers see ------------------------------------------------------------------
 
+    share_published: ClassVar[bool] = True
+    """Whether :meth:`view` hands its arrays over read-only, for snapshots to share rather than
+    copy (``freeze_arrays``). The systems never write a published array in place: kernels
+    return new arrays, and the rare in-place writes (a command, an avatar arriving) go through
+    :meth:`writable`, which copies a published array first."""
+
     def view(self) -> dict[str, Any]:
         """The published data. Keys starting with ``_`` are private: never serialized."""
         load_later(self.kernels)  # published: recovered, in the process that ticks
         players, auth, owner = self._player_views()
+        if self.share_published:
+            for arr in (self.grass, self.ids, self.kind, self.pos, self.energy, self.age):
+                arr.flags.writeable = False
+        bucket = max(self.params.cell, self.params.flee_radius)
         return {
             "width": self.width,
             "height": self.height,
@@ -394,12 +387,9 @@ class Meadow(World):
             "chat": [dict(line) for line in self.chat],
             "_auth": auth,
             "_owner": owner,
-            "_grid": {
-                "cols": self.grid.cols,
-                "rows": self.grid.rows,
-                "order": self.grid.order,
-                "starts": self.grid.starts,
-            },
+            # the spatial grid of these positions is built by the first reader that asks for
+            # it (views.grid_of), off the loop, and only for snapshots somebody queries
+            "_grid": {"bucket": bucket},
         }
 
     def _player_views(

@@ -37,17 +37,17 @@ class SpatialGrid:
         width: float,
         height: float,
         bucket: float,
-        order_by: BucketOrder | None = None,
+        sort_by: GridSort | None = None,
     ) -> SpatialGrid:
         """Bucket ``pos`` (n x 2, in [0, width) x [0, height)) into cells >= ``bucket`` wide.
 
-        ``order_by`` sorts rows by bucket (stably) and gives each bucket's start; by default a
-        NumPy stable argsort (a compiled counting sort gives the same arrays faster).
+        ``sort_by`` buckets the rows and sorts them by bucket (stably), giving each bucket's
+        start; by default :func:`grid_by_argsort` (NumPy; a compiled counting sort gives the
+        same arrays faster).
         """
         cols = max(1, min(MAX_BUCKETS_PER_SIDE, math.floor(width / bucket)))
         rows = max(1, min(MAX_BUCKETS_PER_SIDE, math.floor(height / bucket)))
-        b = bucket_of(pos, width, height, cols, rows)
-        order, starts = (order_by or order_by_argsort)(b, cols * rows)
+        order, starts = (sort_by or grid_by_argsort)(pos, width, height, cols, rows)
         return cls(float(width), float(height), cols, rows, order, starts)
 
     def query_bbox(self, x0: float, y0: float, x1: float, y1: float) -> NDArray[np.int32]:
@@ -121,16 +121,25 @@ class SpatialGrid:
         return cand[(d[:, 0] ** 2 + d[:, 1] ** 2) <= radius * radius]
 
 
-BucketOrder = Callable[
-    [NDArray[np.signedinteger[Any]], int], tuple[NDArray[np.int32], NDArray[np.int32]]
+GridSort = Callable[
+    [NDArray[np.float64], float, float, int, int], tuple[NDArray[np.int32], NDArray[np.int32]]
 ]
-"""``(bucket of each row, number of buckets) -> (rows sorted stably by bucket, starts)``."""
+"""``(pos, width, height, cols, rows) -> (rows sorted stably by bucket, each bucket's start)``,
+the buckets being :func:`bucket_of`'s."""
+
+
+def grid_by_argsort(
+    pos: NDArray[np.float64], width: float, height: float, cols: int, rows: int
+) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
+    """The reference :data:`GridSort`: :func:`bucket_of`, then :func:`order_by_argsort`."""
+    return order_by_argsort(bucket_of(pos, width, height, cols, rows), cols * rows)
 
 
 def order_by_argsort(
     b: NDArray[np.signedinteger[Any]], n_buckets: int
 ) -> tuple[NDArray[np.int32], NDArray[np.int32]]:
-    """The reference :data:`BucketOrder`: NumPy's stable sort (a radix sort for int16 ids)."""
+    """Rows sorted stably by bucket ``b``, and each bucket's start (``n_buckets + 1`` values):
+    NumPy's stable sort (a radix sort for int16 ids)."""
     order = np.argsort(b, kind="stable").astype(np.int32, copy=False)
     counts = np.bincount(b, minlength=n_buckets)
     starts = np.zeros(n_buckets + 1, dtype=np.int32)

@@ -23,7 +23,7 @@ KIND_NAMES = ("sheep", "avatar")
 
 
 def grow_grass(m: Meadow) -> None:
-    m.kernels.grow_grass(m.grass, m.params.grass_regrow, m.params.grass_max)
+    m.grass = m.kernels.grow_grass(m.grass, m.params.grass_regrow, m.params.grass_max)
 
 
 def wander(m: Meadow) -> None:
@@ -31,8 +31,7 @@ def wander(m: Meadow) -> None:
     n = len(m.ids)
     if n == 0:
         return
-    kick = m.rng.random((n, 2), dtype=np.float32)
-    m.kernels.wander(m.vel, kick, m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
+    m.kernels.wander(m.vel, m.rng, m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
 
 
 def flee(m: Meadow) -> None:
@@ -65,7 +64,7 @@ def steer_avatars(m: Meadow) -> None:
     step = m.params.avatar_speed * m.dt
     arrived = dist <= step
     if arrived.any():
-        m.pos[a[arrived]] = m.target[a[arrived]]
+        m.writable("pos")[a[arrived]] = m.target[a[arrived]]
         m.target[a[arrived]] = np.nan
     go = ~arrived
     m.vel[a[go]] = d[go] / dist[go][:, None] * m.params.avatar_speed
@@ -74,7 +73,9 @@ def steer_avatars(m: Meadow) -> None:
 def movement(m: Meadow) -> None:
     # a tick moves far less than the world's size, so one wrap each way is nearly always
     # enough; what is still outside (a huge velocity set by a command) is wrapped here
-    if m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height):
+    m.pos, outside, cells = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    m._moved_cells = None if outside else (m.pos, cells)  # for graze, next
+    if outside:
         for axis, size in ((0, m.width), (1, m.height)):
             col = m.pos[:, axis]
             np.mod(col, size, out=col)
@@ -87,14 +88,17 @@ def graze(m: Meadow) -> None:
         return
     p = m.params
     sheep = None if m._avatars.size == 0 else m.kind == SHEEP
-    m.kernels.graze(m._cells(), sheep, m.grass.reshape(-1), m.energy, p.bite, p.food_energy)
+    moved, m._moved_cells = m._moved_cells, None
+    cells = moved[1] if moved is not None and moved[0] is m.pos else m._cells()
+    grass = m.writable("grass").reshape(-1)
+    m.energy = m.kernels.graze(cells, sheep, grass, m.energy, p.bite, p.food_energy)
 
 
 def life(m: Meadow) -> None:
     """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
     p = m.params
-    dead, n_sheep, n_dead, parents = m.kernels.life(
-        m.kind, m.age, m.energy, p.metabolism, p.max_age, p.breed_energy
+    m.age, dead, n_sheep, n_dead, parents = m.kernels.life(
+        m.kind, m.age, m.writable("energy"), p.metabolism, p.max_age, p.breed_energy
     )
     room = m.max_creatures - (n_sheep - n_dead)
     if parents.size and room > 0:

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from ..frame import Grid, Layer, Panel, Scene, Series, clip_box
 from ..snapshot import Snapshot
+from .kernels import reader_grid_sort
 from .spatial import SpatialGrid
 
 MAX_GRASS_CELLS = 16384
@@ -23,18 +24,16 @@ AVATAR_COLOR = "#ff5a7a"
 
 
 def grid_of(snapshot: Snapshot) -> SpatialGrid:
-    """The snapshot's spatial grid, rebuilt as a value once per snapshot."""
+    """The snapshot's spatial grid, built once per snapshot by its first reader that needs it
+    (the world publishes only the bucket size: most snapshots are never queried by region),
+    on the reader's thread (:func:`~.kernels.reader_grid_sort`).
+    """
 
     def build(s: Snapshot) -> SpatialGrid:
-        g = s.data["_grid"]
-        return SpatialGrid(
-            float(s.data["width"]),
-            float(s.data["height"]),
-            int(g["cols"]),
-            int(g["rows"]),
-            g["order"],
-            g["starts"],
-        )
+        pos = s.data["entities"]["pos"]
+        width, height = float(s.data["width"]), float(s.data["height"])
+        bucket = float(s.data["_grid"]["bucket"])
+        return SpatialGrid.build(pos, width, height, bucket, reader_grid_sort())
 
     return snapshot.cached("meadow:grid", build)
 

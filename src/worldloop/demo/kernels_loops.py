@@ -1,0 +1,312 @@
+"""The compiled loops behind :mod:`.kernels_numba`, each built twice: parallel and one-thread.
+
+Every loop is written once, with ``prange`` where its iterations are independent, and
+compiled both with ``parallel=True`` and without (where ``prange`` is a plain ``range``): the
+two builds give the same bits, and the caller picks one per call. Loops that split work by
+ranges take the number of ranges (``chunks``) last; any number gives the same result.
+
+Numerical rules (so the bits equal NumPy's, see :mod:`.kernels`): no ``fastmath``; each
+floating-point value is computed by the same operations, in the same precision and order as
+the NumPy reference; a parallel iteration writes only its own rows or cells.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable
+from typing import Any
+
+# an idle OpenMP worker sleeps at once instead of spinning, then sleeping (see kernels_numba);
+# read when numba starts its threads (its first parallel loop, or numba.set_num_threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import numba as nb
+import numpy as np
+
+Pair = tuple[Callable[..., Any], Callable[..., Any]]
+"""(parallel build, one-thread build) of one loop."""
+
+ALIVE, DEAD, PARENT = 0, 1, 2
+"""Row status from :data:`life`."""
+
+
+def _both(fn: Callable[..., Any]) -> Pair:
+    """Compile ``fn`` with ``parallel=True`` and without, each cached under its own name
+    (numba's cache keys on the function's qualified name, not on its options)."""
+    serial = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+    )
+    serial.__qualname__ = fn.__qualname__ + "_serial"
+    return (
+        nb.njit(cache=True, nogil=True, parallel=True, error_model="numpy")(fn),
+        nb.njit(cache=True, nogil=True, error_model="numpy")(serial),
+    )
+
+
+def _grow_grass(grass: Any, regrow: Any, grass_max: Any) -> Any:  # pragma: no cover - compiled
+    flat = grass.reshape(-1)
+    out = np.empty_like(grass)
+    flat_out = out.reshape(-1)
+    for i in nb.prange(flat.size):
+        g = flat[i] + regrow
+        flat_out[i] = g if g < grass_max or g != g else grass_max
+    return out
+
+
+def _wander(vel: Any, kick: Any, half: Any, kick_scale: Any, vmax: Any) -> None:  # pragma: no cover
+    vmax2 = vmax * vmax
+    for i in nb.prange(vel.shape[0]):
+        vx = vel[i, 0] + np.float64((kick[i, 0] - half) * kick_scale)
+        vy = vel[i, 1] + np.float64((kick[i, 1] - half) * kick_scale)
+        s2 = vx * vx + vy * vy
+        if not s2 >= vmax2 and s2 == s2:  # np.maximum: NaN wins
+            s2 = vmax2
+        scale = vmax / np.sqrt(s2)
+        vel[i, 0] = vx * scale
+        vel[i, 1] = vy * scale
+
+
+def _wander_raw(
+    vel: Any, raw: Any, half: Any, kick_scale: Any, vmax: Any
+) -> None:  # pragma: no cover - compiled
+    # _wander, with the kicks made from raw PCG64 draws (kernels.raw_float32_pairs):
+    # float32 (u32 >> 8) * 2**-24, the low half of each draw for x, the high half for y
+    vmax2 = vmax * vmax
+    low = np.uint64(0xFFFFFFFF)
+    eight = np.uint64(8)
+    unit = np.float32(1.0 / 16777216.0)
+    for i in nb.prange(vel.shape[0]):
+        r = raw[i]
+        kx = np.float32((r & low) >> eight) * unit
+        ky = np.float32(r >> np.uint64(40)) * unit
+        vx = vel[i, 0] + np.float64((kx - half) * kick_scale)
+        vy = vel[i, 1] + np.float64((ky - half) * kick_scale)
+        s2 = vx * vx + vy * vy
+        if not s2 >= vmax2 and s2 == s2:  # np.maximum: NaN wins
+            s2 = vmax2
+        scale = vmax / np.sqrt(s2)
+        vel[i, 0] = vx * scale
+        vel[i, 1] = vy * scale
+
+
+def _move(
+    pos: Any, vel: Any, dt: Any, width: Any, height: Any, cols: Any, rows: Any, fx: Any, fy: Any
+) -> Any:  # pragma: no cover - compiled
+    n = pos.shape[0]
+    out = np.empty_like(pos)
+    cells = np.empty(n, dtype=np.int32)
+    outside = 0
+    for i in nb.prange(n):
+        x = pos[i, 0] + vel[i, 0] * dt
+        y = pos[i, 1] + vel[i, 1] * dt
+        if x < 0.0:
+            x = x + width
+        if x >= width:
+            x = x - width
+        if y < 0.0:
+            y = y + height
+        if y >= height:
+            y = y - height
+        out[i, 0] = x
+        out[i, 1] = y
+        if x < 0.0 or x >= width or y < 0.0 or y >= height:
+            outside += 1  # an integer sum: exact in any order
+        cells[i] = _cell(x, y, cols, rows, fx, fy)
+    return out, outside, cells
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cell(x: Any, y: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: no cover
+    """The grass cell of (x, y), as NumPyKernels.cells computes it."""
+    cx: Any = np.intp(x * fx)
+    cy: Any = np.intp(y * fy)
+    cx = min(max(cx, 0), cols - 1)
+    cy = min(max(cy, 0), rows - 1)
+    return cy * cols + cx
+
+
+def _cells(pos: Any, cols: Any, rows: Any, fx: Any, fy: Any) -> Any:  # pragma: no cover
+    n = pos.shape[0]
+    out = np.empty(n, dtype=np.int32)  # a grass grid has far fewer than 2**31 cells
+    for i in nb.prange(n):
+        out[i] = _cell(pos[i, 0], pos[i, 1], cols, rows, fx, fy)
+    return out
+
+
+def _count(
+    cells: Any, sheep: Any, use_mask: Any, n_cells: Any, chunks: Any
+) -> Any:  # pragma: no cover - compiled
+    # each range of cells is counted by one iteration, which reads every row's cell
+    counts = np.empty(n_cells, dtype=np.int32)
+    for t in nb.prange(chunks):
+        lo = t * n_cells // chunks
+        hi = (t + 1) * n_cells // chunks
+        counts[lo:hi] = 0
+        for i in range(cells.size):
+            c = cells[i]
+            if lo <= c < hi and (not use_mask or sheep[i]):
+                counts[c] += 1
+    return counts
+
+
+def _count16(
+    cells: Any, sheep: Any, use_mask: Any, n_cells: Any, chunks: Any
+) -> Any:  # pragma: no cover - compiled
+    # _count into 16-bit counters: half the memory the rows hit at random (at 1M rows over
+    # 2.5M cells, the census costs about half as much); a counter that would pass 65535 marks
+    # its range full, and the caller counts again in 32 bits
+    counts = np.empty(n_cells, dtype=np.uint16)
+    full = np.zeros(chunks, dtype=np.bool_)
+    for t in nb.prange(chunks):
+        lo = t * n_cells // chunks
+        hi = (t + 1) * n_cells // chunks
+        counts[lo:hi] = 0
+        for i in range(cells.size):
+            c = cells[i]
+            if lo <= c < hi and (not use_mask or sheep[i]):
+                k = counts[c]
+                if k == 65535:
+                    full[t] = True
+                counts[c] = k + 1
+    return counts, full
+
+
+def _share(counts: Any, grass: Any, bite: Any, one: Any, tiny: Any) -> Any:  # pragma: no cover
+    # per occupied cell: the share of each bite it can serve, and what is eaten from it
+    # (cells nobody grazes keep their grass, and their share is never read)
+    share = np.empty(counts.size, dtype=np.float32)
+    for c in nb.prange(counts.size):
+        if counts[c]:
+            here = grass[c]
+            demand = np.float32(counts[c]) * bite
+            s = here / (demand if demand >= tiny else tiny)
+            if s > one:
+                s = one
+            share[c] = s
+            eaten = demand * s
+            grass[c] = here - (eaten if eaten <= here else here)
+    return share
+
+
+def _eat(
+    cells: Any, sheep: Any, use_mask: Any, share: Any, energy: Any, gain: Any
+) -> Any:  # pragma: no cover - compiled
+    out = np.empty_like(energy)
+    for i in nb.prange(cells.size):
+        if use_mask and not sheep[i]:
+            out[i] = energy[i] + 0.0
+        else:
+            out[i] = energy[i] + np.float64(share[cells[i]]) * gain
+    return out
+
+
+def _life(
+    kind: Any, age: Any, energy: Any, metabolism: Any, max_age: Any, breed_energy: Any
+) -> Any:  # pragma: no cover - compiled
+    n = kind.size
+    new_age = np.empty_like(age)
+    status = np.zeros(n, dtype=np.int8)
+    n_sheep = 0
+    n_dead = 0
+    n_parents = 0
+    for i in nb.prange(n):
+        a = age[i] + 1
+        new_age[i] = a
+        if kind[i] != 0:
+            energy[i] = energy[i] - 0.0
+        else:
+            n_sheep += 1  # integer sums: exact in any order
+            e = energy[i] - metabolism
+            energy[i] = e
+            if e <= 0.0 or a > max_age:
+                status[i] = DEAD
+                n_dead += 1
+            elif e >= breed_energy:
+                status[i] = PARENT
+                n_parents += 1
+    return new_age, status, n_sheep, n_dead, n_parents
+
+
+def _grid(
+    pos: Any, fx: Any, fy: Any, cols: Any, rows: Any, chunks: Any
+) -> Any:  # pragma: no cover - compiled
+    # a stable counting sort split by row ranges: each range counts its rows per bucket, the
+    # ranges' slots in each bucket follow in range order (_prefix), and each range places its
+    # own rows, so every row lands where one thread would put it
+    n = pos.shape[0]
+    n_buckets = cols * rows
+    bucket = np.empty(n, dtype=np.int32)
+    slot = np.zeros((chunks, n_buckets), dtype=np.int32)
+    for t in nb.prange(chunks):
+        _bucket_rows(
+            pos, fx, fy, cols, rows, t * n // chunks, (t + 1) * n // chunks, bucket, slot[t]
+        )
+    starts = np.empty(n_buckets + 1, dtype=np.int32)
+    starts[n_buckets] = _prefix(slot)
+    starts[:n_buckets] = slot[0]
+    order = np.empty(n, dtype=np.int32)
+    for t in nb.prange(chunks):
+        _place_rows(bucket, t * n // chunks, (t + 1) * n // chunks, slot[t], order)
+    return order, starts
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _bucket_rows(
+    pos: Any, fx: Any, fy: Any, cols: Any, rows: Any, lo: Any, hi: Any, bucket: Any, counts: Any
+) -> None:  # pragma: no cover - compiled
+    """The bucket of rows ``lo:hi`` (spatial.bucket_of), counted per bucket in ``counts``."""
+    for i in range(lo, hi):
+        bx = min(max(int(pos[i, 0] * fx), 0), cols - 1)
+        by = min(max(int(pos[i, 1] * fy), 0), rows - 1)
+        b = by * cols + bx
+        bucket[i] = b
+        counts[b] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _place_rows(bucket: Any, lo: Any, hi: Any, slot: Any, order: Any) -> None:  # pragma: no cover
+    """Put rows ``lo:hi`` at their bucket's next ``slot`` in ``order``."""
+    for i in range(lo, hi):
+        b = bucket[i]
+        order[slot[b]] = i
+        slot[b] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _prefix(counts: Any) -> Any:  # pragma: no cover - compiled
+    """Turn per-(range, key) counts into each range's first slot for each key: keys in order,
+    and within a key the ranges in order (what a stable sort on one thread gives); returns
+    the total."""
+    run = 0
+    for key in range(counts.shape[1]):
+        for t in range(counts.shape[0]):
+            k = counts[t, key]
+            counts[t, key] = run
+            run += k
+    return run
+
+
+@nb.njit(cache=True, nogil=True)
+def compact(a: Any, keep: Any, n_keep: Any) -> Any:  # pragma: no cover - compiled
+    """The rows of ``a`` where ``keep`` (``n_keep`` of them), in order."""
+    out = np.empty((n_keep,) + a.shape[1:], dtype=a.dtype)  # noqa: RUF005 - numba types this
+    j = 0
+    for i in range(keep.size):
+        if keep[i]:
+            out[j] = a[i]
+            j += 1
+    return out
+
+
+grow_grass = _both(_grow_grass)
+wander = _both(_wander)
+wander_raw = _both(_wander_raw)
+move = _both(_move)
+cells = _both(_cells)
+count = _both(_count)
+count16 = _both(_count16)
+share = _both(_share)
+eat = _both(_eat)
+life = _both(_life)
+grid = _both(_grid)
