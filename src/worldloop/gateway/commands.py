@@ -8,12 +8,23 @@ workers' — and the wait itself is a future resolved by the runner's feed when 
 outcome arrives, so a thousand waiting players cost a thousand futures, not a thousand
 threads. The answer is the one a web worker gives: 200 with the result, the refusal's own
 status, or 202 when ``WORLDLOOP_COMMAND_WAIT`` runs out first.
+
+What this costs per command is what bounds the acknowledgement's latency once hundreds of
+players wait (bench/gateway.py): the handler is called as a WSGI server calls it (one environ
+dict, not Werkzeug's test client, which built a whole request twice per command), the answer
+of a resolved command is rendered on the event loop (a fraction of a millisecond: on the pool
+it queued behind the submissions), and the feed thread wakes the loop once per feed message,
+not once per resolved command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import sys
+import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +56,9 @@ class CommandWaits:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.waiting_peak = 0
+        self._resolved: list[str] = []
+        """Ids resolved by the feed thread that the loop has not woken yet."""
+        self._resolved_lock = threading.Lock()
         runtime.ipc.on_resolved = self._resolved_elsewhere
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -60,9 +74,22 @@ class CommandWaits:
     # -- the feed thread's side ------------------------------------------------------------
 
     def _resolved_elsewhere(self, ticket: CommandTicket) -> None:
+        """From the feed thread: ``ticket`` resolved. The loop is woken once for all the
+        tickets of a feed message (a tick resolves hundreds at once), not once for each."""
         loop = self.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, ticket.id)
+        if loop is None or loop.is_closed():
+            return
+        with self._resolved_lock:
+            first = not self._resolved
+            self._resolved.append(ticket.id)
+        if first:
+            loop.call_soon_threadsafe(self._wake_resolved)
+
+    def _wake_resolved(self) -> None:
+        with self._resolved_lock:
+            resolved, self._resolved = self._resolved, []
+        for command_id in resolved:
+            self._wake(command_id)
 
     def _wake(self, command_id: str) -> None:
         for fut in self._waiters.pop(command_id, ()):
@@ -76,11 +103,8 @@ class CommandWaits:
         wait = request.query.get("wait", "").lower() in FLAGS_TRUE
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() != "content-length"]
-        remote = request.remote or ""
-        status, out_headers, data = await loop.run_in_executor(
-            self.pool, self._flask, request.path, query, headers, body, remote
-        )
+        environ = _environ(request.path, query, request.headers.items(), body, request.remote)
+        status, out_headers, data = await loop.run_in_executor(self.pool, self._flask, environ)
         ticket = None
         if wait and status == 202:
             command_id = orjson.loads(data).get("command_id")
@@ -97,9 +121,7 @@ class CommandWaits:
                 except TimeoutError:
                     self._forget(ticket.id, fut)
             if ticket.done:
-                status, out_headers, data = await loop.run_in_executor(
-                    self.pool, self._render, ticket
-                )
+                status, out_headers, data = self._render(ticket)
         return web.Response(body=data, status=status, headers=out_headers)
 
     def _forget(self, command_id: str, fut: asyncio.Future[None]) -> None:
@@ -109,32 +131,79 @@ class CommandWaits:
             if not waiters:
                 del self._waiters[command_id]
 
-    def _flask(
-        self,
-        path: str,
-        query: list[tuple[str, str]],
-        headers: list[tuple[str, str]],
-        body: bytes,
-        remote: str,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """The web workers' handler, run here without the wait (on the pool)."""
-        with self.app.test_client() as client:
-            resp = client.post(
-                path,
-                query_string=query,
-                headers=headers,
-                data=body,
-                environ_base={"REMOTE_ADDR": remote},
-            )
-            return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+    def _flask(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """The web workers' handler, run here without the wait (on the pool), called with
+        ``environ`` exactly as a WSGI server calls the app."""
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None  # the legacy write(): Flask never calls it
+
+        chunks = self.app(environ, start_response)
+        try:
+            data = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status, headers = started
+        return int(status.split(" ", 1)[0]), _headers(headers), data
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
-        """The answer a web worker gives for a resolved command."""
+        """The answer a web worker gives for a resolved command (on the loop: it only encodes
+        the outcome the feed brought)."""
         from ..api.commands import resolved_response
 
-        with self.app.test_request_context():
+        with self.app.app_context():
             resp = resolved_response(ticket)
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+
+def _environ(
+    path: str,
+    query: list[tuple[str, str]],
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    remote: str | None,
+) -> dict[str, Any]:
+    """The WSGI environ (PEP 3333) of a request the gateway received, ``wait`` taken out of
+    its query: what gunicorn gives a web worker's app for the same request."""
+    from urllib.parse import urlencode
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": urlencode(query),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": remote or "",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            continue
+        if key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+        # Repeated headers are joined as a WSGI server joins them.
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    if "HTTP_HOST" in environ:
+        host, _, port = str(environ["HTTP_HOST"]).rpartition(":")
+        if host and port.isdigit():
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
+        else:
+            environ["SERVER_NAME"] = environ["HTTP_HOST"]
+    return environ
 
 
 def _headers(items: Any) -> dict[str, str]:
