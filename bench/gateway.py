@@ -299,6 +299,16 @@ def players_in_processes(
     return [x for part in parts for x in part[0]], [part[1] for part in parts]
 
 
+def gateway_health(gport: int) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        body = orjson.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    return dict(body)
+
+
 def join_players(port: int, n: int) -> list[str]:
     tokens = []
     for i in range(n):
@@ -329,6 +339,11 @@ def main() -> int:
     parser.add_argument(
         "--phases", default="viewers,players", help="comma-separated: viewers, players"
     )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="serve from this source tree instead (a baseline: e.g. `git archive main src`)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
@@ -344,6 +359,8 @@ def main() -> int:
         WORLDLOOP_RATE_LIMIT="1000",
         WORLDLOOP_RATE_BURST="1000",
     )
+    if args.src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.src.resolve()), env["PYTHONPATH"]])
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8"]
     argv += ["--bind", f"127.0.0.1:{port}", "worldloop.demo:create_app()"]
     rows: list[tuple[str, str]] = []
@@ -372,6 +389,8 @@ def main() -> int:
         feed.stop.set()
     lines = header("Stream gateway: SSE viewers and command waits on the gateway process")
     lines += [f"1-min load average at the start of each phase: {', '.join(loads)}.", ""]
+    if args.src is not None:
+        lines += [f"Server code from `{args.src}` (a baseline), not this checkout.", ""]
     lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     lines += [
         "",
@@ -463,6 +482,17 @@ def players_phase(
                 f"+ mean tick duration + 5 ms = {bound:.1f} ms)",
             )
         )
+        if p == gport:
+            phases = gateway_health(gport).get("command_phases_ms")
+            if phases:  # a baseline's gateway (--src) may not report them
+                rows.append(
+                    (
+                        "where the gateway's waits spent their time, ms (p50 / p99; its /healthz)",
+                        ", ".join(
+                            f"{name} {v['p50']:.1f} / {v['p99']:.1f}" for name, v in phases.items()
+                        ),
+                    )
+                )
         per = {role: sec / max(1, len(lat)) * 1000.0 for role, sec in meter.used.items()}
         rows.append(
             (

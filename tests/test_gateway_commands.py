@@ -157,6 +157,13 @@ async def _answer_while_busy(
         body = await resp.json()
         assert body["status"] == "applied" and body["result"] == {"moved": "c1"}
         assert not any(b.done() for b in busy)  # the pool was busy all along
+        phases = waits.phases.summary()  # where its time went, as /healthz shows it
+        assert {name: p["n"] for name, p in phases.items()} == {
+            "submit": 1,
+            "tick": 1,
+            "answer": 1,
+        }
+        assert phases["tick"]["p50"] > 0
     finally:
         release.set()
 

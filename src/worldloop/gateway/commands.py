@@ -14,7 +14,9 @@ players wait (bench/gateway.py): the handler is called as a WSGI server calls it
 dict, not Werkzeug's test client, which built a whole request twice per command), the answer
 of a resolved command is rendered on the event loop (a fraction of a millisecond: on the pool
 it queued behind the submissions), and the feed thread wakes the loop once per feed message,
-not once per resolved command.
+not once per resolved command. ``GET /healthz`` shows where a waited command's time goes
+(``command_phases_ms``: submission, the tick until the feed resolved it, the loop until the
+answer), over the last few thousand waits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import io
 import logging
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -45,6 +49,41 @@ POOL = 4
 """Threads that run the Flask side of submissions (each a few milliseconds)."""
 
 
+PHASE_SAMPLES = 4096
+"""Waits whose phases :class:`PhaseTimes` keeps (the most recent)."""
+
+
+class PhaseTimes:
+    """Where waited commands spent their time, over the last PHASE_SAMPLES of them: ``submit``
+    (received → the runner queued it: the pool, the handler, the round trip), ``tick`` (→ the
+    feed resolved it: the wait for the tick, the tick, its journal commit, the feed) and
+    ``answer`` (→ answered: the event loop waking the wait, the rendering)."""
+
+    NAMES = ("submit", "tick", "answer")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, deque[float]] = {n: deque(maxlen=PHASE_SAMPLES) for n in self.NAMES}
+
+    def add(self, submit: float, tick: float, answer: float) -> None:
+        for name, seconds in zip(self.NAMES, (submit, tick, answer), strict=True):
+            self.samples[name].append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per phase: how many, and the median and 99th percentile in milliseconds."""
+        out: dict[str, dict[str, float]] = {}
+        for name, values in self.samples.items():
+            ranked = sorted(values)
+            if not ranked:
+                continue
+            n = len(ranked)
+            out[name] = {
+                "n": n,
+                "p50": round(ranked[n // 2] * 1000.0, 2),
+                "p99": round(ranked[min(n - 1, int(n * 0.99))] * 1000.0, 2),
+            }
+        return out
+
+
 class CommandWaits:
     """``POST /api/v1/commands`` on the gateway, waits as futures."""
 
@@ -56,8 +95,11 @@ class CommandWaits:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.waiting_peak = 0
-        self._resolved: list[str] = []
-        """Ids resolved by the feed thread that the loop has not woken yet."""
+        self._resolved: list[tuple[str, float]] = []
+        """Ids resolved by the feed thread that the loop has not woken yet, and when."""
+        self._resolved_at: dict[str, float] = {}
+        """When the feed resolved each command that is waited for (monotonic)."""
+        self.phases = PhaseTimes()
         self._resolved_lock = threading.Lock()
         runtime.ipc.on_resolved = self._resolved_elsewhere
 
@@ -81,14 +123,16 @@ class CommandWaits:
             return
         with self._resolved_lock:
             first = not self._resolved
-            self._resolved.append(ticket.id)
+            self._resolved.append((ticket.id, time.monotonic()))
         if first:
             loop.call_soon_threadsafe(self._wake_resolved)
 
     def _wake_resolved(self) -> None:
         with self._resolved_lock:
             resolved, self._resolved = self._resolved, []
-        for command_id in resolved:
+        for command_id, at in resolved:
+            if command_id in self._waiters:
+                self._resolved_at[command_id] = at
             self._wake(command_id)
 
     def _wake(self, command_id: str) -> None:
@@ -99,12 +143,14 @@ class CommandWaits:
     # -- the request -----------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.Response:
+        received = time.monotonic()
         loop = asyncio.get_running_loop()
         wait = request.query.get("wait", "").lower() in FLAGS_TRUE
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
         environ = _environ(request.path, query, request.headers.items(), body, request.remote)
         status, out_headers, data = await loop.run_in_executor(self.pool, self._flask, environ)
+        submitted = time.monotonic()
         ticket = None
         if wait and status == 202:
             command_id = orjson.loads(data).get("command_id")
@@ -122,6 +168,10 @@ class CommandWaits:
                     self._forget(ticket.id, fut)
             if ticket.done:
                 status, out_headers, data = self._render(ticket)
+                resolved = self._resolved_at.pop(ticket.id, submitted)
+                self.phases.add(
+                    submitted - received, resolved - submitted, time.monotonic() - resolved
+                )
         return web.Response(body=data, status=status, headers=out_headers)
 
     def _forget(self, command_id: str, fut: asyncio.Future[None]) -> None:
@@ -130,6 +180,7 @@ class CommandWaits:
             waiters.remove(fut)
             if not waiters:
                 del self._waiters[command_id]
+                self._resolved_at.pop(command_id, None)
 
     def _flask(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         """The web workers' handler, run here without the wait (on the pool), called with
