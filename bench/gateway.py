@@ -95,19 +95,20 @@ def api_latencies(port: int, seconds: float) -> list[float]:
 
 
 class ApiProbe:
-    """:func:`api_latencies` in a client process of its own, started now, read with result()."""
+    """:func:`api_latencies` in a client process of its own, started once up front (so its
+    start-up, imports included, never lands in a measured phase)."""
 
-    def __init__(self, port: int, seconds: float) -> None:
+    def __init__(self) -> None:
         self.pool = multiprocessing.get_context("spawn").Pool(1)
-        self.pending = self.pool.apply_async(api_latencies, (port, seconds))
-        self.seconds = seconds
+        self.pool.apply(time.sleep, (0,))  # the process is up and has imported this module
 
-    def result(self) -> list[float]:
-        try:
-            return list(self.pending.get(self.seconds + 60))
-        finally:
-            self.pool.close()
-            self.pool.join()
+    def start(self, port: int, seconds: float) -> Any:
+        """Probe for ``seconds`` from now; ``.get()`` on the result waits for the latencies."""
+        return self.pool.apply_async(api_latencies, (port, seconds))
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -414,7 +415,9 @@ def viewers_phase(
     args: argparse.Namespace, port: int, gport: int, feed: Feed, feed_address: str, instance: Path
 ) -> list[tuple[str, str]]:
     """The API probe alone, then with the viewers watching: the viewers' rows."""
-    baseline = ApiProbe(port, args.seconds / 2).result()
+    probe = ApiProbe()
+    half = args.seconds / 2
+    baseline = list(probe.start(port, half).get(half + 60))
     path = f"/api/v1/stream?limit={args.limit}&hz={args.hz:g}"
     over0, ticks0 = feed.overruns, feed.ticks
     result: dict[str, Any] = {}
@@ -429,8 +432,9 @@ def viewers_phase(
     meter.start()
     t.start()
     time.sleep(min(3.0, args.seconds / 4))  # let the viewers connect before probing
-    loaded = ApiProbe(port, args.seconds / 2).result()
+    loaded = list(probe.start(port, half).get(half + 60))
     t.join(args.seconds + 120)
+    probe.close()
     meter.stop()
     over1, ticks1 = feed.overruns, feed.ticks
     frames, ages, elapsed, client_cpu = result["v"]
