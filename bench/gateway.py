@@ -5,16 +5,27 @@ the gateway; measures ``GET /api/v1/world`` latency alone (baseline), then again
 ``--viewers`` clients (raw asyncio sockets, one class: same bbox/limit) watch the gateway's
 stream at ``--hz`` for ``--seconds``. Frame age is the arrival time minus the snapshot's
 ``created_at``, read from the runner's feed (the bench subscribes to it like a web worker).
-Bounded: every phase has a deadline; results go to bench/results/gateway.md.
+Then ``--players`` players send ``move_to?wait=true`` at ``--player-hz``, first to the web
+workers, then to the gateway (the same tokens, one after the other in the same run).
+
+The clients (bench/gateway_clients.py) are kept off the path they measure: the viewers and
+the players run in ``--client-procs`` client processes of their own (asyncio), the API probe
+in a process of its own (a paced, sequential client), so no figure waits on the bench's own
+interpreter lock. The
+CPU seconds each client and server process used in each phase are reported (from /proc), so a
+saturated client or server shows. ``--phases`` runs only some phases (``players`` alone to
+look at acknowledgements). Bounded: every phase has a deadline; results go to
+bench/results/gateway.md.
 
     python bench/gateway.py --viewers 1000 --hz 10 --seconds 20 --client-procs 2
+    python bench/gateway.py --phases players --players 200 --out /tmp/players.md
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
+import os
 import statistics
 import sys
 import tempfile
@@ -24,10 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchenv import header, pct
+from gateway_clients import (
+    ApiProbe,
+    Feed,
+    join_players,
+    players_in_processes,
+    viewers_in_processes,
+)
 from liveserver import SRC, free_port, running, server_env, wait_for
 
 sys.path.insert(0, str(SRC))
@@ -36,166 +53,72 @@ from worldloop.runner.ipc import endpoints
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.md"
 
 
-class Feed(threading.Thread):
-    """The runner's feed: created_at of every tick, and the loop's overrun counter."""
-
-    def __init__(self, feed: str) -> None:
-        super().__init__(daemon=True)
-        self.created: dict[int, float] = {}
-        self.overruns = 0
-        self.ticks = 0
-        self.durations: list[float] = []
-        self.stop = threading.Event()
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(feed)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if not self.sock.poll(200):
-                continue
-            msg = orjson.loads(self.sock.recv())
-            if "tick" in msg:
-                self.created[int(msg["tick"])] = float(msg["created_at"])
-            ticker = (msg.get("stats") or {}).get("ticker") or {}
-            self.overruns = int(ticker.get("overruns", self.overruns))
-            duration = (msg.get("stats") or {}).get("last_tick_duration")
-            if duration:
-                self.durations.append(float(duration))
-            self.ticks = int(ticker.get("ticks", self.ticks))
-
-
-def api_latencies(port: int, seconds: float) -> list[float]:
-    """Sequential GET /api/v1/world for ``seconds``: each latency in ms."""
-    out: list[float] = []
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        t0 = time.perf_counter()
-        conn.request("GET", "/api/v1/world")
-        resp = conn.getresponse()
-        resp.read()
-        out.append((time.perf_counter() - t0) * 1000.0)
-        time.sleep(0.02)  # a paced probe, not a load generator
-    conn.close()
-    return out
-
-
-async def viewer(port: int, path: str, until: float, ages: list[float], feed: Feed) -> int:
-    """One SSE client on the gateway until ``until``; frames received."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
-    await writer.drain()
-    await reader.readuntil(b"\r\n\r\n")
-    frames = 0
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 once it is gone)."""
     try:
-        while True:
-            left = until - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                block = await asyncio.wait_for(reader.readuntil(b"\n\n"), left)
-            except TimeoutError:
-                break
-            at = time.time()
-            i = block.find(b"\nid: ")
-            if i < 0:
-                continue
-            tick = int(block[i + 5 : block.index(b"\n", i + 5)])
-            frames += 1
-            created = feed.created.get(tick)
-            if created is not None:
-                ages.append((at - created) * 1000.0)
-    finally:
-        writer.close()
-    return frames
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def viewers(
-    port: int, path: str, n: int, seconds: float, feed: Feed
-) -> tuple[int, list[float], float]:
-    ages: list[float] = []
-    until = time.monotonic() + seconds
-    started = time.monotonic()
-    counts = await asyncio.gather(*(viewer(port, path, until, ages, feed) for _ in range(n)))
-    return sum(counts), ages, time.monotonic() - started
+def server_processes(instance: Path) -> dict[int, str]:
+    """The server's processes (found by the instance folder in their environment: ours only),
+    by role: runner, gateway, gunicorn (the master and its web workers)."""
+    found: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if str(instance).encode() not in f.read():
+                    continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        role = next((r for r in ("runner", "gateway") if f"worldloop.{r}" in cmd), "gunicorn")
+        found[int(name)] = role
+    return found
 
 
-def viewer_process(args: tuple[int, str, int, float, str]) -> tuple[int, list[float], float]:
-    """One client process's share of the viewers (its own feed subscription for frame ages)."""
-    port, path, n, seconds, feed_address = args
-    feed = Feed(feed_address)
-    feed.start()
-    wait_for(lambda: feed.ticks > 0, 30, "the feed")
+class CpuMeter:
+    """CPU seconds per server role between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, instance: Path) -> None:
+        self.instance = instance
+        self.before: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+
+    def start(self) -> None:
+        self.roles = server_processes(self.instance)
+        self.before = {pid: cpu_seconds(pid) for pid in self.roles}
+        self.wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        self.wall = time.monotonic() - self.wall
+        used: dict[str, float] = {}
+        for pid, role in self.roles.items():
+            used[role] = used.get(role, 0.0) + cpu_seconds(pid) - self.before[pid]
+        self.used = used
+        return used
+
+    def text(self) -> str:
+        parts = [f"{role} {sec:.1f} s" for role, sec in sorted(self.used.items())]
+        return ", ".join(parts) + f" in {self.wall:.1f} s"
+
+
+def gateway_health(gport: int) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=10)
     try:
-        return asyncio.run(viewers(port, path, n, seconds, feed))
+        conn.request("GET", "/healthz")
+        body = orjson.loads(conn.getresponse().read())
     finally:
-        feed.stop.set()
-
-
-def viewers_in_processes(
-    port: int, path: str, n: int, seconds: float, feed_address: str, procs: int
-) -> tuple[int, list[float], float]:
-    """``n`` viewers spread over ``procs`` client processes (one Python process cannot parse a
-    thousand streams at 10 Hz by itself)."""
-    import multiprocessing
-
-    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(viewer_process, [(port, path, k, seconds, feed_address) for k in shares])
-    ages = [a for part in parts for a in part[1]]
-    return sum(p[0] for p in parts), ages, max(p[2] for p in parts)
-
-
-async def players(base: str, tokens: list[str], seconds: float, hz: float) -> list[float]:
-    """Each player sends ``move_to?wait=true`` at most ``hz`` times a second (the next one once
-    the last is answered) for ``seconds``: acknowledgement latencies, ms."""
-    import aiohttp
-
-    lat: list[float] = []
-    until = time.monotonic() + seconds
-    timeout = aiohttp.ClientTimeout(total=seconds + 30)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
-    ) as session:
-
-        async def play(token: str) -> None:
-            headers = {"Authorization": f"Bearer {token}"}
-            n = 0
-            next_at = time.monotonic()
-            while time.monotonic() < until and n < 10_000:
-                n += 1
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                next_at = time.monotonic() + 1.0 / hz
-                t0 = time.perf_counter()
-                async with session.post(
-                    base + "/api/v1/commands?wait=true",
-                    json={"type": "move_to", "x": float(n % 900), "y": 50.0},
-                    headers=headers,
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        lat.append((time.perf_counter() - t0) * 1000.0)
-
-        await asyncio.gather(*(play(t) for t in tokens))
-    return lat
-
-
-def join_players(port: int, n: int) -> list[str]:
-    tokens = []
-    for i in range(n):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request(
-            "POST",
-            "/api/v1/players",
-            body=orjson.dumps({"name": f"p{i}"}),
-            headers={"Content-Type": "application/json"},
-        )
-        resp = conn.getresponse()
-        body = orjson.loads(resp.read())
         conn.close()
-        tokens.append(body["token"])
-    return tokens
+    return dict(body)
 
 
 def main() -> int:
@@ -208,21 +131,35 @@ def main() -> int:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--player-hz", type=float, default=2.0)
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument(
+        "--phases", default="viewers,players", help="comma-separated: viewers, players"
+    )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        help="serve from this source tree instead (a baseline: e.g. `git archive main src`)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
 
     tmp = Path(tempfile.mkdtemp(prefix="wl-gw-bench-"))
+    instance = tmp / "instance"
     port, gport = free_port(), free_port()
     env = server_env(
-        tmp / "instance",
+        instance,
         WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
         MEADOW_ENTITIES=str(args.entities),
         WORLDLOOP_JOIN_RATE_BURST="100000",
         WORLDLOOP_RATE_LIMIT="1000",
         WORLDLOOP_RATE_BURST="1000",
     )
+    if args.src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.src.resolve()), env["PYTHONPATH"]])
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8"]
     argv += ["--bind", f"127.0.0.1:{port}", "worldloop.demo:create_app()"]
+    rows: list[tuple[str, str]] = []
+    loads: list[str] = []
     with running(argv, env, tmp, tmp / "server.log") as srv:
         srv.wait_ready(f"http://127.0.0.1:{port}", 120)
 
@@ -234,39 +171,70 @@ def main() -> int:
             return bool(body["running"])
 
         wait_for(gateway_up, 120, "the gateway")
-        feed_address = endpoints(tmp / "instance", "meadow").feed
+        feed_address = endpoints(instance, "meadow").feed
         feed = Feed(feed_address)
         feed.start()
         wait_for(lambda: feed.ticks > 0, 30, "the feed")
-        baseline = api_latencies(port, args.seconds / 2)
-        path = f"/api/v1/stream?limit={args.limit}&hz={args.hz:g}"
-        over0, ticks0 = feed.overruns, feed.ticks
-        result: dict[str, Any] = {}
-
-        def run_viewers() -> None:
-            result["v"] = viewers_in_processes(
-                gport, path, args.viewers, args.seconds, feed_address, args.client_procs
-            )
-
-        t = threading.Thread(target=run_viewers)
-        t.start()
-        time.sleep(min(3.0, args.seconds / 4))  # let the viewers connect before probing
-        loaded = api_latencies(port, args.seconds / 2)
-        t.join(args.seconds + 120)
-        over1, ticks1 = feed.overruns, feed.ticks
-        frames, ages, elapsed = result["v"]
-        tokens = join_players(port, args.players)
-        waits = {
-            where: asyncio.run(
-                players(f"http://127.0.0.1:{p}", tokens, args.seconds / 2, args.player_hz)
-            )
-            for where, p in (("web workers (gthread, 2 x 8 threads)", port), ("gateway", gport))
-        }
-        tick_ms = statistics.mean(feed.durations) * 1000.0 if feed.durations else float("nan")
+        if "viewers" in phases:
+            loads.append(f"viewers {os.getloadavg()[0]:.1f}")
+            rows += viewers_phase(args, port, gport, feed, feed_address, instance)
+        if "players" in phases:
+            loads.append(f"players {os.getloadavg()[0]:.1f}")
+            rows += players_phase(args, port, gport, feed, instance)
         feed.stop.set()
+    lines = header("Stream gateway: SSE viewers and command waits on the gateway process")
+    lines += [f"1-min load average at the start of each phase: {', '.join(loads)}.", ""]
+    if args.src is not None:
+        lines += [f"Server code from `{args.src}` (a baseline), not this checkout.", ""]
+    lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += [
+        "",
+        f"Setup: demo world (meadow, {args.entities} creatures, 20 Hz), "
+        "`gunicorn -w 2 -k gthread --threads 8` with `WORLDLOOP_GATEWAY` set; the runner starts "
+        f"the gateway. Viewers and players run in {args.client_procs} client processes "
+        "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
+        "the same 2-core machine as the server, so they share its CPU with it (their CPU "
+        "seconds are in the table). The players' phases run one after the other, web workers "
+        "first, with the same tokens.",
+        "",
+    ]
+    text = "\n".join(lines)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+def viewers_phase(
+    args: argparse.Namespace, port: int, gport: int, feed: Feed, feed_address: str, instance: Path
+) -> list[tuple[str, str]]:
+    """The API probe alone, then with the viewers watching: the viewers' rows."""
+    probe = ApiProbe()
+    half = args.seconds / 2
+    baseline = list(probe.start(port, half).get(half + 60))
+    path = f"/api/v1/stream?limit={args.limit}&hz={args.hz:g}"
+    over0, ticks0 = feed.overruns, feed.ticks
+    result: dict[str, Any] = {}
+    meter = CpuMeter(instance)
+
+    def run_viewers() -> None:
+        result["v"] = viewers_in_processes(
+            gport, path, args.viewers, args.seconds, feed_address, args.client_procs
+        )
+
+    t = threading.Thread(target=run_viewers)
+    meter.start()
+    t.start()
+    time.sleep(min(3.0, args.seconds / 4))  # let the viewers connect before probing
+    loaded = list(probe.start(port, half).get(half + 60))
+    t.join(args.seconds + 120)
+    probe.close()
+    meter.stop()
+    over1, ticks1 = feed.overruns, feed.ticks
+    frames, ages, elapsed, client_cpu = result["v"]
     expected = args.viewers * min(args.hz, 20.0) * elapsed
     base99, load99 = pct(baseline, 0.99), pct(loaded, 0.99)
-    rows = [
+    return [
         ("viewers", f"{args.viewers} at {args.hz:g} Hz, limit={args.limit}, {elapsed:.1f} s"),
         ("frames delivered", f"{frames} of ~{expected:.0f} expected = {frames / expected:.3f}"),
         ("frame age p50 / p99", f"{pct(ages, 0.5):.1f} ms / {pct(ages, 0.99):.1f} ms"),
@@ -280,32 +248,60 @@ def main() -> int:
         ),
         ("API p99 ratio with/without", f"{load99 / base99:.2f}"),
         ("tick overruns during the viewers", f"{over1 - over0} in {ticks1 - ticks0} ticks"),
+        (
+            "CPU during the viewers: server / viewer client processes",
+            f"{meter.text()} / " + ", ".join(f"{c:.1f} s" for c in client_cpu),
+        ),
     ]
-    bound = 50.0 + tick_ms + 5.0
-    for where, lat in waits.items():
+
+
+def players_phase(
+    args: argparse.Namespace, port: int, gport: int, feed: Feed, instance: Path
+) -> list[tuple[str, str]]:
+    """The players on the web workers, then the same players on the gateway."""
+    tokens = join_players(port, args.players)
+    durations0 = len(feed.durations)
+    rows = []
+    for where, p in (("web workers (gthread, 2 x 8 threads)", port), ("gateway", gport)):
+        meter = CpuMeter(instance)
+        meter.start()
+        lat, client_cpu = players_in_processes(
+            f"http://127.0.0.1:{p}", tokens, args.seconds / 2, args.player_hz, args.client_procs
+        )
+        meter.stop()
+        durations = feed.durations[durations0:] or [float("nan")]
+        tick_ms = statistics.mean(durations) * 1000.0
+        bound = 1000.0 / 20.0 + tick_ms + 5.0
         rows.append(
             (
                 f"{args.players} players at {args.player_hz:g} Hz, `?wait=true` via {where}: "
                 "ack p50 / p99",
                 f"{pct(lat, 0.5):.1f} ms / {pct(lat, 0.99):.1f} ms (n={len(lat)}; bound: period "
-                f"+ tick duration + 5 ms = {bound:.1f} ms)",
+                f"+ mean tick duration + 5 ms = {bound:.1f} ms)",
             )
         )
-    lines = header("Stream gateway: SSE viewers on the gateway process")
-    lines += ["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    lines += [
-        "",
-        f"Setup: demo world (meadow, {args.entities} creatures, 20 Hz), "
-        "`gunicorn -w 2 -k gthread --threads 8` with "
-        "`WORLDLOOP_GATEWAY` set; the runner starts the gateway; viewers and the API probe "
-        "run in the bench process on the same 2-core machine (they compete for the CPU).",
-        "",
-    ]
-    text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+        if p == gport:
+            phases = gateway_health(gport).get("command_phases_ms")
+            if phases:  # a baseline's gateway (--src) may not report them
+                rows.append(
+                    (
+                        "where the gateway's waits spent their time, ms (p50 / p99; its /healthz)",
+                        ", ".join(
+                            f"{name} {v['p50']:.1f} / {v['p99']:.1f}" for name, v in phases.items()
+                        ),
+                    )
+                )
+        per = {role: sec / max(1, len(lat)) * 1000.0 for role, sec in meter.used.items()}
+        rows.append(
+            (
+                f"CPU during the players via {where}: server / player client processes",
+                f"{meter.text()} ("
+                + ", ".join(f"{role} {ms:.2f} ms" for role, ms in sorted(per.items()))
+                + " per acknowledged command) / "
+                + ", ".join(f"{c:.1f} s" for c in client_cpu),
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ FIRST_FEED = 2.0
 """Seconds a new worker's first requests wait for the feed (the runner beats every 0.25 s)."""
 HISTORY = 10_000
 """Tickets of this worker's recent commands kept for look-ups (the runner answers the rest)."""
+UNCLAIMED = 4096
+"""Outcomes of commands this worker does not know (yet) kept for a put still under way: the
+feed may bring a command's outcome before the put that sent it has read the runner's answer
+(the tick ran at once, this process was descheduled). Every other worker's outcomes pass
+through too, so it is a bounded, most-recent-first window: seconds at hundreds of commands per
+second."""
 
 
 class RunnerUnavailable(WorldNotRunning):
@@ -94,8 +100,14 @@ class IpcBus:
         *,
         on_feed: Callable[[Mapping[str, Any]], None] | None = None,
         cache_bytes: int = 32 * 1024 * 1024,
+        early_outcomes: bool = False,
     ) -> None:
         self.world = world
+        self.early_outcomes = early_outcomes
+        """Resolve tickets from the runner's early outcome messages, sent before the tick's
+        snapshot file is written (the stream gateway, which serves no reads of the world);
+        False (a web worker): resolve them with the snapshot, so a read after an
+        acknowledgement sees the command applied."""
         self.endpoints = endpoints
         self.on_feed = on_feed
         """Called on the feed thread with every message's loop counters (``stats``)."""
@@ -106,6 +118,8 @@ class IpcBus:
         self._local = threading.local()
         self._mine: OrderedDict[str, CommandTicket] = OrderedDict()
         self._sent_to: dict[str, Any] = {}
+        self._unclaimed: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        """Outcomes the feed brought for ids not in ``_mine`` (see UNCLAIMED)."""
         """The runner (its id) that accepted each of this worker's commands."""
         self._mine_lock = threading.Lock()
         self._cv = threading.Condition()
@@ -194,6 +208,9 @@ class IpcBus:
                 self._sent_to[ticket.id] = answer.get("runner")
                 while len(self._mine) > HISTORY:
                     self._sent_to.pop(self._mine.popitem(last=False)[0], None)
+                early = self._unclaimed.pop(ticket.id, None)
+            if early is not None:  # the feed was faster than this put's answer
+                self._resolve(ticket, early)
         return ticket
 
     def keyed(self, scope: str) -> CommandTicket | None:
@@ -309,13 +326,21 @@ class IpcBus:
             self._orphan(message)
         self._stats = message.get("stats")
         outcomes: Sequence[Mapping[str, Any]] = message.get("outcomes") or ()
+        if message.get("early") and not self.early_outcomes:
+            outcomes = ()  # this worker resolves them with the snapshot, in the next message
         if outcomes:
             with self._mine_lock:
-                resolved = [(self._mine.get(o["command_id"]), o) for o in outcomes]
+                resolved = []
+                for o in outcomes:
+                    ticket = self._mine.get(o["command_id"])
+                    if ticket is not None:
+                        resolved.append((ticket, o))
+                    else:
+                        self._unclaimed[o["command_id"]] = o
+                while len(self._unclaimed) > UNCLAIMED:
+                    self._unclaimed.popitem(last=False)
             for ticket, o in resolved:
-                if ticket is not None and not ticket.done:
-                    ticket.resolve(outcome_from(ticket.command, o), int(o["tick"]))
-                    self._announce(ticket)
+                self._resolve(ticket, o)
         if "file" in message:
             with self._cv:
                 previous = self._message
@@ -331,6 +356,11 @@ class IpcBus:
                 self._cv.notify_all()  # a beat: requests waiting out STALE_GRACE go on
         if self.on_feed is not None:
             self.on_feed(message)
+
+    def _resolve(self, ticket: CommandTicket, outcome: Mapping[str, Any]) -> None:
+        if not ticket.done:
+            ticket.resolve(outcome_from(ticket.command, outcome), int(outcome["tick"]))
+            self._announce(ticket)
 
     def _orphan(self, message: Mapping[str, Any]) -> None:
         """A new runner took over: commands the old one had not journaled never will be."""

@@ -8,12 +8,27 @@ workers' — and the wait itself is a future resolved by the runner's feed when 
 outcome arrives, so a thousand waiting players cost a thousand futures, not a thousand
 threads. The answer is the one a web worker gives: 200 with the result, the refusal's own
 status, or 202 when ``WORLDLOOP_COMMAND_WAIT`` runs out first.
+
+What this costs per command is what bounds the acknowledgement's latency once hundreds of
+players wait (bench/gateway.py): the handler is called as a WSGI server calls it (one environ
+dict, not Werkzeug's test client, which built a whole request twice per command), the answer
+of a resolved command is rendered on the event loop (a fraction of a millisecond: on the pool
+it queued behind the submissions), and the feed thread wakes the loop once per feed message,
+not once per resolved command. ``GET /healthz`` shows where a waited command's time goes
+(``command_phases_ms``: submission, the tick until the feed resolved it, the loop until the
+answer), over the last few thousand waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +49,41 @@ POOL = 4
 """Threads that run the Flask side of submissions (each a few milliseconds)."""
 
 
+PHASE_SAMPLES = 4096
+"""Waits whose phases :class:`PhaseTimes` keeps (the most recent)."""
+
+
+class PhaseTimes:
+    """Where waited commands spent their time, over the last PHASE_SAMPLES of them: ``submit``
+    (received → the runner queued it: the pool, the handler, the round trip), ``tick`` (→ the
+    feed resolved it: the wait for the tick, the tick, its journal commit, the feed) and
+    ``answer`` (→ answered: the event loop waking the wait, the rendering)."""
+
+    NAMES = ("submit", "tick", "answer")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, deque[float]] = {n: deque(maxlen=PHASE_SAMPLES) for n in self.NAMES}
+
+    def add(self, submit: float, tick: float, answer: float) -> None:
+        for name, seconds in zip(self.NAMES, (submit, tick, answer), strict=True):
+            self.samples[name].append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per phase: how many, and the median and 99th percentile in milliseconds."""
+        out: dict[str, dict[str, float]] = {}
+        for name, values in self.samples.items():
+            ranked = sorted(values)
+            if not ranked:
+                continue
+            n = len(ranked)
+            out[name] = {
+                "n": n,
+                "p50": round(ranked[n // 2] * 1000.0, 2),
+                "p99": round(ranked[min(n - 1, int(n * 0.99))] * 1000.0, 2),
+            }
+        return out
+
+
 class CommandWaits:
     """``POST /api/v1/commands`` on the gateway, waits as futures."""
 
@@ -45,6 +95,12 @@ class CommandWaits:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.waiting_peak = 0
+        self._resolved: list[tuple[str, float]] = []
+        """Ids resolved by the feed thread that the loop has not woken yet, and when."""
+        self._resolved_at: dict[str, float] = {}
+        """When the feed resolved each command that is waited for (monotonic)."""
+        self.phases = PhaseTimes()
+        self._resolved_lock = threading.Lock()
         runtime.ipc.on_resolved = self._resolved_elsewhere
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -60,9 +116,24 @@ class CommandWaits:
     # -- the feed thread's side ------------------------------------------------------------
 
     def _resolved_elsewhere(self, ticket: CommandTicket) -> None:
+        """From the feed thread: ``ticket`` resolved. The loop is woken once for all the
+        tickets of a feed message (a tick resolves hundreds at once), not once for each."""
         loop = self.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, ticket.id)
+        if loop is None or loop.is_closed():
+            return
+        with self._resolved_lock:
+            first = not self._resolved
+            self._resolved.append((ticket.id, time.monotonic()))
+        if first:
+            loop.call_soon_threadsafe(self._wake_resolved)
+
+    def _wake_resolved(self) -> None:
+        with self._resolved_lock:
+            resolved, self._resolved = self._resolved, []
+        for command_id, at in resolved:
+            if command_id in self._waiters:
+                self._resolved_at[command_id] = at
+            self._wake(command_id)
 
     def _wake(self, command_id: str) -> None:
         for fut in self._waiters.pop(command_id, ()):
@@ -72,15 +143,14 @@ class CommandWaits:
     # -- the request -----------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.Response:
+        received = time.monotonic()
         loop = asyncio.get_running_loop()
         wait = request.query.get("wait", "").lower() in FLAGS_TRUE
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() != "content-length"]
-        remote = request.remote or ""
-        status, out_headers, data = await loop.run_in_executor(
-            self.pool, self._flask, request.path, query, headers, body, remote
-        )
+        environ = _environ(request.path, query, request.headers.items(), body, request.remote)
+        status, out_headers, data = await loop.run_in_executor(self.pool, self._flask, environ)
+        submitted = time.monotonic()
         ticket = None
         if wait and status == 202:
             command_id = orjson.loads(data).get("command_id")
@@ -97,8 +167,10 @@ class CommandWaits:
                 except TimeoutError:
                     self._forget(ticket.id, fut)
             if ticket.done:
-                status, out_headers, data = await loop.run_in_executor(
-                    self.pool, self._render, ticket
+                status, out_headers, data = self._render(ticket)
+                resolved = self._resolved_at.pop(ticket.id, submitted)
+                self.phases.add(
+                    submitted - received, resolved - submitted, time.monotonic() - resolved
                 )
         return web.Response(body=data, status=status, headers=out_headers)
 
@@ -108,33 +180,81 @@ class CommandWaits:
             waiters.remove(fut)
             if not waiters:
                 del self._waiters[command_id]
+                self._resolved_at.pop(command_id, None)
 
-    def _flask(
-        self,
-        path: str,
-        query: list[tuple[str, str]],
-        headers: list[tuple[str, str]],
-        body: bytes,
-        remote: str,
-    ) -> tuple[int, dict[str, str], bytes]:
-        """The web workers' handler, run here without the wait (on the pool)."""
-        with self.app.test_client() as client:
-            resp = client.post(
-                path,
-                query_string=query,
-                headers=headers,
-                data=body,
-                environ_base={"REMOTE_ADDR": remote},
-            )
-            return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+    def _flask(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """The web workers' handler, run here without the wait (on the pool), called with
+        ``environ`` exactly as a WSGI server calls the app."""
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+            started[:] = [status, headers]
+            return lambda data: None  # the legacy write(): Flask never calls it
+
+        chunks = self.app(environ, start_response)
+        try:
+            data = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status, headers = started
+        return int(status.split(" ", 1)[0]), _headers(headers), data
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
-        """The answer a web worker gives for a resolved command."""
+        """The answer a web worker gives for a resolved command (on the loop: it only encodes
+        the outcome the feed brought)."""
         from ..api.commands import resolved_response
 
-        with self.app.test_request_context():
+        with self.app.app_context():
             resp = resolved_response(ticket)
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+
+def _environ(
+    path: str,
+    query: list[tuple[str, str]],
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    remote: str | None,
+) -> dict[str, Any]:
+    """The WSGI environ (PEP 3333) of a request the gateway received, ``wait`` taken out of
+    its query: what gunicorn gives a web worker's app for the same request."""
+    from urllib.parse import urlencode
+
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": urlencode(query),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": remote or "",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    for name, value in headers:
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            continue
+        if key != "CONTENT_TYPE":
+            key = "HTTP_" + key
+        # Repeated headers are joined as a WSGI server joins them.
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    if "HTTP_HOST" in environ:
+        host, _, port = str(environ["HTTP_HOST"]).rpartition(":")
+        if host and port.isdigit():
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = host, port
+        else:
+            environ["SERVER_NAME"] = environ["HTTP_HOST"]
+    return environ
 
 
 def _headers(items: Any) -> dict[str, str]:

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoints(state.instance_path, world.name),
         world.name,
         cache_bytes=settings.snapshot_cache_bytes,
+        early_outcomes=True,  # command waits answer before the snapshot file is written
     )
     runtime = RemoteRuntime(world, bus, rate_hz=settings.rate_hz)
     runtime.start()

@@ -8,6 +8,13 @@ writes each published snapshot once into shared memory and publishes one message
 with its file, the outcomes of the workers' commands (only once the tick is journaled: the
 tickets resolve after the commit) and the loop's counters. The feed also beats while the world
 is paused, so workers can tell a paused runner from a dead one.
+
+A tick that resolved commands is announced twice: first an *early* message with only the
+outcomes and the counters, sent before the snapshot file is written (a large world's file
+takes milliseconds, tens under load), then the usual message with the file and the outcomes
+again. The stream gateway answers its command waits from the early one; web workers resolve
+their tickets from the second, with the snapshot, so a player who reads the world from the
+same worker after its acknowledgement sees its command applied.
 """
 
 from __future__ import annotations
@@ -285,8 +292,7 @@ class RunnerServer:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
-                    message = self._message(folder, last)
-                    pub.send(ipc.pack(message))
+                    self._send(pub, folder, last)
                 except Exception:  # contained: the next tick tries again
                     log.exception("worldloop: feed message failed")
                 self._prune()
@@ -297,7 +303,37 @@ class RunnerServer:
             pub.close(500 if self._farewell else 0)
             self._pub = None
 
-    def _message(self, folder: Path, last: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, pub: zmq.Socket[bytes], folder: Path, last: dict[str, Any]) -> None:
+        """This wake's messages: the early outcomes when a new snapshot file is to be written,
+        then the message with the file (or, if it cannot be written, the outcomes alone: they
+        are never held back by a snapshot)."""
+        done = self._resolved()
+        snap = self.runtime.latest
+        if done and snap is not None and last.get("tick") != snap.tick:
+            pub.send(ipc.pack(self._early(done)))
+        try:
+            message = self._message(folder, last, done)
+        except Exception:
+            if done:
+                pub.send(ipc.pack({"runner": self.id, "stats": self._stats(), "outcomes": done}))
+            raise
+        pub.send(ipc.pack(message))
+
+    def _early(self, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"runner": self.id, "stats": self._stats(), "early": True, "outcomes": outcomes}
+
+    def _resolved(self) -> list[dict[str, Any]]:
+        """The outcomes of the workers' commands resolved since the last message (each sent
+        once, or twice when announced early)."""
+        with self._pending_lock:
+            done = [t for t in self._pending.values() if t.done]
+            for ticket in done:
+                del self._pending[ticket.id]
+        return [outcome_data(t) for t in done]
+
+    def _message(
+        self, folder: Path, last: dict[str, Any], outcomes: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         rt = self.runtime
         snap = rt.latest
         message: dict[str, Any] = {"runner": self.id, "stats": self._stats()}
@@ -317,12 +353,8 @@ class RunnerServer:
                 self._files.append((time.monotonic(), path))
                 last.update(meta, file=str(path))
             message.update(last)
-        with self._pending_lock:
-            done = [t for t in self._pending.values() if t.done]
-            for ticket in done:
-                del self._pending[ticket.id]
-        if done:
-            message["outcomes"] = [outcome_data(t) for t in done]
+        if outcomes:
+            message["outcomes"] = outcomes
         return message
 
     def _stats(self) -> dict[str, Any]:

@@ -1,0 +1,124 @@
+"""The runner's feed in one process: a RunnerServer over a real world runtime and ZeroMQ, and
+two subscribers as the stream gateway and a web worker hold them (worldloop.bus.ipc.IpcBus).
+
+A tick's command outcomes reach the gateway before the tick's snapshot file is written (its
+command waits are not held up by a large world's file), while a web worker resolves its
+tickets with the snapshot, so a read after its acknowledgement sees the command applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.bare_world import Tally
+from worldloop.bus.ipc import IpcBus
+from worldloop.runner import ipc, shm
+from worldloop.runner.server import RunnerServer
+from worldloop.runtime import WorldRuntime
+
+from .support import wait_for
+
+
+class Served:
+    """A paused Tally world behind a RunnerServer, its gateway-side and worker-side buses."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.runtime = WorldRuntime(Tally(), rate_hz=20, start_paused=True)
+        self.runtime.start()
+        self.endpoints = ipc.endpoints(tmp, "tally")
+        self.server = RunnerServer(Flask(__name__), self.runtime, self.endpoints)
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+        self.gateway = IpcBus(self.endpoints, "tally", early_outcomes=True)
+        self.worker = IpcBus(self.endpoints, "tally")
+
+    def close(self) -> None:
+        self.gateway.close()
+        self.worker.close()
+        self.server.stop()
+        self.thread.join(5)
+        self.runtime.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path)
+    try:
+        wait_for(lambda: s.gateway.runner_up and s.worker.runner_up, 10, 0.02, "the feed")
+        yield s
+    finally:
+        s.close()
+
+
+def test_outcomes_reach_the_gateway_before_the_snapshot_file_is_written(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing = threading.Event()
+    release = threading.Event()
+    write = shm.write
+
+    def slow_write(*args: Any, **kwargs: Any) -> int:
+        writing.set()
+        release.wait(10)  # a large world's file, on a loaded host
+        return write(*args, **kwargs)
+
+    at_gateway = served.gateway.put("add", {"by": 2}, "p1")
+    at_worker = served.worker.put("add", {"by": 3}, "p2")
+    monkeypatch.setattr(shm, "write", slow_write)
+    stepping = threading.Thread(target=served.runtime.step, args=(1,))
+    stepping.start()
+    try:
+        assert writing.wait(10), "the tick's snapshot file was never written"
+        assert at_gateway.wait(5), "the gateway's ticket waited for the snapshot file"
+        assert at_gateway.outcome is not None and at_gateway.outcome.ok
+        assert not at_worker.done  # the worker's resolves with its snapshot
+    finally:
+        release.set()
+        stepping.join(10)
+    assert at_worker.wait(5)
+    snap = served.worker.latest
+    assert snap is not None and at_worker.tick is not None and snap.tick >= at_worker.tick
+    assert at_worker.outcome is not None and at_worker.outcome.ok
+    assert snap.data["n"] >= at_worker.outcome.result["n"]
+
+
+def test_outcomes_travel_without_a_snapshot_file_that_cannot_be_written(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(shm, "write", broken)
+    ticket = served.worker.put("add", {"by": 1}, "p1")
+    served.runtime.step(1)
+    assert ticket.wait(5), "a failed snapshot file held the outcome back"
+    assert ticket.outcome is not None and ticket.outcome.ok
+
+
+def test_an_outcome_that_comes_before_its_puts_answer_still_resolves_it(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick ran, and the feed brought the outcome, before the put that sent the command
+    had read the runner's answer (a descheduled worker): the ticket resolves all the same,
+    instead of its wait running out."""
+    bus = served.worker
+    request = bus.request
+
+    def late_answer(message: dict[str, Any], timeout: float = 5.0) -> Any:
+        answer = request(message, timeout)
+        before = bus.received_at
+        served.runtime.step(1)  # the command's tick, journaled and published
+        wait_for(lambda: bus.received_at > before and bus.latest is not None, 5, 0.01)
+        wait_for(lambda: bus.latest is not None and bus.latest.tick >= served.runtime.tick, 5)
+        return answer
+
+    monkeypatch.setattr(bus, "request", late_answer)
+    ticket = bus.put("add", {"by": 5}, "p1")
+    assert ticket.wait(2), "the outcome that came first was lost"
+    assert ticket.outcome is not None and ticket.outcome.ok
