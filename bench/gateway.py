@@ -149,6 +149,7 @@ def main() -> int:
     env = server_env(
         instance,
         WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
+        WORLDLOOP_RUNNER="process",  # the split it measures, whatever the caller's setting
         MEADOW_ENTITIES=str(args.entities),
         WORLDLOOP_JOIN_RATE_BURST="100000",
         WORLDLOOP_RATE_LIMIT="1000",

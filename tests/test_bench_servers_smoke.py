@@ -5,6 +5,8 @@ deploy sizing, players, the runner split and the Celery offload. Together with t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.test_bench_smoke import run_bench
@@ -32,3 +34,13 @@ def test_celery_offload_bench_runs() -> None:
     require_broker(AMQP)
     out = run_bench("celery_offload.py", "--seconds", "2", "--forecast-ticks", "50")
     assert "|" in out
+
+
+def test_gateway_bench_runs(tmp_path: Path) -> None:
+    out = run_bench(
+        "gateway.py",
+        *("--viewers", "20", "--seconds", "2", "--players", "5", "--entities", "2000"),
+        *("--client-procs", "1", "--out", str(tmp_path / "gateway.md")),
+        timeout=600,
+    )
+    assert "frames delivered" in out and "ack p50" in out
