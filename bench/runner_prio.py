@@ -12,8 +12,13 @@ Each run is reported, with the 1-min load average at its start, and the median p
     python bench/runner_prio.py [--nice 0,10] [--rounds 2] [--seconds 15]
     python bench/runner_prio.py --quick     # a smoke run: small world, short windows
 
-Measured 2026-11-25 (2 cores, shared, load average 6-9; figures in the session's report): see
-docs/deploy.md, "CPU priority for the tick".
+Measured 2026-11-25 on the shared 2-core box (load average 8-20 from other jobs), median per
+variant of three runs of 2-3 rounds each (nice 0 -> nice 10): overruns/min under GET load 324 ->
+50, 231 -> 75, 279 -> 32; tick rate 16.6 -> 20.2, 19.2 -> 19.9, 18.7 -> 20.0 Hz; mean tick 34.9
+-> 11.6, 21.6 -> 12.9, 24.4 -> 10.5 ms; reader p99 ticking/paused 1.84 -> 1.00, 1.38 -> 1.40,
+1.54 -> 1.37; throughput vs trivial -w 2 0.77 -> 1.05, 0.77 -> 0.68, 0.65 -> 0.60. Nice 5 (60/min)
+and 19 (147/min), one run each, were not clearly better than 10. See docs/deploy.md, "CPU
+priority for the tick".
 """
 
 from __future__ import annotations
