@@ -49,6 +49,7 @@ class Setup:
     label: str
     workers: int
     runner: str | None  # None: the trivial app
+    env: dict[str, str] = field(default_factory=dict)  # more settings (bench/runner_prio.py)
 
 
 SETUPS = [
@@ -232,6 +233,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
         WORLDLOOP_JOIN_RATE_LIMIT="100000",
         WORLDLOOP_JOIN_RATE_BURST="100000",
     )
+    env.update(setup.env)
     if setup.runner is None:
         argv = gunicorn_argv(
             port,
@@ -264,6 +266,8 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             base, "get", "/api/v1/world", False, seconds=args.paused_seconds, **reader
         )
         admin(base, "resume")
+        if getattr(args, "get_only", False):  # bench/runner_prio.py: the GET windows only
+            return result
         print(f"[{setup.key}] snapshot pollers, players", file=sys.stderr, flush=True)
         result.windows["snapshot"] = measure(
             base,

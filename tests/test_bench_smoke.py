@@ -115,3 +115,9 @@ def test_ratelimit_bench_compares_memory_and_redis_limiters(tmp_path: Path):
     assert "| in-process token bucket (`memory://`, baseline) | 2 |" in out
     assert "| Redis token bucket (`redis://`, one Lua script) | 2 |" in out
     assert "fail open, within the backoff | 1 |" in out
+
+
+def test_runner_prio_bench_compares_nice_values():
+    out = run_bench("runner_prio.py", "--quick", "--nice", "0,10")
+    assert "| measure | goal | r1 nice 0 | r1 nice 10 |" in out
+    assert "| 10 |" in out  # the median row of the variant

@@ -111,6 +111,11 @@ class Settings(BaseModel):
     gateway_url: str | None = None
     """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
     from ``gateway``'s port and the host the client asked for."""
+    web_nice: int = Field(default=10, ge=0, le=19)
+    """With a runner process: how many nice steps below the runner the web workers' request
+    threads and the stream gateway run (worldloop.priority), so that under saturating reads the
+    tick gets a core first (bench/runner_prio.py). Raising a nice value needs no privileges; the
+    runner and the threads that start it keep theirs. 0: everyone at the same priority."""
 
     # -- many worlds (worldloop.host) -------------------------------------------------------------
     max_worlds: int = Field(default=100, ge=0)

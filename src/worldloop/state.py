@@ -31,6 +31,7 @@ from .lifecycle import after_fork, serving_role, stop_at_exit
 from .looppool import LoopPool, default_size
 from .offload import OffloadPlugin, TaskSender
 from .preflight import holder_is_stranger, refuse
+from .priority import lower_request_threads
 from .runner.spawn import Spawner
 from .runtime import WorldRuntime
 from .store import Store, default_store_url, open_store
@@ -330,14 +331,16 @@ class WorldLoopState:
         if self.role == "gateway":
             return  # worldloop.gateway serves the runner's feed: no world, no runner here
         split = self.settings.runner == "process" and not self.scaleout
-        if split and self.role in (*WEB_ROLES, "prefork-master"):
+        web = split and self.role in (*WEB_ROLES, "prefork-master")
+        if web:
             from .runner.forward import install_forwarding
 
             install_forwarding(app, self)
-        if policy == "never":
-            return
         if policy == "lazy":
             app.before_request(self._start_lazily)
+        if web:  # after the lazy start: the runner watch it starts keeps the runner's priority
+            lower_request_threads(app, self.settings.web_nice)
+        if policy in ("never", "lazy"):
             return
         if policy == "auto" and self.role == "reloader-parent":
             log.info(

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lifecycle.GATEWAY_PROCESS = True  # serving_role() is "gateway": no world, no runner here
     from ..bus.ipc import IpcBus
+    from ..priority import lower_process
     from ..runner.ipc import endpoints
     from ..runner.remote import RemoteRuntime
     from ..runner.worlds import remote_world
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worldloop: WORLDLOOP_GATEWAY is not set: no address to serve")
         return 2
     host, port = parse_address(settings.gateway)
+    lower_process(settings.web_nice)  # streams yield a core to the tick (worldloop.priority)
     world = state.runtime.world
     bus = IpcBus(
         endpoints(state.instance_path, world.name),
