@@ -171,9 +171,18 @@ class Fleet:
                 self._healthy = False
 
     def _released(self, world: str) -> None:
+        """A runner handed ``world`` over: its next owner takes it now. A runner that left
+        releases its worlds right after leaving the registry, so a placement read before
+        that still names it: read it again first, or the world waits a poll or two."""
         runtime = self.runtimes.get(world)
-        if runtime is not None:
-            runtime.wake()
+        if runtime is None:
+            return
+        if not self.wants(world):
+            try:
+                self.refresh()
+            except Exception as exc:  # Redis away: the standby polls the lease anyway
+                log.debug("runner %s: placing after a release failed: %s", self.me.id, exc)
+        runtime.wake()
 
     # -- placing -------------------------------------------------------------------------------
 
