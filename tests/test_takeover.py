@@ -118,6 +118,7 @@ class Standby:
     def __init__(self, name: str) -> None:
         self.name = name
         self.fleet: Fleet | None = None
+        self.owner: object | None = None
         self.woken_wanting: list[bool] = []
 
     def wake(self) -> None:
@@ -145,10 +146,37 @@ def test_a_release_after_a_leave_wakes_the_standby_with_a_fresh_placement(prefix
         assert not stay.wants(moved.name)  # the view read before the leave still names it
         leave.registry.announce_release(moved.name)
         wait_for(lambda: moved.woken_wanting, 5, 0.02, "the release to wake the standby")
-        assert moved.woken_wanting == [True]
+        assert all(moved.woken_wanting), moved.woken_wanting
     finally:
         stay.stop()
         leave.stop()
+
+
+def test_a_free_world_placed_here_by_a_refresh_wakes_its_standby(prefix: str) -> None:
+    def fleet() -> Fleet:
+        return Fleet(redis.Redis.from_url(REDIS_URL), prefix=prefix, ttl=60.0, poll=60.0)
+
+    stay, dead = fleet(), fleet()
+    standbys = [Standby(f"w{i:02d}") for i in range(12)]
+    for sb in standbys:
+        stay.attach(cast(ScaleoutRuntime, sb))
+    held = redis.Redis.from_url(REDIS_URL)
+    try:
+        dead.registry.join()
+        stay.start()
+        orphans = [sb for sb in standbys if not stay.wants(sb.name)]
+        assert orphans  # placed on the other runner
+        for sb in standbys:
+            sb.woken_wanting.clear()
+        held.set(f"{prefix}{standbys[0].name}:lease", b"elsewhere pid 1 x")  # held: not woken
+        dead.registry.leave()  # as if its entry expired: its worlds are free and placed here
+        stay.refresh()
+        assert all(sb.woken_wanting == [True] for sb in orphans if sb is not standbys[0])
+        assert standbys[0].woken_wanting == []
+    finally:
+        held.close()
+        stay.stop()
+        dead.registry.leave()
 
 
 def journal(dur: Durability, world: Drift, ticks: int, step_seconds: float) -> None:

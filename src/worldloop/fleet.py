@@ -216,6 +216,14 @@ class Fleet:
                     self._elsewhere_since.setdefault(name, now)
                 else:
                     self._elsewhere_since.pop(name, None)
+        # A free world placed here (its runner died or left): its standby tries the lease now,
+        # not a poll of its own later (the failover bound is ttl + poll + recovery).
+        for name in names:
+            runtime = self.runtimes.get(name)
+            if runtime is None or runtime.owner is not None or holders.get(name) is not None:
+                continue
+            if placed.get(name) == self.me.id:
+                runtime.wake()
 
     def wants(self, name: str) -> bool:
         """Whether this process should try ``name``'s lease now."""
