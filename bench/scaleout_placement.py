@@ -13,6 +13,10 @@ the Redis clock). The kill is the baseline: the graceful events should pause a w
 fraction of a failover.
 
     python bench/scaleout_placement.py --out bench/results/scaleout_placement.md
+
+``--baseline DIR`` runs the same events on another worldloop's ``src`` (e.g. main's, from
+``git archive``) too, alternating with this one for ``--rounds`` rounds, so a change is
+compared at the same load on this shared box.
 """
 
 from __future__ import annotations
