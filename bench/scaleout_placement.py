@@ -13,6 +13,10 @@ the Redis clock). The kill is the baseline: the graceful events should pause a w
 fraction of a failover.
 
     python bench/scaleout_placement.py --out bench/results/scaleout_placement.md
+
+``--baseline DIR`` runs the same events on another worldloop's ``src`` (e.g. main's, from
+``git archive``) too, alternating with this one for ``--rounds`` rounds, so a change is
+compared at the same load on this shared box.
 """
 
 from __future__ import annotations
@@ -95,12 +99,12 @@ def runners(client: redis.Redis, prefix: str) -> int:
 class Fleet:
     """The servers of one run, their Redis prefix and PostgreSQL schema."""
 
-    def __init__(self, tmp: Path, ttl: float, poll: float, rate: float) -> None:
+    def __init__(self, tmp: Path, ttl: float, poll: float, rate: float, src: Path) -> None:
         self.tmp = tmp
         self.prefix = f"wlbench-{uuid.uuid4().hex[:8]}:"
         self.schema = f"wl_bench_{uuid.uuid4().hex[:8]}"
         self.env = {
-            "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+            "PYTHONPATH": f"{src}:{ROOT}",
             "WORLDLOOP_REDIS_URL": REDIS_URL,
             "WORLDLOOP_REDIS_PREFIX": self.prefix,
             "WORLDLOOP_STORE_URL": PG_URL,
@@ -133,13 +137,17 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(ttl: float, poll: float, rate: float) -> Iterator[Fleet]:
+def fleet(ttl: float, poll: float, rate: float, src: Path) -> Iterator[Fleet]:
     with tempfile.TemporaryDirectory(prefix="wl-placement-") as tmp:
-        run = Fleet(Path(tmp), ttl, poll, rate)
+        run = Fleet(Path(tmp), ttl, poll, rate, src)
         try:
             yield run
         finally:
             run.close()
+
+
+Row = tuple[str, int, int, float, list[float]]
+"""One event of one run: what, worlds moved, least possible, seconds until placed, pauses."""
 
 
 def event(
@@ -150,8 +158,8 @@ def event(
     count: int,
     what: str,
     act: object,
-) -> tuple[list[str], dict[str, int]]:
-    """Run ``act()``, wait until the worlds settle on ``count`` runners; one table row. The
+) -> tuple[Row, dict[str, int]]:
+    """Run ``act()``, wait until the worlds settle on ``count`` runners; one row. The
     time counts from the moment the registry lists a joining runner (the joining
     server's own start-up is not the placement's)."""
     runners_now = runners(client, run.prefix)
@@ -168,26 +176,16 @@ def event(
     share = min(Counter(after.values()).values()) if what.startswith("join") else len(moved)
     time.sleep(0.5)  # the new owners' first entries are in the feed
     gaps = [g for g in (pause_ms(client, run.prefix, w, since_ms) for w in moved) if g is not None]
-    med = statistics.median(gaps) if gaps else float("nan")
-    top = max(gaps) if gaps else float("nan")
-    row = f"| {what} | {len(moved)} | {share} | {took:.2f} | {med:.0f} | {top:.0f} | {len(gaps)} |"
-    return [row], after
+    return (what, len(moved), share, took, gaps), after
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worlds", type=int, default=30)
-    parser.add_argument("--ttl", type=float, default=1.5)
-    parser.add_argument("--poll", type=float, default=0.2)
-    parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
+def sequence(client: redis.Redis, args: argparse.Namespace, src: Path) -> list[Row]:
+    """Two runners with the worlds, then a third joins, leaves (SIGTERM), joins again and is
+    killed (-9); the servers run the worldloop of ``src``."""
     worlds = [f"w{i:03d}" for i in range(args.worlds)]
     names = ["drift", *worlds]
-    rows: list[str] = []
-    load_start = os.getloadavg()[0]
-    with fleet(args.ttl, args.poll, args.rate) as run:
+    rows: list[Row] = []
+    with fleet(args.ttl, args.poll, args.rate, src) as run:
         _, base = run.start("a")
         run.start("b")
         for name in worlds:
@@ -205,9 +203,9 @@ def main() -> None:
         def join() -> None:
             third.append(run.start("c")[0])
 
-        out, three = event(client, run, names, two, 3, "join (graceful hand-over)", join)
-        rows += out
-        out, two = event(
+        row, three = event(client, run, names, two, 3, "join (graceful hand-over)", join)
+        rows.append(row)
+        row, two = event(
             client,
             run,
             names,
@@ -216,10 +214,10 @@ def main() -> None:
             "leave: SIGTERM (graceful hand-over)",
             lambda: third.pop().signal_group(signal.SIGTERM),
         )
-        rows += out
-        out, three = event(client, run, names, two, 3, "join again", join)
-        rows += out
-        out, _ = event(
+        rows.append(row)
+        row, three = event(client, run, names, two, 3, "join again", join)
+        rows.append(row)
+        row, _ = event(
             client,
             run,
             names,
@@ -228,21 +226,70 @@ def main() -> None:
             "kill -9 (failover: the baseline)",
             lambda: third.pop().signal_group(signal.SIGKILL),
         )
-        rows += out
+        rows.append(row)
+    return rows
+
+
+def table(label: str, runs: list[list[Row]]) -> list[str]:
+    """The rows of ``runs`` (same events, in order) merged: pauses pooled over the runs."""
+    lines = []
+    for same in zip(*runs, strict=True):
+        gaps = sorted(g for r in same for g in r[4])
+        med = statistics.median(gaps) if gaps else float("nan")
+        top = max(gaps) if gaps else float("nan")
+        lines.append(
+            f"| {same[0][0]} | {label} | {sum(r[1] for r in same)} | {sum(r[2] for r in same)} | "
+            f"{statistics.median(r[3] for r in same):.2f} | {med:.0f} | {top:.0f} | {len(gaps)} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", type=int, default=30)
+    parser.add_argument("--ttl", type=float, default=1.5)
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the src directory of another worldloop (e.g. main's, from git archive): "
+        "each round runs it too, alternating, so both are measured at the same load",
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    client = redis.Redis.from_url(REDIS_URL)
+    codes = [("this", ROOT / "src")]
+    if args.baseline is not None:
+        codes.append(("baseline", args.baseline.resolve()))
+    runs: dict[str, list[list[Row]]] = {label: [] for label, _ in codes}
+    loads = [os.getloadavg()[0]]
+    for n in range(max(1, args.rounds)):
+        for label, src in codes if n % 2 == 0 else list(reversed(codes)):
+            runs[label].append(sequence(client, args, src))
+            loads.append(os.getloadavg()[0])
     lines = header("Many worlds over many runners: join, leave, kill")
+    baseline = "" if args.baseline is None else f" (baseline: {args.baseline})"
     lines += [
-        f"{len(names)} worlds (tests/fleet_app.py: the default Drift world and {args.worlds} of "
-        f"kind drift) at {args.rate:g} Hz over one-worker gunicorn servers, Redis + "
-        f"PostgreSQL; lease ttl {args.ttl} s, standby poll {args.poll} s. Load average at the "
-        f"start {load_start:.1f}, at the end {os.getloadavg()[0]:.1f}.",
+        f"{args.worlds + 1} worlds (tests/fleet_app.py: the default Drift world and "
+        f"{args.worlds} of kind drift) at {args.rate:g} Hz over one-worker gunicorn servers, "
+        f"Redis + PostgreSQL; lease ttl {args.ttl} s, standby poll {args.poll} s. "
+        f"{args.rounds} round(s) of each code{baseline}, alternating. 1-min load average "
+        f"at the start and after each run: {', '.join(f'{x:.1f}' for x in loads)}.",
         "",
-        "| event | worlds moved | least possible | s until all placed | pause median ms | "
-        "pause max ms | pauses measured |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        "| event | code | worlds moved | least possible | s until all placed (median) | "
+        "pause median ms | pause max ms | pauses measured |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    tables = [table(label, runs[label]) for label, _ in codes]
+    for same_event in zip(*tables, strict=True):
+        lines += same_event
+    lines += [
         "",
         "*Pause*: from the last tick a moved world's old owner published to the first of its new "
-        "owner (Redis stream ids of the world's feed). *Least possible*: a joining runner's "
+        "owner (Redis stream ids of the world's feed), pooled over the rounds; at 10 Hz a world "
+        "that does not move shows 100 ms between entries. *Least possible*: a joining runner's "
         "share, or the worlds of the runner that left. The kill's pause includes the lease "
         "expiring (up to ttl after the last renewal) and recovery; a graceful hand-over "
         "writes a final snapshot, releases the lease and tells the next owner, which takes it "

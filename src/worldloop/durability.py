@@ -22,16 +22,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
-from .commands import Command, Outcome
+from .commands import Outcome
 from .errors import StoreError, WorldFenced
-from .progress import ReplayLog, ReplayProgress
+from .progress import ReplayLog
+from .replay import ReplayResult, copy_state, replay
 from .store.base import Recovery, Store, journal_record
 from .world import World, hash_state
+
+__all__ = ["Durability", "ReplayResult", "Sequencer", "copy_state", "replay"]
 
 log = logging.getLogger("worldloop.durability")
 
@@ -43,93 +43,6 @@ class Sequencer(Protocol):
     """Numbers commands (a bus, or a bare CommandQueue); told where the journal left off."""
 
     def set_last_seq(self, seq: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayResult:
-    """What a replay did: where it started and ended, and how many hashes it checked."""
-
-    snapshot_tick: int
-    tick: int
-    ticks: int
-    commands: int
-    hashes_checked: int
-    state_hash: str
-    seconds: float
-
-
-def replay(
-    world: World,
-    rec: Recovery,
-    *,
-    check_hashes: bool = True,
-    progress: ReplayProgress | None = None,
-    progress_every: int = 100,
-) -> ReplayResult:
-    """Restore ``rec``'s snapshot into ``world`` and step every tick up to ``rec.head_tick``.
-
-    Each journaled command replays through ``world.step`` (any command type), and every
-    recorded state hash is checked: a mismatch raises StoreError (the world is not
-    deterministic, or the store does not match this world's code). ``progress`` is told
-    ``(done, total)`` before the first tick, every ``progress_every`` ticks and after the last.
-    """
-    if rec.state is None or rec.snapshot_tick is None:
-        raise StoreError("nothing to replay: the store holds no snapshot for this world")
-    started = time.perf_counter()
-    world.restore(rec.state)
-    checked = 0
-    if check_hashes and rec.state_hash is not None:
-        _check(world, rec.snapshot_tick, rec.state_hash, "snapshot")
-        checked += 1
-    if world.tick != rec.snapshot_tick:
-        raise StoreError(
-            f"snapshot of tick {rec.snapshot_tick} holds tick {world.tick} (corrupt store)"
-        )
-    end = rec.snapshot_tick if rec.head_tick is None else rec.head_tick
-    total = end - rec.snapshot_tick
-    every = max(1, int(progress_every))
-    if progress is not None:
-        progress(0, total)
-    n_commands = 0
-    for tick in range(rec.snapshot_tick + 1, end + 1):
-        cmds = [Command.from_record(r) for r in rec.commands.get(tick, ())]
-        n_commands += len(cmds)
-        world.step(cmds)
-        expected = rec.hashes.get(tick)
-        if check_hashes and expected is not None:
-            _check(world, tick, expected, "journal")
-            checked += 1
-        done = tick - rec.snapshot_tick
-        if progress is not None and (done % every == 0 or done == total):
-            progress(done, total)
-    final = world.state_hash()
-    return ReplayResult(
-        rec.snapshot_tick,
-        world.tick,
-        end - rec.snapshot_tick,
-        n_commands,
-        checked,
-        final,
-        time.perf_counter() - started,
-    )
-
-
-def _check(world: World, tick: int, expected: str, where: str) -> None:
-    actual = world.state_hash()
-    if actual != expected:
-        raise StoreError(
-            f"world {world.name!r}: replay diverged at tick {tick}: state hash {actual[:12]} "
-            f"but the {where} recorded {expected[:12]}. The world is not deterministic or its "
-            "code changed since this store was written.",
-            details={"tick": tick, "expected": expected, "actual": actual, "where": where},
-        )
-
-
-def copy_state(world: World) -> dict[str, Any]:
-    """The world's full state with every array copied (safe to hand to another thread)."""
-    return {
-        k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in world.full_state().items()
-    }
 
 
 class Durability:
@@ -182,6 +95,10 @@ class Durability:
         )
         self._busy = threading.Event()
         self._writer: threading.Thread | None = None
+        self.hand_over = False
+        """Set when the world moves to another runner while this process goes on (the Redis
+        mode's rebalance): :meth:`final_snapshot` then skips a snapshot that would take
+        longer to write than its ticks take to replay, since the next owner waits on it."""
         self.notify: StoreEvent | None = None
         """Told ``("journal_written" | "snapshot_saved", tick, seconds)`` after each durable
         write (loop thread, or the snapshot writer); the runtime forwards it to its plug-ins."""
@@ -396,6 +313,16 @@ class Durability:
             return False
         if self.last_snapshot_tick == world.tick:
             return True
+        if self.hand_over and self._stepped < self._write_seconds:
+            log.info(
+                "world %r: no final snapshot for the hand-over: replaying %.3f s of ticks "
+                "since tick %s costs the next owner less than writing one (%.3f s)",
+                world.name,
+                self._stepped,
+                self.last_snapshot_tick,
+                self._write_seconds,
+            )
+            return False
         self._ensure_writer()
         self._busy.set()
         self._jobs.put((world.name, world.tick, copy_state(world), "final"))

@@ -171,9 +171,18 @@ class Fleet:
                 self._healthy = False
 
     def _released(self, world: str) -> None:
+        """A runner handed ``world`` over: its next owner takes it now. A runner that left
+        releases its worlds right after leaving the registry, so a placement read before
+        that still names it: read it again first, or the world waits a poll or two."""
         runtime = self.runtimes.get(world)
-        if runtime is not None:
-            runtime.wake()
+        if runtime is None:
+            return
+        if not self.wants(world):
+            try:
+                self.refresh()
+            except Exception as exc:  # Redis away: the standby polls the lease anyway
+                log.debug("runner %s: placing after a release failed: %s", self.me.id, exc)
+        runtime.wake()
 
     # -- placing -------------------------------------------------------------------------------
 
@@ -207,6 +216,14 @@ class Fleet:
                     self._elsewhere_since.setdefault(name, now)
                 else:
                     self._elsewhere_since.pop(name, None)
+        # A free world placed here (its runner died or left): its standby tries the lease now,
+        # not a poll of its own later (the failover bound is ttl + poll + recovery).
+        for name in names:
+            runtime = self.runtimes.get(name)
+            if runtime is None or runtime.owner is not None or holders.get(name) is not None:
+                continue
+            if placed.get(name) == self.me.id:
+                runtime.wake()
 
     def wants(self, name: str) -> bool:
         """Whether this process should try ``name``'s lease now."""

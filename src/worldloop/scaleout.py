@@ -240,6 +240,9 @@ class ScaleoutRuntime(WorldRuntime):
             self.me,
             fleet.placed.get(self.name),
         )
+        owner = self.owner
+        if owner is not None and owner.durability is not None:  # the next owner waits on it
+            owner.durability.hand_over = True
         self._give_up(None, self.shutdown_timeout)
         fleet.handed_over(self.name)
 
@@ -408,8 +411,10 @@ def scaleout_runtime(
         world,
         bus,
         make_lease=lambda: RedisLease(connect(redis_url), world.name, prefix=prefix, ttl=ttl),
-        make_store=lambda: SqlStore(store_url, schema=schema, group_commit=group_commit),
-        lookup_store=lookup_store or SqlStore(store_url, schema=schema),
+        make_store=lambda: SqlStore(
+            store_url, schema=schema, group_commit=group_commit, share_engine=True
+        ),
+        lookup_store=lookup_store or SqlStore(store_url, schema=schema, share_engine=True),
         poll=poll,
         owner_options=owner_options,
         probe_every=probe_every,

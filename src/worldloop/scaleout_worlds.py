@@ -42,7 +42,7 @@ class ScaleoutWorlds:
         settings = state.settings
         assert settings.redis_url is not None
         self.state = state
-        self.lookup = SqlStore(state.store_url, schema=settings.store_schema)
+        self.lookup = SqlStore(state.store_url, schema=settings.store_schema, share_engine=True)
         """Command and idempotency-key look-ups of every world of this process."""
         self.fleet = Fleet(
             connect(settings.redis_url),

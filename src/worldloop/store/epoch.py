@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Engine,
     Float,
     MetaData,
     String,
@@ -93,7 +95,7 @@ class EpochFence:
     def current(self, world: str) -> Claim | None:
         """The world's row as stored now (its owner's epoch and cursor), or None."""
         with self.store._read("reading the epoch") as conn:
-            epochs.create(conn, checkfirst=True)
+            ensure_table(conn)
             row = conn.execute(
                 select(epochs.c.epoch, epochs.c.cursor).where(epochs.c.world == world)
             ).first()
@@ -150,23 +152,43 @@ class EpochFence:
 def bump_epoch(store: SqlStore, world: str, owner: str) -> Claim:
     """Bump ``world``'s epoch in ``store`` for ``owner`` (committed on return): whoever ran
     it until now can commit nothing more. A new owner's claim, and a deletion's fence."""
+    try:
+        return _bump(store, world, owner)
+    except BaseException:  # the table may have been created in the rolled-back transaction
+        if store._engine is not None:
+            _ensured.discard(store._engine)
+        raise
+
+
+def _bump(store: SqlStore, world: str, owner: str) -> Claim:
     with store._write("claiming the world") as conn:
-        epochs.create(conn, checkfirst=True)
+        ensure_table(conn)
         now = time.time()
         values = {"world": world, "epoch": 1, "cursor": "0-0", "owner": owner[:200]}
         ins = (pg_insert if not store.is_sqlite else sqlite_insert)(epochs).values(
             **values, updated_at=now
         )
-        conn.execute(
+        row = conn.execute(  # the bump and the cursor read in one statement (one round trip)
             ins.on_conflict_do_update(
                 index_elements=[epochs.c.world],
                 set_={"epoch": epochs.c.epoch + 1, "owner": owner[:200], "updated_at": now},
-            )
-        )
-        row = conn.execute(
-            select(epochs.c.epoch, epochs.c.cursor).where(epochs.c.world == world)
+            ).returning(epochs.c.epoch, epochs.c.cursor)
         ).one()
     return Claim(world, int(row[0]), str(row[1]))
+
+
+_ensured: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""Engines (one per database and schema, store/engines.py) known to have the epochs table."""
+
+
+def ensure_table(conn: Connection) -> None:
+    """Create the epochs table unless it exists (once per engine: a has-table query per claim
+    was a round trip of every take-over)."""
+    engine = conn.engine
+    if engine in _ensured:
+        return
+    epochs.create(conn, checkfirst=True)
+    _ensured.add(engine)
 
 
 def fenced_store(url: str, owner: str, *, schema: str | None = None) -> EpochFence:

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import StoreError
 from ..files import private_dir
+from . import engines
 from .base import (
     JournalRecord,
     Recovery,
@@ -61,6 +62,7 @@ from .sql_schema import (
     schema_table,
     snapshots,
     sqlite_events,
+    sqlite_write_check,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqlStore"]
@@ -84,6 +86,7 @@ class SqlStore:
         readonly: bool = False,
         busy_timeout: float = 10.0,
         group_commit: bool = True,
+        share_engine: bool = False,
     ) -> None:
         self.url = str(url)
         self.group_commit = group_commit
@@ -103,6 +106,9 @@ class SqlStore:
             raise StoreError(f"bad store URL {self.url!r}: {exc}") from exc
         self.is_sqlite = self._url.get_backend_name() == "sqlite"
         self._memory = self.is_sqlite and (self._url.database or ":memory:") == ":memory:"
+        self.shares_engine = share_engine and not self.is_sqlite and not readonly
+        """PostgreSQL: use the process's engine for this database and schema (store/engines.py):
+        no new pool, connection or schema check per store (the Redis mode's take-overs)."""
 
     def __repr__(self) -> str:
         return f"SqlStore({self._url.render_as_string(hide_password=True)!r})"
@@ -114,21 +120,26 @@ class SqlStore:
         with self._open_lock:
             if self._engine is not None:
                 return
-            engine = self._make_engine()
-            try:
-                self._prepare(engine)
-            except StoreError:
-                engine.dispose()
-                raise
-            except SQLAlchemyError as exc:
-                engine.dispose()
-                raise StoreError(
-                    f"cannot open the store {self!r}: {reason(exc)}",
-                    details={"url": repr(self)},
-                ) from exc
-            self._engine = engine
+            if self.shares_engine:
+                self._engine = engines.acquire(self.url, self.schema, self._prepared_engine)
+                return
+            self._engine = self._prepared_engine()
             if self._file is not None:
                 file_held(self._file, 1)
+
+    def _prepared_engine(self) -> Engine:
+        engine = self._make_engine()
+        try:
+            self._prepare(engine)
+        except StoreError:
+            engine.dispose()
+            raise
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open the store {self!r}: {reason(exc)}", details={"url": repr(self)}
+            ) from exc
+        return engine
 
     @property
     def _file(self) -> str | None:
@@ -167,7 +178,10 @@ class SqlStore:
                 private=None if memory or not new else Path(db),
             )
         else:
-            engine = create_engine(url, **pg_engine_options(url.query, self.schema))
+            options = pg_engine_options(url.query, self.schema)
+            if self.shares_engine:  # N stores' loops on one pool: they never wait for it
+                options.update(pool_size=engines.SHARED_POOL_SIZE, max_overflow=-1)
+            engine = create_engine(url, **options)
         return engine
 
     def _prepare(self, engine: Engine) -> None:
@@ -467,23 +481,7 @@ class SqlStore:
             raise StoreError(f"the store {self!r} was opened read-only")
         with self._guard("write check"):
             if self.is_sqlite:
-                raw = self.engine.raw_connection()
-                try:
-                    cur = raw.cursor()
-                    cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-                    try:
-                        cur.execute("BEGIN IMMEDIATE")
-                        try:
-                            cur.execute(f"UPDATE {heads.name} SET tick = tick WHERE 0")
-                        finally:
-                            cur.execute("ROLLBACK")
-                    finally:
-                        cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                        cur.close()
-                except Exception as exc:  # sqlite3 errors are DBAPI errors, not SQLAlchemy's
-                    raise StoreError(f"write check failed: {type(exc).__name__}: {exc}") from exc
-                finally:
-                    raw.close()
+                sqlite_write_check(self.engine, timeout, self.busy_timeout)
                 return
             with self.engine.connect() as conn:
                 read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
@@ -494,7 +492,9 @@ class SqlStore:
     def close(self) -> None:
         with self._open_lock:
             engine, self._engine = self._engine, None
-        if engine is not None:
+        if engine is not None and self.shares_engine:
+            engines.release(self.url, self.schema)
+        elif engine is not None:
             engine.dispose()
             if self._file is not None:
                 file_held(self._file, -1)

@@ -224,3 +224,26 @@ def sqlite_events(
 def reason(exc: SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     return f"{type(orig or exc).__name__}: {orig or exc}".strip().splitlines()[0]
+
+
+def sqlite_write_check(engine: Engine, timeout: float, busy_timeout: float) -> None:
+    """Take SQLite's write lock (BEGIN IMMEDIATE), try a write that touches no row (SQLite
+    refuses only the first write of a read-only file) and roll back, waiting at most
+    ``timeout`` s; StoreError when that fails (SqlStore.check_writable)."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(f"UPDATE {heads.name} SET tick = tick WHERE 0")
+            finally:
+                cur.execute("ROLLBACK")
+        finally:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            cur.close()
+    except Exception as exc:  # sqlite3 errors are DBAPI errors, not SQLAlchemy's
+        raise StoreError(f"write check failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        raw.close()
