@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 BIN = Path(sys.executable).parent
+from worldloop.runner.fork import COMM as RUNNER_COMM  # noqa: E402
+
 T = TypeVar("T")
 B = TypeVar("B", bound="Background")
 
@@ -236,3 +238,25 @@ def gunicorn_argv(*extra: str, app: str = "worldloop.demo:create_app()") -> list
 def service_required(name: str) -> bool:
     """Under CI=true a missing service fails the test; elsewhere it skips."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def runner_pids(master: int) -> list[int]:
+    """Runner processes started for the server whose master is ``master``: a fresh
+    ``python -m worldloop.runner --watch MASTER``, or one forked from a worker of it (named
+    ``wl-runner``, worldloop.runner.fork) in the master's process group (still there once the
+    worker that forked it is gone)."""
+    found = []
+    group = os.getpgid(master)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
+            forked = comm == RUNNER_COMM and os.getpgid(int(entry.name)) == group
+        except OSError:
+            continue
+        watching = b"--watch" in argv and argv[argv.index(b"--watch") + 1 :][:1]
+        if forked or (b"worldloop.runner" in argv and watching == [str(master).encode()]):
+            found.append(int(entry.name))
+    return found

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from tests.support import free_port, running_server, wait_for
-from tests.test_runner import gunicorn, runner_pids, worker_pids
+from tests.support import free_port, runner_pids, running_server, wait_for
+from tests.test_runner import gunicorn, worker_pids
 from worldloop import priority
 from worldloop.config import Settings
 from worldloop.errors import ConfigError

@@ -13,32 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.support import BIN, Server, running_server, wait_for
-from worldloop.runner.fork import COMM
+from tests.support import BIN, Server, runner_pids, running_server, wait_for
 
 ADMIN = "runner-test-admin-token-0123456789"
-
-
-def runner_pids(master: int) -> list[int]:
-    """Runner processes started for the server whose master is ``master``: a fresh
-    ``python -m worldloop.runner --watch MASTER``, or one forked from a worker of it (named
-    ``wl-runner``, worldloop.runner.fork) in the master's process group (still there once the
-    worker that forked it is gone)."""
-    found = []
-    group = os.getpgid(master)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            comm = (entry / "comm").read_text().strip()
-            forked = comm == COMM and os.getpgid(int(entry.name)) == group
-        except OSError:
-            continue
-        watching = b"--watch" in argv and argv[argv.index(b"--watch") + 1 :][:1]
-        if forked or (b"worldloop.runner" in argv and watching == [str(master).encode()]):
-            found.append(int(entry.name))
-    return found
 
 
 def worker_pids(master: int) -> list[int]:

@@ -39,6 +39,11 @@ from liveserver import (  # noqa: E402
 )
 
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.support import runner_pids  # noqa: E402  (a runner fresh or forked, by its master)
+
+__all__ = ["runner_pids"]
 
 ADMIN_TOKEN = "faults-admin-token"
 
@@ -191,23 +196,6 @@ class Load:
                         self.acked.add(data["command_id"])
             if status in (0, 503):
                 self._stop.wait(0.05)  # the server is down or asks to wait: do not spin
-
-
-def runner_pids(master: int) -> list[int]:
-    """The runner processes of the server whose gunicorn master is ``master`` (they are
-    started with ``python -m worldloop.runner ... --watch <master pid>``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        watching = argv[argv.index(b"--watch") + 1 :][:1] if b"--watch" in argv else []
-        if b"worldloop.runner" in argv and watching == [str(master).encode()]:
-            found.append(int(entry.name))
-    return found
 
 
 def journal_ids(store_url: str, schema: str | None = None) -> Counter[str]:
