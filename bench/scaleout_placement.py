@@ -91,6 +91,12 @@ def pause_ms(client: redis.Redis, prefix: str, world: str, since_ms: int) -> flo
     return None
 
 
+def redis_ms(client: redis.Redis) -> int:
+    """Now on the Redis clock, in milliseconds (the clock of the feed's stream ids)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def runners(client: redis.Redis, prefix: str) -> int:
     """How many runners are registered (worldloop.registry)."""
     return int(client.zcard(f"{prefix}runners"))
@@ -163,13 +169,13 @@ def event(
     time counts from the moment the registry lists a joining runner (the joining
     server's own start-up is not the placement's)."""
     runners_now = runners(client, run.prefix)
-    since_ms = int(client.time()[0] * 1000)
+    since_ms = redis_ms(client)
     started = time.monotonic()
     act()  # type: ignore[operator]
     if what.startswith("join"):
         wait_for(lambda: runners(client, run.prefix) == runners_now + 1, 90, "the new runner")
         started = time.monotonic()
-        since_ms = int(client.time()[0] * 1000)  # the feed is capped: not from before the boot
+        since_ms = redis_ms(client)  # the feed is capped: not from before the boot
     after = wait_for(lambda: settled(holders(client, run.prefix, names), count), 90, what)
     took = time.monotonic() - started
     moved = [w for w in names if after[w] != before.get(w)]
