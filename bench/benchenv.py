@@ -75,4 +75,5 @@ def emit(lines: list[str], out: Path | None) -> None:
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench.benchenv import machine  # noqa: E402
+from bench.benchenv import emit, machine  # noqa: E402
 
 from worldloop import WorldRuntime  # noqa: E402
 from worldloop.clock import TickInfo  # noqa: E402
@@ -170,10 +170,7 @@ def main() -> None:
             f"| {name} | {r['ticks']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.2f} "
             f"| {r['p99'] / base:.2f} | {r['overruns']} | {r['skipped']} | {r['forecasts']} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

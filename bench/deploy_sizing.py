@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.benchenv import machine  # noqa: E402
+from bench.benchenv import emit, machine  # noqa: E402
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
@@ -251,10 +251,7 @@ def main() -> None:
         f"| SIGTERM to the master until gone (final snapshot included) | {stop_s:.2f} |",
         f"| new server until /readyz 200 (recovery included) | {recovery_s:.2f} |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 def _version(name: str) -> str:

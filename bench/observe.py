@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.observe_world import GardenWorld  # noqa: E402
 
-from benchenv import header  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from worldloop import TickReport, WorldRuntime  # noqa: E402
 from worldloop.api.stream import frame_json  # noqa: E402
 from worldloop.metrics import LoopObserver  # noqa: E402
@@ -110,11 +110,7 @@ def main() -> None:
         *bench_fanout(args.creatures, args.rounds),
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

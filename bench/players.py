@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench.benchenv import machine  # noqa: E402
+from bench.benchenv import emit, machine  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
 from worldloop.client import ApiError, Client  # noqa: E402
@@ -133,11 +133,7 @@ def main() -> None:
         f"{args.rate:g} Hz) and its journal write before it is answered.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

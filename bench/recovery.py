@@ -51,7 +51,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchenv import header
+from benchenv import emit, header
 from recovery_load import load_table, under_load
 from spawn_ready import flask_run, free_port, spawn_to_ready, trivial_once
 
@@ -463,10 +463,7 @@ def main() -> None:
         )
     lines.append("")
     lines += loaded
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

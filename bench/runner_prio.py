@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchenv import header  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from runner_split import THREADS, Result, Setup, ratio, run_setup  # noqa: E402
 
 
@@ -151,11 +151,7 @@ def main() -> None:
         f"- Whole run: {time.monotonic() - started:.0f} s; load clients share the 2 cores.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

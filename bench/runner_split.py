@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
-from benchenv import header  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789"
@@ -437,11 +437,7 @@ def main() -> None:
         "2 cores as the servers: every figure here includes that competition.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
-from bench.benchenv import header, pct  # noqa: E402
+from bench.benchenv import emit, header, pct  # noqa: E402
 from bench.scaleout_reads import add_arguments, options, reads_apart  # noqa: E402
 from tests.durability_app import Drift  # noqa: E402
 from tests.redis_support import REDIS_URL, drop_prefix  # noqa: E402
@@ -354,10 +354,7 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     took = time.monotonic() - started
     lines += ["", f"Load average (1, 5, 15 min) at the end: {load}; whole run {took:.0f} s."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -49,28 +49,11 @@ from bench.liveserver import (  # noqa: E402
     wait_for,
 )
 from tests.redis_support import REDIS_URL, drop_prefix  # noqa: E402
+from tests.scaleout_oracles import balanced, holders  # noqa: E402
 from tests.store_support import PG_URL, drop_pg_schema  # noqa: E402
 
 TOKEN = "bench-admin-0123456789"
 APP = "tests.fleet_app:create_app"
-
-
-def holders(client: redis.Redis, prefix: str, names: list[str]) -> dict[str, int | None]:
-    raw = client.mget([f"{prefix}{n}:lease" for n in names])
-    return {
-        n: None if v is None else int(v.decode().split(" pid ")[1].split()[0])
-        for n, v in zip(names, raw, strict=True)
-    }
-
-
-def settled(held: dict[str, int | None], runners: int) -> dict[str, int] | None:
-    """``held`` once every world runs and the ``runners`` loads differ by at most one."""
-    if any(p is None for p in held.values()):
-        return None
-    loads = Counter(held.values())
-    if len(loads) != runners or max(loads.values()) - min(loads.values()) > 1:
-        return None
-    return {w: p for w, p in held.items() if p is not None}
 
 
 def pause_ms(client: redis.Redis, prefix: str, world: str, since_ms: int) -> float | None:
@@ -176,7 +159,7 @@ def event(
         wait_for(lambda: runners(client, run.prefix) == runners_now + 1, 90, "the new runner")
         started = time.monotonic()
         since_ms = redis_ms(client)  # the feed is capped: not from before the boot
-    after = wait_for(lambda: settled(holders(client, run.prefix, names), count), 90, what)
+    after = wait_for(lambda: balanced(holders(client, run.prefix, names), count), 90, what)
     took = time.monotonic() - started
     moved = [w for w in names if after[w] != before.get(w)]
     share = min(Counter(after.values()).values()) if what.startswith("join") else len(moved)
@@ -203,7 +186,7 @@ def sequence(client: redis.Redis, args: argparse.Namespace, src: Path) -> list[R
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
             assert status == 201, body
-        two = wait_for(lambda: settled(holders(client, run.prefix, names), 2), 90, "2 runners")
+        two = wait_for(lambda: balanced(holders(client, run.prefix, names), 2), 90, "2 runners")
         third: list[Server] = []
 
         def join() -> None:

@@ -34,7 +34,7 @@ for path in (HERE, ROOT):
         sys.path.insert(0, str(path))
 
 import loadgen  # noqa: E402
-from benchenv import header  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
 
 THREADS = 8
@@ -272,10 +272,7 @@ def main() -> None:
     args = ap.parse_args()
     lines = [] if args.section_only else header("Scale-out reads: 1 vs 2 workers")
     lines += reads(options(args))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

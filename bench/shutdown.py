@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from benchenv import header  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from worldloop.demo.meadow import create_world  # noqa: E402
 from worldloop.durability import copy_state  # noqa: E402
 from worldloop.runtime import WorldRuntime  # noqa: E402
@@ -86,10 +86,7 @@ def main() -> None:
         f"State size: {runs[0][2] / 1e6:.1f} MB encoded; hash + encode alone: "
         f"{encode_s * 1000:.0f} ms (of the final snapshot's time, the rest is the write).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

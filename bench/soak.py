@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchenv import emit
 from liveserver import (
     StreamReader,
     free_port,
@@ -198,10 +199,7 @@ def main() -> int:
         ),
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
     return 0 if alive else 1
 
 

@@ -109,3 +109,36 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+
+
+def scaleout_env(
+    prefix: str,
+    schema: str,
+    *,
+    ttl: float,
+    poll: float,
+    redis_url: str = REDIS_URL,
+    pg_url: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a Redis-mode test server: this checkout on the path, the test's key
+    prefix and schema, lease ttl and standby poll, a small Drift world at 20 Hz that hashes
+    every tick and keeps its whole journal (for the oracles); ``extra`` on top."""
+    from tests.store_support import PG_URL
+    from tests.support import ROOT, SRC
+
+    return {
+        "PYTHONPATH": f"{SRC}:{ROOT}",
+        "WORLDLOOP_REDIS_URL": redis_url,
+        "WORLDLOOP_REDIS_PREFIX": prefix,
+        "WORLDLOOP_STORE_URL": pg_url or PG_URL,
+        "WORLDLOOP_STORE_SCHEMA": schema,
+        "WORLDLOOP_LEASE_TTL": str(ttl),
+        "WORLDLOOP_STANDBY_POLL": str(poll),
+        "WORLDLOOP_RATE_HZ": "20",
+        "WORLDLOOP_HASH_EVERY": "1",
+        "WORLDLOOP_SNAPSHOT_EVERY": "100",
+        "WORLDLOOP_JOURNAL_RETENTION": "1000000",
+        "DRIFT_PARTICLES": "8",
+        **extra,
+    }

@@ -1,11 +1,17 @@
 """The journal oracles of ../shared/SCALEOUT.md, read straight from a test's PostgreSQL schema:
-every acknowledged command journaled exactly once, and ticks contiguous up to the head."""
+every acknowledged command journaled exactly once, and ticks contiguous up to the head; and
+who runs which world, read from the leases (the placement tests and bench)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from tests.store_support import PG_URL
+
+if TYPE_CHECKING:
+    import redis
 
 DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
 
@@ -43,3 +49,22 @@ def check_journal(schema: str, acked: Collection[str], world: str | None = None)
     assert not counts or max(counts.values()) == 1, "a command journaled twice"
     assert head is not None and ticks == list(range(ticks[0], head + 1)), "a gap in ticks"
     return head
+
+
+def holders(client: redis.Redis, prefix: str, names: list[str]) -> dict[str, int | None]:
+    """Each world's runner pid, as its lease says (None: free)."""
+    raw = client.mget([f"{prefix}{n}:lease" for n in names])
+    return {
+        n: None if v is None else int(v.decode().split(" pid ")[1].split()[0])
+        for n, v in zip(names, raw, strict=True)
+    }
+
+
+def balanced(held: dict[str, int | None], runners: int) -> dict[str, int] | None:
+    """``held`` if every world is held and the loads of ``runners`` runners differ by ≤ 1."""
+    if any(p is None for p in held.values()):
+        return None
+    loads = Counter(held.values())
+    if len(loads) != runners or max(loads.values()) - min(loads.values()) > 1:
+        return None
+    return {w: p for w, p in held.items() if p is not None}

@@ -23,13 +23,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redis_support import REDIS_URL
-from tests.scaleout_oracles import check_journal, journal_of
-from tests.store_support import PG_URL
+from tests.redis_support import REDIS_URL, scaleout_env
+from tests.scaleout_oracles import balanced, check_journal, holders, journal_of
 from tests.support import (
     BIN,
-    ROOT,
-    SRC,
     Background,
     Server,
     free_port,
@@ -53,31 +50,17 @@ ARGV = gunicorn_argv(
 
 
 def env(prefix: str, schema: str) -> dict[str, str]:
-    return {
-        "PYTHONPATH": f"{SRC}:{ROOT}",
-        "WORLDLOOP_REDIS_URL": REDIS_URL,
-        "WORLDLOOP_REDIS_PREFIX": prefix,
-        "WORLDLOOP_STORE_URL": PG_URL,
-        "WORLDLOOP_STORE_SCHEMA": schema,
-        "WORLDLOOP_LEASE_TTL": str(TTL),
-        "WORLDLOOP_STANDBY_POLL": str(POLL),
-        "WORLDLOOP_RATE_HZ": "5",
-        "WORLDLOOP_HASH_EVERY": "1",
-        "WORLDLOOP_SNAPSHOT_EVERY": "50",
-        "WORLDLOOP_JOURNAL_RETENTION": "1000000",
-        "WORLDLOOP_ADMIN_TOKEN": TOKEN,
-        "WORLDLOOP_WORLD_CREATE_RATE": "1000",
-        "DRIFT_PARTICLES": "4",
-    }
-
-
-def holders(client: redis.Redis, prefix: str, names: list[str]) -> dict[str, int | None]:
-    """Each world's runner pid, as its lease says (None: free)."""
-    raw = client.mget([f"{prefix}{n}:lease" for n in names])
-    return {
-        n: None if v is None else int(v.decode().split(" pid ")[1].split()[0])
-        for n, v in zip(names, raw, strict=True)
-    }
+    return scaleout_env(
+        prefix,
+        schema,
+        ttl=TTL,
+        poll=POLL,
+        WORLDLOOP_RATE_HZ="5",
+        WORLDLOOP_SNAPSHOT_EVERY="50",
+        WORLDLOOP_ADMIN_TOKEN=TOKEN,
+        WORLDLOOP_WORLD_CREATE_RATE="1000",
+        DRIFT_PARTICLES="4",
+    )
 
 
 def worker_of(server: Server, held: dict[str, int | None]) -> set[int]:
@@ -90,16 +73,6 @@ def worker_of(server: Server, held: dict[str, int | None]) -> set[int]:
             if ppid == server.proc.pid:
                 mine.add(pid)
     return mine
-
-
-def balanced(held: dict[str, int | None], runners: int) -> dict[str, int] | None:
-    """``held`` if every world is held and the loads of ``runners`` runners differ by ≤ 1."""
-    if any(p is None for p in held.values()):
-        return None
-    loads = Counter(held.values())
-    if len(loads) != runners or max(loads.values()) - min(loads.values()) > 1:
-        return None
-    return {w: p for w, p in held.items() if p is not None}
 
 
 class Load(Background):

@@ -18,12 +18,10 @@ import pytest
 import redis
 
 from tests.durability_app import Drift
-from tests.redis_support import REDIS_URL
+from tests.redis_support import REDIS_URL, scaleout_env
 from tests.scaleout_oracles import check_journal
 from tests.store_support import PG_URL
 from tests.support import (
-    ROOT,
-    SRC,
     Server,
     free_port,
     gunicorn_argv,
@@ -56,20 +54,7 @@ def epoch_now(schema: str) -> int:
 def test_two_servers_two_workers_one_runner_and_a_kill(
     tmp_path: Path, prefix: str, schema: str
 ) -> None:
-    env = {
-        "PYTHONPATH": f"{SRC}:{ROOT}",
-        "WORLDLOOP_REDIS_URL": REDIS_URL,
-        "WORLDLOOP_REDIS_PREFIX": prefix,
-        "WORLDLOOP_STORE_URL": PG_URL,
-        "WORLDLOOP_STORE_SCHEMA": schema,
-        "WORLDLOOP_LEASE_TTL": str(TTL),
-        "WORLDLOOP_STANDBY_POLL": str(POLL),
-        "WORLDLOOP_RATE_HZ": "20",
-        "WORLDLOOP_HASH_EVERY": "1",
-        "WORLDLOOP_SNAPSHOT_EVERY": "100",
-        "WORLDLOOP_JOURNAL_RETENTION": "1000000",
-        "DRIFT_PARTICLES": "8",
-    }
+    env = scaleout_env(prefix, schema, ttl=TTL, poll=POLL)
     argv = gunicorn_argv(
         "-w", "2", "-k", "gthread", "--threads", "4", app="tests.durability_app:create_app()"
     )

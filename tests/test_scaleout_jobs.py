@@ -31,12 +31,10 @@ import redis
 
 from tests.durability_app import Drift
 from tests.jobs_durability_app import CENSUS_EVERY, DAMP_EVERY, JOBS
-from tests.redis_support import REDIS_URL
+from tests.redis_support import REDIS_URL, scaleout_env
 from tests.scaleout_oracles import check_journal
 from tests.store_support import PG_URL
 from tests.support import (
-    ROOT,
-    SRC,
     Server,
     free_port,
     gunicorn_argv,
@@ -75,21 +73,7 @@ def ran_slots(records: list[tuple[int, dict[str, Any]]], name: str) -> Counter[f
 def test_jobs_run_once_per_slot_across_a_kill_of_the_owner(
     tmp_path: Path, prefix: str, schema: str
 ) -> None:
-    env = {
-        "PYTHONPATH": f"{SRC}:{ROOT}",
-        "WORLDLOOP_REDIS_URL": REDIS_URL,
-        "WORLDLOOP_REDIS_PREFIX": prefix,
-        "WORLDLOOP_STORE_URL": PG_URL,
-        "WORLDLOOP_STORE_SCHEMA": schema,
-        "WORLDLOOP_LEASE_TTL": str(TTL),
-        "WORLDLOOP_STANDBY_POLL": str(POLL),
-        "WORLDLOOP_RATE_HZ": "20",
-        "WORLDLOOP_HASH_EVERY": "1",
-        "WORLDLOOP_SNAPSHOT_EVERY": "100",
-        "WORLDLOOP_JOURNAL_RETENTION": "1000000",
-        "WORLDLOOP_JOBS": json.dumps(WALL_JOBS),
-        "DRIFT_PARTICLES": "8",
-    }
+    env = scaleout_env(prefix, schema, ttl=TTL, poll=POLL, WORLDLOOP_JOBS=json.dumps(WALL_JOBS))
     argv = gunicorn_argv(
         "-w", "1", "-k", "gthread", "--threads", "4", app="tests.durability_app:create_app()"
     )

@@ -29,10 +29,10 @@ import redis
 
 from tests.durability_app import Drift
 from tests.forwarder import Forwarder
-from tests.redis_support import REDIS_URL, OwnRedis
+from tests.redis_support import REDIS_URL, OwnRedis, scaleout_env
 from tests.scaleout_oracles import check_journal
 from tests.store_support import PG_URL
-from tests.support import BIN, ROOT, SRC, Server, http, running_server
+from tests.support import BIN, Server, http, running_server
 from tests.support import wait_for as _wait_for
 from worldloop.durability import replay
 from worldloop.store.sql import SqlStore
@@ -60,21 +60,15 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def env(redis_url: str, prefix: str, pg_url: str, schema: str) -> dict[str, str]:
-    return {
-        "PYTHONPATH": f"{SRC}:{ROOT}",
-        "WORLDLOOP_REDIS_URL": redis_url,
-        "WORLDLOOP_REDIS_PREFIX": prefix,
-        "WORLDLOOP_STORE_URL": pg_url,
-        "WORLDLOOP_STORE_SCHEMA": schema,
-        "WORLDLOOP_LEASE_TTL": str(TTL),
-        "WORLDLOOP_STANDBY_POLL": str(POLL),
-        "WORLDLOOP_STORE_RETRY_SECONDS": "1",
-        "WORLDLOOP_RATE_HZ": "20",
-        "WORLDLOOP_HASH_EVERY": "1",
-        "WORLDLOOP_SNAPSHOT_EVERY": "100",
-        "WORLDLOOP_JOURNAL_RETENTION": "1000000",
-        "DRIFT_PARTICLES": "8",
-    }
+    return scaleout_env(
+        prefix,
+        schema,
+        ttl=TTL,
+        poll=POLL,
+        redis_url=redis_url,
+        pg_url=pg_url,
+        WORLDLOOP_STORE_RETRY_SECONDS="1",
+    )
 
 
 def via(port: int) -> str:
