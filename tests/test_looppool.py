@@ -305,7 +305,9 @@ def test_a_tick_waiting_without_cpu_hands_its_turn_on_and_turns_stay_bounded() -
         release.set()
         assert stuck.wait_for_ticks(3, 5.0), "the waiting world ticks again"
         assert most[0] == 1, "more than one thread worked at once on a pool of one"
-        assert pool.stats().threads <= 2
+        # the pool's own thread (waiting), the one its turn went to, and, while that one is
+        # busy with a tick, one idle thread kept for due work (LoopPool._ensure_idle): three
+        assert pool.stats().threads <= 3
         assert all(w.violations == 0 for w in others)
     finally:
         release.set()

@@ -23,6 +23,7 @@ SRC = ROOT / "src"
 # "worldloop.lease.redis": "redis".
 EXTRA_MODULES: dict[str, str] = {
     "worldloop.demo.kernels_numba": "fast",
+    "worldloop.demo.kernels_loops": "fast",
     "worldloop.offload.celery": "celery",
     "worldloop.demo.celery_app": "celery",
 }
