@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from .redis_support import require_redis
 from .store_support import require_postgres
-from .support import ROOT, child_env
+from .test_bench_smoke import run_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
@@ -20,16 +17,7 @@ def test_scaleout_bench_runs() -> None:
     args = ["--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"]
     args += ["--read-creatures", "500", "--read-seconds", "1", "--read-clients", "4"]
     args += ["--read-rounds", "1"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scaleout.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=child_env(),
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = proc.stdout
-    assert "Command: `python bench/scaleout.py" in out and "Machine: " in out
+    out = run_bench("scaleout.py", *args)
     assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
     assert "## Feed cost per tick" in out and "shuffled + zlib" in out
     assert "## Read throughput" in out and "| R2 | Redis mode" in out and "## On paper" in out
@@ -38,15 +26,6 @@ def test_scaleout_bench_runs() -> None:
 def test_placement_bench_runs() -> None:
     require_redis()
     require_postgres()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scaleout_placement.py"), "--worlds", "5"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=child_env(),
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = proc.stdout
-    assert "Command: `python bench/scaleout_placement.py" in out and "Machine: " in out
+    out = run_bench("scaleout_placement.py", "--worlds", "5")
     for event in ("| join (graceful", "| leave: SIGTERM", "| join again", "| kill -9"):
         assert event in out, out

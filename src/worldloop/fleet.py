@@ -52,6 +52,12 @@ def holder_key(holder: str) -> tuple[str, int] | None:
         return None
 
 
+def runner_info(holder: str | None) -> dict[str, Any] | None:
+    """``{"host", "pid"}`` of a lease holder value, None for none (or one not understood)."""
+    found = None if holder is None else holder_key(holder)
+    return None if found is None else {"host": found[0], "pid": found[1]}
+
+
 class Fleet:
     """This process's view of the deployment's runners and worlds; see the module docstring."""
 
@@ -252,9 +258,7 @@ class Fleet:
 
     def runner_of(self, name: str) -> dict[str, Any] | None:
         """Who runs ``name`` as last read (``{"host", "pid"}``), None when nobody does."""
-        holder = self.holders.get(name)
-        found = None if holder is None else holder_key(holder)
-        return None if found is None else {"host": found[0], "pid": found[1]}
+        return runner_info(self.holders.get(name))
 
     def describe(self) -> dict[str, Any]:
         """This process, the live runners and how many worlds each is placed with."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .bus.redis import RedisBus
 from .clock import TickerStats
 from .errors import ConfigError, StoreError, WorldLockedError, WorldNotRunning
+from .fleet import runner_info
 from .lease.redis import RedisLease
 from .runtime import WorldRuntime
 from .scaleout_probe import ServiceProbe
@@ -300,12 +301,10 @@ class ScaleoutRuntime(WorldRuntime):
 
     def ownership(self) -> dict[str, Any]:
         """Who runs the world (``{"host", "pid"}`` or None) and the newest epoch served."""
-        runner = None if self.fleet is None else self.fleet.runner_of(self.name)
-        if runner is None and self.fleet is None:
-            holder = self.lease_holder()
-            if holder is not None and " pid " in holder:
-                host, _, pid = holder.partition(" pid ")
-                runner = {"host": host, "pid": int(pid.split()[0])}
+        if self.fleet is not None:
+            runner = self.fleet.runner_of(self.name)
+        else:
+            runner = runner_info(self.lease_holder())
         epoch = self.redis_bus.position[0]
         return {"runner": runner, "epoch": epoch if epoch > 0 else None}
 
