@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import kernels_loops as loops  # sets OMP_WAIT_POLICY (numba starts no thread on import)
-from .kernels import F32, F64, raw_float32_pairs
+from .kernels import F32, F64, pcg64_drawn, pcg64_streams, raw_float32_pairs
 
 PARALLEL_MIN_ROWS = 50_000
 """Below this many rows (or cells) a loop runs on the calling thread: waking the other threads
@@ -130,6 +130,50 @@ class NumbaKernels:
             _call(loops.wander, n, vel, rng.random((n, 2), dtype=np.float32), *args)
         else:
             _call(loops.wander_raw, n, vel, raw, *args)
+
+    def wander_move(
+        self,
+        vel: F64,
+        pos: F64,
+        rng: np.random.Generator,
+        kick: tuple[float, float],
+        dt: float,
+        size: tuple[float, float, int, int],
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]] | None:
+        n = pos.shape[0]
+        fn, _chunks, locked = _pick(loops.wander_move, n)
+        try:
+            # the one-thread build walks the same ranges one after the other: the ranges
+            # (and so the draws' start states) do not depend on the build
+            streams = pcg64_streams(rng, n, max(nb.get_num_threads(), 1) if n else 1)
+            if streams is None:
+                return None
+            width, height, cols, rows = size
+            started = time.perf_counter()
+            out, outside, cells, last = fn(
+                pos,
+                vel,
+                streams.starts,
+                streams.inc_hi,
+                streams.inc_lo,
+                np.float32(0.5),
+                np.float32(kick[0]),
+                float(kick[1]),
+                float(dt),
+                float(width),
+                float(height),
+                cols,
+                rows,
+                cols / width,
+                rows / height,
+            )
+            if n >= PARALLEL_MIN_ROWS:
+                timings.record(id(loops.wander_move), locked, n, time.perf_counter() - started)
+        finally:
+            if locked:
+                _parallel.release()
+        pcg64_drawn(rng, n, int(last))
+        return out, bool(outside), cells
 
     def move(
         self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
@@ -234,6 +278,7 @@ class NumbaKernels:
             self.wander(p.copy(), rng, 1.0, 1.0)
             self.wander(p.copy(), np.random.Generator(np.random.MT19937(0)), 1.0, 1.0)
             self.move(p, p, 0.1, 1.0, 1.0, g.shape[1], g.shape[0])
+            self.wander_move(p.copy(), p, rng, (1.0, 1.0), 0.1, (1.0, 1.0, 2, 2))
             cells = self.cells(p, g.shape[1], g.shape[0], 1.0, 1.0)
             energy = np.ones(rows)
             for sheep in (None, np.ones(rows, dtype=np.bool_)):

@@ -27,11 +27,21 @@ def grow_grass(m: Meadow) -> None:
 
 
 def wander(m: Meadow) -> None:
-    """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
+    """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped.
+
+    With no avatars, ``flee`` and ``avatars`` change no velocity, so the kernels may move
+    everyone in the same pass (``Kernels.wander_move``): ``movement`` then takes what it made.
+    """
     n = len(m.ids)
     if n == 0:
         return
-    m.kernels.wander(m.vel, m.rng, m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
+    kick = (m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
+    if m._avatars.size == 0:
+        size = (m.width, m.height, m.gcols, m.grows)
+        m._wandered_moved = m.kernels.wander_move(m.vel, m.pos, m.rng, kick, m.dt, size)
+        if m._wandered_moved is not None:
+            return
+    m.kernels.wander(m.vel, m.rng, *kick)
 
 
 def flee(m: Meadow) -> None:
@@ -73,7 +83,10 @@ def steer_avatars(m: Meadow) -> None:
 def movement(m: Meadow) -> None:
     # a tick moves far less than the world's size, so one wrap each way is nearly always
     # enough; what is still outside (a huge velocity set by a command) is wrapped here
-    m.pos, outside, cells = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    moved, m._wandered_moved = m._wandered_moved, None
+    if moved is None:
+        moved = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    m.pos, outside, cells = moved
     m._moved_cells = None if outside else (m.pos, cells)  # for graze, next
     if outside:
         for axis, size in ((0, m.width), (1, m.height)):
