@@ -215,6 +215,20 @@ def test_numba_without_avatars_gives_the_same_hash_until_one_joins(numba_builds:
 
 
 @needs_numba
+def test_grass_grows_once_a_tick_whether_or_not_sheep_graze_it() -> None:
+    a, b = (
+        Meadow(width=200, height=100, entities=0, seed=3, kernels=k) for k in ("numpy", "numba")
+    )
+    before = a.grass.copy()
+    for _ in range(3):  # no sheep: graze has nothing to eat, the grass grows all the same
+        a.step([])
+        b.step([])
+        assert a.state_hash() == b.state_hash()
+    assert (a.grass > before).any()
+    assert b.kernels.grows_while_grazing and not b._grass_to_grow  # nothing left pending
+
+
+@needs_numba
 def test_numba_gives_the_same_hash_with_one_thread_or_two() -> None:
     import numba
 

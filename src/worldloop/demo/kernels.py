@@ -91,6 +91,23 @@ class Kernels(Protocol):
         of it. Returns the new energy (``energy`` + what each row ate)."""
         ...
 
+    grows_while_grazing: bool
+    """Whether :meth:`grow_graze` grows and grazes the grass in one pass (else it is None)."""
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        """:meth:`grow_grass` (``growth`` = (regrow, grass_max)) then :meth:`graze` (``food`` =
+        (bite, food_energy)) in one pass over the cells, ``grass`` (flat) left as it is: the
+        new energy and the new flat grass, or None (nothing done) without such a pass."""
+        ...
+
     def cells(
         self, pos: F64, cols: int, rows: int, width: float, height: float
     ) -> NDArray[np.signedinteger[Any]]:
@@ -166,6 +183,19 @@ class NumpyKernels:
             np.subtract(col, size, out=col, where=col >= size)
             outside = outside or bool(col.size and (col.min() < 0.0 or col.max() >= size))
         return out, outside, self.cells(out, cols, rows, width, height)
+
+    grows_while_grazing = False  # the reference runs the two systems as they are written
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        return None
 
     def cells(
         self, pos: F64, cols: int, rows: int, width: float, height: float

@@ -199,6 +199,36 @@ class NumbaKernels:
         bite: float,
         food_energy: float,
     ) -> F64:
+        return self._graze(cells, sheep, grass, grass, energy, (bite, food_energy), None)
+
+    grows_while_grazing = True
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        out = np.empty_like(grass)
+        return self._graze(cells, sheep, grass, out, energy, food, growth), out
+
+    def _graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        out: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float] | None,
+    ) -> F64:
+        """Graze ``grass`` (flat) into ``out`` (itself or a new array), growing it first
+        when ``growth`` is (regrow, grass_max); the new energy."""
+        bite, food_energy = food
+        regrow, grass_max = growth or (0.0, 0.0)
         flat = grass.reshape(-1)
         mask = np.ones(0, dtype=np.bool_) if sheep is None else sheep
         use_mask = sheep is not None
@@ -211,14 +241,18 @@ class NumbaKernels:
             flat.size,
             counts,
             flat,
+            out.reshape(-1),
             np.float32(bite),
             np.float32(1.0),
             np.float32(1e-12),
+            growth is not None,
+            np.float32(regrow),
+            np.float32(grass_max),
         )
-        out: F64 = _call(
+        new_energy: F64 = _call(
             loops.eat, cells.size, cells, mask, use_mask, share, energy, bite * food_energy
         )
-        return out
+        return new_energy
 
     def life(
         self,
@@ -283,6 +317,7 @@ class NumbaKernels:
             energy = np.ones(rows)
             for sheep in (None, np.ones(rows, dtype=np.bool_)):
                 self.graze(cells, sheep, g.reshape(-1), energy, 0.1, 0.5)
+                self.grow_graze(cells, sheep, g.reshape(-1), energy, (0.1, 0.5), (0.1, 1.0))
             kind = np.zeros(rows, dtype=np.int8)
             age, dead = self.life(kind, np.zeros(rows, dtype=np.int32), energy, 0.1, 10, 2.0)[:2]
             self.compact(

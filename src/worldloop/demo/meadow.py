@@ -250,6 +250,8 @@ class Meadow(World):
             tuple[NDArray[np.float64], bool, NDArray[np.signedinteger[Any]]] | None
         ) = None
         """What ``wander`` made when it moved everyone too (``movement`` takes it, next)."""
+        self._grass_to_grow = False
+        """Whether this tick's grass growth waits for ``graze`` (systems.grow_grass)."""
         self._avatars = np.flatnonzero(self.kind == AVATAR)
         self._upper = np.array(
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64

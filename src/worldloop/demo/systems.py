@@ -23,6 +23,15 @@ KIND_NAMES = ("sheep", "avatar")
 
 
 def grow_grass(m: Meadow) -> None:
+    """Grass grows everywhere, up to ``grass_max``: here, or (kernels that can) in the same
+    pass as ``graze``, next to read or write the grass."""
+    if m.kernels.grows_while_grazing:
+        m._grass_to_grow = True
+        return
+    _grow_now(m)
+
+
+def _grow_now(m: Meadow) -> None:
     m.grass = m.kernels.grow_grass(m.grass, m.params.grass_regrow, m.params.grass_max)
 
 
@@ -96,13 +105,24 @@ def movement(m: Meadow) -> None:
 
 
 def graze(m: Meadow) -> None:
+    grow, m._grass_to_grow = m._grass_to_grow, False
     n_sheep = len(m.ids) - m._avatars.size
     if n_sheep == 0:
+        if grow:
+            _grow_now(m)
         return
     p = m.params
     sheep = None if m._avatars.size == 0 else m.kind == SHEEP
     moved, m._moved_cells = m._moved_cells, None
     cells = moved[1] if moved is not None and moved[0] is m.pos else m._cells()
+    if grow:
+        food, growth = (p.bite, p.food_energy), (p.grass_regrow, p.grass_max)
+        both = m.kernels.grow_graze(cells, sheep, m.grass.reshape(-1), m.energy, food, growth)
+        if both is not None:
+            m.energy, flat = both
+            m.grass = flat.reshape(m.grass.shape)
+            return
+        _grow_now(m)
     grass = m.writable("grass").reshape(-1)
     m.energy = m.kernels.graze(cells, sheep, grass, m.energy, p.bite, p.food_energy)
 
