@@ -295,7 +295,9 @@ def main() -> None:
         "",
         f"Where the time goes at {bd_size:,} creatures: median wall ms / process CPU ms per tick "
         f"of each system over {args.breakdown_ticks} ticks (run one by one as `World.step` "
-        "runs them; a separate run from the table above).",
+        "runs them; a separate run from the table above). The numba kernels' wander also "
+        "moves everyone (no avatars here) and their grazing also grows the grass, one pass "
+        "each: their movement and grass rows only hand over what those made.",
         "",
         *breakdown_lines,
         "",
