@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
 from numba.extending import intrinsic
 
 Pair = tuple[Callable[..., Any], Callable[..., Any]]
@@ -117,9 +116,10 @@ def _mulhi_typed(typingctx: Any, a: Any, b: Any) -> Any:  # pragma: no cover - c
     sig = nb.types.uint64(nb.types.uint64, nb.types.uint64)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        wide = ir.IntType(128)
+        narrow = args[0].type  # LLVM's i64; its class makes the i128 (and its constants)
+        wide = type(narrow)(128)
         product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
-        return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
+        return builder.trunc(builder.lshr(product, wide(64)), narrow)
 
     return sig, codegen
 
