@@ -104,24 +104,28 @@ def measure_impls(
     impls: list[tuple[str, int]], n: int, ticks: int, warmup: int, block: int
 ) -> list[dict[str, Any]]:
     """Wall and process-CPU ms per tick of step and of the snapshot build, and the final hash,
-    of each (kernels, numba threads), measured two ways on the same worlds, one after the
-    other: ``ticks`` ticks each taking turns one tick at a time (``turn_`` keys: every tick
-    finds the caches full of the other worlds, a worst case), then ``ticks`` ticks each in
-    blocks of ``block`` consecutive ticks, the implementations taking turns block by block
-    (no prefix: a server ticks one world, tick after tick). Taking turns, a burst of load
-    from the other jobs on the machine hits them all alike."""
+    of each (kernels, numba threads), measured two ways on the same worlds: ``ticks`` ticks
+    each taking turns one tick at a time (``turn_`` keys: every tick finds the caches full of
+    the other worlds, a worst case), and ``ticks`` ticks each in blocks of ``block``
+    consecutive ticks, the implementations taking turns block by block (no prefix: a server
+    ticks one world, tick after tick). The methods alternate round by round (``block`` ticks
+    of each), and so do the implementations: a burst of load from the other jobs on the
+    machine hits them all alike."""
     worlds = []
     for kernels, threads in impls:
         set_threads(threads)
         worlds.append(make_meadow(kernels, n))
     turns = [_Times() for _ in impls]
     blocks = [_Times() for _ in impls]
-    for i in range(warmup + ticks):  # warm-up ticks also load (or compile) the numba kernels
-        for (_kernels, threads), world, times in zip(impls, worlds, turns, strict=True):
-            times.tick(world, threads, i >= warmup)
-    for start in range(0, ticks, block):
+    for _ in range(warmup):  # warm-up ticks also load (or compile) the numba kernels
+        for (_kernels, threads), world in zip(impls, worlds, strict=True):
+            _Times().tick(world, threads, False)
+    for start in range(0, ticks, block):  # the two methods alternate too, a round each
+        length = min(block, ticks - start)
+        for _ in range(length):
+            for (_kernels, threads), world, times in zip(impls, worlds, turns, strict=True):
+                times.tick(world, threads, True)
         for (_kernels, threads), world, times in zip(impls, worlds, blocks, strict=True):
-            length = min(block, ticks - start)
             for j in range(length):  # a block's first tick finds cold caches: not counted
                 times.tick(world, threads, j > 0 or length == 1)
     return [

@@ -273,9 +273,10 @@ def main() -> None:
         "",
         f"Each implementation runs from the same seed, on its own world, all in one process. "
         f"After {args.impl_warmup} warm-up ticks, {args.impl_ticks} ticks each taking turns one "
-        f"tick at a time, then {args.impl_ticks} ticks each in blocks of {args.impl_block} "
-        "consecutive ticks, the implementations taking turns block by block (a burst of load "
-        "from other jobs hits them all alike either way). The main columns are the blocks, "
+        f"tick at a time, and {args.impl_ticks} ticks each in blocks of {args.impl_block} "
+        "consecutive ticks, the implementations taking turns block by block; the two methods "
+        f"alternate every {args.impl_block} ticks of each (a burst of load from other jobs "
+        "hits every implementation and both methods alike). The main columns are the blocks, "
         "without each block's first tick: tick after tick on one world is what a server "
         "does. The one-tick-each column is the worst case: every tick finds the caches full "
         "of the other worlds (a 1M-creature world is tens of MB). The OpenMP-default-wait row "
