@@ -240,17 +240,18 @@ def main() -> None:
         "--breakdown-size", type=int, default=0, help="per-system table (0: largest impl size)"
     )
     ap.add_argument("--breakdown-ticks", type=int, default=20)
-    ap.add_argument("--one-impl", help=argparse.SUPPRESS)  # kernels:threads:n:ticks:warmup
+    ap.add_argument("--impl-block", type=int, default=10, help="consecutive ticks per turn")
+    ap.add_argument("--one-impl", help=argparse.SUPPRESS)  # kernels:threads:n:ticks:warmup:block
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
     if args.one_impl:
-        kernels, threads, n, ticks, warmup = args.one_impl.split(":")
-        r = impls.measure_impl(kernels, int(threads), int(n), int(ticks), int(warmup))
+        kernels, threads, n, ticks, warmup, block = args.one_impl.split(":")
+        r = impls.measure_impl(kernels, int(threads), int(n), int(ticks), int(warmup), int(block))
         print(stdlib_json.dumps(r))
         return
     impl_sizes = [int(n) for n in args.impl_sizes.split(",")]
     impl_lines, all_same = impls.compare_implementations(
-        impl_sizes, args.impl_ticks, args.impl_warmup
+        impl_sizes, args.impl_ticks, args.impl_warmup, args.impl_block
     )
     bd_size = args.breakdown_size or max(impl_sizes)
     breakdown_lines = impls.breakdown(bd_size, args.breakdown_ticks, args.impl_warmup)
@@ -270,24 +271,34 @@ def main() -> None:
         "",
         "## Implementations side by side",
         "",
-        f"{args.impl_ticks} ticks after {args.impl_warmup} warm-up ticks, each implementation "
-        "from the same seed, their ticks taking turns (one tick of each, then the next round: "
-        "a burst of load from other jobs hits them all alike; the OpenMP-default-wait row runs "
-        "after them, in a child process). Wall ms per tick, and CPU ms per tick of the whole "
-        "process (all threads: less sensitive to the other jobs on the machine than wall "
-        "time). The snapshot is what the runtime publishes after each tick: the baseline "
-        "copies its arrays and its spatial grid (built inside its step); the kernels' meadow "
-        "shares its "
+        f"Each implementation runs from the same seed, on its own world, all in one process. "
+        f"After {args.impl_warmup} warm-up ticks, {args.impl_ticks} ticks each taking turns one "
+        f"tick at a time, and {args.impl_ticks} ticks each in blocks of {args.impl_block} "
+        "consecutive ticks, the implementations taking turns block by block; the two methods "
+        f"alternate every {args.impl_block} ticks of each (a burst of load from other jobs "
+        "hits every implementation and both methods alike). The main columns are the blocks, "
+        "without each block's first tick: tick after tick on one world is what a server "
+        "does. The one-tick-each column is the worst case: every tick finds the caches full "
+        "of the other worlds (a 1M-creature world is tens of MB). The OpenMP-default-wait row "
+        "runs after the others, alone in a child process (so its two methods differ only in "
+        "when they run). Wall ms per tick, and CPU ms per tick of the whole process (all "
+        "threads: less sensitive to the other jobs on the machine than wall time). The "
+        "snapshot is what the runtime publishes after each tick: the baseline copies its "
+        "arrays and its spatial grid (built inside its step); the kernels' meadow shares its "
         "arrays read-only and leaves the grid to the first reader that queries a region. The "
         "state hash after the run must be the baseline's. On 2 threads each numba loop runs "
         "its parallel or its one-thread build, whichever has lately been faster per row "
-        "(`kernels_numba._Timings`; the same bits either way).",
+        "(`kernels_numba._Timings`; the same bits either way). With no avatars, the numba "
+        "kernels wander and move in one pass, making the random draws on both threads "
+        "(`kernels_loops.wander_move`).",
         "",
         *impl_lines,
         "",
         f"Where the time goes at {bd_size:,} creatures: median wall ms / process CPU ms per tick "
         f"of each system over {args.breakdown_ticks} ticks (run one by one as `World.step` "
-        "runs them; a separate run from the table above).",
+        "runs them; a separate run from the table above). The numba kernels' wander also "
+        "moves everyone (no avatars here) and their grazing also grows the grass, one pass "
+        "each: their movement and grass rows only hand over what those made.",
         "",
         *breakdown_lines,
         "",

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from worldloop.commands import Command
-from worldloop.demo.kernels import NumpyKernels, get_kernels, numba_available, raw_float32_pairs
+from worldloop.demo.kernels import (
+    NumpyKernels,
+    get_kernels,
+    numba_available,
+    pcg64_drawn,
+    pcg64_streams,
+    raw_float32_pairs,
+)
 from worldloop.demo.meadow import Meadow, create_world
 from worldloop.durability import replay
 from worldloop.store import open_store
@@ -147,6 +154,78 @@ def test_numba_wander_falls_back_to_drawing_the_kicks_the_same_way() -> None:
         NumbaKernels().wander(vel[1], rngs[1], 5.2, 8.0)
         assert np.array_equal(vel[0], vel[1])
         assert np.array_equal(rngs[0].random(9, dtype=np.float32), rngs[1].random(9, np.float32))
+
+
+@needs_numba
+@pytest.mark.parametrize("build", [0, 1], ids=["parallel", "one-thread"])
+def test_wander_and_move_in_one_pass_make_the_draws_and_rows_of_the_two_passes(
+    build: int,
+) -> None:
+    from worldloop.demo import kernels_loops as loops
+
+    width, height, cols, rows = 370.0, 230.0, 37, 23
+    geometry = (0.05, width, height, cols, rows, cols / width, rows / height)
+    kick = (np.float32(0.5), np.float32(5.2), 8.0)
+    for n in (1, 7, 1000, 3 * loops.DRAW_BLOCK + 5):
+        start = np.random.default_rng(n)
+        start.random(5)  # somewhere along the stream
+        pos = np.random.default_rng(1).uniform(0, 1, (n, 2)) * [width, height]
+        vel = np.random.default_rng(2).normal(0, 30, (n, 2))  # some rows leave the meadow
+        two_passes = np.random.default_rng(0)
+        two_passes.bit_generator.state = start.bit_generator.state
+        want_vel = vel.copy()
+        raw = raw_float32_pairs(two_passes, n)
+        loops.wander_raw[build](want_vel, raw, *kick)
+        want_pos, want_outside, want_cells = loops.move[build](pos, want_vel, *geometry)
+        for chunks in (1, 2, 3, 7):
+            one_pass = np.random.default_rng(0)
+            one_pass.bit_generator.state = start.bit_generator.state
+            streams = pcg64_streams(one_pass, n, chunks)
+            assert streams is not None
+            got_vel = vel.copy()
+            got_pos, outside, got_cells, last = loops.wander_move[build](
+                pos, got_vel, streams.starts, streams.inc_hi, streams.inc_lo, *kick, *geometry
+            )
+            pcg64_drawn(one_pass, n, int(last))
+            assert np.array_equal(got_vel, want_vel) and np.array_equal(got_pos, want_pos)
+            assert np.array_equal(got_cells, want_cells) and outside == want_outside
+            assert one_pass.bit_generator.state == two_passes.bit_generator.state
+    held = np.random.default_rng(1)
+    held.random(dtype=np.float32)  # half a draw held: the one pass steps aside
+    assert pcg64_streams(held, 4, 2) is None
+    assert pcg64_streams(np.random.Generator(np.random.MT19937(1)), 4, 2) is None
+
+
+@needs_numba
+def test_numba_without_avatars_gives_the_same_hash_until_one_joins(numba_builds: str) -> None:
+    side = math.sqrt(3000 * 250)
+    a, b = (
+        Meadow(width=side, height=side, entities=3000, seed=5, kernels=k)
+        for k in ("numpy", "numba")
+    )
+    join = Command(
+        id="j", seq=1, type="join", payload={"player_id": "f" * 32, "name": "p", "token_hash": "0"}
+    )
+    for tick in range(120):
+        commands = [join] if tick == 80 else []  # wander and move in one pass, then not
+        a.step(commands)
+        b.step(commands)
+        assert a.state_hash() == b.state_hash()
+    assert a.births > 0 and b._avatars.size == 1
+
+
+@needs_numba
+def test_grass_grows_once_a_tick_whether_or_not_sheep_graze_it() -> None:
+    a, b = (
+        Meadow(width=200, height=100, entities=0, seed=3, kernels=k) for k in ("numpy", "numba")
+    )
+    before = a.grass.copy()
+    for _ in range(3):  # no sheep: graze has nothing to eat, the grass grows all the same
+        a.step([])
+        b.step([])
+        assert a.state_hash() == b.state_hash()
+    assert (a.grass > before).any()
+    assert b.kernels.grows_while_grazing and not b._grass_to_grow  # nothing left pending
 
 
 @needs_numba

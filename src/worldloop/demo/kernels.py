@@ -11,11 +11,13 @@ which one ran: a store written with one replays with the other.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,6 +54,21 @@ class Kernels(Protocol):
         same bits: :func:`raw_float32_pairs`)."""
         ...
 
+    def wander_move(
+        self,
+        vel: F64,
+        pos: F64,
+        rng: np.random.Generator,
+        kick: tuple[float, float],
+        dt: float,
+        size: tuple[float, float, int, int],
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]] | None:
+        """:meth:`wander` (``kick`` = (kick_scale, vmax)), then :meth:`move` (``size`` =
+        (width, height, cols, rows)) in one pass over the rows, for a tick where nothing else
+        changes the velocities between them (no avatars); what :meth:`move` returns, or None
+        (nothing done) when these kernels have no such pass or cannot make ``rng``'s draws."""
+        ...
+
     def move(
         self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
     ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
@@ -72,6 +89,23 @@ class Kernels(Protocol):
         """Sheep (all rows, or where ``sheep``) eat from their ``cells`` of the flat ``grass``
         (in place): each cell is shared in proportion when it holds less than the bites asked
         of it. Returns the new energy (``energy`` + what each row ate)."""
+        ...
+
+    grows_while_grazing: bool
+    """Whether :meth:`grow_graze` grows and grazes the grass in one pass (else it is None)."""
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        """:meth:`grow_grass` (``growth`` = (regrow, grass_max)) then :meth:`graze` (``food`` =
+        (bite, food_energy)) in one pass over the cells, ``grass`` (flat) left as it is: the
+        new energy and the new flat grass, or None (nothing done) without such a pass."""
         ...
 
     def cells(
@@ -126,6 +160,17 @@ class NumpyKernels:
         np.divide(vmax, scale, out=scale)
         vel *= scale[:, None]
 
+    def wander_move(
+        self,
+        vel: F64,
+        pos: F64,
+        rng: np.random.Generator,
+        kick: tuple[float, float],
+        dt: float,
+        size: tuple[float, float, int, int],
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]] | None:
+        return None  # the reference runs the two systems as they are written
+
     def move(
         self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
     ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
@@ -138,6 +183,19 @@ class NumpyKernels:
             np.subtract(col, size, out=col, where=col >= size)
             outside = outside or bool(col.size and (col.min() < 0.0 or col.max() >= size))
         return out, outside, self.cells(out, cols, rows, width, height)
+
+    grows_while_grazing = False  # the reference runs the two systems as they are written
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        return None
 
     def cells(
         self, pos: F64, cols: int, rows: int, width: float, height: float
@@ -224,6 +282,53 @@ def raw_float32_pairs(rng: np.random.Generator, n: int) -> NDArray[np.uint64] | 
         state["uinteger"] = int(raw[-1] >> np.uint64(32))
         bitgen.state = state
     return raw
+
+
+_U64 = (1 << 64) - 1
+
+
+def pcg64_streams(rng: np.random.Generator, n: int, chunks: int) -> PcgStreams | None:
+    """Where each of ``chunks`` ranges of ``n`` rows starts in ``rng``'s PCG64 stream, to
+    make the ``n`` draws of :func:`raw_float32_pairs` in parallel (range ``t`` covers rows
+    ``t * n // chunks`` up to the next range's first, one draw per row); None for another bit
+    generator or one holding half a draw (nothing is drawn either way).
+
+    Each range's state is the generator's, advanced (``PCG64.advance``, a jump in O(log n))
+    to the range's first draw: every range makes exactly the draws one thread would.
+    """
+    bitgen = rng.bit_generator
+    if not isinstance(bitgen, np.random.PCG64) or bitgen.state["has_uint32"]:
+        return None
+    starts = np.empty((chunks, 2), dtype=np.uint64)
+    for t in range(chunks):
+        jumper = copy.deepcopy(bitgen)
+        jumper.advance(t * n // chunks)
+        at = int(jumper.state["state"]["state"])
+        starts[t] = (at >> 64, at & _U64)
+    inc = int(bitgen.state["state"]["inc"])
+    return PcgStreams(starts, np.uint64(inc >> 64), np.uint64(inc & _U64))
+
+
+def pcg64_drawn(rng: np.random.Generator, n: int, last: int) -> None:
+    """Leave ``rng`` as :func:`raw_float32_pairs` would after ``n`` draws, the last being
+    ``last``: advanced ``n`` steps, keeping ``last``'s high half for a 32-bit draw."""
+    bitgen = rng.bit_generator
+    if n and isinstance(bitgen, np.random.PCG64):
+        bitgen.advance(n)
+        state = bitgen.state  # a new dict at each read
+        state["uinteger"] = int(last) >> 32
+        bitgen.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class PcgStreams:
+    """The start of each range's draws from a PCG64 (:func:`pcg64_streams`)."""
+
+    starts: NDArray[np.uint64]
+    """One row per range: the 128-bit state before its first draw, as (high, low) halves."""
+    inc_hi: np.uint64
+    inc_lo: np.uint64
+    """The generator's increment (its stream), the same for every range."""
 
 
 log = logging.getLogger("worldloop.demo")

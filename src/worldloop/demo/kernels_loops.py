@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numba as nb
 import numpy as np
+from numba.extending import intrinsic
 
 Pair = tuple[Callable[..., Any], Callable[..., Any]]
 """(parallel build, one-thread build) of one loop."""
@@ -70,15 +71,26 @@ def _wander(vel: Any, kick: Any, half: Any, kick_scale: Any, vmax: Any) -> None:
 def _wander_raw(
     vel: Any, raw: Any, half: Any, kick_scale: Any, vmax: Any
 ) -> None:  # pragma: no cover - compiled
-    # _wander, with the kicks made from raw PCG64 draws (kernels.raw_float32_pairs):
-    # float32 (u32 >> 8) * 2**-24, the low half of each draw for x, the high half for y
+    # _wander, with the kicks made from raw PCG64 draws (kernels.raw_float32_pairs)
+    n = vel.shape[0]
+    chunks = min(n, 64) if n else 1
+    for t in nb.prange(chunks):
+        lo, hi = t * n // chunks, (t + 1) * n // chunks
+        _wander_rows(vel[lo:hi], raw[lo:hi], half, kick_scale, vmax)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _wander_rows(
+    vel: Any, raw: Any, half: Any, kick_scale: Any, vmax: Any
+) -> None:  # pragma: no cover
+    """_wander's rows, the kicks made from raw PCG64 draws: float32 (u32 >> 8) * 2**-24, the
+    low half of each draw for x, the high half for y."""
     vmax2 = vmax * vmax
-    low = np.uint64(0xFFFFFFFF)
     eight = np.uint64(8)
     unit = np.float32(1.0 / 16777216.0)
-    for i in nb.prange(vel.shape[0]):
+    for i in range(vel.shape[0]):
         r = raw[i]
-        kx = np.float32((r & low) >> eight) * unit
+        kx = np.float32((r & _LOW32) >> eight) * unit
         ky = np.float32(r >> np.uint64(40)) * unit
         vx = vel[i, 0] + np.float64((kx - half) * kick_scale)
         vy = vel[i, 1] + np.float64((ky - half) * kick_scale)
@@ -90,6 +102,102 @@ def _wander_raw(
         vel[i, 1] = vy * scale
 
 
+PCG_MUL_HI = np.uint64(0x2360ED051FC65DA4)
+PCG_MUL_LO = np.uint64(0x4385DF649FCCF645)
+"""PCG64's 128-bit LCG multiplier (NumPy's ``PCG64``, XSL-RR output), in 64-bit halves."""
+_LOW32 = np.uint64(0xFFFFFFFF)
+DRAW_BLOCK = 1024
+"""Rows whose draws :data:`wander_move` makes at a time, into a buffer that stays in cache."""
+
+
+def _mulhi_typed(typingctx: Any, a: Any, b: Any) -> Any:  # pragma: no cover - compiled
+    """The high 64 bits of the 128-bit product of two uint64: numba has no 128-bit integer,
+    LLVM does (one multiply instruction, not four of 32-bit halves)."""
+    sig = nb.types.uint64(nb.types.uint64, nb.types.uint64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        narrow = args[0].type  # LLVM's i64; its class makes the i128 (and its constants)
+        wide = type(narrow)(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, wide(64)), narrow)
+
+    return sig, codegen
+
+
+_mulhi: Any = intrinsic(_mulhi_typed)  # called as _mulhi(a, b) in compiled code
+
+
+@nb.njit(cache=True, nogil=True)
+def _pcg_fill(
+    hi: Any, lo: Any, inc_hi: Any, inc_lo: Any, out: Any, count: Any
+) -> Any:  # pragma: no cover - compiled
+    """``count`` PCG64 draws into ``out`` as NumPy's ``random_raw`` makes them, from the state
+    (hi, lo): each step is state * multiplier + increment (mod 2**128), and its output
+    ``rotr64(hi ^ lo, hi >> 58)`` of the new state. Returns the new state."""
+    for i in range(count):
+        new_lo = lo * PCG_MUL_LO + inc_lo
+        carry = np.uint64(1) if new_lo < inc_lo else np.uint64(0)
+        hi = hi * PCG_MUL_LO + lo * PCG_MUL_HI + _mulhi(lo, PCG_MUL_LO) + inc_hi + carry
+        lo = new_lo
+        x = hi ^ lo
+        r = hi >> np.uint64(58)
+        out[i] = (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
+    return hi, lo
+
+
+def _wander_move(
+    pos: Any,
+    vel: Any,
+    starts: Any,
+    inc_hi: Any,
+    inc_lo: Any,
+    half: Any,
+    kick_scale: Any,
+    vmax: Any,
+    dt: Any,
+    width: Any,
+    height: Any,
+    cols: Any,
+    rows: Any,
+    fx: Any,
+    fy: Any,
+) -> Any:  # pragma: no cover - compiled
+    # _wander_raw then _move, a block of rows at a time (its draws and velocities still in
+    # cache when it moves); each range of rows (starts: one PCG64 state per range, advanced
+    # to its first row's draw) makes its own draws: the bits of random_raw(n) split among
+    # the ranges, so the draws use every thread too
+    n = pos.shape[0]
+    chunks = starts.shape[0]
+    out = np.empty_like(pos)
+    cells = np.empty(n, dtype=np.int32)
+    last = np.zeros(1, dtype=np.uint64)
+    outside = 0
+    for t in nb.prange(chunks):
+        raw = np.empty(DRAW_BLOCK, dtype=np.uint64)
+        hi, lo = starts[t, 0], starts[t, 1]
+        end = (t + 1) * n // chunks
+        for block in range(t * n // chunks, end, DRAW_BLOCK):
+            top = min(block + DRAW_BLOCK, end)
+            hi, lo = _pcg_fill(hi, lo, inc_hi, inc_lo, raw, top - block)
+            _wander_rows(vel[block:top], raw, half, kick_scale, vmax)
+            outside += _move_rows(
+                pos[block:top],
+                vel[block:top],
+                dt,
+                width,
+                height,
+                cols,
+                rows,
+                fx,
+                fy,
+                out[block:top],
+                cells[block:top],
+            )
+            if t == chunks - 1 and top == end:
+                last[0] = raw[top - block - 1]  # the generator keeps the last draw's high half
+    return out, outside, cells, last[0]
+
+
 def _move(
     pos: Any, vel: Any, dt: Any, width: Any, height: Any, cols: Any, rows: Any, fx: Any, fy: Any
 ) -> Any:  # pragma: no cover - compiled
@@ -97,7 +205,32 @@ def _move(
     out = np.empty_like(pos)
     cells = np.empty(n, dtype=np.int32)
     outside = 0
-    for i in nb.prange(n):
+    chunks = min(n, 64) if n else 1
+    for t in nb.prange(chunks):
+        lo, hi = t * n // chunks, (t + 1) * n // chunks
+        outside += _move_rows(
+            pos[lo:hi], vel[lo:hi], dt, width, height, cols, rows, fx, fy, out[lo:hi], cells[lo:hi]
+        )
+    return out, outside, cells
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _move_rows(
+    pos: Any,
+    vel: Any,
+    dt: Any,
+    width: Any,
+    height: Any,
+    cols: Any,
+    rows: Any,
+    fx: Any,
+    fy: Any,
+    out: Any,
+    cells: Any,
+) -> Any:  # pragma: no cover - compiled
+    """_move's rows into ``out`` and their cells into ``cells``; the count still outside."""
+    outside = 0
+    for i in range(pos.shape[0]):
         x = pos[i, 0] + vel[i, 0] * dt
         y = pos[i, 1] + vel[i, 1] * dt
         if x < 0.0:
@@ -111,9 +244,9 @@ def _move(
         out[i, 0] = x
         out[i, 1] = y
         if x < 0.0 or x >= width or y < 0.0 or y >= height:
-            outside += 1  # an integer sum: exact in any order
+            outside += 1
         cells[i] = _cell(x, y, cols, rows, fx, fy)
-    return out, outside, cells
+    return outside
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -172,20 +305,36 @@ def _count16(
     return counts, full
 
 
-def _share(counts: Any, grass: Any, bite: Any, one: Any, tiny: Any) -> Any:  # pragma: no cover
-    # per occupied cell: the share of each bite it can serve, and what is eaten from it
-    # (cells nobody grazes keep their grass, and their share is never read)
+def _share(
+    counts: Any,
+    grass: Any,
+    out: Any,
+    bite: Any,
+    one: Any,
+    tiny: Any,
+    grow: Any,
+    regrow: Any,
+    grass_max: Any,
+) -> Any:  # pragma: no cover - compiled
+    # per cell: the share of each bite it can serve, and its grass after grazing, into out
+    # (grass itself, or a new array); with grow, the grass grows first, as _grow_grass does.
+    # Every cell, with no branch on whether anyone grazes it (a third of the cells at the
+    # demo's density: a branch the CPU guesses wrong a third of the time): a cell nobody
+    # grazes has demand 0, loses min(0 * share, grass) = 0 and keeps its grass to the bit,
+    # and its share is never read (NumpyKernels.graze computes it the same way)
     share = np.empty(counts.size, dtype=np.float32)
     for c in nb.prange(counts.size):
-        if counts[c]:
-            here = grass[c]
-            demand = np.float32(counts[c]) * bite
-            s = here / (demand if demand >= tiny else tiny)
-            if s > one:
-                s = one
-            share[c] = s
-            eaten = demand * s
-            grass[c] = here - (eaten if eaten <= here else here)
+        here = grass[c]
+        if grow:
+            g = here + regrow
+            here = g if g < grass_max or g != g else grass_max
+        demand = np.float32(counts[c]) * bite
+        s = here / (demand if demand >= tiny else tiny)
+        if s > one:
+            s = one
+        share[c] = s
+        eaten = demand * s
+        out[c] = here - (eaten if eaten <= here else here)
     return share
 
 
@@ -303,6 +452,7 @@ grow_grass = _both(_grow_grass)
 wander = _both(_wander)
 wander_raw = _both(_wander_raw)
 move = _both(_move)
+wander_move = _both(_wander_move)
 cells = _both(_cells)
 count = _both(_count)
 count16 = _both(_count16)

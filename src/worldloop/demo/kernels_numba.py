@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import kernels_loops as loops  # sets OMP_WAIT_POLICY (numba starts no thread on import)
-from .kernels import F32, F64, raw_float32_pairs
+from .kernels import F32, F64, pcg64_drawn, pcg64_streams, raw_float32_pairs
 
 PARALLEL_MIN_ROWS = 50_000
 """Below this many rows (or cells) a loop runs on the calling thread: waking the other threads
@@ -131,6 +131,50 @@ class NumbaKernels:
         else:
             _call(loops.wander_raw, n, vel, raw, *args)
 
+    def wander_move(
+        self,
+        vel: F64,
+        pos: F64,
+        rng: np.random.Generator,
+        kick: tuple[float, float],
+        dt: float,
+        size: tuple[float, float, int, int],
+    ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]] | None:
+        n = pos.shape[0]
+        fn, _chunks, locked = _pick(loops.wander_move, n)
+        try:
+            # the one-thread build walks the same ranges one after the other: the ranges
+            # (and so the draws' start states) do not depend on the build
+            streams = pcg64_streams(rng, n, max(nb.get_num_threads(), 1) if n else 1)
+            if streams is None:
+                return None
+            width, height, cols, rows = size
+            started = time.perf_counter()
+            out, outside, cells, last = fn(
+                pos,
+                vel,
+                streams.starts,
+                streams.inc_hi,
+                streams.inc_lo,
+                np.float32(0.5),
+                np.float32(kick[0]),
+                float(kick[1]),
+                float(dt),
+                float(width),
+                float(height),
+                cols,
+                rows,
+                cols / width,
+                rows / height,
+            )
+            if n >= PARALLEL_MIN_ROWS:
+                timings.record(id(loops.wander_move), locked, n, time.perf_counter() - started)
+        finally:
+            if locked:
+                _parallel.release()
+        pcg64_drawn(rng, n, int(last))
+        return out, bool(outside), cells
+
     def move(
         self, pos: F64, vel: F64, dt: float, width: float, height: float, cols: int, rows: int
     ) -> tuple[F64, bool, NDArray[np.signedinteger[Any]]]:
@@ -155,6 +199,36 @@ class NumbaKernels:
         bite: float,
         food_energy: float,
     ) -> F64:
+        return self._graze(cells, sheep, grass, grass, energy, (bite, food_energy), None)
+
+    grows_while_grazing = True
+
+    def grow_graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float],
+    ) -> tuple[F64, F32] | None:
+        out = np.empty_like(grass)
+        return self._graze(cells, sheep, grass, out, energy, food, growth), out
+
+    def _graze(
+        self,
+        cells: NDArray[np.signedinteger[Any]],
+        sheep: NDArray[np.bool_] | None,
+        grass: F32,
+        out: F32,
+        energy: F64,
+        food: tuple[float, float],
+        growth: tuple[float, float] | None,
+    ) -> F64:
+        """Graze ``grass`` (flat) into ``out`` (itself or a new array), growing it first
+        when ``growth`` is (regrow, grass_max); the new energy."""
+        bite, food_energy = food
+        regrow, grass_max = growth or (0.0, 0.0)
         flat = grass.reshape(-1)
         mask = np.ones(0, dtype=np.bool_) if sheep is None else sheep
         use_mask = sheep is not None
@@ -167,14 +241,18 @@ class NumbaKernels:
             flat.size,
             counts,
             flat,
+            out.reshape(-1),
             np.float32(bite),
             np.float32(1.0),
             np.float32(1e-12),
+            growth is not None,
+            np.float32(regrow),
+            np.float32(grass_max),
         )
-        out: F64 = _call(
+        new_energy: F64 = _call(
             loops.eat, cells.size, cells, mask, use_mask, share, energy, bite * food_energy
         )
-        return out
+        return new_energy
 
     def life(
         self,
@@ -234,10 +312,12 @@ class NumbaKernels:
             self.wander(p.copy(), rng, 1.0, 1.0)
             self.wander(p.copy(), np.random.Generator(np.random.MT19937(0)), 1.0, 1.0)
             self.move(p, p, 0.1, 1.0, 1.0, g.shape[1], g.shape[0])
+            self.wander_move(p.copy(), p, rng, (1.0, 1.0), 0.1, (1.0, 1.0, 2, 2))
             cells = self.cells(p, g.shape[1], g.shape[0], 1.0, 1.0)
             energy = np.ones(rows)
             for sheep in (None, np.ones(rows, dtype=np.bool_)):
                 self.graze(cells, sheep, g.reshape(-1), energy, 0.1, 0.5)
+                self.grow_graze(cells, sheep, g.reshape(-1), energy, (0.1, 0.5), (0.1, 1.0))
             kind = np.zeros(rows, dtype=np.int8)
             age, dead = self.life(kind, np.zeros(rows, dtype=np.int32), energy, 0.1, 10, 2.0)[:2]
             self.compact(

@@ -246,6 +246,12 @@ class Meadow(World):
         self._moved_cells: tuple[NDArray[np.float64], NDArray[np.signedinteger[Any]]] | None = None
         """The grass cells ``movement`` found for the positions it made (``graze`` takes them
         if the positions are still those)."""
+        self._wandered_moved: (
+            tuple[NDArray[np.float64], bool, NDArray[np.signedinteger[Any]]] | None
+        ) = None
+        """What ``wander`` made when it moved everyone too (``movement`` takes it, next)."""
+        self._grass_to_grow = False
+        """Whether this tick's grass growth waits for ``graze`` (systems.grow_grass)."""
         self._avatars = np.flatnonzero(self.kind == AVATAR)
         self._upper = np.array(
             [np.nextafter(self.width, 0.0), np.nextafter(self.height, 0.0)], dtype=np.float64

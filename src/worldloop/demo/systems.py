@@ -23,15 +23,34 @@ KIND_NAMES = ("sheep", "avatar")
 
 
 def grow_grass(m: Meadow) -> None:
+    """Grass grows everywhere, up to ``grass_max``: here, or (kernels that can) in the same
+    pass as ``graze``, next to read or write the grass."""
+    if m.kernels.grows_while_grazing:
+        m._grass_to_grow = True
+        return
+    _grow_now(m)
+
+
+def _grow_now(m: Meadow) -> None:
     m.grass = m.kernels.grow_grass(m.grass, m.params.grass_regrow, m.params.grass_max)
 
 
 def wander(m: Meadow) -> None:
-    """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped."""
+    """Random-walk velocities (uniform kicks with the variance of N(0, wander)), capped.
+
+    With no avatars, ``flee`` and ``avatars`` change no velocity, so the kernels may move
+    everyone in the same pass (``Kernels.wander_move``): ``movement`` then takes what it made.
+    """
     n = len(m.ids)
     if n == 0:
         return
-    m.kernels.wander(m.vel, m.rng, m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
+    kick = (m.params.wander * math.sqrt(12.0), m.params.sheep_speed)
+    if m._avatars.size == 0:
+        size = (m.width, m.height, m.gcols, m.grows)
+        m._wandered_moved = m.kernels.wander_move(m.vel, m.pos, m.rng, kick, m.dt, size)
+        if m._wandered_moved is not None:
+            return
+    m.kernels.wander(m.vel, m.rng, *kick)
 
 
 def flee(m: Meadow) -> None:
@@ -73,7 +92,10 @@ def steer_avatars(m: Meadow) -> None:
 def movement(m: Meadow) -> None:
     # a tick moves far less than the world's size, so one wrap each way is nearly always
     # enough; what is still outside (a huge velocity set by a command) is wrapped here
-    m.pos, outside, cells = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    moved, m._wandered_moved = m._wandered_moved, None
+    if moved is None:
+        moved = m.kernels.move(m.pos, m.vel, m.dt, m.width, m.height, m.gcols, m.grows)
+    m.pos, outside, cells = moved
     m._moved_cells = None if outside else (m.pos, cells)  # for graze, next
     if outside:
         for axis, size in ((0, m.width), (1, m.height)):
@@ -83,13 +105,24 @@ def movement(m: Meadow) -> None:
 
 
 def graze(m: Meadow) -> None:
+    grow, m._grass_to_grow = m._grass_to_grow, False
     n_sheep = len(m.ids) - m._avatars.size
     if n_sheep == 0:
+        if grow:
+            _grow_now(m)
         return
     p = m.params
     sheep = None if m._avatars.size == 0 else m.kind == SHEEP
     moved, m._moved_cells = m._moved_cells, None
     cells = moved[1] if moved is not None and moved[0] is m.pos else m._cells()
+    if grow:
+        food, growth = (p.bite, p.food_energy), (p.grass_regrow, p.grass_max)
+        both = m.kernels.grow_graze(cells, sheep, m.grass.reshape(-1), m.energy, food, growth)
+        if both is not None:
+            m.energy, flat = both
+            m.grass = flat.reshape(m.grass.shape)
+            return
+        _grow_now(m)
     grass = m.writable("grass").reshape(-1)
     m.energy = m.kernels.graze(cells, sheep, grass, m.energy, p.bite, p.food_energy)
 
