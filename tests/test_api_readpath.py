@@ -117,3 +117,37 @@ def test_the_player_world_check_is_kept_per_class_only_when_the_class_has_every_
         common.player_world(runtime_of(Partly()))
     with pytest.raises(Unsupported):
         common.player_world(runtime_of(object()))
+
+
+def test_entity_pages_hold_each_entitys_own_record(app: Flask) -> None:
+    """Pages gathered a column at a time are the single-entity records, in id order, with
+    and without a box, across cursors, owners (avatars) included."""
+    from worldloop.demo.views import entity_dict, in_bbox, page_entities
+
+    client = app.test_client()
+    for name in ("ann", "bob"):
+        assert client.post("/api/v1/players", json={"name": name}).status_code == 201
+    assert client.post("/api/v1/admin/pause", headers=ADMIN).status_code == 200
+    snap = rt_of(app).snapshot
+    n = len(snap.data["entities"]["id"])
+    for bbox in (None, (0.0, 0.0, 200.0, 150.0)):
+        rows = list(range(n)) if bbox is None else in_bbox(snap, bbox).tolist()
+        expected = [entity_dict(snap, r) for r in rows]
+        assert any(e["player_id"] for e in expected) or bbox is not None
+        got: list[dict[str, Any]] = []
+        cursor = 0
+        while True:
+            items, cursor_next = page_entities(snap, bbox, 37, cursor)
+            got += items
+            if cursor_next is None:
+                break
+            assert cursor_next == items[-1]["id"]
+            cursor = cursor_next
+        assert got == expected
+        assert [type(v) for v in got[0].values()] == [type(v) for v in expected[0].values()]
+    ids = snap.data["entities"]["id"]
+    assert page_entities(snap, None, 10, int(ids[-1])) == ([], None)
+    assert page_entities(snap, None, 5, int(ids[-6])) == (
+        [entity_dict(snap, r) for r in range(n - 5, n)],
+        None,
+    )
