@@ -31,6 +31,7 @@ BENCHES: dict[str, list[str]] = {
     "celery_offload": ["celery_offload.py", "--out", str(RESULTS / "celery_offload.md")],
     "runner_split": ["runner_split.py", "--out", str(RESULTS / "runner_split.md")],
     "runner_prio": ["runner_prio.py", "--out", str(RESULTS / "runner_prio.md")],
+    "readpath": ["readpath.py", "--out", str(RESULTS / "readpath.md")],
     "frames_binary": ["frames_binary.py", "--out", str(RESULTS / "frames_binary.md")],
     "ratelimit": ["ratelimit.py", "--out", str(RESULTS / "ratelimit.md")],
     "group_commit": ["group_commit.py", "--out", str(RESULTS / "group_commit.md")],

@@ -118,6 +118,27 @@ def test_ratelimit_bench_compares_memory_and_redis_limiters(tmp_path: Path):
     assert "fail open, within the backoff | 1 |" in out
 
 
+def test_readpath_bench_compares_the_hot_reads_with_the_trivial_app(tmp_path: Path):
+    out = run_bench(
+        "readpath.py",
+        *(
+            "--creatures",
+            "500",
+            "--rounds",
+            "2",
+            "--requests",
+            "20",
+            "--out",
+            str(tmp_path / "r.md"),
+        ),
+    )
+    assert "| trivial Flask GET /api/v1/world (baseline) | " in out
+    for read in ("/api/v1/world", "/api/v1/world/snapshot", "/api/v1/entities?limit=50"):
+        assert f"| GET {read} | " in out
+    assert "(RemoteRuntime;" in out  # a web worker of the split, the world in its runner
+    assert (tmp_path / "r.md").read_text() == out
+
+
 def test_runner_prio_bench_compares_nice_values():
     out = run_bench("runner_prio.py", "--quick", "--nice", "0,10")
     assert "| measure | goal | r1 nice 0 | r1 nice 10 |" in out

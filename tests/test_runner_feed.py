@@ -122,3 +122,25 @@ def test_an_outcome_that_comes_before_its_puts_answer_still_resolves_it(
     ticket = bus.put("add", {"by": 5}, "p1")
     assert ticket.wait(2), "the outcome that came first was lost"
     assert ticket.outcome is not None and ticket.outcome.ok
+
+
+def test_a_worker_reports_the_runners_loop_counters_of_the_last_feed_message(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counters are decoded once per feed message, not per read: a read sees the latest
+    message's values, and running False once the feed goes stale."""
+    from worldloop.runner.remote import RemoteRuntime
+
+    remote = RemoteRuntime(Tally(), served.worker, rate_hz=20)
+    remote.start()
+    wait_for(lambda: remote.stats().rate_hz == 20 and remote.stats().paused, 5, 0.01)
+    first = remote.stats()
+    assert first.running and first.ticks == served.runtime.stats().ticks
+    served.runtime.set_rate(5)
+    served.runtime.step(2)
+    wait_for(lambda: remote.stats().rate_hz == 5, 5, 0.01, "the new rate in the feed")
+    wait_for(lambda: remote.stats().ticks == served.runtime.stats().ticks, 5, 0.01)
+    assert remote.stats() is remote.stats()  # one decoding per message, shared by reads
+    monkeypatch.setattr(IpcBus, "runner_up", property(lambda self: False))
+    stale = remote.stats()
+    assert not stale.running and stale.rate_hz == 5 and stale.paused

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlencode
+from weakref import WeakSet
 
 from flask import current_app, request
 from werkzeug.http import unquote_etag
@@ -49,10 +50,22 @@ def refuse_while_paused(rt: WorldRuntime, action: str) -> None:
     raise ClockStateError(f"the world is paused; {action} when it resumes")
 
 
+_PLAYER_HOOKS = tuple(name for name in vars(PlayerWorld) if not name.startswith("_"))
+_PLAYER_CLASSES: WeakSet[type] = WeakSet()
+"""World classes known to implement PlayerWorld: every hook is on the class itself, so each of
+their instances does. ``isinstance`` against a runtime-checkable protocol looks up each member
+on every call, a cost on every entity and player request; checked once per class instead."""
+
+
 def player_world(rt: WorldRuntime) -> PlayerWorld:
     world = rt.world
+    cls = type(world)
+    if cls in _PLAYER_CLASSES:
+        return cast(PlayerWorld, world)
     if not isinstance(world, PlayerWorld):
         raise Unsupported(f"world {rt.name!r} has no players or entities API")
+    if all(callable(getattr(cls, name, None)) for name in _PLAYER_HOOKS):
+        _PLAYER_CLASSES.add(cls)
     return world
 
 

@@ -5,15 +5,18 @@ put every client in one bucket. ``WORLDLOOP_TRUSTED_PROXIES=N`` wraps the app in
 ``ProxyFix(x_for=N, x_proto=N, x_host=N)``: the address the N-th proxy saw becomes
 ``remote_addr``. Trusting headers no proxy of yours sets would let any client pick its own
 address, so it is off by default, and a request that carries ``X-Forwarded-For`` while it is
-off is logged once, naming the setting.
+off is logged once, naming the setting (a WSGI middleware, as ProxyFix is: a dict lookup per
+request rather than a Flask hook's dispatch and header parsing).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 log = logging.getLogger("worldloop")
@@ -29,12 +32,25 @@ def trust_proxies(app: Flask, count: int) -> None:
                 app.wsgi_app, x_for=count, x_proto=count, x_host=count
             )
         return
-    app.before_request(_warn_untrusted_forwarding)
+    if not isinstance(app.wsgi_app, _WarnUntrusted):
+        app.wsgi_app = _WarnUntrusted(app.wsgi_app)  # type: ignore[method-assign]
+
+
+class _WarnUntrusted:
+    """WSGI middleware: says once that forwarding headers arrive while none are trusted."""
+
+    def __init__(
+        self, wsgi_app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+    ) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if "HTTP_X_FORWARDED_FOR" in environ and not _warned.is_set():
+            _warn_untrusted_forwarding()
+        return self.wsgi_app(environ, start_response)
 
 
 def _warn_untrusted_forwarding() -> None:
-    if _warned.is_set() or "X-Forwarded-For" not in request.headers:
-        return
     _warned.set()
     log.warning(
         "worldloop: requests carry X-Forwarded-For but WORLDLOOP_TRUSTED_PROXIES=0: every "

@@ -44,11 +44,11 @@ class Snapshot(BaseModel):
 )
 def world_snapshot(query: SnapshotQuery) -> Response:
     rt = get_runtime()
-    timeout = query.timeout
-    if timeout is None:
-        timeout = min(10.0, current_settings().long_poll_max)
     snap = rt.snapshot
     if query.after_tick >= 0 and snap.tick <= query.after_tick:
+        timeout = query.timeout
+        if timeout is None:
+            timeout = min(10.0, current_settings().long_poll_max)
         snap = rt.wait_for_snapshot(query.after_tick, timeout)
     headers = {
         "ETag": snap.etag,

@@ -94,14 +94,58 @@ def page_entities(
     limit: int,
     after_id: int,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Entities in ``bbox`` with id > ``after_id`` by id, at most ``limit``; and the next cursor."""
-    rows = in_bbox(snapshot, bbox)
-    ids = snapshot.data["entities"]["id"][rows]
-    start = int(np.searchsorted(ids, after_id, side="right"))
-    chosen = rows[start : start + limit]
-    items = [entity_dict(snapshot, int(r)) for r in chosen]
-    more = start + limit < len(rows)
+    """Entities in ``bbox`` with id > ``after_id`` by id, at most ``limit``; and the next cursor.
+
+    Without a box the page is a slice of the id-ordered arrays: no index of every entity is
+    made per request (at 100k entities that was most of the request)."""
+    ids = snapshot.data["entities"]["id"]
+    if bbox is None:
+        total = len(ids)
+        start = int(np.searchsorted(ids, after_id, side="right"))
+        chosen = np.arange(start, min(start + limit, total))
+    else:
+        rows = in_bbox(snapshot, bbox)
+        total = len(rows)
+        start = int(np.searchsorted(ids[rows], after_id, side="right"))
+        chosen = rows[start : start + limit]
+    items = entity_dicts(snapshot, chosen)
+    more = start + limit < total
     return items, (items[-1]["id"] if more and items else None)
+
+
+def entity_dicts(snapshot: Snapshot, rows: NDArray[np.intp]) -> list[dict[str, Any]]:
+    """:func:`entity_dict` of each of ``rows``, gathered a column at a time (one NumPy call
+    per field for the whole page, not one per field per entity)."""
+    ents = snapshot.data["entities"]
+    pos = ents["pos"][rows]
+    columns = zip(
+        ents["id"][rows].tolist(),
+        ents["kind"][rows].tolist(),
+        pos[:, 0].tolist(),
+        pos[:, 1].tolist(),
+        ents["energy"][rows].tolist(),
+        ents["age"][rows].tolist(),
+        strict=True,
+    )
+    owner = snapshot.data["_owner"]
+    items = []
+    for eid, kind, x, y, energy, age in columns:
+        out: dict[str, Any] = {
+            "id": eid,
+            "kind": KINDS[kind] if 0 <= kind < len(KINDS) else "unknown",
+            "x": x,
+            "y": y,
+            "energy": energy,
+            "age": age,
+            "player_id": None,
+            "name": None,
+        }
+        pid = owner.get(eid)
+        if pid is not None:
+            out["player_id"] = pid
+            out["name"] = players_by_id(snapshot)[pid]["name"]
+        items.append(out)
+    return items
 
 
 def leaderboard(snapshot: Snapshot, limit: int = 10) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..bus.ipc import IpcBus, RunnerUnavailable
@@ -35,6 +36,10 @@ class RemoteRuntime(WorldRuntime):
         super().__init__(world, rate_hz=rate_hz, bus=bus)
         self.ipc = bus
         self._remote: dict[str, Any] = {}
+        self._stats: tuple[TickerStats, TickerStats] | None = None
+        """The loop's counters of the last feed message, decoded once, and the same with
+        ``running`` False (what :meth:`stats` says while the feed is stale); one attribute, so
+        a reader never sees halves of two messages."""
         self.gone = False
         """The runner said it no longer serves this world (deleted, or hibernated)."""
         bus.on_feed = self._on_feed
@@ -46,6 +51,9 @@ class RemoteRuntime(WorldRuntime):
         if message.get("gone"):
             self.gone = True
         stats = message.get("stats") or {}
+        ticker = stats.get("ticker")
+        decoded = TickerStats(**ticker) if ticker else None
+        self._stats = None if decoded is None else (decoded, replace(decoded, running=False))
         self._remote = dict(stats)
         self.last_tick_duration = float(stats.get("last_tick_duration") or 0.0)
         last_at = stats.get("last_tick_at")
@@ -83,13 +91,13 @@ class RemoteRuntime(WorldRuntime):
         return None if value is None else str(value)
 
     def stats(self) -> TickerStats:
-        ticker = self._remote.get("ticker")
-        if not ticker:
+        """The counters of the runner's last feed message, decoded when it came (every read
+        asks for them: decoding per request was a cost per request); not running while the
+        feed is stale."""
+        pair = self._stats
+        if pair is None:
             return TickerStats(0, 0, 0, 0, self.ticker.rate_hz, False, False, 0.0, 0.0)
-        stats = TickerStats(**ticker)
-        if not self.runner_up:
-            stats = TickerStats(**{**ticker, "running": False})
-        return stats
+        return pair[0] if self.runner_up else pair[1]
 
     @property
     def snapshot(self) -> Snapshot:
