@@ -34,8 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from flask import jsonify
 
+from ..bus import deferred
+from ..bus.ipc import REQUEST_TIMEOUT
 from ..commands import CommandTicket
+from ..errors import WorldLoopError
+from ..runner import ipc
+from .runner_link import RunnerLinks
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,8 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("worldloop.gateway")
 
 FLAGS_TRUE = frozenset({"1", "true", "yes", "on"})
-POOL = 4
-"""Threads that run the Flask side of submissions (each a few milliseconds)."""
+POOL = 2
+"""Threads that run the Flask side of submissions (a millisecond or so each, CPU only: the put
+is deferred, nothing waits on the runner there; more threads only queue for the GIL, and make
+the event loop, which answers the waits, queue behind them)."""
 
 
 PHASE_SAMPLES = 4096
@@ -92,6 +100,7 @@ class CommandWaits:
         self.runtime = runtime
         self.wait_seconds = wait_seconds
         self.pool = ThreadPoolExecutor(POOL, thread_name_prefix="worldloop-gateway-api")
+        self.links = RunnerLinks()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.waiting_peak = 0
@@ -108,6 +117,7 @@ class CommandWaits:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.links.close()
 
     @property
     def waiting(self) -> int:
@@ -149,14 +159,19 @@ class CommandWaits:
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
         environ = _environ(request.path, query, request.headers.items(), body, request.remote)
-        status, out_headers, data = await loop.run_in_executor(self.pool, self._flask, environ)
-        submitted = time.monotonic()
+        status, out_headers, data, later = await loop.run_in_executor(
+            self.pool, self._flask, environ
+        )
         ticket = None
-        if wait and status == 202:
-            command_id = orjson.loads(data).get("command_id")
-            ticket = self.runtime.ipc.ticket(str(command_id))
-        if ticket is not None:
-            if not ticket.done:
+        bus = later.bus
+        if later.message is not None and status == 202:
+            status, out_headers, data, ticket = await self._put(later, environ, out_headers, data)
+        elif wait and status == 202:  # a handler that put without deferring: its ticket by id
+            bus = self.runtime.ipc
+            ticket = bus.ticket(str(orjson.loads(data).get("command_id")))
+        submitted = time.monotonic()
+        if wait and ticket is not None:
+            if not ticket.done and bus is self.runtime.ipc:
                 fut: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(ticket.id, []).append(fut)
                 self.waiting_peak = max(self.waiting_peak, self.waiting)
@@ -182,24 +197,68 @@ class CommandWaits:
                 del self._waiters[command_id]
                 self._resolved_at.pop(command_id, None)
 
-    def _flask(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    async def _put(
+        self,
+        later: deferred.Deferred,
+        environ: dict[str, Any],
+        headers: dict[str, str],
+        data: bytes,
+    ) -> tuple[int, dict[str, str], bytes, CommandTicket | None]:
+        """Send the put the handler deferred and answer as the handler would have with the
+        runner's answer: its 202 as it is for a fresh command (the common case: nothing to
+        redo), the first command's ticket for a reused key, the refusal's error otherwise."""
+        bus, message = later.bus, later.message
+        assert bus is not None and message is not None
+        try:
+            answer = await self.links.of(bus).request(message, REQUEST_TIMEOUT)
+            if "error" in answer:
+                ipc.raise_error(answer["error"])
+        except WorldLoopError as exc:
+            return *self._render_error(exc, environ), None
+        ticket = bus.accepted(answer["value"])
+        if ticket.id == later.command_id:  # queued, as the runner answered (the feed may
+            return 202, headers, data, ticket  # have resolved it since: a wait answers that)
+        tick = ticket.tick if ticket.tick is not None else orjson.loads(data)["tick"]
+        with self.app.app_context():
+            resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
+        fresh = {**headers, **_headers(resp.headers.items())}
+        fresh["Location"] = f"/api/v1/commands/{ticket.id}"
+        return 202, fresh, resp.get_data(), ticket
+
+    def _render_error(
+        self, exc: WorldLoopError, environ: dict[str, Any]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The response the app gives when its handler raises ``exc``: its error handler's,
+        through the app's after-request hooks, in the request's context (the hooks that
+        already ran for the request, before-request ones such as rate limits, do not run)."""
+        from ..api.errors import worldloop_error
+
+        with self.app.request_context({**environ, "wsgi.input": io.BytesIO(b"")}):
+            resp = self.app.process_response(self.app.make_response(worldloop_error(exc)))
+            return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+    def _flask(
+        self, environ: dict[str, Any]
+    ) -> tuple[int, dict[str, str], bytes, deferred.Deferred]:
         """The web workers' handler, run here without the wait (on the pool), called with
-        ``environ`` exactly as a WSGI server calls the app."""
+        ``environ`` exactly as a WSGI server calls the app; its put deferred (returned), for
+        the loop to send without a thread waiting on the runner."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
             started[:] = [status, headers]
             return lambda data: None  # the legacy write(): Flask never calls it
 
-        chunks = self.app(environ, start_response)
-        try:
-            data = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        with deferred.deferring() as later:
+            chunks = self.app(environ, start_response)
+            try:
+                data = b"".join(chunks)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
         status, headers = started
-        return int(status.split(" ", 1)[0]), _headers(headers), data
+        return int(status.split(" ", 1)[0]), _headers(headers), data, later
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
         """The answer a web worker gives for a resolved command (on the loop: it only encodes
