@@ -125,6 +125,7 @@ class IpcBus:
         """Outcomes the feed brought for ids not in ``_mine`` (see UNCLAIMED)."""
         """The runner (its id) that accepted each of this worker's commands."""
         self._mine_lock = threading.Lock()
+        self._map_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:16]
         """Ids of deferred puts: this bus's random prefix and a count (unique as a uuid4 is,
@@ -276,7 +277,11 @@ class IpcBus:
         snap = self._snapshot
         if snap is not None and snap.tick == message["tick"]:
             return snap
-        return self._map(message)
+        with self._map_lock:  # one thread maps a tick's file; the others wait and share it
+            snap = self._snapshot
+            if snap is not None and snap.tick == message["tick"]:
+                return snap
+            return self._map(message)
 
     def _map(self, message: Mapping[str, Any]) -> Snapshot | None:
         """The snapshot of ``message``, mapped from its file (once per tick per worker)."""
