@@ -230,3 +230,23 @@ async def _silent(r: Runner) -> None:
         assert link._sock is None and first is not None
         status, _, body = await via_gateway(client, 1)  # a fresh socket: served again
         assert status == 202, body
+
+        # one request lost while the runner answers the others: only that one fails, and
+        # the socket (with the others' answers on it) stays
+        second = link._sock
+
+        def loses_one(identity: bytes, body: bytes) -> bytes | None:
+            lost = ipc.unpack(body).get("payload", {}).get("by") == 99
+            return None if lost else answer(identity, body)
+
+        r.server._answer = loses_one  # type: ignore[method-assign]
+        try:
+            lost = asyncio.ensure_future(via_gateway(client, 99))
+            served = []
+            while not lost.done():
+                served.append((await via_gateway(client, 1, key="again"))[0])  # queued once
+        finally:
+            r.server._answer = answer  # type: ignore[method-assign]
+        assert (await lost)[0] == 503
+        assert served and set(served) == {202}, served
+        assert link._sock is second

@@ -3,8 +3,10 @@
 A waiting command spends almost all of its time waiting for its tick to be journaled; on a web
 worker that wait holds a request thread (gthread) or the whole worker (sync). Here the request
 runs through the same Flask app, on a small thread pool, *without* the wait — authentication,
-validation, rate limits, idempotency keys and the submission to the runner are exactly the web
-workers' — and the wait itself is a future resolved by the runner's feed when the command's
+validation, rate limits and idempotency keys are exactly the web workers' — and its put to the
+runner is deferred (worldloop.bus.deferred): the loop sends it without a thread waiting on the
+runner (worldloop.gateway.runner_link) and keeps or corrects the handler's answer with the
+runner's. The wait itself is a future resolved by the runner's feed when the command's
 outcome arrives, so a thousand waiting players cost a thousand futures, not a thousand
 threads. The answer is the one a web worker gives: 200 with the result, the refusal's own
 status, or 202 when ``WORLDLOOP_COMMAND_WAIT`` runs out first.
@@ -229,8 +231,8 @@ class CommandWaits:
         self, exc: WorldLoopError, environ: dict[str, Any]
     ) -> tuple[int, dict[str, str], bytes]:
         """The response the app gives when its handler raises ``exc``: its error handler's,
-        through the app's after-request hooks, in the request's context (the hooks that
-        already ran for the request, before-request ones such as rate limits, do not run)."""
+        through the app's after-request hooks, in the request's context. Before-request hooks
+        (rate limits among them) ran with the handler and are not run again."""
         from ..api.errors import worldloop_error
 
         with self.app.request_context({**environ, "wsgi.input": io.BytesIO(b"")}):

@@ -6,7 +6,10 @@ deferred) here instead: one asyncio ZeroMQ DEALER socket per runner, each reques
 ``ref`` the runner carries back, and a reader task that hands each answer to the future
 waiting for it. A request unanswered in time fails as a web worker's does (503, runner
 unavailable) and, as there, the socket is replaced, dropping whatever it still queued: a
-request the gateway gave up on is never delivered to a runner later (a restarted one).
+request the gateway gave up on is never delivered to a runner later (a restarted one). The
+socket is replaced only when it heard no answer at all meanwhile (the runner is silent, so the
+requests still waiting on it fail too); an answer that is only late, the runner answering the
+others, is dropped by its ref instead, and the other requests keep waiting for theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from typing import Any
 
 import zmq
@@ -36,6 +40,8 @@ class RunnerLink:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._heard_at = 0.0
+        """time.monotonic() of the last answer read on the socket."""
 
     def _socket(self) -> zmq.asyncio.Socket:
         if self._sock is None:
@@ -54,12 +60,14 @@ class RunnerLink:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[ref] = fut
         sock = self._socket()
+        sent_at = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 await sock.send(ipc.pack({**message, "ref": ref}))
                 return await fut
         except TimeoutError:
-            self._reset(sock)
+            if self._heard_at < sent_at:  # silent all along: not one answer since
+                self._reset(sock)
             raise self.bus.no_answer(timeout) from None
         finally:
             self._waiting.pop(ref, None)
@@ -70,6 +78,7 @@ class RunnerLink:
                 data = await sock.recv()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return  # closed (reset or shut down)
+            self._heard_at = time.monotonic()
             try:
                 answer = ipc.unpack(data)
                 fut = self._waiting.pop(int(answer.get("ref") or 0), None)
