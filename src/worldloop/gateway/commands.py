@@ -32,14 +32,14 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 from aiohttp import web
 from flask import jsonify
 
 from ..bus import deferred
-from ..bus.ipc import REQUEST_TIMEOUT
+from ..bus.ipc import REQUEST_TIMEOUT, IpcBus
 from ..commands import CommandTicket
 from ..errors import WorldLoopError
 from ..runner import ipc
@@ -58,6 +58,9 @@ POOL = 2
 is deferred, nothing waits on the runner there; more threads only queue for the GIL, and make
 the event loop, which answers the waits, queue behind them)."""
 
+
+Taken: TypeAlias = CommandTicket | WorldLoopError
+"""The runner's answer to a deferred put, taken in: the command's ticket, or the refusal."""
 
 PHASE_SAMPLES = 4096
 """Waits whose phases :class:`PhaseTimes` keeps (the most recent)."""
@@ -161,13 +164,17 @@ class CommandWaits:
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
         environ = _environ(request.path, query, request.headers.items(), body, request.remote)
-        status, out_headers, data, later = await loop.run_in_executor(
-            self.pool, self._flask, environ
+        answer: asyncio.Future[Taken] = loop.create_future()
+        status, out_headers, data, later, sent = await loop.run_in_executor(
+            self.pool, self._flask, environ, answer
         )
         ticket = None
         bus = later.bus
-        if later.message is not None and status == 202:
-            status, out_headers, data, ticket = await self._put(later, environ, out_headers, data)
+        if sent is not None:
+            taken = await self._taken_in_time(later, answer, *sent)
+            status, out_headers, data, ticket = self._put_answer(
+                later, taken, environ, out_headers, data
+            )
         elif wait and status == 202:  # a handler that put without deferring: its ticket by id
             bus = self.runtime.ipc
             ticket = bus.ticket(str(orjson.loads(data).get("command_id")))
@@ -199,25 +206,47 @@ class CommandWaits:
                 del self._waiters[command_id]
                 self._resolved_at.pop(command_id, None)
 
-    async def _put(
+    def _send(self, later: deferred.Deferred, answer: asyncio.Future[Taken]) -> tuple[int, float]:
+        """Send the put the handler deferred (from the pool thread, at once); the runner's
+        answer is taken in on the link's thread and set on ``answer``. Its ref, and when."""
+        bus, message = later.bus, later.message
+        assert bus is not None and message is not None
+        loop = answer.get_loop()
+
+        def answered(data: dict[str, Any] | None) -> None:  # on the link's thread
+            taken = _taken(bus, data)
+            loop.call_soon_threadsafe(_settle, answer, taken)
+
+        sent_at = time.monotonic()
+        return self.links.of(bus).send(message, answered), sent_at
+
+    async def _taken_in_time(
+        self, later: deferred.Deferred, answer: asyncio.Future[Taken], ref: int, sent_at: float
+    ) -> Taken:
+        """The runner's answer to the deferred put, or the web worker's 503 when none comes in
+        REQUEST_TIMEOUT seconds."""
+        assert later.bus is not None
+        left = REQUEST_TIMEOUT - (time.monotonic() - sent_at)
+        try:
+            return await asyncio.wait_for(answer, max(0.0, left))
+        except TimeoutError:
+            self.links.of(later.bus).forget(ref, sent_at)
+            return later.bus.no_answer(REQUEST_TIMEOUT)
+
+    def _put_answer(
         self,
         later: deferred.Deferred,
+        taken: Taken,
         environ: dict[str, Any],
         headers: dict[str, str],
         data: bytes,
     ) -> tuple[int, dict[str, str], bytes, CommandTicket | None]:
-        """Send the put the handler deferred and answer as the handler would have with the
-        runner's answer: its 202 as it is for a fresh command (the common case: nothing to
-        redo), the first command's ticket for a reused key, the refusal's error otherwise."""
-        bus, message = later.bus, later.message
-        assert bus is not None and message is not None
-        try:
-            answer = await self.links.of(bus).request(message, REQUEST_TIMEOUT)
-            if "error" in answer:
-                ipc.raise_error(answer["error"])
-        except WorldLoopError as exc:
-            return *self._render_error(exc, environ), None
-        ticket = bus.accepted(answer["value"])
+        """The answer the handler would have given with the runner's answer to its put: its
+        202 as it is for a fresh command (the common case: nothing to redo), the first
+        command's ticket for a reused key, the refusal's error otherwise."""
+        if isinstance(taken, WorldLoopError):
+            return *self._render_error(taken, environ), None
+        ticket = taken
         if ticket.id == later.command_id:  # queued, as the runner answered (the feed may
             return 202, headers, data, ticket  # have resolved it since: a wait answers that)
         tick = ticket.tick if ticket.tick is not None else orjson.loads(data)["tick"]
@@ -240,11 +269,12 @@ class CommandWaits:
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
 
     def _flask(
-        self, environ: dict[str, Any]
-    ) -> tuple[int, dict[str, str], bytes, deferred.Deferred]:
+        self, environ: dict[str, Any], answer: asyncio.Future[Taken]
+    ) -> tuple[int, dict[str, str], bytes, deferred.Deferred, tuple[int, float] | None]:
         """The web workers' handler, run here without the wait (on the pool), called with
-        ``environ`` exactly as a WSGI server calls the app; its put deferred (returned), for
-        the loop to send without a thread waiting on the runner."""
+        ``environ`` exactly as a WSGI server calls the app; its put deferred, then sent if the
+        handler answered 202 (a handler that raised after its put sends nothing), without a
+        thread waiting for the runner's answer (it comes to ``answer``)."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
@@ -260,7 +290,9 @@ class CommandWaits:
                 if close is not None:
                     close()
         status, headers = started
-        return int(status.split(" ", 1)[0]), _headers(headers), data, later
+        code = int(status.split(" ", 1)[0])
+        sent = self._send(later, answer) if later.message is not None and code == 202 else None
+        return code, _headers(headers), data, later, sent
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
         """The answer a web worker gives for a resolved command (on the loop: it only encodes
@@ -270,6 +302,24 @@ class CommandWaits:
         with self.app.app_context():
             resp = resolved_response(ticket)
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+
+def _taken(bus: IpcBus, answer: dict[str, Any] | None) -> Taken:
+    """``answer`` taken in (on the link's thread, off the event loop): the ticket this bus
+    keeps for the command, or the error the runner refused it with (None: no answer)."""
+    if answer is None:
+        return bus.no_answer(REQUEST_TIMEOUT)
+    try:
+        if "error" in answer:
+            ipc.raise_error(answer["error"])
+        return bus.accepted(answer["value"])
+    except WorldLoopError as exc:
+        return exc
+
+
+def _settle(answer: asyncio.Future[Taken], taken: Taken) -> None:
+    if not answer.done():  # not given up on (timed out) meanwhile
+        answer.set_result(taken)
 
 
 def _environ(
