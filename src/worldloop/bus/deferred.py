@@ -5,10 +5,11 @@ thread pool. A put there used to be a request/reply round trip to the runner, so
 waited on the runner (which answers between and during its ticks) for every command. Inside
 :func:`deferring`, :meth:`worldloop.bus.ipc.IpcBus.put` sends nothing: it records the request,
 with a command id chosen here, and returns a provisional ticket (queued, under that id), so the
-handler renders the answer it renders for a fresh command. The gateway then sends the recorded
-request from its event loop without a thread, and keeps or corrects that answer with the
-runner's (refused: the refusal's status; a reused Idempotency-Key: the first command's
-ticket). The runner still sequences, refuses and checks keys exactly as for a web worker.
+handler renders the answer it renders for a fresh command. The gateway then hands the recorded
+request to its runner link (worldloop.gateway.runner_link), waits for the answer without a
+thread, and keeps or corrects the handler's answer with the runner's (refused: the refusal's
+status; a reused Idempotency-Key: the first command's ticket). The runner still sequences,
+refuses and checks keys exactly as for a web worker.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The one-host bus, web-worker side: commands to the runner process, its feed back.
 
-A web worker (any number of them, ``gunicorn -w N``) holds one :class:`IpcBus` per world. A
-put is one request to the runner (it sequences and queues the command, or refuses it: full,
-halted, a key reused) answered with the command's envelope (the stream gateway sends it
-later, from its event loop: worldloop.bus.deferred); the ticket the worker keeps resolves when
-the runner's feed reports the command's outcome, which the runner sends only after the tick is
-journaled. The feed also carries each published snapshot as the name of a
-shared-memory file (worldloop.runner.shm): ``latest`` maps it read-only, once per tick and
-only when someone reads, so a snapshot of any size reaches every worker without a copy.
+A web worker (any number of them, ``gunicorn -w N``) holds one :class:`IpcBus` per world. A put
+is one request to the runner (it sequences and queues the command, or refuses it: full, halted,
+a key reused) answered with the command's envelope (the stream gateway sends it after its
+handler answered, waiting on no thread: worldloop.bus.deferred); the ticket the worker keeps
+resolves when the runner's feed reports the command's outcome, which the runner sends only after
+the tick is journaled. The feed also carries each published snapshot as the name of a
+shared-memory file (worldloop.runner.shm): ``latest`` maps it read-only, once per tick and only
+when someone reads, so a snapshot of any size reaches every worker without a copy.
 
 Only the API side of :class:`~worldloop.bus.base.Bus` is served here; the loop side belongs to
 the runner, whose own bus is the in-process one.

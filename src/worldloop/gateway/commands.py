@@ -4,12 +4,12 @@ A waiting command spends almost all of its time waiting for its tick to be journ
 worker that wait holds a request thread (gthread) or the whole worker (sync). Here the request
 runs through the same Flask app, on a small thread pool, *without* the wait — authentication,
 validation, rate limits and idempotency keys are exactly the web workers' — and its put to the
-runner is deferred (worldloop.bus.deferred): the loop sends it without a thread waiting on the
-runner (worldloop.gateway.runner_link) and keeps or corrects the handler's answer with the
-runner's. The wait itself is a future resolved by the runner's feed when the command's
-outcome arrives, so a thousand waiting players cost a thousand futures, not a thousand
-threads. The answer is the one a web worker gives: 200 with the result, the refusal's own
-status, or 202 when ``WORLDLOOP_COMMAND_WAIT`` runs out first.
+runner is deferred (worldloop.bus.deferred): it is sent without a thread waiting for the
+runner's answer (worldloop.gateway.runner_link), which keeps or corrects the handler's answer.
+The wait itself is a future resolved by the runner's feed when the command's outcome arrives, so
+a thousand waiting players cost a thousand futures, not a thousand threads. The answer is the
+one a web worker gives: 200 with the result, the refusal's own status, or 202 when
+``WORLDLOOP_COMMAND_WAIT`` runs out first.
 
 What this costs per command is what bounds the acknowledgement's latency once hundreds of
 players wait (bench/gateway.py): the handler is called as a WSGI server calls it (one environ
