@@ -239,11 +239,14 @@ class CommandQueue:
         payload: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
         """Sequence and enqueue a validated command; raise QueueFull when at capacity.
 
         With a ``key`` the queue still remembers, the first command's ticket comes back and
-        nothing is queued (IdempotencyKeyReused if the request differs)."""
+        nothing is queued (IdempotencyKeyReused if the request differs). ``command_id``: the
+        id the submitter chose (unique: a uuid4 hex), else a new one."""
         size = object_size(payload)
         with self._lock:
             if key is not None:
@@ -263,7 +266,7 @@ class CommandQueue:
                 )
             self._seq += 1
             cmd = Command(
-                id=uuid.uuid4().hex,
+                id=command_id or uuid.uuid4().hex,
                 seq=self._seq,
                 type=type_,
                 payload=payload,

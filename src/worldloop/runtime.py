@@ -286,13 +286,16 @@ class WorldRuntime:
         normalized: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
         """Queue a command already validated (by a web worker of the runner process): the
-        same checks and idempotency as :meth:`submit`."""
+        same checks and idempotency as :meth:`submit`; ``command_id``: the id the submitter
+        chose (the stream gateway's), else a new one."""
         first = self._admit(key)
         if first is not None:
             return first
-        return self._queue(type_, normalized, actor, key)
+        return self._queue(type_, normalized, actor, key, command_id)
 
     def _admit(self, key: IdempotencyKey | None) -> CommandTicket | None:
         """Refuse when not running; the first command's ticket of a key already used."""
@@ -306,10 +309,11 @@ class WorldRuntime:
         normalized: Mapping[str, Any],
         actor: str | None,
         key: IdempotencyKey | None,
+        command_id: str | None = None,
     ) -> CommandTicket:
         if self.degraded:
             raise StoreError(f"world {self.name!r} halted: {self.degraded}")
-        ticket = self.bus.put(type_, normalized, actor, key)
+        ticket = self.bus.put(type_, normalized, actor, key, command_id=command_id)
         halted = self.degraded
         if halted:
             # The loop halted while this command was being validated, after it drained the

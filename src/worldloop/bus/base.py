@@ -45,10 +45,13 @@ class Bus(Protocol):
         payload: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
         """Sequence and enqueue a validated command; never blocks: QueueFull when at capacity.
         With a ``key`` the bus remembers, the first command's ticket instead (nothing queued;
-        IdempotencyKeyReused when the request differs)."""
+        IdempotencyKeyReused when the request differs). ``command_id``: the id the submitter
+        chose (the stream gateway answers before the runner does), else a new one."""
         ...
 
     def keyed(self, scope: str) -> CommandTicket | None:

@@ -1,12 +1,13 @@
 """The one-host bus, web-worker side: commands to the runner process, its feed back.
 
-A web worker (any number of them, ``gunicorn -w N``) holds one :class:`IpcBus` per world. A
-put is one request to the runner (it sequences and queues the command, or refuses it: full,
-halted, a key reused) answered with the command's envelope; the ticket the worker keeps
-resolves when the runner's feed reports the command's outcome, which the runner sends only
-after the tick is journaled. The feed also carries each published snapshot as the name of a
-shared-memory file (worldloop.runner.shm): ``latest`` maps it read-only, once per tick and
-only when someone reads, so a snapshot of any size reaches every worker without a copy.
+A web worker (any number of them, ``gunicorn -w N``) holds one :class:`IpcBus` per world. A put
+is one request to the runner (it sequences and queues the command, or refuses it: full, halted,
+a key reused) answered with the command's envelope (the stream gateway sends it after its
+handler answered, waiting on no thread: worldloop.bus.deferred); the ticket the worker keeps
+resolves when the runner's feed reports the command's outcome, which the runner sends only after
+the tick is journaled. The feed also carries each published snapshot as the name of a
+shared-memory file (worldloop.runner.shm): ``latest`` maps it read-only, once per tick and only
+when someone reads, so a snapshot of any size reaches every worker without a copy.
 
 Only the API side of :class:`~worldloop.bus.base.Bus` is served here; the loop side belongs to
 the runner, whose own bus is the in-process one.
@@ -14,9 +15,11 @@ the runner, whose own bus is the in-process one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +31,7 @@ from ..commands import Command, CommandTicket, IdempotencyKey, Outcome
 from ..errors import WorldNotRunning
 from ..runner import ipc, shm
 from ..snapshot import Snapshot
+from . import deferred
 
 log = logging.getLogger("worldloop.bus")
 
@@ -122,6 +126,11 @@ class IpcBus:
         """Outcomes the feed brought for ids not in ``_mine`` (see UNCLAIMED)."""
         """The runner (its id) that accepted each of this worker's commands."""
         self._mine_lock = threading.Lock()
+        self._map_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:16]
+        """Ids of deferred puts: this bus's random prefix and a count (unique as a uuid4 is,
+        without the system call a uuid4 makes per command)."""
         self._cv = threading.Condition()
         self._message: dict[str, Any] | None = None
         """The last feed message with a snapshot."""
@@ -155,17 +164,7 @@ class IpcBus:
         While the runner's feed is silent (down, or not started yet) it fails fast: a request
         thread never waits out a timeout on a runner known to be gone (it waits STALE_GRACE s
         for a late feed; a worker that just started up to FIRST_FEED s for the first message)."""
-        if not self._heard.is_set():
-            self._heard.wait(FIRST_FEED)
-        if not self.runner_up:
-            with self._cv:
-                self._cv.wait_for(lambda: self.runner_up, STALE_GRACE)
-        if not self.runner_up:
-            raise RunnerUnavailable(
-                f"the runner of world {self.world!r} is not running (starting, or restarting "
-                "after it stopped); retry shortly",
-                details={"reason": "runner_unavailable"},
-            )
+        self._check_runner()
         sock = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._ctx.socket(zmq.DEALER)
@@ -177,15 +176,34 @@ class IpcBus:
             # A lost or late answer must not be read as the next request's: a fresh socket.
             sock.close(0)
             self._local.sock = None
-            raise RunnerUnavailable(
-                f"the runner of world {self.world!r} did not answer in {timeout:g} s "
-                "(restarting?); retry shortly",
-                details={"reason": "runner_unavailable"},
-            )
+            raise self.no_answer(timeout)
         answer = ipc.unpack(sock.recv())
         if "error" in answer:
             ipc.raise_error(answer["error"])
         return answer.get("value")
+
+    def no_answer(self, timeout: float) -> RunnerUnavailable:
+        """The error of a request the runner did not answer in ``timeout`` seconds."""
+        return RunnerUnavailable(
+            f"the runner of world {self.world!r} did not answer in {timeout:g} s "
+            "(restarting?); retry shortly",
+            details={"reason": "runner_unavailable"},
+        )
+
+    def _check_runner(self) -> None:
+        """Raise RunnerUnavailable while the runner's feed is silent (after the short waits
+        :meth:`request` describes)."""
+        if not self._heard.is_set():
+            self._heard.wait(FIRST_FEED)
+        if not self.runner_up:
+            with self._cv:
+                self._cv.wait_for(lambda: self.runner_up, STALE_GRACE)
+        if not self.runner_up:
+            raise RunnerUnavailable(
+                f"the runner of world {self.world!r} is not running (starting, or restarting "
+                "after it stopped); retry shortly",
+                details={"reason": "runner_unavailable"},
+            )
 
     def put(
         self,
@@ -193,11 +211,36 @@ class IpcBus:
         payload: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
         message: dict[str, Any] = {"op": "put", "type": type_, "payload": payload, "actor": actor}
         if key is not None:
             message["key"] = [key.scope, key.fingerprint]
-        answer = self.request(message)
+        if command_id is not None:
+            message["id"] = command_id
+        later = deferred.current()
+        if later is not None and later.message is None:
+            return self._defer(later, message, key)
+        return self.accepted(self.request(message))
+
+    def _defer(
+        self, later: deferred.Deferred, message: dict[str, Any], key: IdempotencyKey | None
+    ) -> CommandTicket:
+        """Record the put for the caller of deferred.deferring to send; a provisional ticket
+        (queued, under the id chosen here) meanwhile. Fails fast as a request does while the
+        runner is down."""
+        self._check_runner()
+        message.setdefault("id", f"{self._id_prefix}{next(self._ids):016x}")
+        later.bus, later.message = self, message
+        command = Command(
+            str(message["id"]), 0, message["type"], message["payload"], message["actor"], 0, key
+        )
+        return CommandTicket(command)
+
+    def accepted(self, answer: Mapping[str, Any]) -> CommandTicket:
+        """This worker's ticket of a command the runner answered a put with (kept until its
+        outcome comes on the feed; a keyed retry's is the one already kept)."""
         ticket = ticket_from(answer)
         if not ticket.done:
             with self._mine_lock:
@@ -214,6 +257,8 @@ class IpcBus:
         return ticket
 
     def keyed(self, scope: str) -> CommandTicket | None:
+        if deferred.current() is not None:
+            return None  # the deferred put's runner checks the key (its bus, then the journal)
         found = self.request({"op": "keyed", "scope": scope})
         if found is None:
             return None
@@ -233,7 +278,11 @@ class IpcBus:
         snap = self._snapshot
         if snap is not None and snap.tick == message["tick"]:
             return snap
-        return self._map(message)
+        with self._map_lock:  # one thread maps a tick's file; the others wait and share it
+            snap = self._snapshot
+            if snap is not None and snap.tick == message["tick"]:
+                return snap
+            return self._map(message)
 
     def _map(self, message: Mapping[str, Any]) -> Snapshot | None:
         """The snapshot of ``message``, mapped from its file (once per tick per worker)."""

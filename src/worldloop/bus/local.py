@@ -60,8 +60,10 @@ class LocalBus:
         payload: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
-        return self._queue.put(type_, payload, actor, key)
+        return self._queue.put(type_, payload, actor, key, command_id=command_id)
 
     def keyed(self, scope: str) -> CommandTicket | None:
         return self._queue.keyed(scope)

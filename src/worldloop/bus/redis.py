@@ -133,13 +133,15 @@ class RedisBus:
         payload: Mapping[str, Any],
         actor: str | None = None,
         key: IdempotencyKey | None = None,
+        *,
+        command_id: str | None = None,
     ) -> CommandTicket:
         if key is not None:
             known = self.keyed(key.scope)
             if known is not None:
                 return self._same(known, key)
         record: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
+            "id": command_id or uuid.uuid4().hex,
             "type": type_,
             "payload": dict(payload),
             "actor": actor,

@@ -3,11 +3,13 @@
 A waiting command spends almost all of its time waiting for its tick to be journaled; on a web
 worker that wait holds a request thread (gthread) or the whole worker (sync). Here the request
 runs through the same Flask app, on a small thread pool, *without* the wait — authentication,
-validation, rate limits, idempotency keys and the submission to the runner are exactly the web
-workers' — and the wait itself is a future resolved by the runner's feed when the command's
-outcome arrives, so a thousand waiting players cost a thousand futures, not a thousand
-threads. The answer is the one a web worker gives: 200 with the result, the refusal's own
-status, or 202 when ``WORLDLOOP_COMMAND_WAIT`` runs out first.
+validation, rate limits and idempotency keys are exactly the web workers' — and its put to the
+runner is deferred (worldloop.bus.deferred): it is sent without a thread waiting for the
+runner's answer (worldloop.gateway.runner_link), which keeps or corrects the handler's answer.
+The wait itself is a future resolved by the runner's feed when the command's outcome arrives, so
+a thousand waiting players cost a thousand futures, not a thousand threads. The answer is the
+one a web worker gives: 200 with the result, the refusal's own status, or 202 when
+``WORLDLOOP_COMMAND_WAIT`` runs out first.
 
 What this costs per command is what bounds the acknowledgement's latency once hundreds of
 players wait (bench/gateway.py): the handler is called as a WSGI server calls it (one environ
@@ -30,12 +32,18 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 from aiohttp import web
+from flask import jsonify
 
+from ..bus import deferred
+from ..bus.ipc import REQUEST_TIMEOUT, IpcBus
 from ..commands import CommandTicket
+from ..errors import WorldLoopError
+from ..runner import ipc
+from .runner_link import RunnerLinks
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,9 +53,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("worldloop.gateway")
 
 FLAGS_TRUE = frozenset({"1", "true", "yes", "on"})
-POOL = 4
-"""Threads that run the Flask side of submissions (each a few milliseconds)."""
+POOL = 2
+"""Threads that run the Flask side of submissions (a millisecond or so each, CPU only: the put
+is deferred, nothing waits on the runner there; more threads only queue for the GIL, and make
+the event loop, which answers the waits, queue behind them)."""
 
+
+Taken: TypeAlias = CommandTicket | WorldLoopError
+"""The runner's answer to a deferred put, taken in: the command's ticket, or the refusal."""
 
 PHASE_SAMPLES = 4096
 """Waits whose phases :class:`PhaseTimes` keeps (the most recent)."""
@@ -92,6 +105,7 @@ class CommandWaits:
         self.runtime = runtime
         self.wait_seconds = wait_seconds
         self.pool = ThreadPoolExecutor(POOL, thread_name_prefix="worldloop-gateway-api")
+        self.links = RunnerLinks()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.waiting_peak = 0
@@ -108,6 +122,7 @@ class CommandWaits:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.links.close()
 
     @property
     def waiting(self) -> int:
@@ -149,14 +164,23 @@ class CommandWaits:
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
         environ = _environ(request.path, query, request.headers.items(), body, request.remote)
-        status, out_headers, data = await loop.run_in_executor(self.pool, self._flask, environ)
-        submitted = time.monotonic()
+        answer: asyncio.Future[Taken] = loop.create_future()
+        status, out_headers, data, later, sent = await loop.run_in_executor(
+            self.pool, self._flask, environ, answer
+        )
         ticket = None
-        if wait and status == 202:
-            command_id = orjson.loads(data).get("command_id")
-            ticket = self.runtime.ipc.ticket(str(command_id))
-        if ticket is not None:
-            if not ticket.done:
+        bus = later.bus
+        if sent is not None:
+            taken = await self._taken_in_time(later, answer, *sent)
+            status, out_headers, data, ticket = self._put_answer(
+                later, taken, environ, out_headers, data
+            )
+        elif wait and status == 202:  # a handler that put without deferring: its ticket by id
+            bus = self.runtime.ipc
+            ticket = bus.ticket(str(orjson.loads(data).get("command_id")))
+        submitted = time.monotonic()
+        if wait and ticket is not None:
+            if not ticket.done and bus is self.runtime.ipc:
                 fut: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(ticket.id, []).append(fut)
                 self.waiting_peak = max(self.waiting_peak, self.waiting)
@@ -182,24 +206,93 @@ class CommandWaits:
                 del self._waiters[command_id]
                 self._resolved_at.pop(command_id, None)
 
-    def _flask(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    def _send(self, later: deferred.Deferred, answer: asyncio.Future[Taken]) -> tuple[int, float]:
+        """Send the put the handler deferred (from the pool thread, at once); the runner's
+        answer is taken in on the link's thread and set on ``answer``. Its ref, and when."""
+        bus, message = later.bus, later.message
+        assert bus is not None and message is not None
+        loop = answer.get_loop()
+
+        def answered(data: dict[str, Any] | None) -> None:  # on the link's thread
+            taken = _taken(bus, data)
+            loop.call_soon_threadsafe(_settle, answer, taken)
+
+        sent_at = time.monotonic()
+        return self.links.of(bus).send(message, answered), sent_at
+
+    async def _taken_in_time(
+        self, later: deferred.Deferred, answer: asyncio.Future[Taken], ref: int, sent_at: float
+    ) -> Taken:
+        """The runner's answer to the deferred put, or the web worker's 503 when none comes in
+        REQUEST_TIMEOUT seconds."""
+        assert later.bus is not None
+        left = REQUEST_TIMEOUT - (time.monotonic() - sent_at)
+        try:
+            return await asyncio.wait_for(answer, max(0.0, left))
+        except TimeoutError:
+            self.links.of(later.bus).forget(ref, sent_at)
+            return later.bus.no_answer(REQUEST_TIMEOUT)
+
+    def _put_answer(
+        self,
+        later: deferred.Deferred,
+        taken: Taken,
+        environ: dict[str, Any],
+        headers: dict[str, str],
+        data: bytes,
+    ) -> tuple[int, dict[str, str], bytes, CommandTicket | None]:
+        """The answer the handler would have given with the runner's answer to its put: its
+        202 as it is for a fresh command (the common case: nothing to redo), the first
+        command's ticket for a reused key, the refusal's error otherwise."""
+        if isinstance(taken, WorldLoopError):
+            return *self._render_error(taken, environ), None
+        ticket = taken
+        if ticket.id == later.command_id:  # queued, as the runner answered (the feed may
+            return 202, headers, data, ticket  # have resolved it since: a wait answers that)
+        tick = ticket.tick if ticket.tick is not None else orjson.loads(data)["tick"]
+        with self.app.app_context():
+            resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
+        fresh = {**headers, **_headers(resp.headers.items())}
+        fresh["Location"] = f"/api/v1/commands/{ticket.id}"
+        return 202, fresh, resp.get_data(), ticket
+
+    def _render_error(
+        self, exc: WorldLoopError, environ: dict[str, Any]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The response the app gives when its handler raises ``exc``: its error handler's,
+        through the app's after-request hooks, in the request's context. Before-request hooks
+        (rate limits among them) ran with the handler and are not run again."""
+        from ..api.errors import worldloop_error
+
+        with self.app.request_context({**environ, "wsgi.input": io.BytesIO(b"")}):
+            resp = self.app.process_response(self.app.make_response(worldloop_error(exc)))
+            return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+    def _flask(
+        self, environ: dict[str, Any], answer: asyncio.Future[Taken]
+    ) -> tuple[int, dict[str, str], bytes, deferred.Deferred, tuple[int, float] | None]:
         """The web workers' handler, run here without the wait (on the pool), called with
-        ``environ`` exactly as a WSGI server calls the app."""
+        ``environ`` exactly as a WSGI server calls the app; its put deferred, then sent if the
+        handler answered 202 (a handler that raised after its put sends nothing), without a
+        thread waiting for the runner's answer (it comes to ``answer``)."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
             started[:] = [status, headers]
             return lambda data: None  # the legacy write(): Flask never calls it
 
-        chunks = self.app(environ, start_response)
-        try:
-            data = b"".join(chunks)
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        with deferred.deferring() as later:
+            chunks = self.app(environ, start_response)
+            try:
+                data = b"".join(chunks)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
         status, headers = started
-        return int(status.split(" ", 1)[0]), _headers(headers), data
+        code = int(status.split(" ", 1)[0])
+        sent = self._send(later, answer) if later.message is not None and code == 202 else None
+        return code, _headers(headers), data, later, sent
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
         """The answer a web worker gives for a resolved command (on the loop: it only encodes
@@ -209,6 +302,24 @@ class CommandWaits:
         with self.app.app_context():
             resp = resolved_response(ticket)
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+
+
+def _taken(bus: IpcBus, answer: dict[str, Any] | None) -> Taken:
+    """``answer`` taken in (on the link's thread, off the event loop): the ticket this bus
+    keeps for the command, or the error the runner refused it with (None: no answer)."""
+    if answer is None:
+        return bus.no_answer(REQUEST_TIMEOUT)
+    try:
+        if "error" in answer:
+            ipc.raise_error(answer["error"])
+        return bus.accepted(answer["value"])
+    except WorldLoopError as exc:
+        return exc
+
+
+def _settle(answer: asyncio.Future[Taken], taken: Taken) -> None:
+    if not answer.done():  # not given up on (timed out) meanwhile
+        answer.set_result(taken)
 
 
 def _environ(

@@ -191,26 +191,40 @@ class RunnerServer:
     # -- requests --------------------------------------------------------------------------
 
     def _answer(self, identity: bytes, body: bytes) -> bytes | None:
+        """The answer to one request; it carries the request's ``ref`` back, if it had one (the
+        stream gateway keeps many requests in flight on one socket and matches them by it)."""
+        ref = None
         try:
             message = ipc.unpack(body)
+            ref = message.get("ref")
             op = message.get("op")
             if op == "http":
                 self._pool.submit(self._forward, identity, message)
                 return None
-            value = self._handle(op, message)
+            answer = {"value": self._handle(op, message)}
         except WorldLoopError as exc:
-            return ipc.pack(ipc.error_message(exc))
+            answer = ipc.error_message(exc)
         except Exception as exc:  # contained: one bad request never ends the runner
             log.exception("worldloop: runner request failed")
-            return ipc.pack(ipc.error_message(WorldLoopError(f"runner error: {exc}")))
-        return ipc.pack({"value": value})
+            answer = ipc.error_message(WorldLoopError(f"runner error: {exc}"))
+        if ref is not None:
+            answer["ref"] = ref
+        return ipc.pack(answer)
 
     def _handle(self, op: Any, message: Mapping[str, Any]) -> Any:
         rt = self.runtime
         if op == "put":
             raw = message.get("key")
             key = None if raw is None else IdempotencyKey(str(raw[0]), str(raw[1]))
-            ticket = rt.accept(str(message["type"]), message["payload"], message["actor"], key)
+            chosen = message.get("id")  # the stream gateway's (it answers before this does)
+            command_id = chosen if isinstance(chosen, str) and 0 < len(chosen) <= 64 else None
+            ticket = rt.accept(
+                str(message["type"]),
+                message["payload"],
+                message["actor"],
+                key,
+                command_id=command_id,
+            )
             if not ticket.done:
                 with self._pending_lock:
                     self._pending[ticket.id] = ticket

@@ -108,15 +108,25 @@ def write(path: Path, data: Mapping[str, Any], meta: Mapping[str, Any] | None = 
     return size
 
 
+_NESTED = (dict, list)
+
+
 def _rebuild(value: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(value, dict):
-        if _ARRAY in value and len(value) == 1:
-            return arrays[int(value[_ARRAY])]
-        if _PAIRS in value and len(value) == 1:
-            return {_key(k): _rebuild(v, arrays) for k, v in value[_PAIRS]}
-        return {k: _rebuild(v, arrays) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rebuild(v, arrays) for v in value]
+    """``value`` (a JSON document's node) with its array references and key-pair lists made
+    arrays and dicts again. Scalars, most of a snapshot, are kept without a call each: a
+    reader maps every tick's file, and the calls were most of its cost."""
+    if type(value) is dict:
+        if len(value) == 1:
+            if _ARRAY in value:
+                return arrays[int(value[_ARRAY])]
+            if _PAIRS in value:
+                return {
+                    _key(k): _rebuild(v, arrays) if type(v) in _NESTED else v
+                    for k, v in value[_PAIRS]
+                }
+        return {k: _rebuild(v, arrays) if type(v) in _NESTED else v for k, v in value.items()}
+    if type(value) is list:
+        return [_rebuild(v, arrays) if type(v) in _NESTED else v for v in value]
     return value
 
 

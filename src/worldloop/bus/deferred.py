@@ -1,0 +1,57 @@
+"""Deferred puts: a submission that returns before the runner has answered it.
+
+The stream gateway runs the web workers' Flask handler for ``POST /api/v1/commands`` on a small
+thread pool. A put there used to be a request/reply round trip to the runner, so a pool thread
+waited on the runner (which answers between and during its ticks) for every command. Inside
+:func:`deferring`, :meth:`worldloop.bus.ipc.IpcBus.put` sends nothing: it records the request,
+with a command id chosen here, and returns a provisional ticket (queued, under that id), so the
+handler renders the answer it renders for a fresh command. The gateway then hands the recorded
+request to its runner link (worldloop.gateway.runner_link), waits for the answer without a
+thread, and keeps or corrects the handler's answer with the runner's (refused: the refusal's
+status; a reused Idempotency-Key: the first command's ticket). The runner still sequences,
+refuses and checks keys exactly as for a web worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ipc import IpcBus
+
+
+@dataclass(slots=True)
+class Deferred:
+    """The put a handler made inside :func:`deferring`: its bus and request (None: none)."""
+
+    bus: IpcBus | None = None
+    message: dict[str, Any] | None = None
+
+    @property
+    def command_id(self) -> str | None:
+        return None if self.message is None else str(self.message["id"])
+
+
+_current = threading.local()
+
+
+@contextmanager
+def deferring() -> Iterator[Deferred]:
+    """Defer this thread's first put (and skip its key look-up: the runner checks the key
+    when the put reaches it) until the block ends; the caller sends what it recorded."""
+    deferred = Deferred()
+    _current.value = deferred
+    try:
+        yield deferred
+    finally:
+        _current.value = None
+
+
+def current() -> Deferred | None:
+    """This thread's open deferral, if any."""
+    found: Deferred | None = getattr(_current, "value", None)
+    return found
