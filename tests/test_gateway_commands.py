@@ -80,13 +80,20 @@ async def gateway() -> AsyncIterator[Served]:
     runtime = FakeRuntime()
     seen: list[dict[str, Any]] = []
     waits = CommandWaits(_app(runtime.ipc, seen), runtime, wait_seconds=10.0)  # type: ignore[arg-type]
+    async with serve_waits(waits) as client:
+        yield client, waits, seen
+
+
+@contextlib.asynccontextmanager
+async def serve_waits(waits: CommandWaits) -> AsyncIterator[TestClient[Any, Any]]:
+    """``waits`` serving POST /api/v1/commands by aiohttp on 127.0.0.1 (closed after)."""
     waits.bind(asyncio.get_running_loop())
     app = web.Application()
     app.router.add_post("/api/v1/commands", waits.submit)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
-        yield client, waits, seen
+        yield client
     finally:
         await client.close()
         waits.close()

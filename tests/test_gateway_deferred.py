@@ -18,8 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from flask import Flask, Response, jsonify, request
 
 from tests.bare_world import Tally
@@ -35,6 +34,7 @@ from worldloop.runner.server import RunnerServer
 from worldloop.runtime import WorldRuntime
 
 from .support import wait_for
+from .test_gateway_commands import serve_waits
 
 CAPACITY = 3
 
@@ -102,16 +102,8 @@ def runner(tmp_path: Path) -> Iterator[Runner]:
 @contextlib.asynccontextmanager
 async def gateway(r: Runner) -> AsyncIterator[tuple[TestClient[Any, Any], CommandWaits]]:
     waits = CommandWaits(r.app, r.remote, wait_seconds=10.0)
-    waits.bind(asyncio.get_running_loop())
-    app = web.Application()
-    app.router.add_post("/api/v1/commands", waits.submit)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with serve_waits(waits) as client:
         yield client, waits
-    finally:
-        await client.close()
-        waits.close()
 
 
 Answer = tuple[int, dict[str, str], Any]
