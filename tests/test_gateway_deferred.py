@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,14 @@ from flask import Flask, Response, jsonify, request
 
 from tests.bare_world import Tally
 from worldloop.api.errors import register_error_handlers
-from worldloop.bus.ipc import IpcBus
 from worldloop.commands import IdempotencyKey
 from worldloop.errors import QueueFull, status_of
 from worldloop.gateway import commands as gateway_commands
 from worldloop.gateway.commands import CommandWaits
 from worldloop.runner import ipc
 from worldloop.runner.remote import RemoteRuntime
-from worldloop.runner.server import RunnerServer
-from worldloop.runtime import WorldRuntime
 
+from .runner_support import ServedTally
 from .support import wait_for
 from .test_gateway_commands import serve_waits
 
@@ -68,35 +65,22 @@ def handler_app(rt: RemoteRuntime) -> Flask:
     return app
 
 
-class Runner:
-    """A paused Tally world behind a RunnerServer, and a gateway's bus and runtime of it."""
+class Runner(ServedTally):
+    """The runner's world with a small queue, and a gateway's bus and runtime of it."""
 
     def __init__(self, tmp: Path) -> None:
-        self.runtime = WorldRuntime(Tally(), rate_hz=20, start_paused=True, queue_size=CAPACITY)
-        self.runtime.start()
-        self.server = RunnerServer(Flask(__name__), self.runtime, ipc.endpoints(tmp, "tally"))
-        self.thread = threading.Thread(target=self.server.serve, daemon=True)
-        self.thread.start()
-        self.bus = IpcBus(self.server.endpoints, "tally", early_outcomes=True)
+        super().__init__(tmp, queue_size=CAPACITY)
+        self.bus = self.open_bus(early_outcomes=True)
         self.remote = RemoteRuntime(Tally(), self.bus, rate_hz=20)
         self.remote.start()
         self.app = handler_app(self.remote)
 
-    def close(self) -> None:
-        self.bus.close()
-        self.server.stop()
-        self.thread.join(5)
-        self.runtime.stop()
-
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path)
-    try:
-        wait_for(lambda: r.bus.runner_up, 10, 0.02, "the feed")
+    with Runner(tmp_path) as r:
+        r.wait_up()
         yield r
-    finally:
-        r.close()
 
 
 @contextlib.asynccontextmanager

@@ -14,46 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from tests.bare_world import Tally
 from worldloop.bus.ipc import IpcBus
-from worldloop.runner import ipc, shm
-from worldloop.runner.server import RunnerServer
-from worldloop.runtime import WorldRuntime
+from worldloop.runner import shm
 
+from .runner_support import ServedTally
 from .support import wait_for
 
 
-class Served:
-    """A paused Tally world behind a RunnerServer, its gateway-side and worker-side buses."""
+class Served(ServedTally):
+    """The runner's world with its gateway-side and worker-side buses."""
 
     def __init__(self, tmp: Path) -> None:
-        self.runtime = WorldRuntime(Tally(), rate_hz=20, start_paused=True)
-        self.runtime.start()
-        self.endpoints = ipc.endpoints(tmp, "tally")
-        self.server = RunnerServer(Flask(__name__), self.runtime, self.endpoints)
-        self.thread = threading.Thread(target=self.server.serve, daemon=True)
-        self.thread.start()
-        self.gateway = IpcBus(self.endpoints, "tally", early_outcomes=True)
-        self.worker = IpcBus(self.endpoints, "tally")
-
-    def close(self) -> None:
-        self.gateway.close()
-        self.worker.close()
-        self.server.stop()
-        self.thread.join(5)
-        self.runtime.stop()
+        super().__init__(tmp)
+        self.gateway = self.open_bus(early_outcomes=True)
+        self.worker = self.open_bus()
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    s = Served(tmp_path)
-    try:
-        wait_for(lambda: s.gateway.runner_up and s.worker.runner_up, 10, 0.02, "the feed")
+    with Served(tmp_path) as s:
+        s.wait_up()
         yield s
-    finally:
-        s.close()
 
 
 def test_outcomes_reach_the_gateway_before_the_snapshot_file_is_written(
