@@ -4,6 +4,8 @@ once per class (issue 11: the web workers' per-request cost)."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +15,7 @@ import pytest
 from flask import Flask
 
 from worldloop.api import common
+from worldloop.api import world as world_api
 from worldloop.api.errors import Unsupported
 from worldloop.api.world import summary_of
 from worldloop.metrics import REGISTRY
@@ -58,6 +61,33 @@ def test_the_summary_follows_the_loop_state_without_a_new_snapshot(app: Flask) -
     rt_of(app).stop()
     stopped = client.get("/api/v1/world").json
     assert stopped["running"] is False
+
+
+def test_the_summary_cache_lets_a_superseded_snapshot_go(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rendered summary keeps nothing alive: once the runtime publishes a newer snapshot
+    the one it was rendered from is collectable, and the newer one is rendered once."""
+    client = app.test_client()
+    assert client.post("/api/v1/admin/pause", headers=ADMIN).status_code == 200
+    rt = rt_of(app)
+    assert client.get("/api/v1/world").json["tick"] == rt.snapshot.tick
+    superseded = weakref.ref(rt.snapshot)
+    rt.step(1)
+    assert rt.snapshot is not superseded()
+    gc.collect()
+    assert superseded() is None, gc.get_referrers(superseded())
+
+    renders: list[int] = []
+
+    def counted(snap: Any, stats: Any, running: bool) -> dict[str, Any]:
+        renders.append(snap.tick)
+        return summary_of(snap, stats, running)
+
+    monkeypatch.setattr(world_api, "summary_of", counted)
+    first, again = client.get("/api/v1/world"), client.get("/api/v1/world")
+    assert first.data == again.data and first.json["tick"] == rt.snapshot.tick
+    assert renders == [rt.snapshot.tick]  # rendered once for the current snapshot
 
 
 def latency_count(endpoint: str, status: str) -> float:

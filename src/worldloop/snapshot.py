@@ -86,6 +86,7 @@ class Snapshot:
     """The world as it was after ``tick``: data, plus lazily cached derived values."""
 
     __slots__ = (
+        "__weakref__",  # readers' caches refer to a snapshot without keeping it alive
         "_cache",
         "_cache_bytes",
         "_lock",

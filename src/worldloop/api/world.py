@@ -6,8 +6,8 @@ The hottest read of all: its JSON is rendered once per published snapshot and lo
 
 from __future__ import annotations
 
-from typing import Any, cast
-from weakref import WeakKeyDictionary
+import weakref
+from typing import Any, NamedTuple, cast
 
 from flask import Blueprint, Flask, Response, current_app
 from pydantic import BaseModel, ConfigDict
@@ -35,11 +35,21 @@ class WorldSummary(BaseModel):
     running: bool
 
 
-_RENDERED: WeakKeyDictionary[WorldRuntime, tuple[tuple[Any, ...], bytes, str]] = WeakKeyDictionary()
-"""Per runtime, the last summary rendered and what it was rendered from: the snapshot itself
-(by identity: a runner restarted at the same tick publishes a new one), the loop's rate, paused
-and running, and the app's JSON provider. One entry per runtime, replaced on any change; the
-previous snapshot it holds lives until the next summary request at most."""
+class _Rendered(NamedTuple):
+    """A summary rendered, and what from: the snapshot (weakly: by identity, as a runner
+    restarted at the same tick publishes a new one) and the loop state and JSON provider."""
+
+    snapshot: weakref.ref[Snapshot]
+    state: tuple[float, bool, bool, Any]
+    body: bytes
+    content_type: str
+
+
+_RENDERED: weakref.WeakKeyDictionary[WorldRuntime, _Rendered] = weakref.WeakKeyDictionary()
+"""Per runtime, the last summary rendered: one entry, replaced when the snapshot, the loop's
+rate, paused or running, or the app's JSON provider change. It refers to its snapshot weakly,
+so a superseded snapshot is freed as soon as the runtime lets go of it, not at the next
+summary request."""
 
 
 def summary_of(snap: Snapshot, stats: TickerStats, running: bool) -> dict[str, Any]:
@@ -68,10 +78,13 @@ def world_summary() -> Response:
     stats = rt.stats()
     running = rt.running
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    key = (snap, stats.rate_hz, stats.paused, running, app.json)
+    state = (stats.rate_hz, stats.paused, running, app.json)
     found = _RENDERED.get(rt)
-    if found is None or found[0] != key:
+    if found is None or found.snapshot() is not snap or found.state != state:
         # rendered by the app's own JSON provider, exactly as returning the dict would be
         rendered = cast(Response, app.json.response(summary_of(snap, stats, running)))
-        found = _RENDERED[rt] = (key, rendered.get_data(), rendered.content_type or "")
-    return app.response_class(found[1], content_type=found[2])
+        found = _Rendered(
+            weakref.ref(snap), state, rendered.get_data(), rendered.content_type or ""
+        )
+        _RENDERED[rt] = found
+    return app.response_class(found.body, content_type=found.content_type)
