@@ -23,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numba as nb
 import numpy as np
-from numba.extending import intrinsic
+
+from .kernels_pcg import pcg_fill
 
 Pair = tuple[Callable[..., Any], Callable[..., Any]]
 """(parallel build, one-thread build) of one loop."""
@@ -80,6 +81,9 @@ def _wander_raw(
         _wander_rows(flat[2 * lo : 2 * hi], raw[lo:hi], half, kick_scale, vmax)
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _wander_rows(
     vel: Any, raw: Any, half: Any, kick_scale: Any, vmax: Any
@@ -107,47 +111,8 @@ def _wander_rows(
         flat[2 * i + 1] = vy * scale
 
 
-PCG_MUL_HI = np.uint64(0x2360ED051FC65DA4)
-PCG_MUL_LO = np.uint64(0x4385DF649FCCF645)
-"""PCG64's 128-bit LCG multiplier (NumPy's ``PCG64``, XSL-RR output), in 64-bit halves."""
-_LOW32 = np.uint64(0xFFFFFFFF)
 DRAW_BLOCK = 1024
 """Rows whose draws :data:`wander_move` makes at a time, into a buffer that stays in cache."""
-
-
-def _mulhi_typed(typingctx: Any, a: Any, b: Any) -> Any:  # pragma: no cover - compiled
-    """The high 64 bits of the 128-bit product of two uint64: numba has no 128-bit integer,
-    LLVM does (one multiply instruction, not four of 32-bit halves)."""
-    sig = nb.types.uint64(nb.types.uint64, nb.types.uint64)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        narrow = args[0].type  # LLVM's i64; its class makes the i128 (and its constants)
-        wide = type(narrow)(128)
-        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
-        return builder.trunc(builder.lshr(product, wide(64)), narrow)
-
-    return sig, codegen
-
-
-_mulhi: Any = intrinsic(_mulhi_typed)  # called as _mulhi(a, b) in compiled code
-
-
-@nb.njit(cache=True, nogil=True)
-def _pcg_fill(
-    hi: Any, lo: Any, inc_hi: Any, inc_lo: Any, out: Any, count: Any
-) -> Any:  # pragma: no cover - compiled
-    """``count`` PCG64 draws into ``out`` as NumPy's ``random_raw`` makes them, from the state
-    (hi, lo): each step is state * multiplier + increment (mod 2**128), and its output
-    ``rotr64(hi ^ lo, hi >> 58)`` of the new state. Returns the new state."""
-    for i in range(count):
-        new_lo = lo * PCG_MUL_LO + inc_lo
-        carry = np.uint64(1) if new_lo < inc_lo else np.uint64(0)
-        hi = hi * PCG_MUL_LO + lo * PCG_MUL_HI + _mulhi(lo, PCG_MUL_LO) + inc_hi + carry
-        lo = new_lo
-        x = hi ^ lo
-        r = hi >> np.uint64(58)
-        out[i] = (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
-    return hi, lo
 
 
 def _wander_move(
@@ -184,7 +149,7 @@ def _wander_move(
         end = (t + 1) * n // chunks
         for block in range(t * n // chunks, end, DRAW_BLOCK):
             top = min(block + DRAW_BLOCK, end)
-            hi, lo = _pcg_fill(hi, lo, inc_hi, inc_lo, raw, top - block)
+            hi, lo = pcg_fill(hi, lo, inc_hi, inc_lo, raw, top - block)
             _wander_rows(v[2 * block : 2 * top], raw, half, kick_scale, vmax)
             outside += _move_rows(
                 p[2 * block : 2 * top],

@@ -333,6 +333,6 @@ class NumbaKernels:
                 self.grow_graze(cells, sheep, g.reshape(-1), energy, (0.1, 0.5), (0.1, 1.0))
             kind = np.zeros(rows, dtype=np.int8)
             age, dead = self.life(kind, np.zeros(rows, dtype=np.int32), energy, 0.1, 10, 2.0)[:2]
-            arrays = [np.arange(rows, dtype=np.int64), kind, p, energy, age]
+            arrays: list[Any] = [np.arange(rows, dtype=np.int64), kind, p, energy, age]
             self.rebuild(dead, arrays, [a[:1] for a in arrays])
             self.grid(p, 1.0, 1.0, 2, 2)

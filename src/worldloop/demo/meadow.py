@@ -421,21 +421,9 @@ class Meadow(World):
         """
         key = len(self.players)
         cached = self._views_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        players = [
-            {
-                "player_id": pid,
-                "name": p["name"],
-                "entity_id": int(p["entity_id"]),
-                "joined_tick": int(p["joined_tick"]),
-            }
-            for pid, p in sorted(self.players.items())
-        ]
-        auth = {p["token_hash"]: pid for pid, p in self.players.items()}
-        owner = {int(p["entity_id"]): pid for pid, p in self.players.items()}
-        self._views_cache = (key, (players, auth, owner))
-        return players, auth, owner
+        if cached is None or cached[0] != key:
+            cached = self._views_cache = (key, views.player_tables(self.players))
+        return cached[1]
 
     def summary(self) -> dict[str, Any]:
         n = len(self.ids)
