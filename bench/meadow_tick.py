@@ -237,15 +237,24 @@ def main() -> None:
     ap.add_argument("--impl-ticks", type=int, default=40)
     ap.add_argument("--impl-warmup", type=int, default=5)
     ap.add_argument(
+        "--impl-settle",
+        type=int,
+        default=impls.SETTLE_TICKS,
+        help="ticks from the seed before measuring (births and deaths under way)",
+    )
+    ap.add_argument(
         "--breakdown-size", type=int, default=0, help="per-system table (0: largest impl size)"
     )
     ap.add_argument("--breakdown-ticks", type=int, default=20)
     ap.add_argument("--impl-block", type=int, default=10, help="consecutive ticks per turn")
-    ap.add_argument("--one-impl", help=argparse.SUPPRESS)  # kernels:threads:n:ticks:warmup:block
+    # kernels:threads:n:ticks:warmup:block:settle
+    ap.add_argument("--one-impl", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "meadow_tick.md"))
     args = ap.parse_args()
+    impls.SETTLE_TICKS = args.impl_settle
     if args.one_impl:
-        kernels, threads, n, ticks, warmup, block = args.one_impl.split(":")
+        kernels, threads, n, ticks, warmup, block, settle = args.one_impl.split(":")
+        impls.SETTLE_TICKS = int(settle)
         r = impls.measure_impl(kernels, int(threads), int(n), int(ticks), int(warmup), int(block))
         print(stdlib_json.dumps(r))
         return
@@ -271,7 +280,10 @@ def main() -> None:
         "",
         "## Implementations side by side",
         "",
-        f"Each implementation runs from the same seed, on its own world, all in one process. "
+        f"Each implementation runs on its own world, all in one process, from the same state: "
+        f"the world after {args.impl_settle} ticks from its seed, when sheep die and are born "
+        "every tick (a new meadow's first ~70 ticks have neither, and skip the rebuild of "
+        "every array that deaths and births cost). "
         f"After {args.impl_warmup} warm-up ticks, {args.impl_ticks} ticks each taking turns one "
         f"tick at a time, and {args.impl_ticks} ticks each in blocks of {args.impl_block} "
         "consecutive ticks, the implementations taking turns block by block; the two methods "

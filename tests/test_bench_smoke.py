@@ -45,6 +45,7 @@ def test_meadow_tick_bench_compares_implementations_with_equal_hashes(tmp_path: 
     assert "| 2,000 | NumPy as it was (baseline) |" in out
     assert "| 2,000 | NumPy kernels (default) |" in out
     assert "one tick each in turn" in out and "blocks of 10 consecutive ticks" in out
+    assert "deaths / births per tick" in out  # measured on a settled meadow
     assert "DIFFERENT" not in out  # the script also exits non-zero then
 
 

@@ -102,9 +102,10 @@ def test_loops_split_in_ranges_give_what_one_range_gives(build: int) -> None:
         order, starts = loops.grid[build](pos, cols / 370.0, rows / 230.0, cols, rows, chunks)
         assert np.array_equal(order, want_order) and np.array_equal(starts, want_starts)
         counts = loops.count[build](cells, sheep, True, cols * rows, chunks)
-        assert np.array_equal(counts, want_counts)
+        assert counts.shape == (chunks, cols * rows)  # a census per range of rows
+        assert np.array_equal(counts.sum(axis=0), want_counts)
         counts16, full = loops.count16[build](cells, sheep, True, cols * rows, chunks)
-        assert np.array_equal(counts16, want_counts) and not full.any()
+        assert np.array_equal(counts16.sum(axis=0), want_counts) and not full.any()
 
 
 @needs_numba
@@ -345,3 +346,39 @@ def test_asking_for_numba_without_it_is_a_clear_error(monkeypatch: pytest.Monkey
     with pytest.raises(ImportError, match=r"worldloop\[fast\]"):
         create_world({"MEADOW_ENTITIES": 5, "MEADOW_KERNELS": "numba"})
     assert create_world({"MEADOW_ENTITIES": 5, "MEADOW_KERNELS": "auto"}).kernels.name == "numpy"
+
+
+@needs_numba
+@pytest.mark.parametrize("build", [0, 1], ids=["parallel", "one-thread"])
+def test_rebuild_drops_the_dead_and_appends_the_newborn_as_numpy_does(build: int) -> None:
+    from worldloop.demo import kernels_loops as loops
+    from worldloop.demo.kernels_numba import NumbaKernels
+
+    rng = np.random.default_rng(5)
+    n = 1001
+    arrays = [
+        np.arange(n, dtype=np.int64),
+        rng.integers(0, 2, n).astype(np.int8),
+        rng.random((n, 2)),
+        rng.random(n).astype(np.int32),
+    ]
+    tails = [a[:3] * 0 + 7 for a in arrays]
+    patterns = {
+        "none": [],
+        "first and last": [0, n - 1],
+        "a run": list(range(10, 40)),
+        "scattered": sorted(rng.choice(n, 57, replace=False).tolist()),
+        "all": list(range(n)),
+    }
+    for rows in patterns.values():
+        dead = np.zeros(n, dtype=np.bool_)
+        dead[rows] = True
+        for with_tails in (None, tails):
+            want = NumpyKernels().rebuild(dead, arrays, with_tails)
+            assert NumbaKernels().rebuild(dead, arrays, with_tails)[2].flags.owndata
+            for a, w, t in zip(arrays, want, with_tails or [a[:0] for a in arrays], strict=True):
+                for chunks in (1, 2, 3, 7):
+                    out = np.empty_like(w)
+                    flat = (a.reshape(-1), np.flatnonzero(dead), t.reshape(-1))
+                    loops.rebuild[build](*flat, a[:1].size, out.reshape(-1), chunks)
+                    assert np.array_equal(out, w)

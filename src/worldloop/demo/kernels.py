@@ -104,8 +104,9 @@ class Kernels(Protocol):
         growth: tuple[float, float],
     ) -> tuple[F64, F32] | None:
         """:meth:`grow_grass` (``growth`` = (regrow, grass_max)) then :meth:`graze` (``food`` =
-        (bite, food_energy)) in one pass over the cells, ``grass`` (flat) left as it is: the
-        new energy and the new flat grass, or None (nothing done) without such a pass."""
+        (bite, food_energy)) in one pass over the cells, ``grass`` left as it is: the new
+        energy and the new grass (a new array of ``grass``'s shape, not a view of one), or
+        None (nothing done) without such a pass."""
         ...
 
     def cells(
@@ -127,8 +128,13 @@ class Kernels(Protocol):
         sheep count, dead count, rows of the living sheep with energy to breed)."""
         ...
 
-    def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
-        """The rows of each array where ``keep`` (new arrays, order kept)."""
+    def rebuild(
+        self, dead: NDArray[np.bool_] | None, arrays: list[Any], tails: list[Any] | None
+    ) -> list[Any]:
+        """New arrays: the rows of each array but the ``dead`` ones (order kept; all of them
+        when ``dead`` is None), followed by the rows of its tail (``tails[i]`` for
+        ``arrays[i]``; none when ``tails`` is None). A tick's deaths and births in one pass
+        over the rows, not one to drop the dead and another to append the newborn."""
         ...
 
     def grid(
@@ -252,8 +258,13 @@ class NumpyKernels:
         parents = np.flatnonzero(sheep & ~dead & (energy >= breed_energy))
         return age, dead, int(np.count_nonzero(sheep)), int(np.count_nonzero(dead)), parents
 
-    def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
-        return [a[keep] for a in arrays]
+    def rebuild(
+        self, dead: NDArray[np.bool_] | None, arrays: list[Any], tails: list[Any] | None
+    ) -> list[Any]:
+        kept = arrays if dead is None else [a[~dead] for a in arrays]
+        if tails is None:
+            return kept
+        return [np.concatenate([a, t]) for a, t in zip(kept, tails, strict=True)]
 
     def grid(
         self, pos: F64, width: float, height: float, cols: int, rows: int

@@ -19,6 +19,7 @@ on a machine pays for compiling.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -236,6 +237,8 @@ class NumbaKernels:
         counts, full = _call_chunked(loops.count16, cells.size, *census)
         if full.any():  # some cell holds more than 65535 sheep
             counts = _call_chunked(loops.count, cells.size, *census)
+        if counts.shape[0] > 2:  # loops.share adds up one or two censuses
+            counts = counts.sum(axis=0, dtype=np.int32)[None]
         share = _call(
             loops.share,
             flat.size,
@@ -279,9 +282,19 @@ class NumbaKernels:
         )
         return new_age, dead, int(n_sheep), int(n_dead), parents
 
-    def compact(self, keep: NDArray[np.bool_], arrays: list[Any]) -> list[Any]:
-        n_keep = int(np.count_nonzero(keep))
-        return [loops.compact(a, keep, n_keep) for a in arrays]
+    def rebuild(
+        self, dead: NDArray[np.bool_] | None, arrays: list[Any], tails: list[Any] | None
+    ) -> list[Any]:
+        rows = np.flatnonzero(dead) if dead is not None else np.empty(0, dtype=np.intp)
+        rebuilt = []
+        for i, a in enumerate(arrays):
+            tail = a[:0] if tails is None else tails[i]
+            out = np.empty((len(a) - rows.size + len(tail), *a.shape[1:]), dtype=a.dtype)
+            width = math.prod(a.shape[1:])  # values a row
+            flat = (a.reshape(-1), rows, tail.reshape(-1), width, out.reshape(-1))
+            _call_chunked(loops.rebuild, a.size, *flat)  # a new array of its own, to publish
+            rebuilt.append(out)
+        return rebuilt
 
     def grid(
         self, pos: F64, width: float, height: float, cols: int, rows: int
@@ -320,8 +333,6 @@ class NumbaKernels:
                 self.grow_graze(cells, sheep, g.reshape(-1), energy, (0.1, 0.5), (0.1, 1.0))
             kind = np.zeros(rows, dtype=np.int8)
             age, dead = self.life(kind, np.zeros(rows, dtype=np.int32), energy, 0.1, 10, 2.0)[:2]
-            self.compact(
-                ~dead,
-                [np.arange(rows, dtype=np.int64), kind, p, p, energy, age, p],
-            )
+            arrays: list[Any] = [np.arange(rows, dtype=np.int64), kind, p, energy, age]
+            self.rebuild(dead, arrays, [a[:1] for a in arrays])
             self.grid(p, 1.0, 1.0, 2, 2)

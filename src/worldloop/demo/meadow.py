@@ -211,18 +211,32 @@ class Meadow(World):
             System("spatial_index", self._reindex),
         )
 
-    def _spawn(self, kind: int, pos: NDArray[np.float64], energy: NDArray[np.float64]) -> list[int]:
-        """Append new entities with fresh ids (ids only grow, so the arrays stay sorted)."""
-        k = len(pos)
+    def _spawn(
+        self,
+        kind: int,
+        pos: NDArray[np.float64] | None,
+        energy: NDArray[np.float64] | None,
+        dead: NDArray[np.bool_] | None = None,
+    ) -> list[int]:
+        """Append new entities (``pos`` rows, none when None) with fresh ids (ids only grow, so
+        the arrays stay sorted), dropping the ``dead`` rows in the same pass; the new ids."""
+        k = 0 if pos is None else len(pos)
         new_ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
         self.next_id += k
-        self.ids = np.concatenate([self.ids, new_ids])
-        self.kind = np.concatenate([self.kind, np.full(k, kind, dtype=np.int8)])
-        self.pos = np.concatenate([self.pos, pos])
-        self.vel = np.concatenate([self.vel, np.zeros((k, 2))])
-        self.energy = np.concatenate([self.energy, energy])
-        self.age = np.concatenate([self.age, np.zeros(k, dtype=np.int32)])
-        self.target = np.concatenate([self.target, np.full((k, 2), np.nan)])
+        tails = None
+        if pos is not None and energy is not None:
+            tails = [
+                new_ids,
+                np.full(k, kind, dtype=np.int8),
+                pos,
+                np.zeros((k, 2)),
+                energy,
+                np.zeros(k, dtype=np.int32),
+                np.full((k, 2), np.nan),
+            ]
+        arrays = [self.ids, self.kind, self.pos, self.vel, self.energy, self.age, self.target]
+        rebuilt = self.kernels.rebuild(dead, arrays, tails)
+        self.ids, self.kind, self.pos, self.vel, self.energy, self.age, self.target = rebuilt
         if kind == AVATAR:
             self._reindex()
         return [int(i) for i in new_ids]
@@ -407,21 +421,9 @@ class Meadow(World):
         """
         key = len(self.players)
         cached = self._views_cache
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        players = [
-            {
-                "player_id": pid,
-                "name": p["name"],
-                "entity_id": int(p["entity_id"]),
-                "joined_tick": int(p["joined_tick"]),
-            }
-            for pid, p in sorted(self.players.items())
-        ]
-        auth = {p["token_hash"]: pid for pid, p in self.players.items()}
-        owner = {int(p["entity_id"]): pid for pid, p in self.players.items()}
-        self._views_cache = (key, (players, auth, owner))
-        return players, auth, owner
+        if cached is None or cached[0] != key:
+            cached = self._views_cache = (key, views.player_tables(self.players))
+        return cached[1]
 
     def summary(self) -> dict[str, Any]:
         n = len(self.ids)

@@ -117,10 +117,9 @@ def graze(m: Meadow) -> None:
     cells = moved[1] if moved is not None and moved[0] is m.pos else m._cells()
     if grow:
         food, growth = (p.bite, p.food_energy), (p.grass_regrow, p.grass_max)
-        both = m.kernels.grow_graze(cells, sheep, m.grass.reshape(-1), m.energy, food, growth)
+        both = m.kernels.grow_graze(cells, sheep, m.grass, m.energy, food, growth)
         if both is not None:
-            m.energy, flat = both
-            m.grass = flat.reshape(m.grass.shape)
+            m.energy, m.grass = both  # an array of its own: published as it is, not copied
             return
         _grow_now(m)
     grass = m.writable("grass").reshape(-1)
@@ -128,7 +127,8 @@ def graze(m: Meadow) -> None:
 
 
 def life(m: Meadow) -> None:
-    """Metabolism, ageing, births and deaths: one compaction of the arrays per tick."""
+    """Metabolism, ageing, births and deaths: one rebuild of the arrays per tick (the dead rows
+    dropped and the newborn appended in one pass, ``Kernels.rebuild``)."""
     p = m.params
     m.age, dead, n_sheep, n_dead, parents = m.kernels.life(
         m.kind, m.age, m.writable("energy"), p.metabolism, p.max_age, p.breed_energy
@@ -146,11 +146,6 @@ def life(m: Meadow) -> None:
         child_energy = m.energy[parents].copy()
         jitter = m.rng.normal(0.0, 2.0, (parents.size, 2))
         child_pos = np.mod(m.pos[parents] + jitter, (m.width, m.height))
-    if n_dead:
-        m.deaths += n_dead
-        m.ids, m.kind, m.pos, m.vel, m.energy, m.age, m.target = m.kernels.compact(
-            ~dead, [m.ids, m.kind, m.pos, m.vel, m.energy, m.age, m.target]
-        )
-    if child_pos is not None and child_energy is not None:
-        m.births += len(child_pos)
-        m._spawn(SHEEP, child_pos, child_energy)
+    m.deaths += n_dead
+    m.births += parents.size
+    m._spawn(SHEEP, child_pos, child_energy, dead if n_dead else None)

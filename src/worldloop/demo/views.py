@@ -23,6 +23,25 @@ SHEEP_COLOR = "#f2c14e"
 AVATAR_COLOR = "#ff5a7a"
 
 
+def player_tables(
+    players: dict[str, dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, str], dict[int, str]]:
+    """What a snapshot publishes of the world's players: the public list (by player id), and
+    who holds each token hash and owns each entity (for the API's auth and avatars)."""
+    public = [
+        {
+            "player_id": pid,
+            "name": p["name"],
+            "entity_id": int(p["entity_id"]),
+            "joined_tick": int(p["joined_tick"]),
+        }
+        for pid, p in sorted(players.items())
+    ]
+    auth = {p["token_hash"]: pid for pid, p in players.items()}
+    owner = {int(p["entity_id"]): pid for pid, p in players.items()}
+    return public, auth, owner
+
+
 def grid_of(snapshot: Snapshot) -> SpatialGrid:
     """The snapshot's spatial grid, built once per snapshot by its first reader that needs it
     (the world publishes only the bucket size: most snapshots are never queried by region),
