@@ -25,12 +25,13 @@ from worldloop.gateway.commands import POOL, CommandWaits, Taken
 
 class FakeIpc:
     """What CommandWaits uses of a worker's IpcBus: its tickets, the resolution hook, and
-    whether the runner's feed is fresh."""
+    whether the runner's feed is fresh and brought a snapshot."""
 
     def __init__(self) -> None:
         self.tickets: dict[str, CommandTicket] = {}
         self.on_resolved: Callable[[CommandTicket], None] | None = None
         self.runner_up = True
+        self.latest: object | None = object()  # a snapshot heard
 
     def ticket(self, command_id: str) -> CommandTicket | None:
         return self.tickets.get(command_id)
@@ -230,7 +231,8 @@ def ipc(waits: CommandWaits) -> FakeIpc:
 
 def test_a_submission_runs_on_the_event_loop_while_the_runner_is_up() -> None:
     """No hand-off to a thread per command while the runner's feed is fresh; the pool serves
-    while it is not (a put then waits for the runner to come back)."""
+    while it is not (a put then waits for the runner to come back), or before its first
+    snapshot (the handler would wait for it)."""
     asyncio.run(_runs_inline())
 
 
@@ -241,6 +243,10 @@ async def _runs_inline() -> None:
         assert resp.status == 202
         assert seen[-1]["thread"] == loop_thread
         ipc(waits).runner_up = False
+        resp = await client.post("/api/v1/commands", json={"type": "move_to"})
+        assert resp.status == 202
+        assert seen[-1]["thread"].startswith("worldloop-gateway-api")
+        ipc(waits).runner_up, ipc(waits).latest = True, None  # no snapshot yet: it would wait
         resp = await client.post("/api/v1/commands", json={"type": "move_to"})
         assert resp.status == 202
         assert seen[-1]["thread"].startswith("worldloop-gateway-api")

@@ -305,8 +305,9 @@ class CommandWaits:
 
     def _inline_ok(self) -> bool:
         """Whether the handler may run on the event loop: the rate limits are this process's
-        (a Redis limiter is a network round trip) and the runner's feed is fresh (a put
-        otherwise waits for it). A handler that would still wait raises WouldBlock there."""
+        (a Redis limiter is a network round trip), the runner's feed is fresh (a put otherwise
+        waits for it) and has brought a snapshot (a worker that just started waits for its
+        first). A handler that would still wait raises WouldBlock there."""
         if self._memory_limits is None:
             from ..api.common import limiter_url
 
@@ -315,7 +316,8 @@ class CommandWaits:
             else:
                 with self.app.app_context():
                     self._memory_limits = limiter_url().startswith("memory://")
-        return self._memory_limits and self.runtime.ipc.runner_up
+        ipc = self.runtime.ipc
+        return self._memory_limits and ipc.runner_up and ipc.latest is not None
 
     def _flask(
         self, environ: dict[str, Any], answer: asyncio.Future[Taken], inline: bool = False
