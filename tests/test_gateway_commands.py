@@ -84,11 +84,11 @@ Served = tuple[TestClient[Any, Any], CommandWaits, list[dict[str, Any]]]
 
 
 @contextlib.asynccontextmanager
-async def gateway() -> AsyncIterator[Served]:
+async def gateway(wait_seconds: float = 10.0) -> AsyncIterator[Served]:
     """CommandWaits served by aiohttp on 127.0.0.1, with the fake app and bus."""
     runtime = FakeRuntime()
     seen: list[dict[str, Any]] = []
-    waits = CommandWaits(_app(runtime.ipc, seen), runtime, wait_seconds=10.0)  # type: ignore[arg-type]
+    waits = CommandWaits(_app(runtime.ipc, seen), runtime, wait_seconds=wait_seconds)  # type: ignore[arg-type]
     async with serve_waits(waits) as client:
         yield client, waits, seen
 
@@ -307,3 +307,19 @@ async def _answers_wake_once() -> None:
             str(i) for i in range(20)
         ]
         assert len(calls) == 1, calls
+
+
+def test_a_wait_that_runs_out_is_the_queued_answer_and_is_forgotten() -> None:
+    """WORLDLOOP_COMMAND_WAIT ran out before the tick: the 202 a web worker gives, and the
+    wait is no longer held; the command's later resolution finds nobody waiting."""
+    asyncio.run(_runs_out())
+
+
+async def _runs_out() -> None:
+    async with gateway(wait_seconds=0.2) as (client, waits, _seen):
+        resp = await client.post("/api/v1/commands?wait=true", json={"type": "move_to"})
+        assert resp.status == 202
+        assert (await resp.json())["status"] == "queued"
+        assert waits.waiting == 0 and not waits._waiters
+        ipc(waits).resolve("c1")  # late: nothing to wake
+        assert waits.waiting == 0

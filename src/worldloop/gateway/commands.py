@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -223,8 +224,9 @@ class CommandWaits:
                 self.waiting_peak = max(self.waiting_peak, self.waiting)
                 if ticket.done:  # resolved between the look and the registration
                     self._wake(ticket.id)
-                try:
-                    await asyncio.wait_for(fut, self.wait_seconds)
+                try:  # asyncio.timeout, not wait_for: no future and callbacks of its own
+                    async with asyncio.timeout(self.wait_seconds):
+                        await fut
                 except TimeoutError:
                     self._forget(ticket.id, fut)
             if ticket.done:
@@ -263,7 +265,8 @@ class CommandWaits:
         assert later.bus is not None
         left = REQUEST_TIMEOUT - (time.monotonic() - sent_at)
         try:
-            return await asyncio.wait_for(answer, max(0.0, left))
+            async with asyncio.timeout(max(0.0, left)):
+                return await answer
         except TimeoutError:
             self.links.of(later.bus).forget(ref, sent_at)
             return later.bus.no_answer(REQUEST_TIMEOUT)
@@ -383,13 +386,11 @@ def _environ(
 ) -> dict[str, Any]:
     """The WSGI environ (PEP 3333) of a request the gateway received, ``wait`` taken out of
     its query: what gunicorn gives a web worker's app for the same request."""
-    from urllib.parse import urlencode
-
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "POST",
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
-        "QUERY_STRING": urlencode(query),
+        "QUERY_STRING": urlencode(query) if query else "",
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
