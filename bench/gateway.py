@@ -14,8 +14,9 @@ in a process of its own (a paced, sequential client), so no figure waits on the 
 interpreter lock. The
 CPU seconds each client and server process used in each phase are reported (from /proc), so a
 saturated client or server shows. ``--phases`` runs only some phases (``players`` alone to
-look at acknowledgements). Bounded: every phase has a deadline; results go to
-bench/results/gateway.md.
+look at acknowledgements), ``--via`` only some of the players' targets (``gateway`` alone for
+A/B runs of the gateway, with ``--src`` for the baseline). Bounded: every phase has a deadline;
+results go to bench/results/gateway.md.
 
     python bench/gateway.py --viewers 1000 --hz 10 --seconds 20 --client-procs 2
     python bench/gateway.py --phases players --players 200 --out /tmp/players.md
@@ -48,7 +49,11 @@ from gateway_clients import (
 from liveserver import SRC, free_port, running, server_env, wait_for
 
 sys.path.insert(0, str(SRC))
+from worldloop.runner.fork import COMM
 from worldloop.runner.ipc import endpoints
+
+FORKED_RUNNER = COMM.encode()
+"""The process name of a runner forked from a web worker (its command line is the worker's)."""
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.md"
 
@@ -65,7 +70,8 @@ def cpu_seconds(pid: int) -> float:
 
 def server_processes(instance: Path) -> dict[int, str]:
     """The server's processes (found by the instance folder in their environment: ours only),
-    by role: runner, gateway, gunicorn (the master and its web workers)."""
+    by role: runner, gateway, gunicorn (the master and its web workers). A runner forked from a
+    web worker is told apart by its process name (it was counted as gunicorn before)."""
     found: dict[int, str] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -76,9 +82,13 @@ def server_processes(instance: Path) -> dict[int, str]:
                     continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{name}/comm", "rb") as f:
+                comm = f.read().strip()
         except OSError:
             continue
         role = next((r for r in ("runner", "gateway") if f"worldloop.{r}" in cmd), "gunicorn")
+        if comm == FORKED_RUNNER:  # a runner forked from a web worker keeps its command line
+            role = "runner"
         found[int(name)] = role
     return found
 
@@ -138,6 +148,11 @@ def main() -> int:
         "--src",
         type=Path,
         help="serve from this source tree instead (a baseline: e.g. `git archive main src`)",
+    )
+    parser.add_argument(
+        "--via",
+        default="workers,gateway",
+        help="where the players send, comma-separated: workers, gateway (both by default)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -263,7 +278,10 @@ def players_phase(
     tokens = join_players(port, args.players)
     durations0 = len(feed.durations)
     rows = []
-    for where, p in (("web workers (gthread, 2 x 8 threads)", port), ("gateway", gport)):
+    via = {v.strip() for v in args.via.split(",")}
+    targets = [("web workers (gthread, 2 x 8 threads)", port)] if "workers" in via else []
+    targets += [("gateway", gport)] if "gateway" in via else []
+    for where, p in targets:
         meter = CpuMeter(instance)
         meter.start()
         lat, client_cpu = players_in_processes(

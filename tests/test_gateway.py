@@ -252,6 +252,7 @@ def test_command_waits_on_the_gateway_cost_no_thread_each(served: tuple[Server, 
     assert [a[0] for a in answers] == [200] * WAITERS, answers
     assert all(a[1]["status"] == "applied" and a[1]["result"] for a in answers), answers
     assert _health(gateway)["commands_waiting_peak"] > 4
+    moved = _health(gateway)["commands_moved_to_pool"]
     status, _, body = http(
         "POST",
         gateway + "/api/v1/commands?wait=true",
@@ -259,6 +260,9 @@ def test_command_waits_on_the_gateway_cost_no_thread_each(served: tuple[Server, 
         headers={"Authorization": "Bearer nobody-has-this-token"},
     )
     assert status == 401 and body["error"]["code"], body
+    # begun on the event loop, the unknown token's look-up for a newer snapshot (a wait) ran
+    # on a submission thread instead
+    assert _health(gateway)["commands_moved_to_pool"] == moved + 1
 
 
 def test_a_killed_gateway_is_started_again_by_the_runner(served: tuple[Server, str]) -> None:

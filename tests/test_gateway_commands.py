@@ -17,16 +17,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from flask import Flask, jsonify, request
 
+from worldloop.bus import deferred
+from worldloop.bus.ipc import RunnerUnavailable
 from worldloop.commands import Command, CommandTicket, Outcome
-from worldloop.gateway.commands import POOL, CommandWaits
+from worldloop.gateway.commands import POOL, CommandWaits, Taken
 
 
 class FakeIpc:
-    """What CommandWaits uses of a worker's IpcBus: its tickets and the resolution hook."""
+    """What CommandWaits uses of a worker's IpcBus: its tickets, the resolution hook, and
+    whether the runner's feed is fresh and brought a snapshot."""
 
     def __init__(self) -> None:
         self.tickets: dict[str, CommandTicket] = {}
         self.on_resolved: Callable[[CommandTicket], None] | None = None
+        self.runner_up = True
+        self.latest: object | None = object()  # a snapshot heard
 
     def ticket(self, command_id: str) -> CommandTicket | None:
         return self.tickets.get(command_id)
@@ -51,8 +56,12 @@ def _app(ipc: FakeIpc, seen: list[dict[str, Any]]) -> Flask:
 
     @app.post("/api/v1/commands")
     def submit() -> Any:
+        later = deferred.current()
+        if request.args.get("block") and later is not None and later.inline:
+            raise deferred.WouldBlock  # as the API's auth does for a token it must wait for
         seen.append(
             {
+                "thread": threading.current_thread().name,
                 "args": request.args.to_dict(flat=False),
                 "json": request.get_json(),
                 "auth": request.headers.get("Authorization"),
@@ -75,11 +84,11 @@ Served = tuple[TestClient[Any, Any], CommandWaits, list[dict[str, Any]]]
 
 
 @contextlib.asynccontextmanager
-async def gateway() -> AsyncIterator[Served]:
+async def gateway(wait_seconds: float = 10.0) -> AsyncIterator[Served]:
     """CommandWaits served by aiohttp on 127.0.0.1, with the fake app and bus."""
     runtime = FakeRuntime()
     seen: list[dict[str, Any]] = []
-    waits = CommandWaits(_app(runtime.ipc, seen), runtime, wait_seconds=10.0)  # type: ignore[arg-type]
+    waits = CommandWaits(_app(runtime.ipc, seen), runtime, wait_seconds=wait_seconds)  # type: ignore[arg-type]
     async with serve_waits(waits) as client:
         yield client, waits, seen
 
@@ -218,3 +227,99 @@ def ipc(waits: CommandWaits) -> FakeIpc:
     bus = waits.runtime.ipc
     assert isinstance(bus, FakeIpc)
     return bus
+
+
+def test_a_submission_runs_on_the_event_loop_while_the_runner_is_up() -> None:
+    """No hand-off to a thread per command while the runner's feed is fresh; the pool serves
+    while it is not (a put then waits for the runner to come back), or before its first
+    snapshot (the handler would wait for it)."""
+    asyncio.run(_runs_inline())
+
+
+async def _runs_inline() -> None:
+    async with gateway() as (client, waits, seen):
+        loop_thread = threading.current_thread().name
+        resp = await client.post("/api/v1/commands", json={"type": "move_to"})
+        assert resp.status == 202
+        assert seen[-1]["thread"] == loop_thread
+        ipc(waits).runner_up = False
+        resp = await client.post("/api/v1/commands", json={"type": "move_to"})
+        assert resp.status == 202
+        assert seen[-1]["thread"].startswith("worldloop-gateway-api")
+        ipc(waits).runner_up, ipc(waits).latest = True, None  # no snapshot yet: it would wait
+        resp = await client.post("/api/v1/commands", json={"type": "move_to"})
+        assert resp.status == 202
+        assert seen[-1]["thread"].startswith("worldloop-gateway-api")
+        assert waits.inline_moved == 0
+
+
+def test_a_handler_that_would_wait_is_run_again_on_the_pool() -> None:
+    """A handler that raises WouldBlock on the loop (it would wait there) is run again from
+    the start on a pool thread, with the same request, and answered as usual."""
+    asyncio.run(_moves_to_the_pool())
+
+
+async def _moves_to_the_pool() -> None:
+    async with gateway() as (client, waits, seen):
+        resp = await client.post(
+            "/api/v1/commands?block=1&wait=true",
+            json={"type": "move_to", "x": 2.5},
+            headers={"Authorization": "Bearer tok"},
+        )
+        assert resp.status == 202
+        assert len(seen) == 1  # run once to the end: on the pool
+        assert seen[0]["thread"].startswith("worldloop-gateway-api")
+        assert seen[0]["json"] == {"type": "move_to", "x": 2.5}
+        assert seen[0]["args"] == {"block": ["1"]} and seen[0]["auth"] == "Bearer tok"
+        assert waits.inline_moved == 1
+
+
+def test_the_runners_answers_read_together_wake_the_loop_once() -> None:
+    asyncio.run(_answers_wake_once())
+
+
+async def _answers_wake_once() -> None:
+    async with gateway() as (_client, waits, _seen):
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[Taken]] = [loop.create_future() for _ in range(20)]
+        calls: list[Any] = []
+        original = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(callback)
+            return original(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        try:
+            # As the link's thread does for the answers it reads in one go (the loop is held
+            # meanwhile: this coroutine does not yield until the thread is done).
+            def read_together() -> None:
+                for i, answer in enumerate(answers):
+                    waits._taken_elsewhere(answer, RunnerUnavailable(str(i)))
+
+            link = threading.Thread(target=read_together)
+            link.start()
+            link.join(10)
+            taken = await asyncio.wait_for(asyncio.gather(*answers), 10)
+        finally:
+            del loop.call_soon_threadsafe
+        assert [t.message for t in taken if isinstance(t, RunnerUnavailable)] == [
+            str(i) for i in range(20)
+        ]
+        assert len(calls) == 1, calls
+
+
+def test_a_wait_that_runs_out_is_the_queued_answer_and_is_forgotten() -> None:
+    """WORLDLOOP_COMMAND_WAIT ran out before the tick: the 202 a web worker gives, and the
+    wait is no longer held; the command's later resolution finds nobody waiting."""
+    asyncio.run(_runs_out())
+
+
+async def _runs_out() -> None:
+    async with gateway(wait_seconds=0.2) as (client, waits, _seen):
+        resp = await client.post("/api/v1/commands?wait=true", json={"type": "move_to"})
+        assert resp.status == 202
+        assert (await resp.json())["status"] == "queued"
+        assert waits.waiting == 0 and not waits._waiters
+        ipc(waits).resolve("c1")  # late: nothing to wake
+        assert waits.waiting == 0

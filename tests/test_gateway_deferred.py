@@ -22,6 +22,8 @@ from flask import Flask, Response, jsonify, request
 
 from tests.bare_world import Tally
 from worldloop.api.errors import register_error_handlers
+from worldloop.bus import deferred
+from worldloop.bus.ipc import IpcBus, RunnerUnavailable
 from worldloop.commands import IdempotencyKey
 from worldloop.errors import QueueFull, status_of
 from worldloop.gateway import commands as gateway_commands
@@ -225,3 +227,44 @@ async def _silent(r: Runner) -> None:
         assert (await lost)[0] == 503
         assert served and set(served) == {202}, served
         assert link.sockets == 2
+
+
+def test_a_burst_of_puts_is_each_answered_by_the_runner(runner: Runner) -> None:
+    """Puts handed to the runner link together (one wake of its thread for the lot) all reach
+    the runner: the first CAPACITY are queued, each under its own id with its own payload, the
+    rest refused as the queue is full."""
+    asyncio.run(_burst(runner))
+
+
+async def _burst(r: Runner) -> None:
+    async with gateway(r) as (client, _waits):
+        sent = list(range(1, 11))
+        answers = await asyncio.gather(*(via_gateway(client, by) for by in sent))
+        statuses = [a[0] for a in answers]
+        assert statuses.count(202) == CAPACITY, statuses
+        assert statuses.count(status_of(QueueFull.code)) == len(sent) - CAPACITY, statuses
+        for by, (status, _headers, body) in zip(sent, answers, strict=True):
+            if status == 202:
+                ticket = r.runtime.bus.ticket(body["command_id"])
+                assert ticket is not None and ticket.command.payload == {"by": by}
+        assert r.runtime.queue_depth == CAPACITY
+
+
+def test_an_inline_put_never_waits_for_a_silent_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the gateway's event loop a put to a runner whose feed is silent is refused at once
+    (the 503 a web worker gives after its short waits), never waited out there."""
+    bus = IpcBus(ipc.endpoints(tmp_path, "tally"), "tally", early_outcomes=True)
+    try:
+
+        def no_wait(*_args: Any) -> bool:
+            raise AssertionError("an inline put waited for the runner")
+
+        monkeypatch.setattr(bus._heard, "wait", no_wait)
+        monkeypatch.setattr(bus._cv, "wait_for", no_wait)
+        with deferred.deferring(inline=True) as later, pytest.raises(RunnerUnavailable):
+            bus.put("add", {"by": 1}, actor="p1")
+        assert later.message is None  # nothing recorded to send
+    finally:
+        bus.close()

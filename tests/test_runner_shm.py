@@ -55,3 +55,30 @@ def test_the_snapshot_description_travels_in_the_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data["x"], np.arange(3))
     shm.write(tmp_path / "bare", {"x": 1})
     assert shm.read_meta(tmp_path / "bare") == ({"x": 1}, {})
+
+
+def test_arrays_and_integer_keys_deep_in_lists_and_dicts_come_back(tmp_path: Path) -> None:
+    """The decoded document is rebuilt in place: references at every depth, in a list of
+    records, in a list in a list, under a dict with integer keys, become arrays and dicts."""
+    data = {
+        "rows": [
+            {"name": "a", "ids": np.arange(3), "owner": {1: "x"}},
+            [np.ones(2, np.float32), {"deep": [{2: "y"}, "s", 4]}],
+        ],
+        "by_id": {5: {"ids": np.arange(2), "tags": ["t"]}},
+    }
+
+    def check(back: dict[str, object]) -> None:
+        rows = back["rows"]
+        assert isinstance(rows, list) and rows[0]["name"] == "a"
+        np.testing.assert_array_equal(rows[0]["ids"], np.arange(3))
+        assert rows[0]["owner"] == {1: "x"}
+        np.testing.assert_array_equal(rows[1][0], np.ones(2, np.float32))
+        assert rows[1][1] == {"deep": [{2: "y"}, "s", 4]}
+        by_id = back["by_id"]
+        assert isinstance(by_id, dict) and list(by_id) == [5] and by_id[5]["tags"] == ["t"]
+        np.testing.assert_array_equal(by_id[5]["ids"], np.arange(2))
+
+    shm.write(tmp_path / "snap", data)
+    check(shm.read(tmp_path / "snap"))
+    check(shm.unpack(shm.pack(data)))

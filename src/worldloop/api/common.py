@@ -12,6 +12,7 @@ from weakref import WeakSet
 from flask import current_app, request
 from werkzeug.http import unquote_etag
 
+from ..bus import deferred
 from ..bus.local import LocalBus
 from ..errors import ClockStateError, WorldNotRunning
 from ..lease.redis import redis_url_options
@@ -140,6 +141,9 @@ def _catch_up(rt: WorldRuntime, world: PlayerWorld, digest: str) -> str | None:
     ``CATCH_UP_SECONDS``; never with the in-process bus, whose snapshot is the world's own."""
     if isinstance(rt.bus, LocalBus):
         return None
+    later = deferred.current()
+    if later is not None and later.inline:  # on the gateway's event loop: asked from a thread
+        raise deferred.WouldBlock
     deadline = time.monotonic() + CATCH_UP_SECONDS
     seen = rt.snapshot.tick
     for _ in range(CATCH_UP_SNAPSHOTS):

@@ -24,12 +24,21 @@ if TYPE_CHECKING:
     from .ipc import IpcBus
 
 
+class WouldBlock(BaseException):
+    """Raised inside an inline deferral where the handler would wait (for a newer snapshot that
+    may know its token): the gateway's event loop never waits, so it runs the request again on
+    a thread. Raised before the request changed anything (no rate-limit token taken, no put);
+    a BaseException so that the app's error handlers pass it through (it is no response)."""
+
+
 @dataclass(slots=True)
 class Deferred:
-    """The put a handler made inside :func:`deferring`: its bus and request (None: none)."""
+    """The put a handler made inside :func:`deferring`: its bus and request (None: none).
+    ``inline``: the handler runs on the gateway's event loop, where nothing may wait."""
 
     bus: IpcBus | None = None
     message: dict[str, Any] | None = None
+    inline: bool = False
 
     @property
     def command_id(self) -> str | None:
@@ -40,10 +49,14 @@ _current = threading.local()
 
 
 @contextmanager
-def deferring() -> Iterator[Deferred]:
+def deferring(*, inline: bool = False) -> Iterator[Deferred]:
     """Defer this thread's first put (and skip its key look-up: the runner checks the key
-    when the put reaches it) until the block ends; the caller sends what it recorded."""
-    deferred = Deferred()
+    when the put reaches it) until the block ends; the caller sends what it recorded.
+
+    ``inline``: the block runs on an event loop: a handler that would wait raises
+    :class:`WouldBlock` instead, and a put while the runner's feed is silent is refused at
+    once (503) instead of waiting for it to come back."""
+    deferred = Deferred(inline=inline)
     _current.value = deferred
     try:
         yield deferred

@@ -190,12 +190,12 @@ class IpcBus:
             details={"reason": "runner_unavailable"},
         )
 
-    def _check_runner(self) -> None:
+    def _check_runner(self, *, wait: bool = True) -> None:
         """Raise RunnerUnavailable while the runner's feed is silent (after the short waits
-        :meth:`request` describes)."""
-        if not self._heard.is_set():
+        :meth:`request` describes; at once without ``wait``)."""
+        if not self._heard.is_set() and wait:
             self._heard.wait(FIRST_FEED)
-        if not self.runner_up:
+        if not self.runner_up and wait:
             with self._cv:
                 self._cv.wait_for(lambda: self.runner_up, STALE_GRACE)
         if not self.runner_up:
@@ -230,7 +230,7 @@ class IpcBus:
         """Record the put for the caller of deferred.deferring to send; a provisional ticket
         (queued, under the id chosen here) meanwhile. Fails fast as a request does while the
         runner is down."""
-        self._check_runner()
+        self._check_runner(wait=not later.inline)
         message.setdefault("id", f"{self._id_prefix}{next(self._ids):016x}")
         later.bus, later.message = self, message
         command = Command(

@@ -2,10 +2,14 @@
 
 A waiting command spends almost all of its time waiting for its tick to be journaled; on a web
 worker that wait holds a request thread (gthread) or the whole worker (sync). Here the request
-runs through the same Flask app, on a small thread pool, *without* the wait — authentication,
-validation, rate limits and idempotency keys are exactly the web workers' — and its put to the
-runner is deferred (worldloop.bus.deferred): it is sent without a thread waiting for the
-runner's answer (worldloop.gateway.runner_link), which keeps or corrects the handler's answer.
+runs through the same Flask app *without* the wait — authentication, validation, rate limits and
+idempotency keys are exactly the web workers' — and its put to the runner is deferred
+(worldloop.bus.deferred): it is sent without a thread waiting for the runner's answer
+(worldloop.gateway.runner_link), which keeps or corrects the handler's answer. The handler runs
+on the event loop itself (no hand-off to a thread and back per command) while nothing in it can
+wait: the rate limits are in this process and the runner's feed is fresh; a handler that would
+still wait there (a token only a newer snapshot knows) raises WouldBlock before it changed
+anything and runs again on a small thread pool, as every submission does otherwise.
 The wait itself is a future resolved by the runner's feed when the command's outcome arrives, so
 a thousand waiting players cost a thousand futures, not a thousand threads. The answer is the
 one a web worker gives: 200 with the result, the refusal's own status, or 202 when
@@ -16,7 +20,8 @@ players wait (bench/gateway.py): the handler is called as a WSGI server calls it
 dict, not Werkzeug's test client, which built a whole request twice per command), the answer
 of a resolved command is rendered on the event loop (a fraction of a millisecond: on the pool
 it queued behind the submissions), and the feed thread wakes the loop once per feed message,
-not once per resolved command. ``GET /healthz`` shows where a waited command's time goes
+not once per resolved command; the runner link's thread likewise once per batch of the runner's
+answers it reads together. ``GET /healthz`` shows where a waited command's time goes
 (``command_phases_ms``: submission, the tick until the feed resolved it, the loop until the
 answer), over the last few thousand waits.
 """
@@ -33,6 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -54,9 +60,9 @@ log = logging.getLogger("worldloop.gateway")
 
 FLAGS_TRUE = frozenset({"1", "true", "yes", "on"})
 POOL = 2
-"""Threads that run the Flask side of submissions (a millisecond or so each, CPU only: the put
-is deferred, nothing waits on the runner there; more threads only queue for the GIL, and make
-the event loop, which answers the waits, queue behind them)."""
+"""Threads that run the Flask side of the submissions that cannot run on the event loop (a
+Redis rate limiter, a silent runner, a token a newer snapshot must confirm): more threads only
+queue for the GIL, and make the event loop, which answers the waits, queue behind them."""
 
 
 Taken: TypeAlias = CommandTicket | WorldLoopError
@@ -113,8 +119,14 @@ class CommandWaits:
         """Ids resolved by the feed thread that the loop has not woken yet, and when."""
         self._resolved_at: dict[str, float] = {}
         """When the feed resolved each command that is waited for (monotonic)."""
+        self._answers: list[tuple[asyncio.Future[Taken], Taken]] = []
+        """The runner's answers to puts, taken in by the link's thread, the loop not woken yet."""
         self.phases = PhaseTimes()
         self._resolved_lock = threading.Lock()
+        self._memory_limits: bool | None = None
+        """Whether the app's rate limits live in this process (found on the first request)."""
+        self.inline_moved = 0
+        """Submissions begun on the event loop that had to move to the pool (they would wait)."""
         runtime.ipc.on_resolved = self._resolved_elsewhere
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -142,6 +154,24 @@ class CommandWaits:
         if first:
             loop.call_soon_threadsafe(self._wake_resolved)
 
+    def _taken_elsewhere(self, answer: asyncio.Future[Taken], taken: Taken) -> None:
+        """From the link's thread: the runner answered a put. As for resolutions, the loop is
+        woken once for the answers the link reads together (a burst of puts), not for each."""
+        loop = answer.get_loop()
+        if loop.is_closed():
+            return
+        with self._resolved_lock:
+            first = not self._answers
+            self._answers.append((answer, taken))
+        if first:
+            loop.call_soon_threadsafe(self._settle_answers)
+
+    def _settle_answers(self) -> None:
+        with self._resolved_lock:
+            answers, self._answers = self._answers, []
+        for answer, taken in answers:
+            _settle(answer, taken)
+
     def _wake_resolved(self) -> None:
         with self._resolved_lock:
             resolved, self._resolved = self._resolved, []
@@ -163,11 +193,19 @@ class CommandWaits:
         wait = request.query.get("wait", "").lower() in FLAGS_TRUE
         query = [(k, v) for k, v in request.query.items() if k != "wait"]
         body = await request.read()
-        environ = _environ(request.path, query, request.headers.items(), body, request.remote)
+        headers = list(request.headers.items())
+        environ = _environ(request.path, query, headers, body, request.remote)
         answer: asyncio.Future[Taken] = loop.create_future()
-        status, out_headers, data, later, sent = await loop.run_in_executor(
-            self.pool, self._flask, environ, answer
-        )
+        handled = None
+        if self._inline_ok():
+            try:
+                handled = self._flask(environ, answer, inline=True)
+            except deferred.WouldBlock:  # it would wait for a newer snapshot: from a thread
+                self.inline_moved += 1
+                environ = _environ(request.path, query, headers, body, request.remote)
+        if handled is None:
+            handled = await loop.run_in_executor(self.pool, self._flask, environ, answer)
+        status, out_headers, data, later, sent = handled
         ticket = None
         bus = later.bus
         if sent is not None:
@@ -186,8 +224,9 @@ class CommandWaits:
                 self.waiting_peak = max(self.waiting_peak, self.waiting)
                 if ticket.done:  # resolved between the look and the registration
                     self._wake(ticket.id)
-                try:
-                    await asyncio.wait_for(fut, self.wait_seconds)
+                try:  # asyncio.timeout, not wait_for: no future and callbacks of its own
+                    async with asyncio.timeout(self.wait_seconds):
+                        await fut
                 except TimeoutError:
                     self._forget(ticket.id, fut)
             if ticket.done:
@@ -211,11 +250,9 @@ class CommandWaits:
         answer is taken in on the link's thread and set on ``answer``. Its ref, and when."""
         bus, message = later.bus, later.message
         assert bus is not None and message is not None
-        loop = answer.get_loop()
 
         def answered(data: dict[str, Any] | None) -> None:  # on the link's thread
-            taken = _taken(bus, data)
-            loop.call_soon_threadsafe(_settle, answer, taken)
+            self._taken_elsewhere(answer, _taken(bus, data))
 
         sent_at = time.monotonic()
         return self.links.of(bus).send(message, answered), sent_at
@@ -228,7 +265,8 @@ class CommandWaits:
         assert later.bus is not None
         left = REQUEST_TIMEOUT - (time.monotonic() - sent_at)
         try:
-            return await asyncio.wait_for(answer, max(0.0, left))
+            async with asyncio.timeout(max(0.0, left)):
+                return await answer
         except TimeoutError:
             self.links.of(later.bus).forget(ref, sent_at)
             return later.bus.no_answer(REQUEST_TIMEOUT)
@@ -268,20 +306,37 @@ class CommandWaits:
             resp = self.app.process_response(self.app.make_response(worldloop_error(exc)))
             return resp.status_code, _headers(resp.headers.items()), resp.get_data()
 
+    def _inline_ok(self) -> bool:
+        """Whether the handler may run on the event loop: the rate limits are this process's
+        (a Redis limiter is a network round trip), the runner's feed is fresh (a put otherwise
+        waits for it) and has brought a snapshot (a worker that just started waits for its
+        first). A handler that would still wait raises WouldBlock there."""
+        if self._memory_limits is None:
+            from ..api.common import limiter_url
+
+            if "worldloop" not in self.app.extensions:  # a bare app: no limits of ours
+                self._memory_limits = True
+            else:
+                with self.app.app_context():
+                    self._memory_limits = limiter_url().startswith("memory://")
+        ipc = self.runtime.ipc
+        return self._memory_limits and ipc.runner_up and ipc.latest is not None
+
     def _flask(
-        self, environ: dict[str, Any], answer: asyncio.Future[Taken]
+        self, environ: dict[str, Any], answer: asyncio.Future[Taken], inline: bool = False
     ) -> tuple[int, dict[str, str], bytes, deferred.Deferred, tuple[int, float] | None]:
-        """The web workers' handler, run here without the wait (on the pool), called with
-        ``environ`` exactly as a WSGI server calls the app; its put deferred, then sent if the
-        handler answered 202 (a handler that raised after its put sends nothing), without a
-        thread waiting for the runner's answer (it comes to ``answer``)."""
+        """The web workers' handler, run here without the wait (on the event loop when
+        ``inline``, else on the pool), called with ``environ`` exactly as a WSGI server calls
+        the app; its put deferred, then sent if the handler answered 202 (a handler that raised
+        after its put sends nothing), without a thread waiting for the runner's answer (it
+        comes to ``answer``)."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
             started[:] = [status, headers]
             return lambda data: None  # the legacy write(): Flask never calls it
 
-        with deferred.deferring() as later:
+        with deferred.deferring(inline=inline) as later:
             chunks = self.app(environ, start_response)
             try:
                 data = b"".join(chunks)
@@ -331,13 +386,11 @@ def _environ(
 ) -> dict[str, Any]:
     """The WSGI environ (PEP 3333) of a request the gateway received, ``wait`` taken out of
     its query: what gunicorn gives a web worker's app for the same request."""
-    from urllib.parse import urlencode
-
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "POST",
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
-        "QUERY_STRING": urlencode(query),
+        "QUERY_STRING": urlencode(query) if query else "",
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",

@@ -51,6 +51,8 @@ class RunnerLink:
         self._ctx: zmq.Context[Any] = zmq.Context.instance()
         self._refs = itertools.count(1)
         self._waiting: dict[int, Answered] = {}
+        self._outbox: list[tuple[int, bytes]] = []
+        """Requests handed over and not yet taken by the link's thread (under ``_lock``)."""
         self._lock = threading.Lock()
         self._local = threading.local()
         self._inbox = f"inproc://worldloop-gateway-link-{id(self)}"
@@ -70,11 +72,18 @@ class RunnerLink:
     # -- any thread ------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any], answered: Answered) -> int:
-        """Hand ``message`` over to be sent; ``answered`` gets its answer. Its ref."""
+        """Hand ``message`` over to be sent; ``answered`` gets its answer. Its ref.
+
+        The request joins an outbox; the link's thread is woken only when the outbox was empty
+        (a burst of submissions costs one wake, not one inproc message each)."""
         ref = next(self._refs)
+        data = ipc.pack({**message, "ref": ref})
         with self._lock:
             self._waiting[ref] = answered
-        self._post(b"send", ref, ipc.pack({**message, "ref": ref}))
+            wake = not self._outbox
+            self._outbox.append((ref, data))
+        if wake:
+            self._post(b"send", b"")
         return ref
 
     def forget(self, ref: int, sent_at: float) -> None:
@@ -83,20 +92,20 @@ class RunnerLink:
         with self._lock:
             self._waiting.pop(ref, None)
         if self.heard_at < sent_at:
-            self._post(b"reset", 0, repr(sent_at).encode())
+            self._post(b"reset", repr(sent_at).encode())
 
     def close(self) -> None:
         self._closed.set()
         self._thread.join(2.0)
 
-    def _post(self, kind: bytes, ref: int, data: bytes) -> None:
+    def _post(self, kind: bytes, data: bytes) -> None:
         push = getattr(self._local, "push", None)
         if push is None:  # one per thread: a ZeroMQ socket is never shared between threads
             push = self._ctx.socket(zmq.PUSH)
             push.setsockopt(zmq.LINGER, 0)
             push.connect(self._inbox)
             self._local.push = push
-        push.send_multipart([kind, ref.to_bytes(8, "big"), data])
+        push.send_multipart([kind, data])
 
     # -- the link's thread -----------------------------------------------------------------
 
@@ -136,11 +145,13 @@ class RunnerLink:
         reset = False
         while True:
             try:
-                kind, ref, data = pull.recv_multipart(zmq.NOBLOCK)
+                kind, data = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return reset
             if kind == b"send":
-                unsent.append((int.from_bytes(ref, "big"), data))
+                with self._lock:
+                    handed, self._outbox = self._outbox, []
+                unsent.extend(handed)
             elif self.heard_at < float(data):
                 reset = True
 

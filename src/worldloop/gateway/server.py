@@ -124,6 +124,7 @@ class Gateway:
             "clients_dropped": self.dropped,
             "commands_waiting": self.commands.waiting,
             "commands_waiting_peak": self.commands.waiting_peak,
+            "commands_moved_to_pool": self.commands.inline_moved,
             "command_phases_ms": self.commands.phases.summary(),
         }
         return web.json_response(body, headers={"Cache-Control": "no-store"})

@@ -45,8 +45,15 @@ def shm_dir() -> Path:
     return Path(tempfile.gettempdir())
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Types a JSON encoder takes as they are: kept without a call each (the runner flattens every
+tick's snapshot, and the players' records are mostly such values)."""
+
+
 def _flatten(value: Any, arrays: list[np.ndarray]) -> Any:
     """The JSON-able form of ``value``; arrays are appended to ``arrays`` and referenced."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, np.ndarray):
         if value.dtype.hasobject:
             raise TypeError("arrays of Python objects cannot be shared")
@@ -56,10 +63,12 @@ def _flatten(value: Any, arrays: list[np.ndarray]) -> Any:
         if all(isinstance(k, str) for k in value):
             if _ARRAY in value or _PAIRS in value:
                 return {_PAIRS: [[k, _flatten(v, arrays)] for k, v in value.items()]}
-            return {k: _flatten(v, arrays) for k, v in value.items()}
-        return {_PAIRS: [[k, _flatten(v, arrays)] for k, v in value.items()]}
+            return {k: v if type(v) in _PLAIN else _flatten(v, arrays) for k, v in value.items()}
+        return {
+            _PAIRS: [[k, v if type(v) in _PLAIN else _flatten(v, arrays)] for k, v in value.items()]
+        }
     if isinstance(value, (list, tuple)):
-        return [_flatten(v, arrays) for v in value]
+        return [v if type(v) in _PLAIN else _flatten(v, arrays) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -114,7 +123,10 @@ _NESTED = (dict, list)
 def _rebuild(value: Any, arrays: list[np.ndarray]) -> Any:
     """``value`` (a JSON document's node) with its array references and key-pair lists made
     arrays and dicts again. Scalars, most of a snapshot, are kept without a call each: a
-    reader maps every tick's file, and the calls were most of its cost."""
+    reader maps every tick's file, and the calls were most of its cost. The document is the
+    caller's own (just decoded), so its dicts and lists are changed in place where a node
+    nested in them is rebuilt, never copied (a copy of each player's record was most of what
+    was left: issue 11, a gateway maps every tick)."""
     if type(value) is dict:
         if len(value) == 1:
             if _ARRAY in value:
@@ -124,9 +136,15 @@ def _rebuild(value: Any, arrays: list[np.ndarray]) -> Any:
                     _key(k): _rebuild(v, arrays) if type(v) in _NESTED else v
                     for k, v in value[_PAIRS]
                 }
-        return {k: _rebuild(v, arrays) if type(v) in _NESTED else v for k, v in value.items()}
+        for k, v in value.items():
+            if type(v) in _NESTED:
+                value[k] = _rebuild(v, arrays)  # a value replaced: the dict keeps its size
+        return value
     if type(value) is list:
-        return [_rebuild(v, arrays) if type(v) in _NESTED else v for v in value]
+        for i, v in enumerate(value):
+            if type(v) in _NESTED:
+                value[i] = _rebuild(v, arrays)
+        return value
     return value
 
 
