@@ -211,7 +211,11 @@ def main() -> int:
         "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
         "the same 2-core machine as the server, so they share its CPU with it (their CPU "
         "seconds are in the table). The players' phases run one after the other, web workers "
-        "first, with the same tokens.",
+        "first, with the same tokens. Each player sends its next command one period after its "
+        "last (or once that is answered, if later); the players start at random moments over "
+        "one period, as people do, except in the *all players in step* phase, where they start "
+        "together and, their answers coming with the same tick, stay in step: every command of "
+        "a period arrives in the same burst (the worst case).",
         "",
     ]
     text = "\n".join(lines)
@@ -279,13 +283,20 @@ def players_phase(
     durations0 = len(feed.durations)
     rows = []
     via = {v.strip() for v in args.via.split(",")}
-    targets = [("web workers (gthread, 2 x 8 threads)", port)] if "workers" in via else []
-    targets += [("gateway", gport)] if "gateway" in via else []
-    for where, p in targets:
+    workers = "web workers (gthread, 2 x 8 threads)"
+    targets = [(workers, port, False)] if "workers" in via else []
+    if "gateway" in via:  # and the worst case: every player's command in the same burst
+        targets += [("gateway", gport, False), ("gateway, all players in step", gport, True)]
+    for where, p, together in targets:
         meter = CpuMeter(instance)
         meter.start()
         lat, client_cpu = players_in_processes(
-            f"http://127.0.0.1:{p}", tokens, args.seconds / 2, args.player_hz, args.client_procs
+            f"http://127.0.0.1:{p}",
+            tokens,
+            args.seconds / 2,
+            args.player_hz,
+            args.client_procs,
+            together,
         )
         meter.stop()
         durations = feed.durations[durations0:] or [float("nan")]
@@ -299,7 +310,7 @@ def players_phase(
                 f"+ mean tick duration + 5 ms = {bound:.1f} ms)",
             )
         )
-        if p == gport:
+        if p == gport and not together:
             phases = gateway_health(gport).get("command_phases_ms")
             if phases:  # a baseline's gateway (--src) may not report them
                 rows.append(

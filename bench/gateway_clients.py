@@ -191,9 +191,16 @@ def viewers_in_processes(
     return sum(p[0] for p in parts), ages, max(p[2] for p in parts), [p[3] for p in parts]
 
 
-async def players(base: str, tokens: list[str], seconds: float, hz: float) -> list[float]:
+async def players(
+    base: str, tokens: list[str], seconds: float, hz: float, together: bool = False
+) -> list[float]:
     """Each player sends ``move_to?wait=true`` at most ``hz`` times a second (the next one once
-    the last is answered) for ``seconds``: acknowledgement latencies, ms."""
+    the last is answered) for ``seconds``: acknowledgement latencies, ms. The players start at
+    random moments over one period (people do not act in lockstep), or with ``together`` all
+    at once, and then, their answers all coming with the same tick, keep sending in one burst
+    a period (the worst case: every command of a period arrives in the same millisecond)."""
+    import random
+
     import aiohttp
 
     lat: list[float] = []
@@ -206,7 +213,8 @@ async def players(base: str, tokens: list[str], seconds: float, hz: float) -> li
         async def play(token: str) -> None:
             headers = {"Authorization": f"Bearer {token}"}
             n = 0
-            next_at = time.monotonic()
+            offset = 0.0 if together else random.Random(token).uniform(0.0, 1.0 / hz)
+            next_at = time.monotonic() + offset
             while time.monotonic() < until and n < 10_000:
                 n += 1
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -225,22 +233,24 @@ async def players(base: str, tokens: list[str], seconds: float, hz: float) -> li
     return lat
 
 
-def players_process(args: tuple[str, list[str], float, float]) -> tuple[list[float], float]:
+def players_process(
+    args: tuple[str, list[str], float, float, bool],
+) -> tuple[list[float], float]:
     """One client process's share of the players: their latencies, and its CPU seconds."""
-    base, tokens, seconds, hz = args
+    base, tokens, seconds, hz, together = args
     cpu = time.process_time()
-    lat = asyncio.run(players(base, tokens, seconds, hz))
+    lat = asyncio.run(players(base, tokens, seconds, hz, together))
     return lat, time.process_time() - cpu
 
 
 def players_in_processes(
-    base: str, tokens: list[str], seconds: float, hz: float, procs: int
+    base: str, tokens: list[str], seconds: float, hz: float, procs: int, together: bool = False
 ) -> tuple[list[float], list[float]]:
     """The players spread over ``procs`` client processes: all latencies, each one's CPU."""
     cut = shares(len(tokens), procs)
     groups = [tokens[sum(cut[:i]) : sum(cut[: i + 1])] for i in range(procs)]
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(players_process, [(base, g, seconds, hz) for g in groups if g])
+        parts = pool.map(players_process, [(base, g, seconds, hz, together) for g in groups if g])
     return [x for part in parts for x in part[0]], [part[1] for part in parts]
 
 
