@@ -223,6 +223,9 @@ class Meadow(World):
         k = 0 if pos is None else len(pos)
         new_ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
         self.next_id += k
+        # Only an avatar's target is ever set (move_to): with none in the world, every target
+        # is NaN, and the new ones are written without reading (copying) the old ones.
+        targets = self._avatars.size > 0 or kind == AVATAR
         tails = None
         if pos is not None and energy is not None:
             tails = [
@@ -232,11 +235,12 @@ class Meadow(World):
                 np.zeros((k, 2)),
                 energy,
                 np.zeros(k, dtype=np.int32),
-                np.full((k, 2), np.nan),
+                *([np.full((k, 2), np.nan)] if targets else []),
             ]
-        arrays = [self.ids, self.kind, self.pos, self.vel, self.energy, self.age, self.target]
-        rebuilt = self.kernels.rebuild(dead, arrays, tails)
-        self.ids, self.kind, self.pos, self.vel, self.energy, self.age, self.target = rebuilt
+        arrays = [self.ids, self.kind, self.pos, self.vel, self.energy, self.age]
+        rebuilt = self.kernels.rebuild(dead, [*arrays, self.target] if targets else arrays, tails)
+        self.ids, self.kind, self.pos, self.vel, self.energy, self.age = rebuilt[:6]
+        self.target = rebuilt[6] if targets else np.full((len(self.ids), 2), np.nan)
         if kind == AVATAR:
             self._reindex()
         return [int(i) for i in new_ids]
