@@ -244,9 +244,13 @@ def runner_pids(master: int) -> list[int]:
     """Runner processes started for the server whose master is ``master``: a fresh
     ``python -m worldloop.runner --watch MASTER``, or one forked from a worker of it (named
     ``wl-runner``, worldloop.runner.fork) in the master's process group (still there once the
-    worker that forked it is gone)."""
+    worker that forked it is gone). Also once the master itself is gone and reaped: the
+    servers here start in their own session, so the group's id is the master's pid."""
     found = []
-    group = os.getpgid(master)
+    try:
+        group = os.getpgid(master)
+    except ProcessLookupError:
+        group = master
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
