@@ -24,9 +24,12 @@ recovered world.
 Bytecode is compiled first (``compileall``), as it is on any server that ran once.
 A last case (bench/recovery_load.py, skipped with ``--no-load``) restarts under load: players
 send commands while the whole server is killed and spawned again on a store killed as the
-default policy's worst case; its time to ready, and every acknowledged command in the journal.
+default policy's worst case (the default case's own store when that case ran, ``--load-seconds``
+of load before the kill and after ready); its time to ready, and every acknowledged command in
+the journal.
 
-Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--repeat 3] [--out FILE]
+Run: python bench/recovery.py [--creatures 100000] [--commands 2] [--repeat 3]
+[--load-seconds 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -316,12 +319,19 @@ def run_case(
     ]
 
 
-def run_under_load(tmp: Path, creatures: int, per_tick: int, repeat: int) -> list[str]:
+def run_under_load(
+    tmp: Path, creatures: int, per_tick: int, repeat: int, seconds: float, built: Path | None
+) -> list[str]:
     """The restart-under-load runs (bench/recovery_load.py), each on a fresh copy of a store
-    killed as the default policy's worst case, with its trivial-app baseline; their table."""
+    killed as the default policy's worst case (``built``: the default case's, when this run
+    built one), with its trivial-app baseline; ``seconds`` of load before the kill and after
+    ready; their table."""
     case = tmp / "under_load"
-    build_store(case, 1000, Settings().recovery_seconds, creatures, per_tick)
-    files = sorted(case.glob("worldloop.db*"))
+    if built is None:
+        build_store(case, 1000, Settings().recovery_seconds, creatures, per_tick)
+    else:
+        case.mkdir()
+    files = sorted((built or case).glob("worldloop.db*"))
     runs = []
     for i in range(repeat):
         run = case / f"run{i}"
@@ -332,9 +342,11 @@ def run_under_load(tmp: Path, creatures: int, per_tick: int, repeat: int) -> lis
         port = free_port()
         env = server_env(str(run / "worldloop.db"), run, creatures, {})
         argv = flask_run("worldloop.demo:create_app", port)
-        runs.append((under_load(run, str(run / "worldloop.db"), argv, env, port, ROOT), trivial))
+        db = str(run / "worldloop.db")
+        got = under_load(run, db, argv, env, port, ROOT, before=seconds, after=seconds)
+        runs.append((got, trivial))
         wait_runner_gone(run)
-    return load_table(runs)
+    return load_table(runs, seconds)
 
 
 def main() -> None:
@@ -353,6 +365,9 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=3, help="restarts per case (median shown)")
     ap.add_argument("--no-load", action="store_true", help="skip the restart under load")
+    ap.add_argument(
+        "--load-seconds", type=float, default=3.0, help="load before the kill and after ready"
+    )
     args = ap.parse_args()
     load_at_start = os.getloadavg()[0]
     if args.build:
@@ -399,7 +414,13 @@ def main() -> None:
             paired=[fresh] if c == "default" and "fresh" in names else [],
         )
     ]
-    loaded = [] if args.no_load else run_under_load(tmp, args.creatures, args.commands, repeat)
+    default_case = tmp / re.sub(r"\W+", "_", cases["default"][0])  # the same policy's store
+    built = default_case if "default" in names else None
+    loaded = (
+        []
+        if args.no_load
+        else run_under_load(tmp, args.creatures, args.commands, repeat, args.load_seconds, built)
+    )
     trivial = sorted(t for r in rows for t in r["got"]["all_trivial_s"])
     trivial_s = trivial[len(trivial) // 2]
     base = rows[0]["got"]["ready_s"]

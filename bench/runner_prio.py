@@ -123,8 +123,8 @@ def main() -> None:
     args = ap.parse_args()
     args.get_only = True  # runner_split.run_setup: no snapshot pollers, no players
     if args.quick:
-        args.creatures, args.seconds, args.paused_seconds = 2000, 1.0, 1.0
-        args.idle_seconds, args.lead, args.clients, args.rounds = 0.5, 0.8, 4, 1
+        args.creatures, args.seconds, args.paused_seconds = 2000, 0.5, 0.5
+        args.idle_seconds, args.lead, args.clients, args.rounds = 0.3, 0.8, 4, 1
     nices = [int(x) for x in args.nice.split(",")]
     started = time.monotonic()
     runs: list[tuple[str, float, Result, float]] = []

@@ -410,9 +410,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
-        args.creatures, args.seconds, args.paused_seconds = 2000, 1.0, 1.0
-        args.snapshot_seconds, args.player_seconds, args.join_seconds = 1.0, 1.0, 2.0
-        args.idle_seconds, args.lead = 0.5, 0.8
+        args.creatures, args.seconds, args.paused_seconds = 2000, 0.5, 0.5
+        args.snapshot_seconds, args.player_seconds, args.join_seconds = 0.5, 0.5, 1.5
+        args.idle_seconds, args.lead = 0.3, 0.8
         args.players, args.clients = 20, 4
     started = time.monotonic()
     res: dict[str, Result] = {}

@@ -171,11 +171,7 @@ class Server:
             os.killpg(self.proc.pid, sig)
 
     def group_alive(self) -> bool:
-        try:
-            os.killpg(self.proc.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return bool(group_members(self.proc.pid))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc.poll() is None:
@@ -235,6 +231,28 @@ def gunicorn_argv(*extra: str, app: str = "worldloop.demo:create_app()") -> list
     return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *extra, app]
 
 
+def proc_stat(pid: int | str) -> tuple[str, int] | None:
+    """The state letter and process group of ``pid`` (from /proc), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that still run. A zombie does not: it has exited, and
+    only waits for its parent to reap it; an orphan's parent is init, which in some containers
+    reaps seconds later (or never), so ``killpg(pgid, 0)`` would keep a stopped group alive."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = proc_stat(entry.name)
+            if stat is not None and stat[1] == pgid and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def service_required(name: str) -> bool:
     """Under CI=true a missing service fails the test; elsewhere it skips."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -244,18 +262,26 @@ def runner_pids(master: int) -> list[int]:
     """Runner processes started for the server whose master is ``master``: a fresh
     ``python -m worldloop.runner --watch MASTER``, or one forked from a worker of it (named
     ``wl-runner``, worldloop.runner.fork) in the master's process group (still there once the
-    worker that forked it is gone)."""
+    worker that forked it is gone); zombies (exited, not yet reaped) are not counted. Also once
+    the master itself is gone and reaped: the servers here start in their own session, so the
+    group's id is the master's pid."""
     found = []
-    group = os.getpgid(master)
+    try:
+        group = os.getpgid(master)
+    except ProcessLookupError:
+        group = master
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
+            continue
+        stat = proc_stat(entry.name)
+        if stat is None or stat[0] == "Z":  # gone, or exited and not yet reaped
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
             comm = (entry / "comm").read_text().strip()
-            forked = comm == RUNNER_COMM and os.getpgid(int(entry.name)) == group
         except OSError:
             continue
+        forked = comm == RUNNER_COMM and stat[1] == group
         watching = b"--watch" in argv and argv[argv.index(b"--watch") + 1 :][:1]
         if forked or (b"worldloop.runner" in argv and watching == [str(master).encode()]):
             found.append(int(entry.name))

@@ -18,7 +18,7 @@ def test_many_worlds_bench_runs_and_prints_its_table() -> None:
             sys.executable,
             str(ROOT / "bench" / "many_worlds.py"),
             *("--worlds", "1,3", "--baseline-worlds", "2", "--journal-worlds", "2"),
-            *("--scheduler-tickers", "3", "--loop-threads", "2", "--seconds", "1"),
+            *("--scheduler-tickers", "3", "--loop-threads", "2", "--seconds", "0.5"),
             *("--repeat", "1"),
         ],
         capture_output=True,

@@ -16,7 +16,7 @@ def test_scaleout_bench_runs() -> None:
     require_postgres()
     args = ["--commands", "20", "--kills", "1", "--creatures", "500", "--ticks", "2"]
     args += ["--read-creatures", "500", "--read-seconds", "1", "--read-clients", "4"]
-    args += ["--read-rounds", "1"]
+    args += ["--read-rounds", "1", "--read-procs", "1", "--read-lead", "1"]
     out = run_bench("scaleout.py", *args)
     assert "## Command acknowledgement" in out and "## Failover after kill -9" in out
     assert "## Feed cost per tick" in out and "shuffled + zlib" in out

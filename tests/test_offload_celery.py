@@ -319,3 +319,26 @@ def test_server_killed_after_the_request_is_durable_sends_it_after_recovery(
         store.close()
     assert (result.tick, result.state_hash) == (state["tick"], state["hash"])
     assert copy.applied == 1 and copy.results[task_id]["result"]["value"] == 18
+
+
+def test_an_idle_worker_stops_on_sigterm_at_once(tmp_path: Path) -> None:
+    """prompt_shutdown (tests/offload_worker.py): an idle AMQP worker reads its warm-shutdown
+    flag between polls of up to 10 s; woken every WAKE_EVERY s it stops well before that."""
+    require_broker(AMQP)
+    worker = start_worker(tmp_path, broker_env(AMQP, "rpc://"), "worker")
+    try:
+        worker.signal_group(signal.SIGTERM)
+        assert worker.proc.wait(5) == 0, worker.log  # 10 s and more without the wake-ups
+        assert "Warm shutdown" in worker.log
+    finally:
+        worker.stop()
+
+
+def test_prompt_shutdown_adds_its_worker_step_once() -> None:
+    from celery import Celery
+
+    from worldloop.offload.celery import prompt_shutdown
+
+    app = Celery("prompt")
+    assert prompt_shutdown(prompt_shutdown(app)) is app
+    assert [s.__name__ for s in app.steps["worker"]] == ["_WakeLoop"]

@@ -15,9 +15,10 @@ import os
 
 from celery import Celery
 
+from ..offload.celery import prompt_shutdown
 from .app import celery_config, create_app
 
 flask_app = create_app({"WORLDLOOP_AUTOSTART": "never", "CELERY": celery_config(os.environ)})
-celery_app: Celery = flask_app.extensions["celery"]
+celery_app: Celery = prompt_shutdown(flask_app.extensions["celery"])  # SIGTERM stops it at once
 app = celery_app
 """What ``celery -A worldloop.demo.celery_app`` finds."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, bootsteps
 from celery.result import AsyncResult
 from flask import Flask
 
@@ -60,6 +60,35 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.config_from_object({**DEFAULTS, **dict(app.config.get("CELERY") or {})})
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    return celery_app
+
+
+WAKE_EVERY = 0.2
+"""Seconds between wake-ups of a worker's event loop once :func:`prompt_shutdown` is on."""
+
+
+class _WakeLoop(bootsteps.StartStopStep):  # type: ignore[misc]  # celery ships no type hints
+    """A no-op timer on the worker's event loop, so the loop checks its stop flag often.
+
+    A warm shutdown (SIGTERM) only sets a flag that the loop reads between polls, and on an
+    AMQP broker an idle loop polls for up to 10 s: the worker would take 10 s to stop.
+    """
+
+    requires = ("celery.worker.components:Hub",)
+
+    def register_with_event_loop(self, worker: Any, hub: Any) -> None:
+        hub.call_repeatedly(WAKE_EVERY, _nothing)
+
+
+def _nothing() -> None:
+    """The wake-up itself: the loop re-checks its flags after any timer."""
+
+
+def prompt_shutdown(celery_app: Celery) -> Celery:
+    """Make ``celery_app``'s workers stop within ~WAKE_EVERY s of a SIGTERM instead of up to
+    10 s (the idle poll of an AMQP worker); costs a few no-op wake-ups a second."""
+    if _WakeLoop not in celery_app.steps["worker"]:
+        celery_app.steps["worker"].add(_WakeLoop)
     return celery_app
 
 
