@@ -148,6 +148,7 @@ def measure_impls(
         worlds.append(make_meadow(kernels, n))
     turns = [_Times() for _ in impls]
     before = (worlds[0].deaths, worlds[0].births)  # the same for every world (the same state)
+    alive_before = len(worlds[0].ids)
     blocks = [_Times() for _ in impls]
     for _ in range(warmup):  # warm-up ticks also load (or compile) the numba kernels
         for (_kernels, threads), world in zip(impls, worlds, strict=True):
@@ -165,6 +166,7 @@ def measure_impls(
         {
             "n": n,
             "alive": len(world.ids),
+            "alive_before": alive_before,
             "deaths_per_tick": (world.deaths - before[0]) / ran,
             "births_per_tick": (world.births - before[1]) / ran,
             **turns[k].summary("turn_"),
@@ -242,7 +244,7 @@ def compare_implementations(
 ) -> tuple[list[str], bool]:
     """The side-by-side table (markdown lines) and whether every hash matched the baseline."""
     lines = [
-        "| creatures | implementation | alive after | deaths / births per tick "
+        "| creatures | implementation | alive: first tick → last | deaths / births per tick "
         "| step p50 | step speed-up "
         "| step + snapshot p50 | step + snapshot mean | within 25 ms (p50 and mean)? "
         "| CPU mean (all threads) | one tick each in turn: step + snapshot p50 / mean "
@@ -265,7 +267,7 @@ def compare_implementations(
             all_same = all_same and same
             within = max(r["total_p50"], r["total_mean"]) <= BUDGET_MS / 2
             lines.append(
-                f"| {n:,} | {label} | {r['alive']:,} "
+                f"| {n:,} | {label} | {r['alive_before']:,} → {r['alive']:,} "
                 f"| {r['deaths_per_tick']:.0f} / {r['births_per_tick']:.0f} | {r['step_p50']:.2f} "
                 f"| {base['step_p50'] / r['step_p50']:.1f}x "
                 f"| {r['total_p50']:.2f} | {r['total_mean']:.2f} | {'yes' if within else 'NO'} "
