@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -202,6 +202,20 @@ async def _wake_once(
         for _ in range(n)
     ]
     await _until(lambda: waits.waiting == n)
+    with threadsafe_calls() as calls:
+        # The feed thread resolves a whole tick's commands in one go.
+        feed = threading.Thread(target=ipc(waits).resolve, args=list(waits._waiters))
+        feed.start()
+        feed.join(10)
+        statuses = [r.status for r in await asyncio.wait_for(asyncio.gather(*answers), 10)]
+    assert statuses == [200] * n
+    assert len(calls) == 1, calls
+
+
+@contextlib.contextmanager
+def threadsafe_calls() -> Iterator[list[Any]]:
+    """The callbacks other threads hand the running loop (``call_soon_threadsafe``) meanwhile:
+    each is one wake-up of the loop."""
     loop = asyncio.get_running_loop()
     calls: list[Any] = []
     original = loop.call_soon_threadsafe
@@ -212,15 +226,9 @@ async def _wake_once(
 
     loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
     try:
-        # The feed thread resolves a whole tick's commands in one go.
-        feed = threading.Thread(target=ipc(waits).resolve, args=list(waits._waiters))
-        feed.start()
-        feed.join(10)
-        statuses = [r.status for r in await asyncio.wait_for(asyncio.gather(*answers), 10)]
+        yield calls
     finally:
         del loop.call_soon_threadsafe
-    assert statuses == [200] * n
-    assert len(calls) == 1, calls
 
 
 def ipc(waits: CommandWaits) -> FakeIpc:
@@ -282,15 +290,7 @@ async def _answers_wake_once() -> None:
     async with gateway() as (_client, waits, _seen):
         loop = asyncio.get_running_loop()
         answers: list[asyncio.Future[Taken]] = [loop.create_future() for _ in range(20)]
-        calls: list[Any] = []
-        original = loop.call_soon_threadsafe
-
-        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(callback)
-            return original(callback, *args, **kwargs)
-
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
-        try:
+        with threadsafe_calls() as calls:
             # As the link's thread does for the answers it reads in one go (the loop is held
             # meanwhile: this coroutine does not yield until the thread is done).
             def read_together() -> None:
@@ -301,8 +301,6 @@ async def _answers_wake_once() -> None:
             link.start()
             link.join(10)
             taken = await asyncio.wait_for(asyncio.gather(*answers), 10)
-        finally:
-            del loop.call_soon_threadsafe
         assert [t.message for t in taken if isinstance(t, RunnerUnavailable)] == [
             str(i) for i in range(20)
         ]
