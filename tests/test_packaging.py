@@ -24,6 +24,7 @@ SRC = ROOT / "src"
 EXTRA_MODULES: dict[str, str] = {
     "worldloop.demo.kernels_numba": "fast",
     "worldloop.demo.kernels_loops": "fast",
+    "worldloop.demo.kernels_pcg": "fast",
     "worldloop.offload.celery": "celery",
     "worldloop.demo.celery_app": "celery",
 }
