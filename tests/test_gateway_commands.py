@@ -268,7 +268,7 @@ def test_a_handler_that_would_wait_is_run_again_on_the_pool() -> None:
 
 
 async def _moves_to_the_pool() -> None:
-    async with gateway() as (client, waits, seen):
+    async with gateway(wait_seconds=0.2) as (client, waits, seen):  # nobody resolves it: 202
         resp = await client.post(
             "/api/v1/commands?block=1&wait=true",
             json={"type": "move_to", "x": 2.5},
