@@ -97,18 +97,17 @@ def _wander_rows(
     vmax2 = vmax * vmax
     eight = np.uint64(8)
     unit = np.float32(1.0 / 16777216.0)
-    flat = vel
     for i in range(vel.shape[0] // 2):  # raw may be longer (a buffer): vel says how many
         r = raw[i]
         kx = np.float32(np.int32((r & _LOW32) >> eight)) * unit
         ky = np.float32(np.int32(r >> np.uint64(40))) * unit
-        vx = flat[2 * i] + np.float64((kx - half) * kick_scale)
-        vy = flat[2 * i + 1] + np.float64((ky - half) * kick_scale)
+        vx = vel[2 * i] + np.float64((kx - half) * kick_scale)
+        vy = vel[2 * i + 1] + np.float64((ky - half) * kick_scale)
         s2 = vx * vx + vy * vy
         s2 = s2 if s2 >= vmax2 or s2 != s2 else vmax2  # np.maximum: NaN wins
         scale = vmax / np.sqrt(s2)
-        flat[2 * i] = vx * scale
-        flat[2 * i + 1] = vy * scale
+        vel[2 * i] = vx * scale
+        vel[2 * i + 1] = vy * scale
 
 
 DRAW_BLOCK = 1024
@@ -216,16 +215,15 @@ def _move_rows(
     Branch-free (selects) over flat arrays, so LLVM vectorizes it; the cells are clamped in
     floating point before converting (:func:`_cell`)."""
     outside = 0
-    p, v, o = pos, vel, out
     for i in range(cells.shape[0]):
-        x = p[2 * i] + v[2 * i] * dt
-        y = p[2 * i + 1] + v[2 * i + 1] * dt
+        x = pos[2 * i] + vel[2 * i] * dt
+        y = pos[2 * i + 1] + vel[2 * i + 1] * dt
         x = x + width if x < 0.0 else x
         x = x - width if x >= width else x
         y = y + height if y < 0.0 else y
         y = y - height if y >= height else y
-        o[2 * i] = x
-        o[2 * i + 1] = y
+        out[2 * i] = x
+        out[2 * i + 1] = y
         outside += (x < 0.0) | (x >= width) | (y < 0.0) | (y >= height)
         cells[i] = _cell(x, y, cols, rows, fx, fy)
     return outside
@@ -277,12 +275,10 @@ def _count16(
     # 2.5M cells, the census costs about half as much); a counter that would pass 65535 marks
     # its range full, and the caller counts again in 32 bits
     n = cells.size
-    counts = np.empty((chunks, n_cells), dtype=np.uint16)
-    flat = counts.reshape(-1)
+    counts = np.zeros((chunks, n_cells), dtype=np.uint16)
     full = np.zeros(chunks, dtype=np.bool_)
     for t in nb.prange(chunks):
-        mine = flat[t * n_cells : (t + 1) * n_cells]
-        mine[:] = 0
+        mine = counts[t]
         for i in range(t * n // chunks, (t + 1) * n // chunks):
             if not use_mask or sheep[i]:
                 c = cells[i]
