@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,15 +52,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a server subprocess: this checkout's src first on the path."""
+def child_env(**extra: str | None) -> dict[str, str]:
+    """Environment for a server subprocess: this checkout's src first on the path. A key given
+    as None is left unset (its default applies)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     # The single-process mode unless a test asks for the runner process (tests/test_runner.py,
     # tests/test_gateway.py): most server tests are about the loop inside the serving process.
     env.setdefault("WORLDLOOP_RUNNER", "thread")
-    env.update(extra)
+    # No stream gateway unless a test asks for one (tests/test_gateway*.py): a runner's tests
+    # are not about it, and it is one more process to start per server.
+    env.setdefault("WORLDLOOP_GATEWAY", "off")
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 
@@ -196,7 +204,7 @@ def running_server(
     tmp_path: Path,
     *,
     port: int | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     ready: bool = True,
     name: str = "server",
 ) -> Iterator[Server]:

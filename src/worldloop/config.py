@@ -104,10 +104,13 @@ class Settings(BaseModel):
     (worldloop.runner.fork): it has imported everything already, so a restart does not wait for
     a second interpreter's imports (bench/results/recovery.md); False: always a fresh ``python
     -m worldloop.runner`` interpreter."""
-    gateway: str | None = None
-    """``host:port`` of the stream gateway (worldloop.gateway) the runner starts beside it:
-    live viewers (SSE) served by one asyncio process, not a web worker's thread each; web
-    workers answer ``GET /api/v1/stream`` with a 307 to it. None: streams stay in the workers."""
+    gateway: str | None = "auto"
+    """Where the runner starts the stream gateway (worldloop.gateway) beside it: live viewers
+    (SSE, WebSocket) and command waits served by one asyncio process, not a web worker's thread
+    each; web workers answer ``GET /api/v1/stream`` with a 307 to it. ``auto``: the port after
+    the web server's own, same host (gunicorn on :8000 → :8001, ``flask run`` on :5000 → :5001),
+    used once it listens (worldloop.gateway.address); ``host:port``: there; ``off``: streams and
+    waits stay in the workers."""
     gateway_url: str | None = None
     """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
     from ``gateway``'s port and the host the client asked for."""

@@ -40,6 +40,7 @@ from .world import World
 
 if TYPE_CHECKING:
     from .metrics import LoopObserver
+    from .runner.ipc import Endpoints
     from .scaleout_worlds import ScaleoutWorlds
 
 log = logging.getLogger("worldloop")
@@ -261,7 +262,7 @@ class WorldLoopState:
         self._runner_spec = found
         spec, cwd = found
         eps = endpoints(self.instance_path, world_name)
-        self.spawner = Spawner(spec, cwd, eps, watch_pid=self._server_pid())
+        self.spawner = self._spawner(spec, cwd, eps)
         if self.settings.runner_fork:
             self._fork_runner(spec)
         self.spawner.start()
@@ -279,9 +280,13 @@ class WorldLoopState:
         assert self.spawner is not None
         self.spawner.fork_now()
 
-    def _server_pid(self) -> int:
-        """The process a runner watches: the gunicorn master, or this ``flask run``."""
-        return os.getppid() if self.role == "gunicorn-worker" else os.getpid()
+    def _spawner(self, spec: str, cwd: str, eps: Endpoints) -> Spawner:
+        """The watch over the runner, which watches the gunicorn master or this ``flask run``
+        and starts the gateway where this server puts it (worldloop.gateway.address)."""
+        from .gateway.address import resolve
+
+        pid = os.getppid() if self.role == "gunicorn-worker" else os.getpid()
+        return Spawner(spec, cwd, eps, watch_pid=pid, gateway=resolve(self.settings.gateway))
 
     def _start_web(self, app: Flask) -> None:
         """Serve the world of this instance's runner process, and watch that it runs."""
@@ -311,7 +316,7 @@ class WorldLoopState:
         self.host.resolve = lambda name: remote_world(self, name)
         self.host.refuse = "this web worker serves the runner's worlds: create them there"
         if self.spawner is None:  # not started early (a lazy start, a forked worker)
-            self.spawner = Spawner(spec, cwd, eps, watch_pid=self._server_pid())
+            self.spawner = self._spawner(spec, cwd, eps)
             self.spawner.start()
         stop_at_exit(self, self.settings.handle_signals, server=True)
         log.info(

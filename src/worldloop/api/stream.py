@@ -354,16 +354,28 @@ def gateway_url() -> str | None:
 
 
 def gateway_base() -> str | None:
-    """The gateway's base URL as this request's client reaches it, or None (no gateway)."""
+    """The gateway's base URL as this request's client reaches it, or None (no gateway): an
+    explicit WORLDLOOP_GATEWAY always, an ``auto`` one while the runner reports it listening
+    (worldloop.gateway.address)."""
+    from ..gateway.address import AUTO, mode
+
     state = state_of()
     cfg = state.settings
-    if not cfg.gateway or not state.splits:
+    configured = mode(cfg.gateway)
+    if configured is None or not state.splits:
         return None
+    address = configured
+    if configured == AUTO:
+        ipc = getattr(state.runtime, "ipc", None)
+        found = getattr(ipc, "gateway", None)
+        if not isinstance(found, str):
+            return None
+        address = found
     if cfg.gateway_url:
         return cfg.gateway_url.rstrip("/")
     from ..gateway.supervise import parse_address
 
-    host, port = parse_address(cfg.gateway)
+    host, port = parse_address(address)
     if host in ("0.0.0.0", "::", ""):
         host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
     if ":" in host and not host.startswith("["):

@@ -345,6 +345,14 @@ class IpcBus:
         message = self._stats
         return int(message.get("queue_depth", 0)) if message else 0
 
+    @property
+    def gateway(self) -> str | None:
+        """``host:port`` of the runner's stream gateway while it listens (the feed says so,
+        worldloop.gateway.address) and the runner is up; else None."""
+        message = self._stats
+        found = message.get("gateway") if message and self.runner_up else None
+        return str(found) if found else None
+
     _stats: dict[str, Any] | None = None
 
     # -- the feed --------------------------------------------------------------------------

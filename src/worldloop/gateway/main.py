@@ -4,8 +4,11 @@ Started by the runner (worldloop.gateway.supervise) as ``python -m worldloop.gat
 --watch PID``. It loads the same app as the web workers, in the ``gateway`` role (init_app
 neither starts a world nor spawns a runner), subscribes to the runner's feed through the same
 IpcBus a web worker uses (and, on first request, each other world's: worldloop.gateway.worlds),
-and serves ``WORLDLOOP_GATEWAY`` (``host:port``) until SIGTERM/SIGINT
-or until the watched runner is gone.
+and serves ``--gateway`` (``host:port``: WORLDLOOP_GATEWAY, or its ``auto`` worked out by the
+web server, worldloop.gateway.address) until SIGTERM/SIGINT or until the watched runner is gone.
+It binds its port before anything else is served and then writes the address to ``--ready-fd``
+(the supervisor's pipe): a port someone else holds is an exit at once, not a gateway that runs
+without serving.
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ import gc
 import logging
 import os
 import signal
+import socket
 from typing import Any
 
 from aiohttp import web
 
 from ..runner.child import WATCH_EVERY, alive, load_app, parse_args
+from .supervise import BIND_FAILED
 
 log = logging.getLogger("worldloop.gateway")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args("python -m worldloop.gateway", argv)
+    sock = None
+    if args.gateway:  # bound before the app loads: a port someone holds costs no app load
+        sock = _listen(args.gateway)
+        if sock is None:
+            return BIND_FAILED
 
     from .. import lifecycle
 
@@ -36,19 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     from ..runner.remote import RemoteRuntime
     from ..runner.worlds import remote_world
     from ..state import state_of
+    from .address import explicit
     from .commands import CommandWaits
     from .hub import Hub
     from .server import Gateway
-    from .supervise import parse_address
     from .worlds import WorldHubs, follow
 
     app = load_app(args.app)
     state = state_of(app)
     settings = state.settings
-    if not settings.gateway:
-        log.error("worldloop: WORLDLOOP_GATEWAY is not set: no address to serve")
+    address = args.gateway or explicit(settings.gateway)
+    if not address:
+        log.error("worldloop: no gateway address (--gateway, WORLDLOOP_GATEWAY): nothing to serve")
         return 2
-    host, port = parse_address(settings.gateway)
+    if sock is None:
+        sock = _listen(address)
+        if sock is None:
+            return BIND_FAILED
     lower_process(settings.web_nice)  # streams yield a core to the tick (worldloop.priority)
     world = state.runtime.world
     bus = IpcBus(
@@ -83,21 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     web_app.cleanup_ctx.append(watch)
     log.info(
         "worldloop: gateway pid %d serves streams of world %r (and the runner's others) "
-        "on http://%s:%d",
+        "on http://%s",
         os.getpid(),
         world.name,
-        host,
-        port,
+        address,
     )
     # Everything loaded so far (the app, its modules) lives as long as the process: out of the
     # collector's sight, a full collection among a thousand streams' objects no longer walks
     # it, and pauses the loop (the waits' and frames' tail latency) for less.
     gc.freeze()
+    _ready(args.ready_fd, address)
     try:
         web.run_app(
             web_app,
-            host=host,
-            port=port,
+            sock=sock,
             print=None,
             shutdown_timeout=2.0,
             access_log=None,
@@ -108,3 +121,29 @@ def main(argv: list[str] | None = None) -> int:
         worlds.close()
         runtime.stop()
     return 0
+
+
+def _listen(address: str) -> socket.socket | None:
+    """The gateway's listening socket on ``address``, bound now (aiohttp serves it:
+    ``run_app(sock=...)``); None, said on stderr, when it cannot be."""
+    from .supervise import parse_address
+
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        log.error("worldloop: the gateway cannot listen on %s: %s", address, exc)
+        return None
+
+
+def _ready(fd: int, address: str) -> None:
+    """Tell the supervisor (its pipe, when given) that ``address`` is bound."""
+    if fd < 0:
+        return
+    try:
+        os.write(fd, address.encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -23,6 +23,15 @@ def parse_args(prog: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--app", default="", help="the app, as gunicorn or flask --app name it")
     parser.add_argument("--watch", type=int, default=os.getppid(), help="stop when it exits")
+    parser.add_argument(
+        "--gateway",
+        default="",
+        help="host:port of the stream gateway (worldloop.gateway.address), as the web server "
+        "worked it out; empty: WORLDLOOP_GATEWAY's own",
+    )
+    parser.add_argument(
+        "--ready-fd", type=int, default=-1, help="(gateway) a pipe told the address once bound"
+    )
     return parser.parse_args(argv)
 
 

@@ -4,7 +4,8 @@ Started by a web worker (worldloop.runner.spawn) as ``python -m worldloop.runner
 --watch PID``. It loads the same app the web workers serve (the world, its jobs, its plugins,
 its store), takes the runner lock of the world (one runner per world and instance folder, the
 ``memory://`` store included), starts the world as the single-process mode does (lease,
-recovery), starts the stream gateway when WORLDLOOP_GATEWAY is set (worldloop.gateway),
+recovery), starts the stream gateway unless it is off (``--gateway``: where the web server put
+it, worldloop.gateway.address; the runner's feed tells the workers once it listens),
 and serves the web workers until SIGTERM/SIGINT or until the watched server process
 is gone; then it stops the world within its bound (final snapshot).
 """
@@ -105,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             state.runtime.tick,
             since_start(),
         )
-        if state.settings.gateway:  # streams only: readiness does not wait for it
+        from ..gateway.address import explicit
+
+        address = args.gateway or explicit(state.settings.gateway)
+        if address:  # streams only: readiness does not wait for it
             from ..gateway.supervise import GatewaySupervisor
 
-            gateway = GatewaySupervisor(args.app, os.getcwd())
+            gateway = GatewaySupervisor(args.app, os.getcwd(), address)
+            server.gateway = gateway
             gateway.start()
         server.serve()
     finally:

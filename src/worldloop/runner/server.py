@@ -41,6 +41,7 @@ from . import ipc, shm
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ..gateway.supervise import GatewaySupervisor
     from ..runtime import TickReport, WorldRuntime
 
 log = logging.getLogger("worldloop.runner")
@@ -105,6 +106,9 @@ class RunnerServer:
         self._pub: zmq.Socket[bytes] | None = None
         self._served = False
         """True once :meth:`serve` took the sockets (it and the feed thread close them)."""
+        self.gateway: GatewaySupervisor | None = None
+        """The stream gateway this runner started (its address is in every feed message's
+        ``stats`` while it listens: worldloop.gateway.address)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -382,6 +386,7 @@ class RunnerServer:
             "last_tick_at": rt.last_tick_at,
             "hook_errors": rt.hook_errors,
             "pid": os.getpid(),
+            "gateway": self.gateway.listening if self.gateway is not None else None,
         }
 
     def _remove_predecessors(self, folder: Path) -> None:

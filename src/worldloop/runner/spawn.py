@@ -114,8 +114,12 @@ class Spawner:
         *,
         watch_pid: int,
         env: dict[str, str] | None = None,
+        gateway: str | None = None,
     ) -> None:
         self.spec = spec
+        self.gateway = gateway
+        """Where the runner starts the stream gateway, as this web server worked it out
+        (worldloop.gateway.address); None: as the runner's own settings say."""
         self.cwd = cwd
         self.endpoints = endpoints
         self.watch_pid = watch_pid
@@ -180,7 +184,8 @@ class Spawner:
         return fd
 
     def _argv(self) -> list[str]:
-        return ["--app", self.spec, "--watch", str(self.watch_pid)]
+        gateway = ["--gateway", self.gateway] if self.gateway else []
+        return ["--app", self.spec, "--watch", str(self.watch_pid), *gateway]
 
     def fork_now(self) -> bool:
         """Start the runner now as a fork of this process (worldloop.runner.fork), before
