@@ -8,7 +8,6 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
-GATEWAY_PORT ?= 5001
 
 # The lock tool lives in its own virtualenv, apart from the project's.
 LOCK_VENV ?= .venv-lock
@@ -43,11 +42,11 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
-# The world runs in its own runner process; live viewers and command waits are served by the
-# stream gateway on GATEWAY_PORT (the viewer is redirected there), all started by the server.
+# The embedded default: the world runs in its own runner process; live viewers and command
+# waits are served by the stream gateway on the next port (PORT + 1: the viewer is redirected
+# there), all started by the server (docs/deploy.md).
 run: setup
-	WORLDLOOP_GATEWAY=$${WORLDLOOP_GATEWAY-$(HOST):$(GATEWAY_PORT)} \
-	  $(VENV)/bin/flask --app worldloop.demo:create_app run --host $(HOST) --port $(PORT)
+	$(VENV)/bin/flask --app worldloop.demo:create_app run --host $(HOST) --port $(PORT)
 
 test: setup-dev browser
 	$(PY) -m ruff check src tests bench
