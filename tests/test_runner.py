@@ -64,7 +64,8 @@ def send(srv: Server, token: str, x: float, key: str | None = None) -> tuple[int
 
 
 def test_plain_gunicorn_with_three_workers_serves_one_world(tmp_path: Path) -> None:
-    env = {"WORLDLOOP_ADMIN_TOKEN": ADMIN}
+    # Every default as a user gets it (the runner process, the gateway on the next port).
+    env = {"WORLDLOOP_ADMIN_TOKEN": ADMIN, "WORLDLOOP_RUNNER": None, "WORLDLOOP_GATEWAY": None}
     with running_server(gunicorn("-w", "3"), tmp_path, env=env) as srv:
         wait_for(lambda: len(runner_pids(srv.proc.pid)) == 1, 30, 0.1, "one runner")
         player, token = join(srv, "ann")
