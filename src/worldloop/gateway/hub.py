@@ -6,7 +6,8 @@ Clients that ask for the same region and cap (a *viewport class*: ``bbox``, ``li
 ``frame`` event once (worldloop.api.stream.frame_event, off the loop on a worker thread, since a
 big world's frame takes milliseconds), frames it as one HTTP chunk once, and writes the same
 bytes to each of its clients' sockets: one that cannot keep up skips ticks and never holds up
-the channel or the others.
+the channel or the others. A client's ``hz`` is paced in ticks, not by the clock at fan-out: at
+10 Hz on a 20 Hz world it takes every other tick, however late the gateway fans a tick out.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ log = logging.getLogger("worldloop.gateway")
 MAX_BUFFER = 64 * 1024
 """Bytes a client may have unsent in its socket buffer; past it, it skips frames until it reads."""
 HZ_SLACK = 0.5
-"""A client capped at ``hz`` takes a frame once ``1 / hz`` s less this share of a tick period
-passed since its last, so tick jitter does not make it skip every other frame it asked for."""
+"""A WebSocket client capped at ``hz`` takes a frame once ``1 / hz`` s less this share of a tick
+period passed since its last, so tick jitter does not make it skip every other frame it asked
+for (worldloop.gateway.server)."""
 
 ClassKey = tuple[object, int]
+
+
+def per_tick(hz: float | None, rate: float) -> float | None:
+    """The frames a tick earns a client capped at ``hz`` on a world ticking at ``rate`` a
+    second; None (every tick) uncapped or capped at the rate or above it."""
+    return hz / rate if hz is not None and 0 < hz < rate else None
 
 
 def chunk(data: bytes) -> bytes:
@@ -55,6 +63,11 @@ class Client:
     sent_at: float = field(default_factory=time.monotonic)
     skipped: int = 0
     """Frames skipped because this client was behind."""
+    credit: float = 1.0
+    """Frames its ``hz`` lets it take now: one at first (a first frame at once), and at most one
+    more than a tick earns, so a missed tick is made up once, never in a burst."""
+    seen: int = -1
+    """The last tick offered to it (the ticks since then add to its credit)."""
 
     @property
     def gone(self) -> bool:
@@ -66,18 +79,25 @@ class Client:
             self.transport.write(data)
             self.sent_at = time.monotonic()
 
-    def offer(self, tick: int, framed: bytes, now: float, slack: float = 0.0) -> None:
-        """Write ``framed`` (tick ``tick``) unless the client's rate cap says not yet (``slack``
-        seconds early is on time) or it is behind."""
+    def offer(self, tick: int, framed: bytes, now: float, per_tick: float | None = None) -> None:
+        """Write ``framed`` (tick ``tick``) unless the client's rate cap says not yet or it is
+        behind. ``per_tick``: the frames a tick earns it (its ``hz`` over the world's rate;
+        None: every tick), so a channel that missed a tick (it was still building the last)
+        lets it catch up on the next, and fan-out jitter never costs it a frame."""
         if tick <= self.last_tick or self.gone:
             return
-        hz = self.view.hz
-        if hz is not None and now - self.last_at < 1.0 / hz - slack:
-            return
+        if per_tick is not None:
+            if self.seen >= 0:
+                self.credit = min(1.0 + per_tick, self.credit + (tick - self.seen) * per_tick)
+            self.seen = tick
+            if self.credit < 1.0 - 1e-9:
+                return
         if self.transport.get_write_buffer_size() > MAX_BUFFER:
             self.skipped += 1
             return
         self.transport.write(framed)
+        if per_tick is not None:
+            self.credit -= 1.0
         self.last_tick = tick
         self.last_at = self.sent_at = now
 
@@ -122,9 +142,9 @@ class Channel:
             framed = chunk(event)
             self.latest = (snap.tick, framed)
             now = time.monotonic()
-            slack = self.hub.slack()
+            rate = self.hub.runtime.stats().rate_hz
             for client in self.clients:
-                client.offer(snap.tick, framed, now, slack)
+                client.offer(snap.tick, framed, now, per_tick(client.view.hz, rate))
 
 
 class Hub:
@@ -212,7 +232,8 @@ class Hub:
         client = Client(view, transport)
         channel.clients.add(client)
         if channel.latest is not None:  # a first frame now, not one tick later
-            client.offer(*channel.latest, time.monotonic())
+            rate = self.runtime.stats().rate_hz
+            client.offer(*channel.latest, time.monotonic(), per_tick(view.hz, rate))
         else:
             channel.wake()
         return client
