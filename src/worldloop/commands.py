@@ -100,10 +100,21 @@ class Outcome:
     error_details: Mapping[str, Any] | None = None
 
 
-class CommandTicket:
-    """The submitter's handle on a command: its status, tick and result once the loop is done."""
+_WAKE_LOCK = threading.Lock()
+"""Guards each ticket's hand-over between :meth:`CommandTicket.resolve` and a first
+:meth:`CommandTicket.wait` (held for a few instructions: one lock for all tickets, not one
+each)."""
 
-    __slots__ = ("_done", "command", "nbytes", "outcome", "status", "tick")
+
+class CommandTicket:
+    """The submitter's handle on a command: its status, tick and result once the loop is done.
+
+    The event a waiter blocks on is made by the first :meth:`wait`, not with the ticket: most
+    tickets are never waited on by a thread (the gateway's waits are futures; a 202 waits for
+    nothing), and a ``threading.Event`` (a Condition and its lock) cost more than the rest of
+    the ticket, on every put, on the submitter's side and again on the runner's."""
+
+    __slots__ = ("_done", "_event", "command", "nbytes", "outcome", "status", "tick")
 
     def __init__(self, command: Command, nbytes: int = TICKET_OVERHEAD) -> None:
         self.command = command
@@ -112,7 +123,8 @@ class CommandTicket:
         self.status = CommandStatus.QUEUED
         self.tick: int | None = None
         self.outcome: Outcome | None = None
-        self._done = threading.Event()
+        self._done = False
+        self._event: threading.Event | None = None
 
     @property
     def id(self) -> str:
@@ -120,18 +132,30 @@ class CommandTicket:
 
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        return self._done
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the command is applied or rejected; False on timeout."""
-        return self._done.wait(timeout)
+        if self._done:
+            return True
+        with _WAKE_LOCK:
+            if self._done:  # resolved meanwhile: it set no event, none was there yet
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        return event.wait(timeout)
 
     def resolve(self, outcome: Outcome, tick: int) -> None:
         """Called by the loop once the tick holding this command is durable."""
         self.outcome = outcome
         self.tick = tick
         self.status = CommandStatus.APPLIED if outcome.ok else CommandStatus.REJECTED
-        self._done.set()
+        with _WAKE_LOCK:
+            self._done = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     @classmethod
     def from_journal(cls, tick: int, record: Mapping[str, Any]) -> CommandTicket:

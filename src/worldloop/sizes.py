@@ -15,9 +15,10 @@ from .snapshot import dumps
 
 MiB = 1024 * 1024
 
-TICKET_OVERHEAD = 2048
-"""A ticket in the command history with a small payload and result: the envelope, its event
-(a condition and a lock), the history's entry (measured ~1.7-2.1 KB on CPython 3.11)."""
+TICKET_OVERHEAD = 768
+"""A ticket in the command history with a small payload and result: the envelope and the
+history's entry (measured ~0.7-0.9 KB on CPython 3.11; a ticket makes its event, a condition
+and a lock, ~1.2 KB more, only for a thread that waits on it)."""
 
 PYTHON_PER_JSON_BYTE = 3
 """Python objects weigh a few times their JSON text (a small dict or float is tens of bytes for

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..commands import CommandTicket
@@ -19,6 +19,7 @@ from .common import PLAYER, AuthedPlayer
 from .declare import Reply, operation
 from .errors import Forbidden, NotFound, api_error
 from .idempotency import document_key, request_key
+from .jsonout import json_response
 from .params import WaitQuery
 
 if TYPE_CHECKING:
@@ -129,15 +130,16 @@ def submit_command(auth: AuthedPlayer, query: WaitQuery, body: CommandBody) -> R
                 "a player can act only on its own avatar",
                 details={"entity_id": eid, "own_entity_id": own},
             )
-    key = request_key(f"cmd:{player_id}", body.model_dump())
+    key = request_key(f"cmd:{player_id}", body)
     tick = rt.snapshot.tick
-    # with a key already used, the first command's ticket (in flight or resolved) comes back
-    ticket = rt.submit(body.type, payload, actor=player_id, key=key)
+    # with a key already used, the first command's ticket (in flight or resolved) comes back;
+    # the payload is the world's normalized one already (validated above): queued as it is
+    ticket = rt.accept(body.type, payload, actor=player_id, key=key)
     if query.wait and ticket.wait(current_settings().command_wait):
         return resolved_response(ticket)
     if ticket.tick is not None:
         tick = ticket.tick
-    resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
+    resp = json_response({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
     resp.status_code = 202
     resp.headers["Location"] = f"/api/v1/commands/{ticket.id}"
     return resp
@@ -172,17 +174,18 @@ def get_command(auth: AuthedPlayer, command_id: str) -> dict[str, Any]:
     return found
 
 
-def resolved_response(ticket: CommandTicket) -> Response:
-    """200 with the result when applied; the rejection's own status and reason otherwise."""
+def resolved_response(ticket: CommandTicket, app: Flask | None = None) -> Response:
+    """200 with the result when applied; the rejection's own status and reason otherwise.
+    ``app``: the app answering (default: the current app; given, no context is needed)."""
     data = ticket.to_dict()
     outcome = ticket.outcome
     if outcome is not None and outcome.ok:
-        return jsonify(data)
+        return json_response(data, app)
     err = data.get("error") or {}
     code = str(err.get("code") or "command_rejected")
     details = dict(err.get("details") or {})
     details.update({"command_id": ticket.id, "tick": ticket.tick})
     retry = StoreError.retry_after if code == "store_unavailable" else None
     return api_error(
-        status_of(code, 409), code, str(err.get("message") or "rejected"), details, retry
+        status_of(code, 409), code, str(err.get("message") or "rejected"), details, retry, app=app
     )

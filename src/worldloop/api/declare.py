@@ -155,11 +155,11 @@ def _settings() -> Settings:
 
 def parse_query(model: type[M]) -> M:
     """The request's query string as ``model`` (first value of each name); BadRequest naming
-    the parameter otherwise. Models read settings bounds from the validation context."""
+    the parameter otherwise. Models read settings bounds from the validation context. An
+    empty query string is no parameters, without parsing it (most requests send none)."""
+    args = request.args.to_dict(flat=True) if request.query_string else {}
     try:
-        return model.model_validate(
-            request.args.to_dict(flat=True), context={"settings": _settings()}
-        )
+        return model.model_validate(args, context={"settings": _settings()})
     except ValidationError as exc:
         raise BadRequest(error_message(exc), details=error_details(exc, "param")) from None
 

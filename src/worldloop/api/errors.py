@@ -10,11 +10,12 @@ import logging
 import math
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, request
 from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 from ..errors import WorldLoopError, register_code
+from .jsonout import json_response
 
 log = logging.getLogger("worldloop.api")
 
@@ -83,9 +84,13 @@ def api_error(
     message: str,
     details: dict[str, Any] | None = None,
     retry_after: float | None = None,
+    *,
+    app: Flask | None = None,
 ) -> Response:
-    """The JSON error envelope; 503 and 429 always say when to retry."""
-    resp = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    """The JSON error envelope; 503 and 429 always say when to retry. ``app``: the app
+    answering (default: the current app; given, no context is needed)."""
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    resp = json_response(body, app)
     resp.status_code = status
     if status in (429, 503):
         resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after or 1.0)))

@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from flask import request
+from pydantic import BaseModel
 
 from ..commands import IdempotencyKey
 from .errors import BadRequest
@@ -42,10 +43,13 @@ DESCRIPTION = (
 
 def request_key(scope: str, body: Any) -> IdempotencyKey | None:
     """The request's key scoped to ``scope`` (who sends it), with a fingerprint of the
-    request (its path and ``body``); None without the header, BadRequest when it is malformed."""
+    request (its path and ``body``: a pydantic model is fingerprinted as its ``model_dump()``,
+    made only when a key came); None without the header, BadRequest when it is malformed."""
     raw = request.headers.get(HEADER)
     if raw is None:
         return None
+    if isinstance(body, BaseModel):
+        body = body.model_dump()
     if not _VALID.match(raw):
         raise BadRequest(
             f"{HEADER} must be {MIN_LENGTH}-{MAX_LENGTH} characters of A-Z a-z 0-9 _ . : -",

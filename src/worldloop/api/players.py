@@ -92,7 +92,7 @@ def create_player(body: NewPlayer) -> Any:
     rt = get_runtime()
     world = player_world(rt)
     limiter("join").hit(f"ip:{request.remote_addr}")
-    key = request_key(f"join:{request.remote_addr}", body.model_dump())
+    key = request_key(f"join:{request.remote_addr}", body)
     if key is not None:
         first = rt.keyed(key)
         if first is not None:  # a retry: the first join's outcome, its player and token

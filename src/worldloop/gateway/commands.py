@@ -42,8 +42,9 @@ from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
-from flask import jsonify
 
+from ..api.commands import resolved_response
+from ..api.jsonout import json_response
 from ..bus import deferred
 from ..bus.ipc import REQUEST_TIMEOUT, IpcBus
 from ..commands import CommandTicket
@@ -114,6 +115,9 @@ class CommandWaits:
         self.links = RunnerLinks()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiting = 0
+        """The futures in ``_waiters``, counted as they come and go (not summed per command:
+        hundreds wait at once)."""
         self.waiting_peak = 0
         self._resolved: list[tuple[str, float]] = []
         """Ids resolved by the feed thread that the loop has not woken yet, and when."""
@@ -138,7 +142,7 @@ class CommandWaits:
 
     @property
     def waiting(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return self._waiting
 
     # -- the feed thread's side ------------------------------------------------------------
 
@@ -181,7 +185,9 @@ class CommandWaits:
             self._wake(command_id)
 
     def _wake(self, command_id: str) -> None:
-        for fut in self._waiters.pop(command_id, ()):
+        waiters = self._waiters.pop(command_id, ())
+        self._waiting -= len(waiters)
+        for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
 
@@ -221,7 +227,8 @@ class CommandWaits:
             if not ticket.done and bus is self.runtime.ipc:
                 fut: asyncio.Future[None] = loop.create_future()
                 self._waiters.setdefault(ticket.id, []).append(fut)
-                self.waiting_peak = max(self.waiting_peak, self.waiting)
+                self._waiting += 1
+                self.waiting_peak = max(self.waiting_peak, self._waiting)
                 if ticket.done:  # resolved between the look and the registration
                     self._wake(ticket.id)
                 try:  # asyncio.timeout, not wait_for: no future and callbacks of its own
@@ -241,6 +248,7 @@ class CommandWaits:
         waiters = self._waiters.get(command_id)
         if waiters is not None and fut in waiters:
             waiters.remove(fut)
+            self._waiting -= 1
             if not waiters:
                 del self._waiters[command_id]
                 self._resolved_at.pop(command_id, None)
@@ -263,6 +271,8 @@ class CommandWaits:
         """The runner's answer to the deferred put, or the web worker's 503 when none comes in
         REQUEST_TIMEOUT seconds."""
         assert later.bus is not None
+        if answer.done():  # answered already: no timer to arm and cancel
+            return answer.result()
         left = REQUEST_TIMEOUT - (time.monotonic() - sent_at)
         try:
             async with asyncio.timeout(max(0.0, left)):
@@ -288,8 +298,8 @@ class CommandWaits:
         if ticket.id == later.command_id:  # queued, as the runner answered (the feed may
             return 202, headers, data, ticket  # have resolved it since: a wait answers that)
         tick = ticket.tick if ticket.tick is not None else orjson.loads(data)["tick"]
-        with self.app.app_context():
-            resp = jsonify({"command_id": ticket.id, "status": ticket.status.value, "tick": tick})
+        body = {"command_id": ticket.id, "status": ticket.status.value, "tick": tick}
+        resp = json_response(body, self.app)
         fresh = {**headers, **_headers(resp.headers.items())}
         fresh["Location"] = f"/api/v1/commands/{ticket.id}"
         return 202, fresh, resp.get_data(), ticket
@@ -351,12 +361,9 @@ class CommandWaits:
 
     def _render(self, ticket: CommandTicket) -> tuple[int, dict[str, str], bytes]:
         """The answer a web worker gives for a resolved command (on the loop: it only encodes
-        the outcome the feed brought)."""
-        from ..api.commands import resolved_response
-
-        with self.app.app_context():
-            resp = resolved_response(ticket)
-            return resp.status_code, _headers(resp.headers.items()), resp.get_data()
+        the outcome the feed brought, for this app: no app context to push and pop)."""
+        resp = resolved_response(ticket, self.app)
+        return resp.status_code, _headers(resp.headers.items()), resp.get_data()
 
 
 def _taken(bus: IpcBus, answer: dict[str, Any] | None) -> Taken:
@@ -421,6 +428,9 @@ def _environ(
     return environ
 
 
+_HOP = frozenset({"content-length", "transfer-encoding", "connection"})
+"""Headers aiohttp sets itself."""
+
+
 def _headers(items: Any) -> dict[str, str]:
-    skip = {"content-length", "transfer-encoding", "connection"}
-    return {str(k): str(v) for k, v in items if str(k).lower() not in skip}
+    return {str(k): str(v) for k, v in items if str(k).lower() not in _HOP}

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from ..errors import WorldLoopError
+from ..snapshot import dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +66,6 @@ def endpoints(instance_path: str | os.PathLike[str], world: str) -> Endpoints:
 
 def pack(message: dict[str, Any]) -> bytes:
     """One message as JSON (the snapshot encoder: NumPy values, sets and bytes too)."""
-    from ..snapshot import dumps
-
     return dumps(message)
 
 
