@@ -32,7 +32,8 @@ class Live(BaseModel):
     websocket: str | None = Field(
         None,
         description="ws:// or wss:// URL of binary frames (keyframes and deltas), or null when "
-        "no gateway runs (WORLDLOOP_GATEWAY unset): then the stream is the only way.",
+        "no gateway serves (WORLDLOOP_GATEWAY=off, or an auto gateway not listening yet): "
+        "then the stream is the only way.",
     )
 
 

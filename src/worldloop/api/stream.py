@@ -345,8 +345,8 @@ def events(
 
 def gateway_url() -> str | None:
     """Where this request's stream is served when a gateway serves streams (a web worker of a
-    runner process with WORLDLOOP_GATEWAY set), else None: same path and query, on
-    WORLDLOOP_GATEWAY_URL, or on the gateway's port of the host the client asked for."""
+    runner process whose gateway is on: worldloop.gateway.address), else None: same path and
+    query, on WORLDLOOP_GATEWAY_URL, or on the gateway's port of the host the client asked for."""
     base = gateway_base()
     if base is None:
         return None
