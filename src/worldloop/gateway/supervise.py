@@ -29,9 +29,9 @@ STOP_BOUND = 5.0
 BIND_FAILED = 3
 """A gateway's exit code when its address is in use (worldloop.gateway.main)."""
 STEADY = 10.0
+"""A gateway that lived this long resets the restart pause."""
 MAX_PAUSE = 30.0
 """Longest pause before starting a gateway that keeps exiting at once again."""
-"""A gateway that lived this long resets the restart pause."""
 
 
 def parse_address(value: str) -> tuple[str, int]:
