@@ -142,6 +142,12 @@ def main() -> int:
     parser.add_argument("--player-hz", type=float, default=2.0)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=1,
+        help="WORLDLOOP_GATEWAY_PROCESSES: gateway processes on the one address",
+    )
+    parser.add_argument(
         "--phases", default="viewers,players", help="comma-separated: viewers, players"
     )
     parser.add_argument(
@@ -171,6 +177,7 @@ def main() -> int:
         instance,
         WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
         WORLDLOOP_RUNNER="process",  # the split it measures, whatever the caller's setting
+        WORLDLOOP_GATEWAY_PROCESSES=str(args.gateway_processes),
         MEADOW_ENTITIES=str(args.entities),
         WORLDLOOP_JOIN_RATE_BURST="100000",
         WORLDLOOP_RATE_LIMIT="1000",
@@ -187,14 +194,20 @@ def main() -> int:
     with running(argv, env, tmp, tmp / "server.log") as srv:
         srv.wait_ready(f"http://127.0.0.1:{port}", 120)
 
-        def gateway_up() -> bool:
-            conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=2)
-            conn.request("GET", "/healthz")
-            body = orjson.loads(conn.getresponse().read())
-            conn.close()
-            return bool(body["running"])
+        def gateways_up() -> bool:
+            """Every gateway process serves: as many pids answered 16 fresh connections (the
+            kernel picks a gateway per connection) as there are processes."""
+            pids = set()
+            for _ in range(16):
+                conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=2)
+                conn.request("GET", "/healthz")
+                body = orjson.loads(conn.getresponse().read())
+                conn.close()
+                if body["running"]:
+                    pids.add(body["pid"])
+            return len(pids) >= args.gateway_processes
 
-        wait_for(gateway_up, 120, "the gateway")
+        wait_for(gateways_up, 120, "the gateway")
         feed_address = endpoints(instance, "meadow").feed
         feed = Feed(feed_address)
         feed.start()
@@ -215,7 +228,9 @@ def main() -> int:
         "",
         f"Setup: demo world (meadow, {args.entities} creatures, 20 Hz), "
         "`gunicorn -w 2 -k gthread --threads 8` with `WORLDLOOP_GATEWAY` set; the runner starts "
-        f"the gateway. Viewers and players run in {args.client_procs} client processes "
+        f"the gateway ({args.gateway_processes} process"
+        f"{'es' if args.gateway_processes > 1 else ''}: WORLDLOOP_GATEWAY_PROCESSES). Viewers "
+        f"and players run in {args.client_procs} client processes "
         "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
         "the same 2-core machine as the server, so they share its CPU with it (their CPU "
         f"seconds are in the table), at nice {args.client_nice}: "

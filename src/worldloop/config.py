@@ -111,6 +111,10 @@ class Settings(BaseModel):
     the web server's own, same host (gunicorn on :8000 → :8001, ``flask run`` on :5000 → :5001),
     used once it listens (worldloop.gateway.address); ``host:port``: there; ``off``: streams and
     waits stay in the workers."""
+    gateway_processes: int = Field(default=1, ge=1, le=16)
+    """How many gateway processes serve ``gateway``'s address (SO_REUSEPORT: the kernel
+    spreads connections among them), each an event loop of its own: more than one when players'
+    command waits keep one gateway's loop busy (worldloop.gateway.supervise, bench/gateway.py)."""
     gateway_url: str | None = None
     """Public base URL of the gateway (behind a proxy: ``https://example.org``); None: built
     from ``gateway``'s port and the host the client asked for."""

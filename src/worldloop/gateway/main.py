@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args("python -m worldloop.gateway", argv)
     sock = None
     if args.gateway:  # bound before the app loads: a port someone holds costs no app load
-        sock = _listen(args.gateway)
+        sock = _listen(args.gateway, args.reuse_port)
         if sock is None:
             return BIND_FAILED
+        if args.reuse_port:  # one of several: the kernel would give this socket connections
+            sock.close()  # while the app loads; bound again once it serves (a probe, here)
+            sock = None
 
     from .. import lifecycle
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worldloop: no gateway address (--gateway, WORLDLOOP_GATEWAY): nothing to serve")
         return 2
     if sock is None:
-        sock = _listen(address)
+        sock = _listen(address, args.reuse_port)
         if sock is None:
             return BIND_FAILED
     lower_process(settings.web_nice)  # streams yield a core to the tick (worldloop.priority)
@@ -123,15 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _listen(address: str) -> socket.socket | None:
+def _listen(address: str, reuse_port: bool = False) -> socket.socket | None:
     """The gateway's listening socket on ``address``, bound now (aiohttp serves it:
-    ``run_app(sock=...)``); None, said on stderr, when it cannot be."""
+    ``run_app(sock=...)``); None, said on stderr, when it cannot be. With ``reuse_port``
+    (one of several gateway processes: worldloop.gateway.supervise) the others bind it too,
+    and a socket someone else holds without SO_REUSEPORT still refuses all of them."""
     from .supervise import parse_address
 
     host, port = parse_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        return socket.create_server(
+            (host, port), family=family, backlog=2048, reuse_port=reuse_port
+        )
     except OSError as exc:
         log.error("worldloop: the gateway cannot listen on %s: %s", address, exc)
         return None

@@ -32,6 +32,11 @@ def parse_args(prog: str, argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ready-fd", type=int, default=-1, help="(gateway) a pipe told the address once bound"
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="(gateway) bind with SO_REUSEPORT: one of WORLDLOOP_GATEWAY_PROCESSES gateways",
+    )
     return parser.parse_args(argv)
 
 

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if address:  # streams only: readiness does not wait for it
             from ..gateway.supervise import GatewaySupervisor
 
-            gateway = GatewaySupervisor(args.app, os.getcwd(), address)
+            gateway = GatewaySupervisor(
+                args.app, os.getcwd(), address, processes=state.settings.gateway_processes
+            )
             server.gateway = gateway
             gateway.start()
         server.serve()
