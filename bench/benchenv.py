@@ -62,37 +62,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def lower_priority(nice: int) -> None:
-    """Raise this process's nice value to ``nice`` (never lower it: that needs privileges).
-
-    What a load client calls first (bench/loadgen.py, bench/gateway_clients.py), before it
-    starts a thread. The clients share the server's two cores only because the bench runs on
-    one machine; at nice 0 they outranked a split server's request side (its web workers and
-    gateway run WORLDLOOP_WEB_NICE steps below the runner, worldloop.priority) and competed
-    with its runner as an equal, which no remote client does. So each client takes the nice
-    value of the side it loads: :func:`request_side_nice`."""
-    if nice > 0 and hasattr(os, "nice"):
-        now = os.nice(0)
-        if nice > now:
-            os.nice(nice - now)
-
-
-def request_side_nice(split: bool, env: dict[str, str] | None = None) -> int:
-    """The nice value a server's request threads run at: 0 in one process (the single-process
-    mode, the trivial app), WORLDLOOP_WEB_NICE (in ``env``, else the setting's default) when a
-    runner process owns the world."""
-    if not split:
-        return 0
-    if env and env.get("WORLDLOOP_WEB_NICE"):
-        return int(env["WORLDLOOP_WEB_NICE"])
-    src = str(ROOT / "src")
-    if src not in sys.path:
-        sys.path.insert(0, src)
-    from worldloop.config import Settings
-
-    return int(Settings.model_fields["web_nice"].default)
-
-
 def rss_kib() -> int:
     """This process's resident set size in KiB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():

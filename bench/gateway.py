@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import header, pct, request_side_nice
+from benchenv import header, pct
 from gateway_clients import (
     ApiProbe,
     Feed,
@@ -160,12 +160,6 @@ def main() -> int:
         default="workers,gateway",
         help="where the players send, comma-separated: workers, gateway (both by default)",
     )
-    parser.add_argument(
-        "--client-nice",
-        type=int,
-        help="the clients' nice value (default: WORLDLOOP_WEB_NICE's, that of the web workers' "
-        "request threads and the gateway)",
-    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
@@ -185,8 +179,6 @@ def main() -> int:
     )
     if args.src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(args.src.resolve()), env["PYTHONPATH"]])
-    if args.client_nice is None:
-        args.client_nice = request_side_nice(True, env)
     argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8"]
     argv += ["--bind", f"127.0.0.1:{port}", "worldloop.demo:create_app()"]
     rows: list[tuple[str, str]] = []
@@ -233,15 +225,7 @@ def main() -> int:
         f"and players run in {args.client_procs} client processes "
         "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
         "the same 2-core machine as the server, so they share its CPU with it (their CPU "
-        f"seconds are in the table), at nice {args.client_nice}: "
-        + (
-            "that of the side they load (the web workers' request threads and the gateway "
-            "run WORLDLOOP_WEB_NICE below the runner), so they neither outrank it nor compete "
-            "with the runner as an equal, as no remote client does. "
-            if args.client_nice == request_side_nice(True, env)
-            else "(`--client-nice`). "
-        )
-        + "The players' phases run one after the other, web workers "
+        "seconds are in the table). The players' phases run one after the other, web workers "
         "first, with the same tokens. Each player sends its next command one period after its "
         "last (or once that is answered, if later); the players start at random moments over "
         "one period, as people do, except in the *all players in step* phase, where they start "
@@ -260,7 +244,7 @@ def viewers_phase(
     args: argparse.Namespace, port: int, gport: int, feed: Feed, feed_address: str, instance: Path
 ) -> list[tuple[str, str]]:
     """The API probe alone, then with the viewers watching: the viewers' rows."""
-    probe = ApiProbe(args.client_nice)
+    probe = ApiProbe()
     half = args.seconds / 2
     baseline = list(probe.start(port, half).get(half + 60))
     path = f"/api/v1/stream?limit={args.limit}&hz={args.hz:g}"
@@ -270,13 +254,7 @@ def viewers_phase(
 
     def run_viewers() -> None:
         result["v"] = viewers_in_processes(
-            gport,
-            path,
-            args.viewers,
-            args.seconds,
-            feed_address,
-            args.client_procs,
-            args.client_nice,
+            gport, path, args.viewers, args.seconds, feed_address, args.client_procs
         )
 
     t = threading.Thread(target=run_viewers)
@@ -334,7 +312,6 @@ def players_phase(
             args.player_hz,
             args.client_procs,
             together,
-            args.client_nice,
         )
         meter.stop()
         durations = feed.durations[durations0:] or [float("nan")]

@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import zmq
 
-from benchenv import lower_priority
 from liveserver import wait_for
 
 
@@ -70,8 +69,8 @@ class ApiProbe:
     """:func:`api_latencies` in a client process of its own, started once up front (so its
     start-up, imports included, never lands in a measured phase)."""
 
-    def __init__(self, nice: int = 0) -> None:
-        self.pool = client_pool(1, nice)
+    def __init__(self) -> None:
+        self.pool = multiprocessing.get_context("spawn").Pool(1)
         self.pool.apply(time.sleep, (0,))  # the process is up and has imported this module
 
     def start(self, port: int, seconds: float) -> Any:
@@ -175,23 +174,16 @@ def viewer_process_timed(
     return frames, ages, elapsed, time.process_time() - cpu
 
 
-def client_pool(procs: int, nice: int) -> Any:
-    """``procs`` spawned client processes at nice value ``nice`` (benchenv.lower_priority)."""
-    return multiprocessing.get_context("spawn").Pool(
-        procs, initializer=lower_priority, initargs=(nice,)
-    )
-
-
 def shares(n: int, procs: int) -> list[int]:
     return [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
 
 
 def viewers_in_processes(
-    port: int, path: str, n: int, seconds: float, feed_address: str, procs: int, nice: int = 0
+    port: int, path: str, n: int, seconds: float, feed_address: str, procs: int
 ) -> tuple[int, list[float], float, list[float]]:
-    """``n`` viewers spread over ``procs`` client processes at nice value ``nice`` (one Python
-    process cannot parse a thousand streams at 10 Hz by itself); also each one's CPU seconds."""
-    with client_pool(procs, nice) as pool:
+    """``n`` viewers spread over ``procs`` client processes (one Python process cannot parse a
+    thousand streams at 10 Hz by itself); also each process's CPU seconds."""
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(
             viewer_process_timed, [(port, path, k, seconds, feed_address) for k in shares(n, procs)]
         )
@@ -252,19 +244,12 @@ def players_process(
 
 
 def players_in_processes(
-    base: str,
-    tokens: list[str],
-    seconds: float,
-    hz: float,
-    procs: int,
-    together: bool = False,
-    nice: int = 0,
+    base: str, tokens: list[str], seconds: float, hz: float, procs: int, together: bool = False
 ) -> tuple[list[float], list[float]]:
-    """The players spread over ``procs`` client processes at nice value ``nice``: all
-    latencies, each one's CPU."""
+    """The players spread over ``procs`` client processes: all latencies, each one's CPU."""
     cut = shares(len(tokens), procs)
     groups = [tokens[sum(cut[:i]) : sum(cut[: i + 1])] for i in range(procs)]
-    with client_pool(procs, nice) as pool:
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
         parts = pool.map(players_process, [(base, g, seconds, hz, together) for g in groups if g])
     return [x for part in parts for x in part[0]], [part[1] for part in parts]
 

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchenv import lower_priority
-
 CTX = mp.get_context("spawn")
 """Fresh interpreters: never a fork of a process that already runs threads."""
 
@@ -142,8 +140,7 @@ def _player(
     out.append(_timed(base, 30.0, deadline, command))
 
 
-def _process(kind: str, args: tuple[Any, ...], threads: int, index: int, q: Any, nice: int) -> None:
-    lower_priority(nice)  # before any thread: they take this nice value
+def _process(kind: str, args: tuple[Any, ...], threads: int, index: int, q: Any) -> None:
     out: list[Any] = []
     joined: list[str] = []
     base, what, start_at, seconds = args
@@ -172,26 +169,15 @@ def _process(kind: str, args: tuple[Any, ...], threads: int, index: int, q: Any,
 
 
 def run(
-    kind: str,
-    base: str,
-    what: str,
-    *,
-    procs: int,
-    threads: int,
-    seconds: float,
-    lead: float,
-    nice: int = 0,
+    kind: str, base: str, what: str, *, procs: int, threads: int, seconds: float, lead: float
 ) -> tuple[Load, int]:
     """``kind`` ``get`` (``what`` is the path) or ``players`` (``what`` names them): the load
     of ``procs`` x ``threads`` clients for ``seconds``, starting ``lead`` s from now (players
-    join in the lead), in processes at nice value ``nice`` (benchenv.lower_priority). Returns
-    the load and how many clients joined (players)."""
+    join in the lead). Returns the load and how many clients joined (players)."""
     q = CTX.Queue()
     start_at = time.time() + lead
     ps = [
-        CTX.Process(
-            target=_process, args=(kind, (base, what, start_at, seconds), threads, i, q, nice)
-        )
+        CTX.Process(target=_process, args=(kind, (base, what, start_at, seconds), threads, i, q))
         for i in range(procs)
     ]
     for p in ps:

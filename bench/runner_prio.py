@@ -122,7 +122,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.get_only = True  # runner_split.run_setup: no snapshot pollers, no players
-    args.client_nice = 0  # fixed: the server's nice value is what varies here
     if args.quick:
         args.creatures, args.seconds, args.paused_seconds = 2000, 0.5, 0.5
         args.idle_seconds, args.lead, args.clients, args.rounds = 0.3, 0.8, 4, 1

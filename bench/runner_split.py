@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
-from benchenv import emit, header, request_side_nice  # noqa: E402
+from benchenv import emit, header  # noqa: E402
 from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789"
@@ -78,8 +78,6 @@ class Window:
 class Result:
     setup: Setup
     windows: dict[str, Window] = field(default_factory=dict)
-    client_nice: int = 0
-    """The nice value the set-up's load clients ran at."""
 
 
 def metric(text: str, name: str) -> float:
@@ -247,16 +245,8 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
     else:
         env["WORLDLOOP_RUNNER"] = setup.runner
         argv = gunicorn_argv(port, THREADS, workers=setup.workers)
-    nice = getattr(args, "client_nice", None)
-    if nice is None:  # the load clients take the nice value of the side they load
-        nice = request_side_nice(setup.runner == "process", env)
-    result = Result(setup, client_nice=nice)
-    reader = {
-        "procs": args.procs,
-        "threads": args.clients // args.procs,
-        "lead": args.lead,
-        "nice": nice,
-    }
+    reader = {"procs": args.procs, "threads": args.clients // args.procs, "lead": args.lead}
+    result = Result(setup)
     srv = Server(argv, env, instance, tmp / f"gunicorn-{setup.key}.log")
     world = setup.runner is not None
     try:
@@ -288,7 +278,6 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             threads=2,
             seconds=args.snapshot_seconds,
             lead=args.lead,
-            nice=nice,
         )
         procs = max(1, args.players // 50)
         result.windows["players"] = measure(
@@ -300,7 +289,6 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             threads=args.players // procs,
             seconds=args.player_seconds,
             lead=args.join_seconds,
-            nice=nice,
         )
     finally:
         t0 = time.monotonic()
@@ -418,12 +406,6 @@ def main() -> None:
     ap.add_argument("--players", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16, help="GET load connections")
     ap.add_argument("--procs", type=int, default=2, help="GET load processes")
-    ap.add_argument(
-        "--client-nice",
-        type=int,
-        help="the load clients' nice value (default: that of the server's request side: 0, "
-        "or WORLDLOOP_WEB_NICE with a runner process)",
-    )
     ap.add_argument("--quick", action="store_true", help="a smoke run: small and short")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -448,17 +430,7 @@ def main() -> None:
         f"{args.player_seconds:g} s (after up to {args.join_seconds:g} s to join); no load: "
         f"{args.idle_seconds:g} s right after start. Tick rate "
         "and overruns from /metrics scraped around each window; /readyz polled every 0.25 s.  ",
-        "Set-ups: " + "; ".join(f"**{s.key}** {s.label}" for s in SETUPS) + ".  ",
-        "Load clients' nice value (they share the server's cores; a remote client takes none "
-        "of them): "
-        + ", ".join(f"{k} {r.client_nice}" for k, r in res.items())
-        + (
-            " (`--client-nice`)."
-            if args.client_nice is not None
-            else ", that of the side they load: the server's request threads (a split server's "
-            "web workers run WORLDLOOP_WEB_NICE below its runner), so they neither outrank it "
-            "nor compete with the runner as an equal."
-        ),
+        "Set-ups: " + "; ".join(f"**{s.key}** {s.label}" for s in SETUPS) + ".",
         "",
         *table(res, args),
         f"- Whole run: {time.monotonic() - started:.0f} s. The load clients run on the same "
