@@ -93,6 +93,24 @@ def server_processes(instance: Path) -> dict[int, str]:
     return found
 
 
+SETTLED = 0.6
+"""CPU seconds per second, over all the server's processes, below which it counts as quiet
+(the runner's tick alone takes about a quarter of a core)."""
+
+
+def settle(instance: Path, timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` s) until the server is quiet: a phase starts once the last
+    one's requests are all served (200 players' waits queued on the web workers take seconds
+    to drain after their clients stop, and would land in the next phase's figures)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = list(server_processes(instance))
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(1.0)
+        if sum(cpu_seconds(p) for p in pids) - before < SETTLED:
+            return
+
+
 class CpuMeter:
     """CPU seconds per server role between :meth:`start` and :meth:`stop`."""
 
@@ -226,7 +244,9 @@ def main() -> int:
         "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
         "the same 2-core machine as the server, so they share its CPU with it (their CPU "
         "seconds are in the table). The players' phases run one after the other, web workers "
-        "first, with the same tokens. Each player sends its next command one period after its "
+        "first, with the same tokens, each once the server is quiet again (below "
+        f"{SETTLED:g} CPU seconds per second: the last phase's queued waits served). Each "
+        "player sends its next command one period after its "
         "last (or once that is answered, if later); the players start at random moments over "
         "one period, as people do, except in the *all players in step* phase, where they start "
         "together and, their answers coming with the same tick, stay in step: every command of "
@@ -303,6 +323,7 @@ def players_phase(
     if "gateway" in via:  # and the worst case: every player's command in the same burst
         targets += [("gateway", gport, False), ("gateway, all players in step", gport, True)]
     for where, p, together in targets:
+        settle(instance)
         meter = CpuMeter(instance)
         meter.start()
         lat, client_cpu = players_in_processes(
