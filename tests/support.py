@@ -239,6 +239,35 @@ def gunicorn_argv(*extra: str, app: str = "worldloop.demo:create_app()") -> list
     return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *extra, app]
 
 
+def gateway_running(gateway: str) -> bool:
+    """Whether a gateway at ``gateway`` (its base URL) answers /healthz with its world running."""
+    status, _, body = http("GET", gateway + "/healthz", timeout=2)
+    return status == 200 and isinstance(body, dict) and bool(body["running"])
+
+
+@contextlib.contextmanager
+def gateway_server(
+    tmp_path: Path,
+    *,
+    workers: int,
+    env: Mapping[str, str],
+    ready: Callable[[str], bool] = gateway_running,
+) -> Iterator[tuple[Server, str]]:
+    """gunicorn (gthread, 4 threads, ``workers`` workers) with a runner process and its stream
+    gateway on a port of its own, ``env`` added; yields the server and the gateway's base URL
+    once ``ready(gateway)`` (the server's log in the error if it never is)."""
+    gport = free_port()
+    argv = gunicorn_argv("-w", str(workers), "-k", "gthread", "--threads", "4")
+    full = {"WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}", "WORLDLOOP_RUNNER": "process", **env}
+    with running_server(argv, tmp_path, env=full) as srv:
+        gateway = f"http://127.0.0.1:{gport}"
+        try:
+            wait_for(lambda: ready(gateway), 120, 0.2, "the gateway to serve")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log ---\n{srv.log}") from None
+        yield srv, gateway
+
+
 def proc_stat(pid: int | str) -> tuple[str, int] | None:
     """The state letter and process group of ``pid`` (from /proc), None once it is gone."""
     try:

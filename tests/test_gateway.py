@@ -18,7 +18,7 @@ import pytest
 
 from worldloop import frame_binary as fb
 
-from .support import Server, free_port, gunicorn_argv, http, running_server, wait_for
+from .support import Server, gateway_server, http, wait_for
 
 VIEWERS = 200
 FRAMES_EACH = 3
@@ -26,24 +26,14 @@ FRAMES_EACH = 3
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    tmp = tmp_path_factory.mktemp("gateway")
-    gport = free_port()
-    argv = gunicorn_argv("-w", "2", "-k", "gthread", "--threads", "4")
     env = {
-        "WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}",
-        "WORLDLOOP_RUNNER": "process",
         "WORLDLOOP_JOIN_RATE_BURST": "1000",  # sixty players join from one address
         # A loaded CI box may take longer than the default 5 s to apply sixty commands; the
         # waits' length is not what these tests are about (a run out wait is a 202).
         "WORLDLOOP_COMMAND_WAIT": "30",
     }
-    with running_server(argv, tmp, env=env) as srv:
-        gateway = f"http://127.0.0.1:{gport}"
-        try:
-            wait_for(lambda: _health(gateway)["running"], 90, 0.2, "the gateway to serve")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{srv.log}") from None
-        yield srv, gateway
+    with gateway_server(tmp_path_factory.mktemp("gateway"), workers=2, env=env) as served:
+        yield served
 
 
 def _health(gateway: str) -> dict[str, Any]:

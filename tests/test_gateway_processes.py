@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .support import Server, free_port, gunicorn_argv, http, running_server, wait_for
+from .support import Server, gateway_server, http, wait_for
 
 PLAYERS = 40
 
@@ -24,23 +24,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    tmp = tmp_path_factory.mktemp("gateways")
-    gport = free_port()
-    argv = gunicorn_argv("-w", "1", "-k", "gthread", "--threads", "4")
     env = {
-        "WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}",
         "WORLDLOOP_GATEWAY_PROCESSES": "2",
-        "WORLDLOOP_RUNNER": "process",
         "WORLDLOOP_JOIN_RATE_BURST": "1000",  # the players join from one address
         "WORLDLOOP_COMMAND_WAIT": "30",  # a loaded box: a run out wait (202) is not the point
     }
-    with running_server(argv, tmp, env=env) as srv:
-        gateway = f"http://127.0.0.1:{gport}"
-        try:
-            wait_for(lambda: len(_pids(gateway)) == 2, 120, 0.2, "both gateways to serve")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{srv.log}") from None
-        yield srv, gateway
+    tmp = tmp_path_factory.mktemp("gateways")
+    with gateway_server(tmp, workers=1, env=env, ready=lambda g: len(_pids(g)) == 2) as served:
+        yield served
 
 
 def _pids(gateway: str, looks: int = 16) -> set[int]:

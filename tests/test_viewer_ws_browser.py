@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser import ARTIFACTS
-from tests.support import Server, free_port, gunicorn_argv, http, running_server, wait_for
+from tests.support import Server, gateway_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -19,23 +19,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    gport = free_port()
-    argv = gunicorn_argv("-w", "1", "-k", "gthread", "--threads", "4")
-    env = {
-        "WORLDLOOP_GATEWAY": f"127.0.0.1:{gport}",
-        "WORLDLOOP_RUNNER": "process",
-        "WORLDLOOP_FRAME_KEYFRAME_EVERY": "10",
-    }
-    with running_server(argv, tmp_path, env=env) as srv:
-
-        def serving() -> bool:
-            status, _, body = http("GET", f"http://127.0.0.1:{gport}/healthz", timeout=2)
-            return status == 200 and bool(body["running"])
-
-        try:
-            wait_for(serving, 90, 0.2, "the gateway to serve")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{srv.log}") from None
+    env = {"WORLDLOOP_FRAME_KEYFRAME_EVERY": "10"}
+    with gateway_server(tmp_path, workers=1, env=env) as (srv, _):
         yield srv
 
 

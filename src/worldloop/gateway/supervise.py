@@ -106,16 +106,6 @@ class GatewaySupervisor:
         self._thread.start()
 
     @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        """The first gateway process (the only one, by default)."""
-        return self._slots[0].proc
-
-    @property
-    def pids(self) -> list[int]:
-        """The running gateway processes' pids."""
-        return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]
-
-    @property
     def listening(self) -> str | None:
         """The gateway's address while a gateway that bound it runs, else None."""
         return self.address if any(s.bound() for s in self._slots) else None
