@@ -207,14 +207,8 @@ def main() -> int:
         def gateways_up() -> bool:
             """Every gateway process serves: as many pids answered 16 fresh connections (the
             kernel picks a gateway per connection) as there are processes."""
-            pids = set()
-            for _ in range(16):
-                conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=2)
-                conn.request("GET", "/healthz")
-                body = orjson.loads(conn.getresponse().read())
-                conn.close()
-                if body["running"]:
-                    pids.add(body["pid"])
+            healths = [gateway_health(gport) for _ in range(16)]
+            pids = {h["pid"] for h in healths if h["running"]}
             return len(pids) >= args.gateway_processes
 
         wait_for(gateways_up, 120, "the gateway")

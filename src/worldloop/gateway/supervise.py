@@ -68,6 +68,9 @@ class _Slot:
         """The gateway process that reported its port bound."""
         self.failures = 0
         self.started_at = 0.0
+        """When the running (or last) process was started (monotonic)."""
+        self.not_before = 0.0
+        """No process is started before this (monotonic): the restart pause."""
 
     def bound(self) -> bool:
         proc = self.listening
@@ -165,17 +168,17 @@ class GatewaySupervisor:
                 pause,
             )
             slot.proc = None
-            slot.started_at = time.monotonic() + pause  # not again before the pause is over
-        if time.monotonic() < slot.started_at:
+            slot.not_before = time.monotonic() + pause
+        if time.monotonic() < slot.not_before:
             return not self._stop.is_set()
         try:
-            slot.proc = self._spawn(slot)
-            slot.started_at = time.monotonic()
+            self._spawn(slot)
         except OSError:
             log.exception("worldloop: cannot start the gateway")
         return not self._stop.is_set()
 
-    def _spawn(self, slot: _Slot) -> subprocess.Popen[bytes]:
+    def _spawn(self, slot: _Slot) -> None:
+        """Start the slot's gateway process, with a fresh ready pipe."""
         slot.close_ready()
         read, write = os.pipe()
         os.set_blocking(read, False)
@@ -193,9 +196,8 @@ class GatewaySupervisor:
         finally:
             os.close(write)
         self.started += 1
-        slot.proc = proc
+        slot.proc, slot.started_at = proc, time.monotonic()
         log.info("worldloop: gateway %s started", self._name(slot))
-        return proc
 
     def stop(self) -> None:
         """Stop watching and end the gateways (SIGTERM, then SIGKILL past STOP_BOUND)."""
