@@ -8,6 +8,9 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+# pytest-xdist processes for `make test`, each taking whole test files (module fixtures start
+# once): most tests wait on real servers, so two run side by side even on two cores.
+TEST_WORKERS ?= 2
 
 # The lock tool lives in its own virtualenv, apart from the project's.
 LOCK_VENV ?= .venv-lock
@@ -51,7 +54,7 @@ run: setup
 test: setup-dev browser
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup-dev
 	$(PY) -m ruff check src tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterator
 
@@ -17,6 +18,27 @@ from tests.redis_support import (  # noqa: F401 - fixtures for the Redis-mode te
 )
 from tests.store_support import sql_db  # noqa: F401 - a SQLite file, then a PostgreSQL schema
 from worldloop import ManualClock
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each schemathesis test (one per API operation) gets its name as its node id.
+
+    Under pytest 9 schemathesis names them ``test_x[GET /path]`` but gives all of them the id
+    ``test_x``; pytest-xdist (``make test``) schedules whole files by node id and would run one
+    of them per file. Node ids stay the same in every worker: they come from the document.
+    """
+    for item in items:
+        parent, _, last = item.nodeid.rpartition("::")
+        if getattr(item, "operation_label", None) is None or last == item.name:
+            continue
+        ident = f"{parent}::{item.name}"
+        if hasattr(item, "_id"):  # pytest 9: a structured id, parsed from its string
+            item._id = type(item._id).parse(ident)
+        else:
+            item._nodeid = ident
+    shared = [n for n, c in collections.Counter(i.nodeid for i in items).items() if c > 1]
+    if shared:  # pytest-xdist would run one of each, silently
+        raise pytest.UsageError(f"tests that share a node id: {shared[:5]}")
 
 
 @pytest.fixture

@@ -19,12 +19,14 @@ under CI=true, where they fail.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import itertools
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,9 +200,26 @@ class Lab:
 def lab(hosts: int = 2) -> Iterator[Lab]:
     """A lab of ``hosts`` namespaces on a fresh bridge, removed on exit whatever happened."""
     require_netns()
-    made = Lab(hosts)
+    with _choosing():
+        made = Lab(hosts)
+        try:
+            made.create()
+        except BaseException:
+            made.remove()
+            raise
     try:
-        made.create()
         yield made
     finally:
         made.remove()
+
+
+@contextlib.contextmanager
+def _choosing() -> Iterator[None]:
+    """One lab at a time picks its free /24 and takes it (``pytest -n``: labs of other
+    workers would otherwise see the same subnet free), across processes by a file lock."""
+    with open(Path(tempfile.gettempdir()) / "worldloop-netns.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -186,7 +186,9 @@ def test_the_gateway_sends_a_keyframe_then_deltas_that_decode(served: tuple[Serv
         assert 0 < len(sheep["x"]) <= 50 and len(sheep["id"]) == len(sheep["x"])
         assert frame["grid"]["kind"] == "grass" and frame["grid"]["levels"].size > 0
         assert frame["stats"]["running"] is True and frame["summary"]["creature_count"] > 0
-    assert _kind(asking[6][0]) == fb.KEY  # the frame after its ask
+    # A keyframe follows the ask: the next frame built, though a frame or two already on their
+    # way when the ask arrived (a loaded machine) come first.
+    assert any(_kind(m) == fb.KEY for m, _ in asking[6:9]), [_kind(m) for m, _ in asking]
     # The same tick against the same base is the same bytes for both (encoded once per class).
     mine = {(d.state.tick, fb.body_of(m)[8:12]): m for m, d in plain}
     shared = [(m, mine[k]) for m, d in asking if (k := (d.state.tick, fb.body_of(m)[8:12])) in mine]

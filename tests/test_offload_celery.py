@@ -157,8 +157,10 @@ def stop_and_replay(app: Flask, tmp_path: Path) -> Asker:
 
 
 class OnTime:
-    """The world's ticks over a stretch of wall time: all of them, none skipped (measured from
-    the tenth tick, once the process has settled after the start)."""
+    """The world's ticks over a stretch of wall time go on while tasks are offloaded (measured
+    from the tenth tick, once the process has settled after the start). A loop that waited on
+    the broker or a worker would skip ticks by the second; the margins are for scheduling on a
+    loaded machine (the suite's other tests run beside this one), not for such a wait."""
 
     def __init__(self, app: Flask) -> None:
         self.rt = app.extensions["worldloop"].runtime
@@ -168,8 +170,9 @@ class OnTime:
     def check(self) -> None:
         stats = self.rt.stats()
         elapsed = time.monotonic() - self.t0
-        assert stats.skipped == self.stats0.skipped
-        assert stats.ticks - self.stats0.ticks >= int(0.9 * elapsed * RATE_HZ) - 2
+        due = elapsed * RATE_HZ
+        assert stats.skipped - self.stats0.skipped <= max(2, int(0.05 * due)), stats
+        assert stats.ticks - self.stats0.ticks >= int(0.85 * due) - 2, stats
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ dropped PostgreSQL connection. What every store must do is in tests/contracts/."
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,29 @@ def test_snapshots_are_written_off_the_loop_thread(tmp_path: Path) -> None:
         assert [s.tick for s in snaps] == [0, 3, 6, 9]
     finally:
         rt.stop()
+
+
+def test_an_idle_snapshot_writer_exits_and_the_next_snapshot_starts_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process of many worlds keeps no writer thread per world: a writer with nothing to do
+    exits, and the next due snapshot starts a new one and is written."""
+    monkeypatch.setattr("worldloop.durability.WRITER_IDLE_SECONDS", 0.05)
+    rt = make_runtime(f"sqlite:///{tmp_path / 'w.db'}", None, snapshot_every=3)
+    rt.start()
+    try:
+        dur = rt.durability
+        assert dur is not None
+        for written in (1, 2):
+            run_ticks(rt, 3, per_tick=0)
+            wait_for(lambda n=written: dur.snapshots_written == n, 10, what="the snapshot")
+            wait_for(lambda: dur._writer is None, 10, what="the idle writer to exit")
+            assert not any(t.name == "worldloop-snapshot-writer" for t in threading.enumerate())
+        assert rt.store is not None
+        assert [s.tick for s in rt.store.snapshots("drift")] == [0, 3, 6]  # type: ignore[attr-defined]
+    finally:
+        rt.stop()
+    assert rt.durability.last_snapshot_tick == rt.world.tick  # the final one, by a new writer
 
 
 def test_the_demo_app_keeps_its_world_in_the_instance_folder(app: Flask, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from tests.support import wait_for
 from worldloop.runtime import WorldRuntime
 
 from .test_worlds_api import ADMIN, create, make_app
@@ -95,7 +96,9 @@ def test_a_thousand_worlds_in_one_process_tick_on_a_bounded_number_of_threads(
         for rt in runtimes:
             assert rt.ticker.wait_for_ticks(2, 60.0), f"{rt.name} did not tick"
         assert state.loop_pool is not None and state.loop_pool.stats().threads == 2
-        assert threading.active_count() - before <= 4, "threads grew with the worlds"
+        # a world's snapshot writer lives only while it writes (durability.WRITER_IDLE_SECONDS):
+        # on a loaded machine some worlds write interim snapshots, and those threads then go
+        wait_for(lambda: threading.active_count() - before <= 4, 15.0, what="threads not per world")
         listed = client.get("/api/v1/worlds").get_json()["worlds"]
         assert len(listed) == count + 1
         assert {w["status"] for w in listed[1:]} == {"running"}

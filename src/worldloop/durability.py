@@ -35,6 +35,9 @@ __all__ = ["Durability", "ReplayResult", "Sequencer", "copy_state", "replay", "r
 
 log = logging.getLogger("worldloop.durability")
 
+WRITER_IDLE_SECONDS = 2.0
+"""A snapshot writer with nothing to write for this long exits; the next snapshot starts one."""
+
 StoreEvent = Callable[[str, int, float], None]
 """Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
 
@@ -109,6 +112,7 @@ class Durability:
         )
         self._busy = threading.Event()
         self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
         self.hand_over = False
         """Set when the world moves to another runner while this process goes on (the Redis
         mode's rebalance): :meth:`final_snapshot` then skips a snapshot that would take
@@ -294,10 +298,9 @@ class Durability:
             return
         self._pending = False
         self._stepped = 0.0
-        self._ensure_writer()
         self._busy.set()
         interim = world.tick % self.snapshot_every != 0
-        self._jobs.put((world.name, world.tick, copy_state(world), "interim" if interim else ""))
+        self._hand((world.name, world.tick, copy_state(world), "interim" if interim else ""))
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -337,9 +340,8 @@ class Durability:
                 self._write_seconds,
             )
             return False
-        self._ensure_writer()
         self._busy.set()
-        self._jobs.put((world.name, world.tick, copy_state(world), "final"))
+        self._hand((world.name, world.tick, copy_state(world), "final"))
         if self.drain(deadline - time.monotonic()) and self.last_snapshot_tick == world.tick:
             return True
         if self._busy.is_set():
@@ -374,7 +376,8 @@ class Durability:
         quiet = self._write_lock.acquire(timeout=max(0.0, timeout))
         try:
             idle = self.drain(deadline - time.monotonic())
-            writer, self._writer = self._writer, None
+            with self._writer_lock:
+                writer, self._writer = self._writer, None
             if writer is not None:
                 with contextlib.suppress(queue.Full):
                     self._jobs.put_nowait(None)
@@ -396,16 +399,30 @@ class Durability:
 
     # -- the writer -----------------------------------------------------------------------------
 
-    def _ensure_writer(self) -> None:
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(
-                target=self._write_loop, name="worldloop-snapshot-writer", daemon=True
-            )
-            self._writer.start()
+    def _hand(self, job: tuple[str, int, dict[str, Any], str]) -> None:
+        """Give the writer a job (the queue is empty: ``_busy`` was clear), starting it if
+        none is running. Under the writer lock, so an idle writer never exits with it queued."""
+        with self._writer_lock:
+            self._jobs.put(job)
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="worldloop-snapshot-writer", daemon=True
+                )
+                self._writer.start()
 
     def _write_loop(self) -> None:
+        """Write snapshots as they come; exit after WRITER_IDLE_SECONDS without one, so a
+        process of many worlds keeps a writer only for those writing now, not one per world."""
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=WRITER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._writer_lock:
+                    if self._jobs.empty():
+                        if self._writer is threading.current_thread():
+                            self._writer = None
+                        return
+                continue
             if job is None:
                 return
             name, tick, state, kind = job
