@@ -31,11 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parent, _, last = item.nodeid.rpartition("::")
         if getattr(item, "operation_label", None) is None or last == item.name:
             continue
-        ident = f"{parent}::{item.name}"
-        if hasattr(item, "_id"):  # pytest 9: a structured id, parsed from its string
-            item._id = type(item._id).parse(ident)
-        else:
-            item._nodeid = ident
+        item._id = type(item._id).parse(f"{parent}::{item.name}")  # pytest 9's structured id
     shared = [n for n, c in collections.Counter(i.nodeid for i in items).items() if c > 1]
     if shared:  # pytest-xdist would run one of each, silently
         raise pytest.UsageError(f"tests that share a node id: {shared[:5]}")
