@@ -218,8 +218,5 @@ def _choosing() -> Iterator[None]:
     """One lab at a time picks its free /24 and takes it (``pytest -n``: labs of other
     workers would otherwise see the same subnet free), across processes by a file lock."""
     with open(Path(tempfile.gettempdir()) / "worldloop-netns.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released as the file closes
+        yield

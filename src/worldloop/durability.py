@@ -298,7 +298,6 @@ class Durability:
             return
         self._pending = False
         self._stepped = 0.0
-        self._busy.set()
         interim = world.tick % self.snapshot_every != 0
         self._hand((world.name, world.tick, copy_state(world), "interim" if interim else ""))
 
@@ -340,7 +339,6 @@ class Durability:
                 self._write_seconds,
             )
             return False
-        self._busy.set()
         self._hand((world.name, world.tick, copy_state(world), "final"))
         if self.drain(deadline - time.monotonic()) and self.last_snapshot_tick == world.tick:
             return True
@@ -400,8 +398,10 @@ class Durability:
     # -- the writer -----------------------------------------------------------------------------
 
     def _hand(self, job: tuple[str, int, dict[str, Any], str]) -> None:
-        """Give the writer a job (the queue is empty: ``_busy`` was clear), starting it if
-        none is running. Under the writer lock, so an idle writer never exits with it queued."""
+        """Give the writer a job (the queue is empty: ``_busy`` was clear) and mark it busy,
+        starting it if none is running. Under the writer lock, so an idle writer never exits
+        with the job queued."""
+        self._busy.set()
         with self._writer_lock:
             self._jobs.put(job)
             if self._writer is None or not self._writer.is_alive():
