@@ -5,6 +5,7 @@ default."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from worldloop.errors import StoreError
-from worldloop.store.pg_options import CONNECT_DEFAULTS, pg_engine_options
+from worldloop.store.pg_options import APPLICATION_PREFIX, CONNECT_DEFAULTS, pg_engine_options
 from worldloop.store.sql import SqlStore
 
 
@@ -60,6 +61,15 @@ def test_the_urls_own_timeout_wins(silent_port: int) -> None:
     assert "connect_timeout" not in options["connect_args"]
     assert options["connect_args"]["tcp_user_timeout"] == CONNECT_DEFAULTS["tcp_user_timeout"]
     assert options["execution_options"] == {"schema_translate_map": {None: "s"}}
+
+
+def test_every_session_names_itself_worldloop_unless_the_url_names_it() -> None:
+    """A claim ends only worldloop's own sessions (store/unblock.py): they must be told apart."""
+    name = pg_engine_options({}, None)["connect_args"]["application_name"]
+    assert name.startswith(f"{APPLICATION_PREFIX} ") and name.endswith(f" {os.getpid()}")
+    assert len(name) <= 63  # what PostgreSQL keeps
+    own = pg_engine_options({"application_name": "mine"}, None)["connect_args"]
+    assert "application_name" not in own  # the URL's query passes it to libpq itself
 
 
 @pytest.mark.postgres

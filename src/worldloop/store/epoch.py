@@ -9,8 +9,11 @@ the tick): a runner paused past its lease, whose world another runner has claime
 no row, commits nothing and gets :class:`~worldloop.errors.WorldFenced`.
 
 The check runs last in the transaction, so its row lock (PostgreSQL) is held only until the
-commit: the snapshot writer and the loop never wait on each other's inserts, and a new owner's
-claim does not wait on an old owner paused while it writes its rows. A journal transaction
+commit: the snapshot writer and the loop never wait on each other's inserts. A claim locks the
+world's head row, then bumps the epoch (the journal's order: no deadlock with a live owner); an
+old owner paused in a write transaction holds one of them, and the claim ends its stalled
+session instead of waiting for the server to (store/unblock.py), so the new owner's writes never
+queue behind it either. A journal transaction
 that several worlds share (worldloop.store.group) checks each world's fence after all their
 rows, in name order. SQLite serializes write transactions anyway (``BEGIN IMMEDIATE``). The
 table is created on the first claim, so a store of an older worldloop needs no migration.
@@ -41,6 +44,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..errors import WorldFenced
 from .group import JOURNAL
 from .sql import SqlStore
+from .sql_schema import heads
+from .unblock import unblocking
 
 epochs_metadata = MetaData()
 
@@ -168,12 +173,18 @@ def _bump(store: SqlStore, world: str, owner: str) -> Claim:
         ins = (pg_insert if not store.is_sqlite else sqlite_insert)(epochs).values(
             **values, updated_at=now
         )
-        row = conn.execute(  # the bump and the cursor read in one statement (one round trip)
-            ins.on_conflict_do_update(
-                index_elements=[epochs.c.world],
-                set_={"epoch": epochs.c.epoch + 1, "owner": owner[:200], "updated_at": now},
-            ).returning(epochs.c.epoch, epochs.c.cursor)
-        ).one()
+        bump = ins.on_conflict_do_update(
+            index_elements=[epochs.c.world],
+            set_={"epoch": epochs.c.epoch + 1, "owner": owner[:200], "updated_at": now},
+        ).returning(epochs.c.epoch, epochs.c.cursor)
+        if store.is_sqlite:  # BEGIN IMMEDIATE: no other writer is inside a transaction
+            row = conn.execute(bump).one()  # the bump and the cursor read in one statement
+        else:
+            with unblocking(conn, world):  # a stalled old owner's locks: end its session
+                # the head row first, as a journal write locks it (before its fence), so an old
+                # owner paused between the two is found too, and a live one cannot deadlock
+                conn.execute(select(heads.c.world).where(heads.c.world == world).with_for_update())
+                row = conn.execute(bump).one()
     return Claim(world, int(row[0]), str(row[1]))
 
 

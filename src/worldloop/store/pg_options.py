@@ -16,12 +16,20 @@ live peer). The new owner's first journal write would wait on those locks foreve
 from the runner's: a session idle in a transaction ends after 10 s, and one whose client
 vanished in the middle of a statement (the server waits for the rest of it, not idle) ends
 when the server's keepalives go unanswered. A URL that sets libpq's ``options`` replaces them.
+
+Every session also names itself (``application_name``, :func:`application_name`): a new owner's
+claim ends only sessions that are worldloop's own (store/unblock.py), never another client's.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
+
+APPLICATION_PREFIX = "worldloop"
+"""How every worldloop session's ``application_name`` begins (pg_stat_activity shows it)."""
 
 CONNECT_DEFAULTS: Mapping[str, int] = {
     "connect_timeout": 5,
@@ -46,8 +54,10 @@ the keepalives in seconds, as for the connection's own)."""
 def pg_engine_options(query: Mapping[str, Any], schema: str | None) -> dict[str, Any]:
     """The ``create_engine`` keyword arguments of a PostgreSQL store: :data:`CONNECT_DEFAULTS`
     not already in the URL's ``query``, :data:`SESSION_DEFAULTS` unless it sets ``options``,
-    and the schema every table lives in."""
+    :func:`application_name` unless it sets one, and the schema every table lives in."""
     wanted: dict[str, int | str] = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in query}
+    if "application_name" not in query:
+        wanted["application_name"] = application_name()
     if "tcp_user_timeout" in wanted and _libpq_version() < 120000:
         del wanted["tcp_user_timeout"]  # unknown to libpq before 12: the connect would fail
     if "options" not in query:
@@ -56,6 +66,13 @@ def pg_engine_options(query: Mapping[str, Any], schema: str | None) -> dict[str,
     if schema:
         options["execution_options"] = {"schema_translate_map": {None: schema}}
     return options
+
+
+def application_name() -> str:
+    """``worldloop <host> <pid>``: :data:`APPLICATION_PREFIX` marks the session as worldloop's
+    (a claim ends no other client's session), the host and process tell an operator which runner
+    it is (PostgreSQL keeps 63 bytes of it)."""
+    return f"{APPLICATION_PREFIX} {socket.gethostname()} {os.getpid()}"[:63]
 
 
 def _libpq_version() -> int:
