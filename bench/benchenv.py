@@ -62,6 +62,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def ratio_ci(
+    num: list[float], den: list[float], q: float, level: float = 0.9, draws: int = 2000
+) -> tuple[float, float]:
+    """A bootstrap confidence interval (``level``, percentile method) of
+    ``pct(num, q) / pct(den, q)``: both samples resampled with replacement ``draws`` times,
+    with a fixed seed, so a ratio of two tail percentiles is reported with how far chance alone
+    moves it (the p99 of a few hundred latencies rests on its few highest)."""
+    import random
+
+    rng = random.Random(20261126)
+    ratios = sorted(
+        pct(rng.choices(num, k=len(num)), q) / pct(rng.choices(den, k=len(den)), q)
+        for _ in range(draws)
+    )
+    tail = (1.0 - level) / 2.0
+    return ratios[int(tail * draws)], ratios[min(draws - 1, int((1.0 - tail) * draws))]
+
+
 def rss_kib() -> int:
     """This process's resident set size in KiB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():

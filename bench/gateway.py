@@ -38,8 +38,9 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import header, pct
+from benchenv import header, pct, ratio_ci
 from gateway_clients import (
+    PROBE_PACE,
     ApiProbe,
     Feed,
     join_players,
@@ -235,7 +236,9 @@ def main() -> int:
         f"the gateway ({args.gateway_processes} process"
         f"{'es' if args.gateway_processes > 1 else ''}: WORLDLOOP_GATEWAY_PROCESSES). Viewers "
         f"and players run in {args.client_procs} client processes "
-        "(asyncio), the API probe (sequential, paced by 20 ms) in a process of its own; all on "
+        "(asyncio), "
+        f"the API probe (sequential, paced by {PROBE_PACE * 1000:g} ms; its windows without "
+        "viewers are one before and one after them) in a process of its own; all on "
         "the same 2-core machine as the server, so they share its CPU with it (their CPU "
         "seconds are in the table). The players' phases run one after the other, web workers "
         "first, with the same tokens, each once the server is quiet again (below "
@@ -257,10 +260,12 @@ def main() -> int:
 def viewers_phase(
     args: argparse.Namespace, port: int, gport: int, feed: Feed, feed_address: str, instance: Path
 ) -> list[tuple[str, str]]:
-    """The API probe alone, then with the viewers watching: the viewers' rows."""
+    """The API probe alone, then with the viewers watching, then alone again: the viewers'
+    rows. The probe's windows without viewers, one before and one after, are pooled, so the
+    ratio does not lean on whatever the machine did just before the viewers came."""
     probe = ApiProbe()
     half = args.seconds / 2
-    baseline = list(probe.start(port, half).get(half + 60))
+    baseline = list(probe.start(port, half / 2).get(half + 60))
     path = f"/api/v1/stream?limit={args.limit}&hz={args.hz:g}"
     over0, ticks0 = feed.overruns, feed.ticks
     result: dict[str, Any] = {}
@@ -268,7 +273,12 @@ def viewers_phase(
 
     def run_viewers() -> None:
         result["v"] = viewers_in_processes(
-            gport, path, args.viewers, args.seconds, feed_address, args.client_procs
+            gport,
+            path,
+            args.viewers,
+            args.seconds,
+            feed_address,
+            args.client_procs,
         )
 
     t = threading.Thread(target=run_viewers)
@@ -277,9 +287,11 @@ def viewers_phase(
     time.sleep(min(3.0, args.seconds / 4))  # let the viewers connect before probing
     loaded = list(probe.start(port, half).get(half + 60))
     t.join(args.seconds + 120)
-    probe.close()
     meter.stop()
     over1, ticks1 = feed.overruns, feed.ticks
+    settle(instance)
+    baseline += probe.start(port, half / 2).get(half + 60)
+    probe.close()
     frames, ages, elapsed, client_cpu = result["v"]
     expected = args.viewers * min(args.hz, 20.0) * elapsed
     base99, load99 = pct(baseline, 0.99), pct(loaded, 0.99)
@@ -295,7 +307,10 @@ def viewers_phase(
             "API p99 with viewers",
             f"{load99:.1f} ms (median {statistics.median(loaded):.1f} ms, n={len(loaded)})",
         ),
-        ("API p99 ratio with/without", f"{load99 / base99:.2f}"),
+        (
+            "API p99 ratio with/without (90% bootstrap interval)",
+            "{:.2f} ({:.2f} to {:.2f})".format(load99 / base99, *ratio_ci(loaded, baseline, 0.99)),
+        ),
         ("tick overruns during the viewers", f"{over1 - over0} in {ticks1 - ticks0} ticks"),
         (
             "CPU during the viewers: server / viewer client processes",
