@@ -12,8 +12,8 @@ For each world set-up: saturating ``GET /api/v1/world`` load (keep-alive clients
 processes, bench/loadgen.py) while ``/readyz`` is polled and ``/metrics`` scraped around the
 window (achieved tick rate, overruns per minute, /readyz 200 fraction, throughput, p99); the
 same load with the clock paused through the admin API (reader p99 ticking/paused), the two
-alternating over ``--windows`` rounds (one window's throughput varies by +-20% on a shared
-2-core box, with how the clients' connections fell on the workers); 4 clients
+alternating over ``--windows`` rounds (on a shared 2-core box one window's throughput moved by
+up to 20% from the next, for the trivial app as for the world); 4 clients
 polling ``GET /api/v1/world/snapshot`` (tick rate); 200 players who join and send ``move_to``
 with ``?wait=true`` (acknowledgement p50/p99 against one period + tick duration + 5 ms).
 
