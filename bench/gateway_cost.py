@@ -51,6 +51,23 @@ def healthz(port: int) -> bool:
         return False
 
 
+def measured_argv(argv: list[bytes], address: str) -> list[str]:
+    """The running gateway's command line for the measured one: its own address (``--gateway``
+    on the command line wins over WORLDLOOP_GATEWAY) and no ``--ready-fd`` (the runner's pipe
+    to the first gateway is not open in this one)."""
+    out: list[str] = []
+    args = iter(a.decode() for a in argv)
+    for arg in args:
+        if arg == "--ready-fd":
+            next(args, None)
+        elif arg == "--gateway":
+            next(args, None)
+            out += ["--gateway", address]
+        else:
+            out.append(arg)
+    return out
+
+
 def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
@@ -152,7 +169,10 @@ def main() -> int:
         wait_for(lambda: healthz(gport), 120, "the gateway")
         tokens = join_players(port, args.players)
         gw = next(pid for pid, role in server_processes(instance).items() if role == "gateway")
-        cmd = Path(f"/proc/{gw}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        cmd = measured_argv(
+            Path(f"/proc/{gw}/cmdline").read_bytes().rstrip(b"\0").split(b"\0"),
+            f"127.0.0.1:{vport}",
+        )
         genv = dict(
             line.split(b"=", 1)
             for line in Path(f"/proc/{gw}/environ").read_bytes().split(b"\0")
@@ -163,7 +183,7 @@ def main() -> int:
             genv[b"PYTHONPATH"] = os.fsencode(args.src.resolve()) + b":" + genv[b"PYTHONPATH"]
         out = tmp / "callgrind.out"
         vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-        vg += [f"--callgrind-out-file={out}", *(c.decode() for c in cmd)]
+        vg += [f"--callgrind-out-file={out}", *cmd]
         with open(tmp / "valgrind.log", "wb") as log:
             proc = subprocess.Popen(
                 vg, env=genv, cwd=os.readlink(f"/proc/{gw}/cwd"), stdout=log, stderr=log
