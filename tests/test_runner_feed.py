@@ -127,3 +127,48 @@ def test_a_worker_reports_the_runners_loop_counters_of_the_last_feed_message(
     monkeypatch.setattr(IpcBus, "runner_up", property(lambda self: False))
     stale = remote.stats()
     assert not stale.running and stale.rate_hz == 5 and stale.paused
+
+
+def test_a_worker_whose_snapshot_file_went_serves_its_last_one_until_the_next(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner removes superseded files after KEEP_FILES seconds: a worker whose feed
+    thread lagged longer finds the announced file gone, and serves the snapshot it mapped last
+    (no error) until the next message's file maps."""
+    served.runtime.step(1)
+    tick = served.runtime.tick
+    wait_for(lambda: (s := served.worker.latest) is not None and s.tick == tick, 5, 0.01)
+    tried: list[Path] = []
+    read = shm.read
+
+    def gone(path: Path) -> dict[str, Any]:
+        if path.name.endswith(f"-{tick + 1}"):  # pruned just before this worker maps it
+            tried.append(path)
+            path.unlink()
+        return read(path)
+
+    monkeypatch.setattr(shm, "read", gone)
+    served.runtime.step(1)
+    wait_for(lambda: served.worker.latest is not None and bool(tried), 5, 0.01, "a mapping")
+    last = served.worker.latest
+    assert last is not None and last.tick == tick
+    served.runtime.step(1)
+    wait_for(lambda: (s := served.worker.latest) is not None and s.tick == tick + 2, 5, 0.01)
+
+
+def test_the_runner_removes_superseded_snapshot_files_but_never_the_newest(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worldloop.runner import server
+
+    def files() -> list[Path]:
+        return list(shm.shm_dir().glob(f"{served.endpoints.prefix}*"))
+
+    served.runtime.step(3)
+    wait_for(lambda: len(files()) >= 2, 5, 0.01, "the runner's snapshot files")
+    monkeypatch.setattr(server, "KEEP_FILES", 0.0)
+    served.runtime.step(1)
+    tick = served.runtime.tick
+    wait_for(lambda: len(files()) == 1, 5, 0.01, "the superseded files to go")
+    assert files()[0].name.endswith(f"-{tick}")
+    wait_for(lambda: (s := served.worker.latest) is not None and s.tick == tick, 5, 0.01)
