@@ -8,12 +8,10 @@ from collections import Counter
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from tests.store_support import PG_URL
+from tests.store_support import PG_DSN
 
 if TYPE_CHECKING:
     import redis
-
-DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
 
 
 def journal_of(
@@ -24,7 +22,7 @@ def journal_of(
     import psycopg
 
     where, args = ("", ()) if world is None else (" WHERE world = %s", (world,))
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         conn.execute(f'SET search_path TO "{schema}"')
         counts = dict(
             conn.execute(

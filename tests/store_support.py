@@ -18,14 +18,15 @@ from worldloop.store import open_store
 PG_URL = os.environ.get(
     "WORLDLOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+PG_DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+"""PG_URL as psycopg takes it (no SQLAlchemy driver name)."""
 
 
 def postgres_available() -> bool:
     try:
         import psycopg
 
-        dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, connect_timeout=3):
+        with psycopg.connect(PG_DSN, connect_timeout=3):
             return True
     except Exception:
         return False
@@ -41,9 +42,17 @@ def require_postgres() -> None:
 def drop_pg_schema(schema: str) -> None:
     import psycopg
 
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def pg_session_alive(pid: int) -> bool:
+    """Whether the PostgreSQL server still has the session of backend ``pid``."""
+    import psycopg
+
+    with psycopg.connect(PG_DSN) as conn:
+        row = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None
 
 
 def make_runtime(url: str, schema: str | None, **kw: object) -> WorldRuntime:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from tests.store_support import PG_URL, drop_pg_schema, require_postgres
+from tests.store_support import PG_DSN, PG_URL, drop_pg_schema, pg_session_alive, require_postgres
 from tests.support import wait_for
 from worldloop.errors import WorldFenced
 from worldloop.store.epoch import Claim, EpochFence, fenced_store
@@ -25,7 +25,6 @@ from worldloop.store.unblock import LOCK_GRACE
 
 pytestmark = pytest.mark.postgres
 
-DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
 SERVER_ENDS_IT = SESSION_DEFAULTS["idle_in_transaction_session_timeout"] / 1000
 """When the server itself would end a stalled session: every bound here is well under it."""
 
@@ -51,12 +50,6 @@ def fences() -> Iterator[tuple[EpochFence, EpochFence]]:
 
 def rec(seq: int) -> dict[str, object]:
     return {"id": f"c{seq}", "seq": seq, "type": "kick", "payload": {}, "actor": None, "ok": True}
-
-
-def alive(pid: int) -> bool:
-    with psycopg.connect(DSN) as conn:
-        row = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-    return row is not None
 
 
 def stalled_write(fence: EpochFence, world: str, upto: str) -> tuple[Connection, int]:
@@ -90,9 +83,9 @@ def test_a_claim_ends_the_stalled_session_of_the_old_owner(
         print(f"claim past a session stalled after its {upto}: {took:.2f} s")
         assert claim == Claim("w", 2, "5-0")
         assert took < 5 < SERVER_ENDS_IT  # a liveness bound, not a speed one
-        wait_for(lambda: not alive(paused_pid), 5, 0.05, "the stalled session to end")
+        wait_for(lambda: not pg_session_alive(paused_pid), 5, 0.05, "the stalled session to end")
         assert f"pid {paused_pid}" in caplog.text and "'w'" in caplog.text
-        assert alive(bystander_pid)  # idle in its transaction too, but blocking nothing
+        assert pg_session_alive(bystander_pid)  # idle in its transaction too, but blocking nothing
         with pytest.raises(DBAPIError):  # the paused runner wakes: its transaction is gone
             paused.exec_driver_sql("SELECT 1")
     finally:
@@ -116,7 +109,7 @@ def test_a_claim_never_ends_a_session_that_is_not_worldloops(
 ) -> None:
     a, b = fences
     schema = a.store.schema
-    with psycopg.connect(DSN, application_name="another client") as other:
+    with psycopg.connect(PG_DSN, application_name="another client") as other:
         other.execute(  # a transaction idle on the world's epochs row (psycopg begins one)
             f'SELECT 1 FROM "{schema}".worldloop_epochs WHERE world = %s FOR UPDATE', ("w",)
         )
@@ -126,7 +119,7 @@ def test_a_claim_never_ends_a_session_that_is_not_worldloops(
         claimer.start()
         claimer.join(LOCK_GRACE * 5)  # several looks of the claim's watcher
         assert claimer.is_alive() and not claims  # it waits, as for any lock
-        assert alive(pid)
+        assert pg_session_alive(pid)
         other.rollback()
         claimer.join(5)
     assert not claimer.is_alive() and claims == [Claim("w", 2, "5-0")]

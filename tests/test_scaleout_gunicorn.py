@@ -20,7 +20,7 @@ import redis
 from tests.durability_app import Drift
 from tests.redis_support import REDIS_URL, scaleout_env
 from tests.scaleout_oracles import check_journal
-from tests.store_support import PG_URL
+from tests.store_support import PG_DSN, PG_URL
 from tests.support import (
     Server,
     free_port,
@@ -45,8 +45,7 @@ def owner_pid(client: redis.Redis, prefix: str) -> int | None:
 
 
 def epoch_now(schema: str) -> int:
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         row = conn.execute(f'SELECT epoch FROM "{schema}".worldloop_epochs').fetchone()
     return 0 if row is None else int(row[0])
 

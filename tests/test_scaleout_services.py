@@ -31,7 +31,7 @@ from tests.durability_app import Drift
 from tests.forwarder import Forwarder
 from tests.redis_support import REDIS_URL, OwnRedis, scaleout_env
 from tests.scaleout_oracles import check_journal
-from tests.store_support import PG_URL
+from tests.store_support import PG_DSN, PG_URL
 from tests.support import BIN, Server, http, running_server
 from tests.support import wait_for as _wait_for
 from worldloop.durability import replay
@@ -40,7 +40,6 @@ from worldloop.store.sql import SqlStore
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 TTL, POLL = 1.5, 0.2
-DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
 ARGV = [
     str(BIN / "gunicorn"),
     "--bind",
@@ -112,7 +111,7 @@ def gave_up(*servers: Server) -> int:
 def terminate_backends(*forwarders: Forwarder) -> int:
     """pg_terminate_backend of every connection that came through ``forwarders``; how many."""
     ports = [port for f in forwarders for port in f.upstream_ports()]
-    with psycopg.connect(DSN, autocommit=True) as conn:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY(%s)",
             (ports,),
@@ -127,7 +126,7 @@ def owner_pid(client: redis.Redis, prefix: str) -> int | None:
 
 def pg_state(schema: str) -> tuple[int, int]:
     """(epoch, journal head tick) as stored now, read directly (not through a forwarder)."""
-    with psycopg.connect(DSN) as conn:
+    with psycopg.connect(PG_DSN) as conn:
         epoch = conn.execute(f'SELECT epoch FROM "{schema}".worldloop_epochs').fetchone()
         head = conn.execute(f'SELECT tick FROM "{schema}".worldloop_heads').fetchone()
     return (0 if epoch is None else int(epoch[0])), (0 if head is None else int(head[0]))

@@ -15,7 +15,14 @@ from flask import Flask
 from sqlalchemy import select
 
 from tests.durability_app import Drift
-from tests.store_support import PG_URL, drop_pg_schema, make_runtime, require_postgres, run_ticks
+from tests.store_support import (
+    PG_DSN,
+    PG_URL,
+    drop_pg_schema,
+    make_runtime,
+    require_postgres,
+    run_ticks,
+)
 from tests.support import wait_for
 from worldloop import StoreError, WorldRuntime
 from worldloop.store import SCHEMA_VERSION, SqlStore
@@ -276,8 +283,7 @@ def test_a_dropped_database_connection_is_retried_without_loss(
     try:
         rt.start()
         run_ticks(rt, 5)
-        dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
             killed = conn.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = %s",

@@ -77,10 +77,9 @@ def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server(schema: str
     """A runner cut off mid-transaction must not hold the world's rows forever: the server ends
     its session (10 s idle by default, or by its keepalives; a URL's own ``options`` wins,
     here 0.3 s)."""
-    import psycopg
     import sqlalchemy.exc
 
-    from tests.store_support import PG_URL
+    from tests.store_support import PG_URL, pg_session_alive
     from tests.support import wait_for
 
     store = SqlStore(PG_URL, schema=schema)
@@ -94,19 +93,16 @@ def test_a_session_left_idle_in_a_transaction_is_ended_by_the_server(schema: str
 
     url = f"{PG_URL}?options=-c%20idle_in_transaction_session_timeout%3D300"
     store = SqlStore(url, schema=schema)
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
         with store.engine.connect() as conn:
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()  # a transaction begun
 
-            def ended() -> bool:
-                with psycopg.connect(dsn) as watcher:
-                    found = watcher.execute(
-                        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
-                    ).fetchone()
-                return found is None
-
-            wait_for(ended, 10, 0.05, "the server to end the idle transaction's session")
+            wait_for(
+                lambda: not pg_session_alive(pid),
+                10,
+                0.05,
+                "the server to end the idle transaction's session",
+            )
             with pytest.raises(sqlalchemy.exc.DBAPIError, match="idle-in-transaction timeout"):
                 conn.exec_driver_sql("SELECT 1")
     finally:
