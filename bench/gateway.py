@@ -273,12 +273,7 @@ def viewers_phase(
 
     def run_viewers() -> None:
         result["v"] = viewers_in_processes(
-            gport,
-            path,
-            args.viewers,
-            args.seconds,
-            feed_address,
-            args.client_procs,
+            gport, path, args.viewers, args.seconds, feed_address, args.client_procs
         )
 
     t = threading.Thread(target=run_viewers)

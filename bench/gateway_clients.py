@@ -54,7 +54,7 @@ requests a second, against the ~1,500 one web worker serves), yet a few thousand
 window: the p99 of a few hundred rests on its few highest, and moved by 2x between runs."""
 
 
-def api_latencies(port: int, seconds: float, pace: float = PROBE_PACE) -> list[float]:
+def api_latencies(port: int, seconds: float) -> list[float]:
     """Sequential GET /api/v1/world for ``seconds``: each latency in ms (run in a process of
     its own: see api_probe)."""
     out: list[float] = []
@@ -66,7 +66,7 @@ def api_latencies(port: int, seconds: float, pace: float = PROBE_PACE) -> list[f
         resp = conn.getresponse()
         resp.read()
         out.append((time.perf_counter() - t0) * 1000.0)
-        time.sleep(pace)
+        time.sleep(PROBE_PACE)
     conn.close()
     return out
 
@@ -79,9 +79,9 @@ class ApiProbe:
         self.pool = multiprocessing.get_context("spawn").Pool(1)
         self.pool.apply(time.sleep, (0,))  # the process is up and has imported this module
 
-    def start(self, port: int, seconds: float, pace: float = PROBE_PACE) -> Any:
+    def start(self, port: int, seconds: float) -> Any:
         """Probe for ``seconds`` from now; ``.get()`` on the result waits for the latencies."""
-        return self.pool.apply_async(api_latencies, (port, seconds, pace))
+        return self.pool.apply_async(api_latencies, (port, seconds))
 
     def close(self) -> None:
         self.pool.close()
@@ -185,12 +185,7 @@ def shares(n: int, procs: int) -> list[int]:
 
 
 def viewers_in_processes(
-    port: int,
-    path: str,
-    n: int,
-    seconds: float,
-    feed_address: str,
-    procs: int,
+    port: int, path: str, n: int, seconds: float, feed_address: str, procs: int
 ) -> tuple[int, list[float], float, list[float]]:
     """``n`` viewers spread over ``procs`` client processes (one Python process cannot parse a
     thousand streams at 10 Hz by itself); also each process's CPU seconds."""
