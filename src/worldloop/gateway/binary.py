@@ -8,7 +8,8 @@ written is a frame the client decodes next; a client that cannot apply one asks 
 and the message for a given (tick, base) is encoded once, so every client of a class at the same
 base gets the same bytes. A client that joins, or whose base fell out of the history (it is
 behind), gets a keyframe; every ``keyframe_every`` built frames everyone does. A slow client is
-never queued stale frames: it takes the newest frame when its previous write finished.
+never queued stale frames: it takes the newest frame when its previous write finished. The
+clients are woken a slice at a time (worldloop.gateway.pacing), as SSE clients are written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from ..api.stream import View
 from ..frame_binary import FrameState, encode
 from ..snapshot import Snapshot
+from .pacing import fan_out
 
 log = logging.getLogger("worldloop.gateway")
 
@@ -45,6 +47,12 @@ class WsClient:
     deltas: int = 0
 
 
+def _wake(client: WsClient) -> bool:
+    """Let ``client``'s task write the newest frame (worldloop.gateway.pacing.fan_out's send)."""
+    client.ready.set()
+    return True
+
+
 class BinaryChannel:
     """The WebSocket clients of one viewport class and the task that builds their frames."""
 
@@ -54,6 +62,7 @@ class BinaryChannel:
         build: Callable[[Snapshot, View], FrameState],
         snapshot: Callable[[], Snapshot | None],
         keyframe_every: int,
+        period: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.view = View(view.bbox, view.limit, None)
         self.clients: set[WsClient] = set()
@@ -62,6 +71,8 @@ class BinaryChannel:
         self.keyframe_every = max(1, keyframe_every)
         self._build = build
         self._snapshot = snapshot
+        self._period = period
+        """The world's tick period (worldloop.gateway.pacing paces the wake-ups by it)."""
         self._states: OrderedDict[int, FrameState] = OrderedDict()
         self._keyed: set[int] = set()
         """Ticks every client gets as a keyframe (the periodic ones)."""
@@ -107,8 +118,7 @@ class BinaryChannel:
             self.latest = state
             for key in [k for k in self._messages if k[0] < state.tick]:
                 del self._messages[key]
-            for client in self.clients:
-                client.ready.set()
+            await fan_out(self.clients, _wake, self._period())
 
     def base_for(self, state: FrameState, client: WsClient) -> Base:
         """What ``client`` gets ``state`` against: its last frame if still held, else nothing."""

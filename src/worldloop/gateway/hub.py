@@ -5,9 +5,10 @@ Clients that ask for the same region and cap (a *viewport class*: ``bbox``, ``li
 :class:`Channel`. When the feed reports a new tick, each channel with clients builds that tick's
 ``frame`` event once (worldloop.api.stream.frame_event, off the loop on a worker thread, since a
 big world's frame takes milliseconds), frames it as one HTTP chunk once, and writes the same
-bytes to each of its clients' sockets: one that cannot keep up skips ticks and never holds up
-the channel or the others. A client's ``hz`` is paced in ticks, not by the clock at fan-out: at
-10 Hz on a 20 Hz world it takes every other tick, however late the gateway fans a tick out.
+bytes to each of its clients' sockets, a slice at a time (worldloop.gateway.pacing): one that
+cannot keep up skips ticks and never holds up the channel or the others. A client's ``hz`` is
+paced in ticks, not by the clock at fan-out: at 10 Hz on a 20 Hz world it takes every other
+tick, however late the gateway fans a tick out.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..api.stream import View, frame_event, loop_stats
 from ..frame_binary import FrameState, frame_state
 from ..runtime import WorldRuntime
 from ..snapshot import Snapshot
 from .binary import BinaryChannel, WsClient
+from .pacing import fan_out
 
 log = logging.getLogger("worldloop.gateway")
 
@@ -79,27 +82,33 @@ class Client:
             self.transport.write(data)
             self.sent_at = time.monotonic()
 
-    def offer(self, tick: int, framed: bytes, now: float, per_tick: float | None = None) -> None:
+    def offer(self, tick: int, framed: bytes, now: float, per_tick: float | None = None) -> bool:
         """Write ``framed`` (tick ``tick``) unless the client's rate cap says not yet or it is
-        behind. ``per_tick``: the frames a tick earns it (its ``hz`` over the world's rate;
-        None: every tick), so a channel that missed a tick (it was still building the last)
-        lets it catch up on the next, and fan-out jitter never costs it a frame."""
+        behind; whether it wrote. ``per_tick``: the frames a tick earns it (its ``hz`` over the
+        world's rate; None: every tick), so a channel that missed a tick (it was still building
+        the last) lets it catch up on the next, and fan-out jitter never costs it a frame."""
         if tick <= self.last_tick or self.gone:
-            return
+            return False
         if per_tick is not None:
             if self.seen >= 0:
                 self.credit = min(1.0 + per_tick, self.credit + (tick - self.seen) * per_tick)
             self.seen = tick
             if self.credit < 1.0 - 1e-9:
-                return
+                return False
         if self.transport.get_write_buffer_size() > MAX_BUFFER:
             self.skipped += 1
-            return
+            return False
         self.transport.write(framed)
         if per_tick is not None:
             self.credit -= 1.0
         self.last_tick = tick
         self.last_at = self.sent_at = now
+        return True
+
+
+def _offer(tick: int, framed: bytes, rate: float, client: Client) -> bool:
+    """Offer ``client`` tick ``tick``'s frame now (worldloop.gateway.pacing.fan_out's send)."""
+    return client.offer(tick, framed, time.monotonic(), per_tick(client.view.hz, rate))
 
 
 class Channel:
@@ -141,10 +150,9 @@ class Channel:
             self.built += 1
             framed = chunk(event)
             self.latest = (snap.tick, framed)
-            now = time.monotonic()
             rate = self.hub.runtime.stats().rate_hz
-            for client in self.clients:
-                client.offer(snap.tick, framed, now, per_tick(client.view.hz, rate))
+            send = partial(_offer, snap.tick, framed, rate)
+            await fan_out(self.clients, send, self.hub.period())
 
 
 class Hub:
@@ -188,6 +196,11 @@ class Hub:
         for binary in self.binary.values():
             binary.wake()
 
+    def period(self) -> float | None:
+        """The world's tick period, s (None: not ticking): what a fan-out's pauses are paced by."""
+        rate = self.runtime.stats().rate_hz
+        return 1.0 / rate if rate > 0 else None
+
     def slack(self) -> float:
         """How early a rate-capped client's next frame may come: half a tick period."""
         rate = self.runtime.stats().rate_hz
@@ -207,7 +220,9 @@ class Hub:
         key: ClassKey = (view.bbox, view.limit)
         channel = self.binary.get(key)
         if channel is None:
-            channel = BinaryChannel(view, self.build_state, self.snapshot, self.keyframe_every)
+            channel = BinaryChannel(
+                view, self.build_state, self.snapshot, self.keyframe_every, self.period
+            )
             self.binary[key] = channel
         client = WsClient(view)
         channel.join(client)
