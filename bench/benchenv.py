@@ -80,6 +80,22 @@ def ratio_ci(
     return ratios[int(tail * draws)], ratios[min(draws - 1, int((1.0 - tail) * draws))]
 
 
+def meadow_config(creatures: int) -> dict[str, str]:
+    """The MEADOW_* settings of a benchmarked demo world of ``creatures`` sheep that stays at
+    ``creatures`` for as long as the benchmark runs.
+
+    The default rules feed about 850 sheep on the demo's 1000 x 1000 meadow: 100,000 of them
+    starve within ~15 s (to none at all), so a benchmark that only set MEADOW_ENTITIES measured
+    an empty world after its first seconds. Here they never starve (``MEADOW_METABOLISM=0``)
+    and births are capped at the count (all the arithmetic of ``creatures`` sheep every tick,
+    a snapshot of ``creatures`` rows every tick); the results report the count they saw."""
+    return {
+        "MEADOW_ENTITIES": str(creatures),
+        "MEADOW_MAX_CREATURES": str(creatures),
+        "MEADOW_METABOLISM": "0",
+    }
+
+
 def rss_kib() -> int:
     """This process's resident set size in KiB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():

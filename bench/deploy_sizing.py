@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.benchenv import emit, machine  # noqa: E402
+from bench.benchenv import emit, machine, meadow_config  # noqa: E402
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
@@ -72,8 +72,7 @@ class Gunicorn:
         env.update(
             PYTHONPATH=str(ROOT / "src"),
             WORLDLOOP_INSTANCE_PATH=str(instance),
-            MEADOW_ENTITIES=str(creatures),
-            MEADOW_MAX_CREATURES=str(creatures * 2),
+            **meadow_config(creatures),
             WORLDLOOP_ADMIN_TOKEN="bench-admin-token-0123456789",
         )
         self.log = open(instance.parent / f"gunicorn-{self.port}.log", "wb")  # noqa: SIM115

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from benchenv import header  # noqa: E402
+from benchenv import header, meadow_config  # noqa: E402
 from worldloop.commands import Command, CommandQueue  # noqa: E402
 from worldloop.demo.meadow import create_world  # noqa: E402
 from worldloop.durability import Durability, copy_state  # noqa: E402
@@ -34,7 +34,7 @@ from worldloop.world import World  # noqa: E402
 
 
 def make_world(creatures: int) -> World:
-    return create_world({"MEADOW_ENTITIES": creatures, "MEADOW_SEED": 1})
+    return create_world({**meadow_config(creatures), "MEADOW_SEED": "1"})
 
 
 def commands_for(world: World, tick: int, n: int, rng: random.Random) -> list[Command]:

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import header, pct, ratio_ci
+from benchenv import header, meadow_config, pct, ratio_ci
 from gateway_clients import (
     PROBE_PACE,
     ApiProbe,
@@ -47,7 +47,7 @@ from gateway_clients import (
     players_in_processes,
     viewers_in_processes,
 )
-from liveserver import SRC, free_port, running, server_env, wait_for
+from liveserver import SRC, free_port, http_json, running, server_env, wait_for
 
 sys.path.insert(0, str(SRC))
 from worldloop.runner.fork import COMM
@@ -140,6 +140,12 @@ class CpuMeter:
         return ", ".join(parts) + f" in {self.wall:.1f} s"
 
 
+def creatures(base: str) -> str:
+    """The world's creature count now (benchenv.meadow_config keeps it where it started)."""
+    status, body = http_json("GET", base, "/api/v1/world", timeout=30)
+    return f"{body['creature_count']:,}" if status == 200 else f"? ({status})"
+
+
 def gateway_health(gport: int) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", gport, timeout=10)
     try:
@@ -191,7 +197,7 @@ def main() -> int:
         WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
         WORLDLOOP_RUNNER="process",  # the split it measures, whatever the caller's setting
         WORLDLOOP_GATEWAY_PROCESSES=str(args.gateway_processes),
-        MEADOW_ENTITIES=str(args.entities),
+        **meadow_config(args.entities),
         WORLDLOOP_JOIN_RATE_BURST="100000",
         WORLDLOOP_RATE_LIMIT="1000",
         WORLDLOOP_RATE_BURST="1000",
@@ -217,13 +223,18 @@ def main() -> int:
         feed = Feed(feed_address)
         feed.start()
         wait_for(lambda: feed.ticks > 0, 30, "the feed")
+        base = f"http://127.0.0.1:{port}"
+        seen = [creatures(base)]
         if "viewers" in phases:
             loads.append(f"viewers {os.getloadavg()[0]:.1f}")
             rows += viewers_phase(args, port, gport, feed, feed_address, instance)
+            seen.append(creatures(base))
         if "players" in phases:
             loads.append(f"players {os.getloadavg()[0]:.1f}")
             rows += players_phase(args, port, gport, feed, instance)
+            seen.append(creatures(base))
         feed.stop.set()
+        rows.append(("creatures in the world before the phases, after each", ", ".join(seen)))
     lines = header("Stream gateway: SSE viewers and command waits on the gateway process")
     lines += [f"1-min load average at the start of each phase: {', '.join(loads)}.", ""]
     if args.src is not None:

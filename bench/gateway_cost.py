@@ -32,7 +32,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import header
+from benchenv import header, meadow_config
 from gateway import server_processes
 from gateway_clients import join_players
 from liveserver import free_port, running, server_env, wait_for
@@ -156,7 +156,7 @@ def main() -> int:
         instance,
         WORLDLOOP_GATEWAY=f"127.0.0.1:{gport}",
         WORLDLOOP_RUNNER="process",
-        MEADOW_ENTITIES=str(args.entities),
+        **meadow_config(args.entities),
         WORLDLOOP_JOIN_RATE_BURST="100000",
         WORLDLOOP_RATE_LIMIT="1000",
         WORLDLOOP_RATE_BURST="1000",

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from benchenv import emit, header  # noqa: E402
+from benchenv import emit, header, meadow_config  # noqa: E402
 
 TRIVIAL = "trivial Flask GET /api/v1/world (baseline)"
 READS = ("/api/v1/world", "/api/v1/world/snapshot", "/api/v1/entities?limit=50")
@@ -89,8 +89,7 @@ def web_worker(creatures: int, hz: float, instance: str) -> Any:
         WORLDLOOP_RATE_HZ=str(hz),
         WORLDLOOP_ADMIN_TOKEN="bench-admin-token-0123456789",
         WORLDLOOP_LOG_LEVEL="WARNING",
-        MEADOW_ENTITIES=str(creatures),
-        MEADOW_MAX_CREATURES=str(creatures * 2),
+        **meadow_config(creatures),
     )
     from worldloop.demo import create_app
 

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
-from benchenv import emit, header  # noqa: E402
+from benchenv import emit, header, meadow_config  # noqa: E402
 from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
 
 ADMIN = "bench-admin-token-0123456789"
@@ -108,6 +108,14 @@ def merged(windows: list[Window]) -> Window:
 class Result:
     setup: Setup
     windows: dict[str, Window] = field(default_factory=dict)
+    creatures: list[int] = field(default_factory=list)
+    """The world's creature count after each of its windows (benchenv.meadow_config keeps it)."""
+
+    def count(self, base: str) -> None:
+        """Note the world's creature count now."""
+        status, body = http_json("GET", base, "/api/v1/world", timeout=30)
+        if status == 200:
+            self.creatures.append(int(body["creature_count"]))
 
 
 def metric(text: str, name: str) -> float:
@@ -254,8 +262,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
     instance.mkdir()
     env = server_env(
         instance,
-        MEADOW_ENTITIES=str(args.creatures),
-        MEADOW_MAX_CREATURES=str(args.creatures * 2),
+        **meadow_config(args.creatures),
         WORLDLOOP_RATE_HZ=str(RATE_HZ),
         WORLDLOOP_ADMIN_TOKEN=ADMIN,
         WORLDLOOP_RATE_LIMIT="100000",  # the load is measured, not the per-client limits
@@ -285,6 +292,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
         print(f"[{setup.key}] up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         if world:
             result.windows["idle"] = idle(base, args.idle_seconds)
+            result.count(base)
         n = max(1, getattr(args, "windows", 1))
         print(f"[{setup.key}] ready; GET load {n} x {args.seconds:g} s", file=sys.stderr)
         ticking: list[Window] = []
@@ -294,6 +302,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
                 measure(base, "get", "/api/v1/world", world, seconds=args.seconds, **reader)
             )
             if world:
+                result.count(base)
                 admin(base, "pause")
                 paused.append(
                     measure(
@@ -318,6 +327,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             seconds=args.snapshot_seconds,
             lead=args.lead,
         )
+        result.count(base)
         procs = max(1, args.players // 50)
         result.windows["players"] = measure(
             base,
@@ -329,6 +339,7 @@ def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path) -> Result:
             seconds=args.player_seconds,
             lead=args.join_seconds,
         )
+        result.count(base)
     finally:
         t0 = time.monotonic()
         srv.stop()
@@ -360,6 +371,11 @@ def table(res: dict[str, Result], args: argparse.Namespace) -> list[str]:
     def w(key: str) -> list[Window]:
         return [r.windows[key] for r in worlds]
 
+    row(
+        "creatures after each window, lowest to highest",
+        "",
+        [f"{min(r.creatures):,} to {max(r.creatures):,}" if r.creatures else "?" for r in worlds],
+    )
     row("no load: tick rate, Hz", "20.0", [f"{x.tick_hz:.1f}" for x in w("idle")])
     row("no load: mean tick ms", "", [f"{x.tick_ms:.1f}" for x in w("idle")])
     row("no load: overruns/min", "0", [f"{x.overruns_per_min:.0f}" for x in w("idle")])

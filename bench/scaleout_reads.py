@@ -34,7 +34,7 @@ for path in (HERE, ROOT):
         sys.path.insert(0, str(path))
 
 import loadgen  # noqa: E402
-from benchenv import emit, header  # noqa: E402
+from benchenv import emit, header, meadow_config  # noqa: E402
 from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
 
 THREADS = 8
@@ -122,8 +122,7 @@ def run_setup(setup: Setup, args: ReadOptions, tmp: Path) -> Measured:
     instance.mkdir(parents=True)
     env = server_env(
         instance,
-        MEADOW_ENTITIES=str(args.creatures),
-        MEADOW_MAX_CREATURES=str(args.creatures * 2),
+        **meadow_config(args.creatures),
         WORLDLOOP_RATE_HZ=str(RATE_HZ),
         WORLDLOOP_RATE_LIMIT="1000000",  # the load is measured, not the per-client limits
         WORLDLOOP_RATE_BURST="1000000",

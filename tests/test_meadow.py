@@ -64,6 +64,32 @@ def test_sheep_starve_without_grass_and_ids_stay_stable() -> None:
     assert world.deaths == 30
 
 
+def test_the_rules_come_from_config_and_stay_in_the_state() -> None:
+    """MEADOW_<RULE> keys replace the default rules (the benchmarks' 100,000 sheep that never
+    starve); the rules travel in the state, so a restored world keeps them."""
+    config = {"MEADOW_ENTITIES": "2000", "MEADOW_WIDTH": 100, "MEADOW_HEIGHT": 100}
+    starving = create_world(config)
+    kept = create_world({**config, "MEADOW_METABOLISM": "0", "MEADOW_MAX_AGE": "100000"})
+    assert kept.params == Params(metabolism=0.0, max_age=100_000)
+    for _ in range(300):
+        starving.step([])
+        kept.step([])
+    assert len(starving.ids) < 200  # 100 cells feed about 85 sheep
+    assert len(kept.ids) >= 2000
+    restored = Meadow(width=10, height=10, entities=1, seed=99)
+    restored.restore(kept.full_state())
+    assert restored.params == kept.params
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("MEADOW_METABOLISM", "-1"), ("MEADOW_BITE", "nan"), ("MEADOW_MAX_AGE", "1.5")],
+)
+def test_a_bad_rule_in_config_is_refused(key: str, value: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        create_world({key: value})
+
+
 def test_grazing_moves_grass_into_energy() -> None:
     params = Params(grass_regrow=0.0, metabolism=0.0, breed_chance=0.0, wander=0.0)
     world = Meadow(width=20, height=20, entities=2, seed=0, params=params)

@@ -486,7 +486,7 @@ def _positive(value: Any, what: str) -> float:
 
 def create_world(config: Mapping[str, Any]) -> Meadow:
     """World factory used by the demo app (reads MEADOW_* config keys, as values or as the
-    strings an environment gives)."""
+    strings an environment gives; the rules' keys: :meth:`Params.from_config`)."""
     max_creatures = config.get("MEADOW_MAX_CREATURES")
     return Meadow(
         width=float(config.get("MEADOW_WIDTH", 1000.0)),
@@ -494,6 +494,7 @@ def create_world(config: Mapping[str, Any]) -> Meadow:
         entities=int(config.get("MEADOW_ENTITIES", 200)),
         seed=int(config.get("MEADOW_SEED", 0)),
         max_creatures=None if max_creatures in (None, "") else int(max_creatures),
+        params=Params.from_config(config),
         kernels=str(config.get("MEADOW_KERNELS") or "numpy"),
         kernels_in_background=True,
     )
