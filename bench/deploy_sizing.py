@@ -65,7 +65,7 @@ def proc_field(pid: int, name: str) -> int:
 class Gunicorn:
     """A real server with the shipped config; ``worker`` is its one worker's pid."""
 
-    def __init__(self, instance: Path, creatures: int) -> None:
+    def __init__(self, instance: Path, creatures: int, gateway: str = "auto") -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -74,6 +74,7 @@ class Gunicorn:
             WORLDLOOP_INSTANCE_PATH=str(instance),
             **meadow_config(creatures),
             WORLDLOOP_ADMIN_TOKEN="bench-admin-token-0123456789",
+            WORLDLOOP_GATEWAY=gateway,
         )
         self.log = open(instance.parent / f"gunicorn-{self.port}.log", "wb")  # noqa: SIM115
         argv = [GUNICORN, "-c", "python:worldloop.gunicorn_conf", "-b", f"127.0.0.1:{self.port}"]
@@ -177,7 +178,7 @@ def main() -> None:
 
         inst = Path(tmp) / "viewers" / "instance"
         inst.parent.mkdir()
-        srv = Gunicorn(inst, 1_000)
+        srv = Gunicorn(inst, 1_000, gateway="off")  # the worker serves the streams itself
         view_rows = []
         try:
             settle(1.0)
@@ -226,7 +227,10 @@ def main() -> None:
         f"**About {per_100k:.0f} MB per 100,000 entities** (difference over the baseline; the "
         "published snapshot, its cached encodings, the state and the journal batch).",
         "",
-        "## Viewers (open event streams) on one gthread worker",
+        "## Viewers (open event streams) on one gthread worker, without the stream gateway",
+        "",
+        "`WORLDLOOP_GATEWAY=off`: the worker serves each stream itself (with the gateway, the "
+        "default, it answers `307` and holds no thread; see bench/results/gateway.md).",
         "",
         "| open streams | worker threads | worker RSS (MB) | KB/s per stream | /healthz ms |",
         "|---|---|---|---|---|",
