@@ -191,7 +191,7 @@ def region_scene(
     w, h = float(data["width"]), float(data["height"])
     box = clip_box(bbox, w, h)
     x0, y0, x1, y1 = box
-    rows = in_bbox(snapshot, box)
+    rows = in_bbox(snapshot, None if bbox is None else box)  # None: everyone, no spatial grid
     ents = data["entities"]
     creature_rows = rows[ents["kind"][rows] == 0]
     total = int(creature_rows.size)
