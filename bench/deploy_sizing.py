@@ -7,8 +7,9 @@ Each figure comes from real gunicorn processes started with the shipped config
   ``--settle`` s of ticking; baseline in the same run: 1,000 creatures;
 - viewers: the worker's thread count and RSS with 0, 10 and 50 open ``/api/v1/stream``
   connections reading frames (baseline: no viewer);
-- restart: SIGTERM to the master (final snapshot) until the process is gone, then a new
-  server until ``/readyz`` answers 200 (recovery = newest snapshot + journal replay).
+- restart: SIGTERM to the master until every server process is gone (the runner writes the
+  final snapshot), then a new server until ``/readyz`` answers 200 (recovery = newest
+  snapshot + journal replay).
 
     python bench/deploy_sizing.py [--creatures 100000] [--viewers 10,50] [--out FILE]
 """
@@ -36,6 +37,20 @@ sys.path.insert(0, str(ROOT))
 from bench.benchenv import emit, machine, meadow_config  # noqa: E402
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (zombies aside)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -110,7 +125,9 @@ class Gunicorn:
         raise RuntimeError("gunicorn did not become ready")
 
     def stop(self) -> float:
-        """SIGTERM to the master; seconds until it is gone."""
+        """SIGTERM to the master; seconds until the whole server is gone: the master and
+        everything it started, the runner included (it writes the final snapshot, and it
+        outlives the master until it sees it gone)."""
         t0 = time.monotonic()
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -119,10 +136,14 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and group_alive(self.proc.pid):
+            time.sleep(0.02)
+        gone = time.monotonic() - t0
         with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
-        return time.monotonic() - t0
+        return gone
 
 
 @contextmanager
@@ -251,7 +272,8 @@ def main() -> None:
         "",
         "| step | seconds |",
         "|---|---|",
-        f"| SIGTERM to the master until gone (final snapshot included) | {stop_s:.2f} |",
+        f"| SIGTERM to the master until every server process is gone (the runner's final "
+        f"snapshot included) | {stop_s:.2f} |",
         f"| new server until /readyz 200 (recovery included) | {recovery_s:.2f} |",
     ]
     emit(lines, args.out)

@@ -2,12 +2,12 @@
 
 Writing one frame to 1,000 sockets in one go hands the kernel 1,000 packets at once, and the
 packets of everyone else on the host (an API request to the web workers, its answer) wait
-behind that burst, whatever the processes' priorities: measured with `bench/gateway.py
---phases viewers` (1,000 viewers at 10 Hz, clients on the same 2 cores), the bursts alone took
-the API's p99 from about 3.6 ms to about 8.9 ms (2.5 times), and lowering the priority of the
-gateway or of the clients changed nothing. Written 50 at a time with a millisecond between
-slices, the API's p99 stayed at about 4 ms (0.9 to 1.0 times), and the viewers' frames came
-about 7 ms later at the median.
+behind that burst. Measured with `bench/gateway.py --phases viewers` (1,000 viewers at 10 Hz
+on the 100,000-creature demo world, the clients on the same 2 cores as the server), the API's
+p99 with the viewers was 1.9 and 2.1 times its p99 without them when each frame went out in
+one burst, and 1.24 to 1.88 times (median 1.39, eleven runs) written as below, for frames
+about 12 ms later at the median. Lowering the priority of the gateway or of the viewers'
+client processes made no difference the run-to-run noise could show.
 
 So :func:`fan_out` writes at most PACE_WRITES frames, then lets the event loop (and every other
 process) run for PACE_GAP, and so on; but it never spreads one tick's fan-out over more than
