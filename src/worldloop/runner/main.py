@@ -21,7 +21,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .child import WATCH_EVERY, alive, load_app, parse_args, since_start
+from .child import WATCH_EVERY, Watched, alive, load_app, parse_args, since_start
 
 if TYPE_CHECKING:
     from ..gateway.supervise import GatewaySupervisor
@@ -84,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    watched = Watched(args.watch)
+
     def watch() -> None:
         while not server.halted:
-            if not alive(args.watch):
+            if watched.wait(WATCH_EVERY):
                 log.info("worldloop: server process %d is gone: the runner stops", args.watch)
                 server.halt()
                 return
-            time.sleep(WATCH_EVERY)
 
     gateway: GatewaySupervisor | None = None
     try:
@@ -124,5 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         extra.stop()
         state.stop()
+        watched.close()
         os.close(fd)
     return 0
