@@ -47,7 +47,7 @@ from gateway_clients import (
     players_in_processes,
     viewers_in_processes,
 )
-from liveserver import SRC, free_port, http_json, running, server_env, wait_for
+from liveserver import SRC, creature_count, free_port, running, server_env, wait_for
 
 sys.path.insert(0, str(SRC))
 from worldloop.runner.fork import COMM
@@ -141,9 +141,9 @@ class CpuMeter:
 
 
 def creatures(base: str) -> str:
-    """The world's creature count now (benchenv.meadow_config keeps it where it started)."""
-    status, body = http_json("GET", base, "/api/v1/world", timeout=30)
-    return f"{body['creature_count']:,}" if status == 200 else f"? ({status})"
+    """The world's creature count now, as the table shows it."""
+    count = creature_count(base)
+    return "?" if count is None else f"{count:,}"
 
 
 def gateway_health(gport: int) -> dict[str, Any]:

@@ -109,6 +109,13 @@ def http_json(
         return resp.status, raw
 
 
+def creature_count(base: str) -> int | None:
+    """The demo world's creature count now (benchenv.meadow_config keeps it where it started);
+    None when the server did not answer 200."""
+    status, body = http_json("GET", base, "/api/v1/world", timeout=30)
+    return int(body["creature_count"]) if status == 200 else None
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """RSS (KiB) and thread count of ``pid`` from /proc (no extra dependency)."""
     out: dict[str, int] = {}

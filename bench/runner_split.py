@@ -38,7 +38,14 @@ sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
 from benchenv import emit, header, meadow_config  # noqa: E402
-from liveserver import Server, free_port, gunicorn_argv, http_json, server_env  # noqa: E402
+from liveserver import (  # noqa: E402
+    Server,
+    creature_count,
+    free_port,
+    gunicorn_argv,
+    http_json,
+    server_env,
+)
 
 ADMIN = "bench-admin-token-0123456789"
 THREADS = 8
@@ -113,9 +120,9 @@ class Result:
 
     def count(self, base: str) -> None:
         """Note the world's creature count now."""
-        status, body = http_json("GET", base, "/api/v1/world", timeout=30)
-        if status == 200:
-            self.creatures.append(int(body["creature_count"]))
+        count = creature_count(base)
+        if count is not None:
+            self.creatures.append(count)
 
 
 def metric(text: str, name: str) -> float:
