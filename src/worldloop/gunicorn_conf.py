@@ -3,16 +3,17 @@
 Every value is explained beside it; anything given on gunicorn's command line wins over this
 file (``-b 0.0.0.0:8000``, ``--threads 128``). It includes worldloop's hooks
 (worldloop.gunicorn_hooks): the multi-process metrics folder is emptied at start, a dead
-worker's gauges are forgotten, and SIGTERM ends open streams at once.
+worker's gauges are forgotten, SIGTERM ends open streams at once, and the master exits only
+once the runner process has stopped (its final snapshot written).
 """
 
 from __future__ import annotations
 
 import os
 
-from worldloop.gunicorn_hooks import child_exit, on_starting, post_worker_init
+from worldloop.gunicorn_hooks import child_exit, on_exit, on_starting, post_worker_init
 
-__all__ = ["child_exit", "on_starting", "post_worker_init"]
+__all__ = ["child_exit", "on_exit", "on_starting", "post_worker_init"]
 
 bind = "127.0.0.1:8000"
 """Loopback: put nginx (or another proxy) in front, see docs/deploy.md. ``-b`` overrides."""

@@ -3,9 +3,10 @@
 With ``PROMETHEUS_MULTIPROC_DIR`` set, the master empties that folder at start (stale files of an
 old run would be summed in) and forgets each worker's live gauges when it exits. In each worker,
 SIGTERM first ends the open event streams at once (without the hooks they end within half a
-second anyway: they watch the worker's ``alive`` flag). Streams need a threaded worker
-(``-k gthread --threads N``); a sync worker refuses them with 503. The complete production
-config, these hooks included, is worldloop.gunicorn_conf.
+second anyway: they watch the worker's ``alive`` flag). As the master exits, it stops this
+server's runner processes and waits for their final snapshot (:func:`on_exit`). Streams need
+a threaded worker (``-k gthread --threads N``); a sync worker refuses them with 503. The
+complete production config, these hooks included, is worldloop.gunicorn_conf.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ def child_exit(server: Any, worker: Any) -> None:
     from .metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """In the master, its workers gone, before it exits: stop this server's runner processes
+    and wait for them (worldloop.runner.registry), so the server is gone only once the
+    runner's final snapshot is written, and nothing that ends a server's leftovers when its
+    master exits (a container) cuts that short. Bounded by the runner's own stop bound."""
+    from .runner import registry
+
+    bound = float(os.environ.get("WORLDLOOP_SHUTDOWN_TIMEOUT", "2") or 2)
+    registry.stop_all(os.getpid(), bound + 5.0)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -21,6 +21,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from . import registry
 from .child import WATCH_EVERY, Watched, alive, load_app, parse_args, since_start
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if fd is None:
         log.info("worldloop: another runner serves world %r; exiting", state.runtime.name)
         return 0
+    listed = registry.add(args.watch)  # the server's on_exit hook waits for what it lists
     server = RunnerServer(app, state.runtime, endpoints)
     extra = WorldServers(app, state)  # the catalog's worlds, each served on its own endpoints
     state.host.on_start = extra.add
@@ -126,5 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         extra.stop()
         state.stop()
         watched.close()
+        registry.remove(listed)
         os.close(fd)
     return 0
