@@ -95,3 +95,12 @@ def test_a_stale_entry_of_a_dead_runner_is_not_signalled(tmp_path: Path) -> None
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_runner_that_stops_by_itself_takes_its_list_away() -> None:
+    """Under ``flask run`` or gunicorn without the shipped config, no hook removes the list."""
+    server = os.getpid() + 2_000_000  # no such process: a folder of our own
+    entry = registry.add(server)
+    assert entry is not None and entry.exists()
+    registry.remove(entry)
+    assert not registry.folder(server).exists()

@@ -77,10 +77,13 @@ def _listed_by(pid: int, entry: Path) -> bool:
 
 
 def remove(entry: Path | None) -> None:
-    """Take this runner off its server's list (at its exit)."""
+    """Take this runner off its server's list (at its exit), and the list with it once empty
+    (a server without the hook, ``flask run`` or plain gunicorn, never removes it)."""
     if entry is not None:
         with contextlib.suppress(OSError):
             entry.unlink()
+        with contextlib.suppress(OSError):  # not empty: another runner of the server is listed
+            entry.parent.rmdir()
 
 
 def stop_all(server: int, timeout: float) -> int:
