@@ -35,22 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.benchenv import emit, machine, meadow_config  # noqa: E402
+from bench.liveserver import wait_group  # noqa: E402
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of process group ``pgid`` still runs (zombies aside)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def free_port() -> int:
@@ -136,9 +123,7 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and group_alive(self.proc.pid):
-            time.sleep(0.02)
+        wait_group(self.proc.pid, 30)
         gone = time.monotonic() - t0
         with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)

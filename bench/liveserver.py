@@ -182,6 +182,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.signal_group(signal.SIGKILL)
                 self.proc.wait(10)
+        wait_group(self.proc.pid, timeout)  # the runner writes its final snapshot last
         self.signal_group(signal.SIGKILL)
         self._log.close()
         return self.proc.returncode
@@ -202,6 +203,30 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             last = exc
         time.sleep(0.05)
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}: {last!r}")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (zombies aside: an orphan's
+    parent is init, which may reap it late)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def wait_group(pgid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` s for every process of group ``pgid`` to end: the runner outlives
+    a master stopped without the shipped config's hook, and a SIGKILL to the group then would
+    cut its final snapshot short and leave its snapshot files in /dev/shm."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
