@@ -9,9 +9,7 @@ once the runner process has stopped (its final snapshot written).
 
 from __future__ import annotations
 
-import os
-
-from worldloop.gunicorn_hooks import child_exit, on_exit, on_starting, post_worker_init
+from worldloop.gunicorn_hooks import child_exit, on_exit, on_starting, post_worker_init, stop_bound
 
 __all__ = ["child_exit", "on_exit", "on_starting", "post_worker_init"]
 
@@ -37,9 +35,8 @@ keepalive = 5
 """Seconds an idle kept-alive connection stays open (behind nginx, keep it above nginx's
 ``keepalive_timeout`` to the upstream, or leave both at a few seconds)."""
 
-_stop_bound = float(os.environ.get("WORLDLOOP_SHUTDOWN_TIMEOUT", "2") or 2)
 
-graceful_timeout = int(_stop_bound + 8)
+graceful_timeout = int(stop_bound() + 8)
 """Seconds a stopping worker gets before the master kills it: the loop's stop bound
 (WORLDLOOP_SHUTDOWN_TIMEOUT, final snapshot included) plus room for the streams to end (they
 end within half a second) and for requests in flight."""

@@ -33,6 +33,13 @@ def child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
+def stop_bound() -> float:
+    """The runner's stop bound, s (WORLDLOOP_SHUTDOWN_TIMEOUT, final snapshot included), as
+    the master reads it from its environment: what the config's graceful timeout and
+    :func:`on_exit` wait for."""
+    return float(os.environ.get("WORLDLOOP_SHUTDOWN_TIMEOUT", "2") or 2)
+
+
 def on_exit(server: Any) -> None:
     """In the master, its workers gone, before it exits: stop this server's runner processes
     and wait for them (worldloop.runner.registry), so the server is gone only once the
@@ -40,8 +47,7 @@ def on_exit(server: Any) -> None:
     master exits (a container) cuts that short. Bounded by the runner's own stop bound."""
     from .runner import registry
 
-    bound = float(os.environ.get("WORLDLOOP_SHUTDOWN_TIMEOUT", "2") or 2)
-    registry.stop_all(os.getpid(), bound + 5.0)
+    registry.stop_all(os.getpid(), stop_bound() + 5.0)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -62,15 +62,23 @@ def alive(pid: int) -> bool:
 _IMPORTED = time.monotonic()
 
 
+def started(pid: int | str = "self") -> float | None:
+    """When process ``pid`` started, s since boot (CLOCK_BOOTTIME), from Linux's /proc; None
+    where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def since_start() -> float:
     """Seconds since this process started (Linux: its start time in /proc; elsewhere: since
     this module was imported), for the start-up log lines that say where start-up time goes."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
-    except (OSError, ValueError, IndexError, AttributeError):
+    at = started()
+    if at is None or not hasattr(time, "CLOCK_BOOTTIME"):
         return time.monotonic() - _IMPORTED
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - at)
 
 
 class Watched:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .child import Watched
+from .child import Watched, started
 
 log = logging.getLogger("worldloop")
 
@@ -63,17 +63,15 @@ def _listed_by(pid: int, entry: Path) -> bool:
     """Whether process ``pid`` is the one that made ``entry``: it started before the entry
     was written (a runner killed with -9 leaves its entry, and its pid may be someone else's
     by now). False where that cannot be told (no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return started <= entry.stat().st_mtime + 1.0  # btime has whole seconds
-    except (OSError, ValueError, IndexError, StopIteration):
+    at = started(pid)
+    if at is None or not hasattr(time, "CLOCK_BOOTTIME"):
         return False
+    try:
+        age = time.time() - entry.stat().st_mtime
+    except OSError:
+        return False
+    written = time.clock_gettime(time.CLOCK_BOOTTIME) - age  # on the start time's clock
+    return at <= written + 1.0  # a second of slack for the two clocks read apart
 
 
 def remove(entry: Path | None) -> None:
