@@ -74,11 +74,27 @@ class SpatialGrid:
     ) -> tuple[NDArray[np.intp], NDArray[np.int32], NDArray[np.float64]]:
         """Every (center, entity) pair closer than ``radius``, for all centers at once.
 
-        Returns the center's row, the entity's index and the torus displacement center->entity.
-        Vectorized over centers: the neighbouring buckets of all centers are gathered in one go.
+        Returns the center's row, the entity's index and the torus displacement center->entity
+        (n x 2): :meth:`pairs_within_axes`, its two axes stacked.
+        """
+        who, near, dx, dy = self.pairs_within_axes(pos, centers, radius)
+        return who, near, np.stack((dx, dy), axis=1)
+
+    def pairs_within_axes(
+        self, pos: NDArray[np.float64], centers: NDArray[np.float64], radius: float
+    ) -> tuple[NDArray[np.intp], NDArray[np.int32], NDArray[np.float64], NDArray[np.float64]]:
+        """Every (center, entity) pair closer than ``radius``: the center's row, the entity's
+        index, and the torus displacement center->entity as one array per axis.
+
+        Vectorized over centers: the neighbouring buckets of all centers are gathered in one
+        go, ordered by center, then bucket, then row. The arithmetic runs on one contiguous
+        array per axis: gathering rows of an n x 2 array (``pos[cand]``) and repeating each
+        center row per candidate cost three times the rest together (200 avatars among 100k
+        sheep: 14.7 ms a tick, 3.2 ms this way, the same bits).
         """
         k = len(centers)
-        empty = (np.empty(0, np.intp), np.empty(0, np.int32), np.empty((0, 2)))
+        empty_f = np.empty(0)
+        empty = (np.empty(0, np.intp), np.empty(0, np.int32), empty_f, empty_f)
         if k == 0 or len(self.order) == 0:
             return empty
         bw, bh = self.width / self.cols, self.height / self.rows
@@ -95,7 +111,6 @@ class SpatialGrid:
         bx = (cx[:, None, None] + dx[None, None, :]) % self.cols
         by = (cy[:, None, None] + dy[None, :, None]) % self.rows
         per_center = (by * self.cols + bx).reshape(k, -1)
-        owner = np.repeat(np.arange(k), per_center.shape[1])
         buckets = per_center.reshape(-1)
         lo = self.starts[buckets].astype(np.intp)
         counts = self.starts[buckets + 1].astype(np.intp) - lo
@@ -105,10 +120,17 @@ class SpatialGrid:
         # positions of every bucket member in ``order``, without a Python loop over buckets
         offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)
         cand = self.order[offsets]
-        who = np.repeat(owner, counts)
-        d = torus_delta(pos[cand], centers[who], self.width, self.height)
-        near = np.einsum("ij,ij->i", d, d) <= radius * radius
-        return who[near], cand[near], d[near]
+        per = counts.reshape(k, -1).sum(axis=1)  # candidates of each center, in center order
+        axes = []
+        for axis, size in ((0, self.width), (1, self.height)):
+            d = pos[:, axis].take(cand)
+            d -= np.repeat(centers[:, axis], per)
+            d -= size * np.round(d / size)  # torus_delta's wrap, one axis
+            axes.append(d)
+        ddx, ddy = axes
+        near = np.flatnonzero(ddx * ddx + ddy * ddy <= radius * radius)
+        who = np.repeat(np.arange(k), per)
+        return who[near], cand[near], ddx[near], ddy[near]
 
     def query_radius(
         self, pos: NDArray[np.float64], x: float, y: float, radius: float
