@@ -21,6 +21,7 @@ BENCHES: dict[str, list[str]] = {
     "many_worlds": ["many_worlds.py", "--out", str(RESULTS / "many_worlds.md")],
     "hibernation": ["hibernation.py", "--out", str(RESULTS / "hibernation.md")],
     "meadow_tick": ["meadow_tick.py", "--out", str(RESULTS / "meadow_tick.md")],
+    "flee": ["flee.py", "--out", str(RESULTS / "flee.md")],
     "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
     "recovery": ["recovery.py", "--out", str(RESULTS / "recovery.md")],
     "shutdown": ["shutdown.py", "--out", str(RESULTS / "shutdown.md")],
