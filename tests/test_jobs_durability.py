@@ -103,7 +103,12 @@ def jobs_kill_cycles(tmp_path: Path, url: str, schema: str | None) -> None:
         assert world.job_slots[name] == max(ran)
         for t, r in records:
             if r["type"] == f"job:{name}" and r["ok"]:
-                assert t == int(r["payload"]["slot"]) + 1
+                slot = int(r["payload"]["slot"])
+                if name == "damp":  # a world job is never busy: claimed when due
+                    assert t == slot + 1, (name, slot, t)
+                else:  # a background job's claim waits while max_concurrent runs are busy,
+                    # never past the next slot (from there on it would coalesce to that one)
+                    assert slot + 1 <= t <= slot + every, (name, slot, t)
 
     lines = (tmp_path / "instance" / "census.log").read_text().split()
     census_runs = Counter(float(s) for s in lines[0::3])
