@@ -10,7 +10,8 @@ tick and state hash must equal the builder's last journaled tick and hash (nothi
 
 Policies, paired in one run: ``every 1,000 ticks`` (what the defaults did before
 ``WORLDLOOP_RECOVERY_SECONDS``), ``every 100 ticks``, the current defaults (every 1,000 ticks,
-and also once ``WORLDLOOP_RECOVERY_SECONDS`` of stepping has built up since the last snapshot),
+and also once ``WORLDLOOP_RECOVERY_SECONDS`` of stepping has built up since the last snapshot,
+and at least the last write's time / ``WORLDLOOP_SNAPSHOT_WRITE_SHARE``: 5 writes' worth),
 and the defaults with a server that loads the numba kernels (``MEADOW_KERNELS=numba``, loaded
 in the background while the world recovers on NumPy).
 
@@ -378,7 +379,7 @@ def main() -> None:
         "old": ("every 1,000 ticks (the old default)", 1000, 0.0, {}),
         "100": ("every 100 ticks", 100, 0.0, {}),
         "default": (
-            f"default: every 1,000 ticks or {default_budget:g} s of stepping",
+            f"default: every 1,000 ticks or {default_budget:g} s of stepping (>= 5 writes)",
             1000,
             default_budget,
             {},

@@ -24,6 +24,7 @@ BENCHES: dict[str, list[str]] = {
     "flee": ["flee.py", "--out", str(RESULTS / "flee.md")],
     "durability": ["durability.py", "--out", str(RESULTS / "durability.md")],
     "recovery": ["recovery.py", "--out", str(RESULTS / "recovery.md")],
+    "snapshot_share": ["snapshot_share.py", "--out", str(RESULTS / "snapshot_share.md")],
     "shutdown": ["shutdown.py", "--out", str(RESULTS / "shutdown.md")],
     "observe": ["observe.py", "--out", str(RESULTS / "observe.md")],
     "jobs_overhead": ["jobs_overhead.py"],

@@ -3,6 +3,7 @@ are pruned again; the meadow's spatial grid is derived state, built only when re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.durability_app import Drift
 from worldloop.commands import Command, CommandQueue
+from worldloop.config import SNAPSHOT_WRITE_SHARE
 from worldloop.demo.meadow import Meadow
 from worldloop.durability import Durability, replay
 from worldloop.store import SqlStore
@@ -60,19 +62,29 @@ def test_no_budget_means_the_tick_cadence_only(store: SqlStore) -> None:
     assert [s.tick for s in store.snapshots("drift")] == [0, 40, 80]
 
 
-def test_interim_snapshots_wait_for_as_long_as_one_takes_to_write(store: SqlStore) -> None:
-    dur = Durability(store, snapshot_every=1000, recovery_seconds=0.1)
+@pytest.mark.parametrize("share", [None, 1.0, 0.5])
+def test_interim_snapshots_cost_at_most_their_share_of_the_stepping(
+    store: SqlStore, share: float | None
+) -> None:
+    """A write is paid every time, the replay it saves only at a restart: an interim snapshot
+    waits for the last one's write time / WORLDLOOP_SNAPSHOT_WRITE_SHARE (0.2 by default) of
+    stepping when that is longer than the budget."""
+    options = {} if share is None else {"write_share": share}
+    dur = Durability(store, snapshot_every=1000, recovery_seconds=0.095, **options)
     world = Drift()
     dur.recover(world, CommandQueue(10))
-    dur._write_seconds = 0.5  # a slow store: writing costs more than the budget saves
-    run(dur, world, 40, 0.01)
+    dur._write_seconds = 0.081  # a slow store: writing one costs most of the budget
+    need = max(0.095, 0.081 / (share or SNAPSHOT_WRITE_SHARE))  # 0.405, 0.095, 0.162 s
+    run(dur, world, math.floor(need / 0.01), 0.01)  # ticks of 0.01 s stepping, just short
     assert dur.snapshots_written == 0
-    run(dur, world, 10, 0.01)
+    run(dur, world, 1, 0.01)
     assert dur.snapshots_written == 1
 
 
 def test_a_restart_replays_from_the_interim_snapshot(store: SqlStore, tmp_path: Path) -> None:
-    dur = Durability(store, snapshot_every=1000, recovery_seconds=0.25)
+    # the replay is the subject here, not the pacing: a write costing more than a fifth of
+    # the budget (an fsync on a loaded machine) would delay the second interim snapshot
+    dur = Durability(store, snapshot_every=1000, recovery_seconds=0.25, write_share=1.0)
     world = Drift()
     dur.recover(world, CommandQueue(10))
     for t in range(60):  # crash after tick 60: nothing more than the journal and snapshots

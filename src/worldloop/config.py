@@ -23,6 +23,14 @@ from .clock import MAX_RATE_HZ, MIN_RATE_HZ, OverrunPolicy
 from .errors import ConfigError
 from .sizes import MiB
 
+SNAPSHOT_WRITE_SHARE = 0.2
+"""Interim snapshots cost the writer at most this share of the loop's stepping time
+(``WORLDLOOP_SNAPSHOT_WRITE_SHARE``): the next one waits for the last one's write time / share
+of stepping when that exceeds ``recovery_seconds``. A write is paid every time, the replay it
+shortens only at a restart; at 1:1 (as it was) a 100k-creature meadow with 200 players wrote a
+7 MB snapshot every 0.75 s, and that work and IO stretched its ticks
+(bench/results/snapshot_share.md)."""
+
 log = logging.getLogger("worldloop")
 
 PREFIX = "WORLDLOOP_"
@@ -66,6 +74,9 @@ class Settings(BaseModel):
     recovery_seconds: float = Field(default=0.25, ge=0, allow_inf_nan=False)
     """Also snapshot once the ticks since the last snapshot took this many seconds to step, so a
     restart replays about that long whatever the world's size (0: every ``snapshot_every``)."""
+    snapshot_write_share: float = Field(default=SNAPSHOT_WRITE_SHARE, gt=0, le=1)
+    """The most of the loop's stepping time interim snapshots may cost to write: the next waits
+    for the last one's write time / share of stepping if that is longer than the above."""
     hash_every: int = Field(default=100, ge=0)
     journal_retention: int = Field(default=3000, ge=0)
     store_retry_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .commands import Outcome
+from .config import SNAPSHOT_WRITE_SHARE
 from .errors import StoreError, WorldFenced
 from .progress import ReplayLog
 from .replay import ReplayResult, copy_state, replay
@@ -37,6 +38,7 @@ log = logging.getLogger("worldloop.durability")
 
 WRITER_IDLE_SECONDS = 2.0
 """A snapshot writer with nothing to write for this long exits; the next snapshot starts one."""
+
 
 StoreEvent = Callable[[str, int, float], None]
 """Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
@@ -74,6 +76,7 @@ class Durability:
         retention_ticks: int = 3000,
         retry_seconds: float = 5.0,
         recovery_seconds: float = 0.25,
+        write_share: float = SNAPSHOT_WRITE_SHARE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -85,6 +88,8 @@ class Durability:
         seconds of stepping (0: only every ``snapshot_every`` ticks). A restart replays about
         that much, whatever the world's size; these interim snapshots are pruned as soon as
         two newer ones exist, so the store does not grow with them."""
+        self.write_share = min(1.0, max(1e-3, float(write_share)))
+        """See worldloop.config.SNAPSHOT_WRITE_SHARE."""
         self._interim: collections.deque[int] = collections.deque(maxlen=16)
         """Ticks of the interim snapshots this process wrote (the writer prunes them)."""
         self.hash_every = max(0, int(hash_every))
@@ -103,8 +108,8 @@ class Durability:
         self._stepped = 0.0
         """Seconds of stepping since the last snapshot handed to the writer (loop thread)."""
         self._write_seconds = 0.0
-        """What the last snapshot took the writer: interim snapshots wait at least that much
-        stepping, so writing them never costs more than the ticks they save replaying."""
+        """What the last snapshot took the writer: interim snapshots wait for that much
+        stepping divided by ``write_share``."""
         self._closed = False
         self._write_lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, int, dict[str, Any], str] | None] = queue.Queue(
@@ -269,7 +274,7 @@ class Durability:
     def snapshot_due(self, world: World, step_seconds: float = 0.0) -> bool:
         """Whether ``after_tick(world, step_seconds)`` would ask for a snapshot (no side effect):
         every ``snapshot_every`` ticks, or once ``recovery_seconds`` of stepping (and at least
-        as much as the last snapshot took to write) has built up since the last one."""
+        the last snapshot's write time / ``write_share``) has built up since the last one."""
         if not self.snapshot_every or self.failed:
             return False
         if self._pending or world.tick % self.snapshot_every == 0:
@@ -277,7 +282,7 @@ class Durability:
         budget = self.recovery_seconds
         if not budget:
             return False
-        return self._stepped + step_seconds >= max(budget, self._write_seconds)
+        return self._stepped + step_seconds >= max(budget, self._write_seconds / self.write_share)
 
     def after_tick(self, world: World, step_seconds: float = 0.0) -> None:
         """Hand a snapshot to the writer when one is due (copy now, write in the background).

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from .bus import Bus, open_bus
 from .clock import Clock, OverrunPolicy, Ticker, TickerStats, TickInfo
 from .commands import Command, CommandTicket, IdempotencyKey, Outcome
+from .config import SNAPSHOT_WRITE_SHARE
 from .durability import Durability, replay_cost
 from .errors import StoreError, WorldNotRunning
 from .lease import Lease, open_lease
@@ -68,6 +69,7 @@ class WorldRuntime:
         shutdown_timeout: float = 2.0,
         snapshot_every: int = 1000,
         recovery_seconds: float = 0.25,
+        snapshot_write_share: float = SNAPSHOT_WRITE_SHARE,
         hash_every: int = 100,
         retention_ticks: int = 3000,
         store_retry_seconds: float = 5.0,
@@ -81,18 +83,18 @@ class WorldRuntime:
         self.bus: Bus = bus or open_bus("local://", world.name, queue_size=queue_size)
         self.lease: Lease = lease or open_lease("memory://", world.name)
         self.store = store
-        self.durability: Durability | None = (
-            None
-            if store is None
-            else Durability(
+        self.durability: Durability | None = None
+        if store is not None:
+            self.durability = Durability(
                 store,
                 snapshot_every=snapshot_every,
                 recovery_seconds=recovery_seconds,
+                write_share=snapshot_write_share,
                 hash_every=hash_every,
                 retention_ticks=retention_ticks,
                 retry_seconds=store_retry_seconds,
             )
-        )
+            self.durability.notify = self._store_event
         self.max_commands_per_tick = max_commands_per_tick
         self.snapshot_cache_bytes = snapshot_cache_bytes
         self.shutdown_timeout = shutdown_timeout
@@ -106,8 +108,6 @@ class WorldRuntime:
             start_paused=start_paused,
             pool=pool,
         )
-        if self.durability is not None:
-            self.durability.notify = self._store_event
         self._plugins: list[RuntimePlugin] = []
         self._hooks: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOKS}
         self.applied: Counter[str] = Counter()

@@ -453,6 +453,7 @@ def runtime_from_settings(
             "shutdown_timeout": settings.shutdown_timeout,
             "snapshot_every": settings.snapshot_every,
             "recovery_seconds": settings.recovery_seconds,
+            "snapshot_write_share": settings.snapshot_write_share,
             "hash_every": settings.hash_every,
             "retention_ticks": settings.journal_retention,
             "store_retry_seconds": settings.store_retry_seconds,
