@@ -39,7 +39,6 @@ log = logging.getLogger("worldloop.durability")
 WRITER_IDLE_SECONDS = 2.0
 """A snapshot writer with nothing to write for this long exits; the next snapshot starts one."""
 
-
 StoreEvent = Callable[[str, int, float], None]
 """Called with (world name, seconds) after a journal append or a snapshot save (metrics)."""
 
@@ -86,8 +85,9 @@ class Durability:
         self.recovery_seconds = max(0.0, float(recovery_seconds))
         """Replay bound: a snapshot is also due once the ticks since the last one took this many
         seconds of stepping (0: only every ``snapshot_every`` ticks). A restart replays about
-        that much, whatever the world's size; these interim snapshots are pruned as soon as
-        two newer ones exist, so the store does not grow with them."""
+        that much, whatever the world's size (or the write time / ``write_share`` when that is
+        longer); these interim snapshots are pruned as soon as two newer ones exist, so the
+        store does not grow with them."""
         self.write_share = min(1.0, max(1e-3, float(write_share)))
         """See worldloop.config.SNAPSHOT_WRITE_SHARE."""
         self._interim: collections.deque[int] = collections.deque(maxlen=16)
