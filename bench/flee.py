@@ -6,7 +6,7 @@ it. There ``flee`` was most of a tick with players in it (200 avatars: ~18 of ~2
 its neighbour query gathered rows of n x 2 arrays (``pos[cand]``) and repeated each avatar's
 row per candidate. ``systems.flee`` now does the same arithmetic one contiguous array per axis
 (``SpatialGrid.pairs_within_axes``). The baseline, measured in the same run on the same world
-and positions, is the n x 2 formulation as it was (kept here); both must leave the same
+and positions, is the n x 2 formulation as it was (bench/meadow_before.py); both leave the same
 velocities, bit for bit (the run fails otherwise).
 
 For each avatar count: ``flee`` alone (CPU ms of this thread per call, median of ``--calls``,
@@ -19,7 +19,6 @@ Run: python bench/flee.py [--avatars 0,50,200,1000] [--out bench/results/flee.md
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -33,51 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchenv import emit, header, meadow_config  # noqa: E402
+from meadow_before import flee as flee_n_by_2  # noqa: E402
 from meadow_tick import add_players  # noqa: E402
-from worldloop.demo.meadow import SHEEP, Meadow, create_world  # noqa: E402
-from worldloop.demo.spatial import SpatialGrid, torus_delta  # noqa: E402
+from worldloop.demo.meadow import create_world  # noqa: E402
 from worldloop.demo.systems import flee  # noqa: E402
-
-
-def pairs_n_by_2(
-    g: SpatialGrid, pos: np.ndarray, centers: np.ndarray, radius: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The baseline's neighbour query: ``SpatialGrid.pairs_within`` as it was (every candidate's
-    row of ``pos`` and its center's row gathered as n x 2 arrays, then torus_delta on them)."""
-    k = len(centers)
-    bw, bh = g.width / g.cols, g.height / g.rows
-    rx, ry = min(g.cols // 2, math.ceil(radius / bw)), min(g.rows // 2, math.ceil(radius / bh))
-    cx = np.minimum((centers[:, 0] / bw).astype(np.intp), g.cols - 1)
-    cy = np.minimum((centers[:, 1] / bh).astype(np.intp), g.rows - 1)
-    dx, dy = np.arange(-rx, rx + 1)[: g.cols], np.arange(-ry, ry + 1)[: g.rows]
-    bx = (cx[:, None, None] + dx[None, None, :]) % g.cols
-    by = (cy[:, None, None] + dy[None, :, None]) % g.rows
-    per_center = (by * g.cols + bx).reshape(k, -1)
-    owner = np.repeat(np.arange(k), per_center.shape[1])
-    buckets = per_center.reshape(-1)
-    lo = g.starts[buckets].astype(np.intp)
-    counts = g.starts[buckets + 1].astype(np.intp) - lo
-    offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-    cand = g.order[offsets]
-    who = np.repeat(owner, counts)
-    d = torus_delta(pos[cand], centers[who], g.width, g.height)
-    near = np.einsum("ij,ij->i", d, d) <= radius * radius
-    return who[near], cand[near], d[near]
-
-
-def flee_n_by_2(m: Meadow) -> None:
-    """The baseline: ``flee`` as it was (n x 2 displacements, rows gathered per candidate)."""
-    avatars = m._avatars
-    if avatars.size == 0:
-        return
-    _who, near, d = pairs_n_by_2(m.grid, m.pos, m.pos[avatars], m.params.flee_radius)
-    sheep = m.kind[near] == SHEEP
-    near, d = near[sheep], d[sheep]
-    if near.size == 0:
-        return
-    dist = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-6)
-    push = d * (m.params.flee_push / dist)[:, None]
-    np.add.at(m.vel, near, push)
 
 
 def cpu_ms(fn: Callable[..., object], *args: object) -> float:

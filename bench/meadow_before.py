@@ -81,12 +81,39 @@ def wander(m: MeadowBefore) -> None:
     m.vel *= scale[:, None]
 
 
+def pairs_n_by_2(
+    g: SpatialGrid, pos: np.ndarray, centers: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The neighbour query as it was: ``SpatialGrid.pairs_within`` before it worked one axis at
+    a time (every candidate's row of ``pos`` and its center's row gathered as n x 2 arrays, then
+    torus_delta on them)."""
+    k = len(centers)
+    bw, bh = g.width / g.cols, g.height / g.rows
+    rx, ry = min(g.cols // 2, math.ceil(radius / bw)), min(g.rows // 2, math.ceil(radius / bh))
+    cx = np.minimum((centers[:, 0] / bw).astype(np.intp), g.cols - 1)
+    cy = np.minimum((centers[:, 1] / bh).astype(np.intp), g.rows - 1)
+    dx, dy = np.arange(-rx, rx + 1)[: g.cols], np.arange(-ry, ry + 1)[: g.rows]
+    bx = (cx[:, None, None] + dx[None, None, :]) % g.cols
+    by = (cy[:, None, None] + dy[None, :, None]) % g.rows
+    per_center = (by * g.cols + bx).reshape(k, -1)
+    owner = np.repeat(np.arange(k), per_center.shape[1])
+    buckets = per_center.reshape(-1)
+    lo = g.starts[buckets].astype(np.intp)
+    counts = g.starts[buckets + 1].astype(np.intp) - lo
+    offsets = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    cand = g.order[offsets]
+    who = np.repeat(owner, counts)
+    d = torus_delta(pos[cand], centers[who], g.width, g.height)
+    near = np.einsum("ij,ij->i", d, d) <= radius * radius
+    return who[near], cand[near], d[near]
+
+
 def flee(m: MeadowBefore) -> None:
     """Sheep near an avatar are pushed away from it (one neighbour query for all avatars)."""
     avatars = m._avatars
     if avatars.size == 0:
         return
-    _who, near, d = m.grid.pairs_within(m.pos, m.pos[avatars], m.params.flee_radius)
+    _who, near, d = pairs_n_by_2(m.grid, m.pos, m.pos[avatars], m.params.flee_radius)
     sheep = m.kind[near] == SHEEP
     near, d = near[sheep], d[sheep]
     if near.size == 0:
