@@ -208,28 +208,38 @@ def test_metrics_cover_ticks_commands_queue_and_http(garden: Flask) -> None:
     client = garden.test_client()
     rt = rt_of(garden)
     assert rt.ticker.wait_for_ticks(2, 5)
-    before = samples(client)
+
+    def between_ticks() -> Any:
+        """The metrics with the loop held between two ticks: a tick's listener updates its
+        counters one after another, and a scrape in the middle sees one ahead of the next."""
+        rt.pause()
+        try:
+            rt.call(lambda: None).result(5)  # the tick in flight, its listeners included, is done
+            return samples(client)
+        finally:
+            rt.resume()
+
+    before = between_ticks()
     joined = rt.submit("join", {"name": "ann"})
     missing = rt.submit("move_to", {"player": "nobody", "x": 1, "y": 2})
     assert joined.wait(5) and missing.wait(5)
     for _ in range(3):
         assert client.get("/api/v1/world").status_code == 200
     assert client.get("/no/such/page").status_code == 404
-    after = wait_for(
+    wait_for(
         lambda: (
-            (s := samples(client))
-            and metric(
-                s,
+            metric(
+                samples(client),
                 "worldloop_commands_rejected_total",
                 world="garden",
                 type="move_to",
                 reason="command_rejected",
             )
             > 0
-            and s
         ),
         5,
     )
+    after = between_ticks()
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)

@@ -38,6 +38,7 @@ from tests.test_scaleout_services import (
     reasons,
     unready_for,
     wait_for,
+    wait_owning,
     wait_ready,
 )
 
@@ -137,7 +138,7 @@ def test_two_hosts_serve_one_world_and_one_takes_over_when_the_other_is_killed(
         wait_for(lambda: pg_state(schema)[0] > epoch, TTL + POLL + 20, "host b to take over")
         assert runs_on(client, prefix, hb)
         clients.more(30)
-        wait_ready(b, 10, "host b ready")
+        wait_owning(b, 10, "host b to run the world after the takeover")
 
 
 @pytest.mark.parametrize("cut", [("redis",), ("postgres",), ("redis", "postgres")])
@@ -156,7 +157,7 @@ def test_the_owning_host_partitioned_hands_the_world_over_and_rejoins_as_standby
         # b's first journal write may wait on the rows a's cut-off session still holds,
         # until the server ends that session (10 s idle, or ~19 s of unanswered keepalives)
         clients.more(30, timeout=50)
-        wait_ready(b, 10, "host b ready after the takeover")  # its catch-up may overrun a moment
+        wait_owning(b, 10, "host b to run the world after the takeover")
         status, codes = reasons(a)
         assert status == 503 and {REASON[s] for s in cut} <= codes, codes
 
