@@ -154,27 +154,39 @@ def _fence(conn: Connection, entry: JournalEntry) -> None:
         fence(conn, entry.world, JOURNAL)
 
 
+_HEAD_UPSERTS: dict[str, Any] = {}
+"""The heads upsert of each dialect, built once: building it (``excluded`` sets up the table's
+column collections) cost about a tenth of a journal write of 20 commands to SQLite (3.1 ms ->
+2.7 ms), on the loop thread, every tick."""
+
+
+def _head_upsert(dialect: str) -> Any:
+    upsert = _HEAD_UPSERTS.get(dialect)
+    if upsert is None:
+        dialect_insert: Callable[..., Any] = sqlite_insert
+        if dialect != "sqlite":  # imported here: an SQLite server never loads it
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            dialect_insert = pg_insert
+        stmt = dialect_insert(heads)
+        upsert = _HEAD_UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[heads.c.world],
+            set_={
+                "tick": stmt.excluded.tick,
+                "last_seq": stmt.excluded.last_seq,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+    return upsert
+
+
 def _write_rows(conn: Connection, entries: Sequence[JournalEntry]) -> None:
     """Heads, commands and hashes of ``entries``: one batched statement per table."""
     if not entries:
         return
     now = time.time()
-    dialect_insert: Callable[..., Any] = sqlite_insert
-    if conn.dialect.name != "sqlite":  # imported here: an SQLite server never loads it
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        dialect_insert = pg_insert
-    upsert = dialect_insert(heads)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[heads.c.world],
-        set_={
-            "tick": upsert.excluded.tick,
-            "last_seq": upsert.excluded.last_seq,
-            "updated_at": upsert.excluded.updated_at,
-        },
-    )
     conn.execute(
-        upsert,
+        _head_upsert(conn.dialect.name),
         [
             {"world": e.world, "tick": e.tick, "last_seq": e.last_seq, "updated_at": now}
             for e in entries
