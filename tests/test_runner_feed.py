@@ -169,6 +169,11 @@ def test_the_runner_removes_superseded_snapshot_files_but_never_the_newest(
     monkeypatch.setattr(server, "KEEP_FILES", 0.0)
     served.runtime.step(1)
     tick = served.runtime.tick
-    wait_for(lambda: len(files()) == 1, 5, 0.01, "the superseded files to go")
-    assert files()[0].name.endswith(f"-{tick}")
+    # the tick's file is written after the tick: until then the one left is the tick before's
+    wait_for(
+        lambda: [f.name[-len(f"-{tick}") :] for f in files()] == [f"-{tick}"],
+        5,
+        0.01,
+        "the superseded files to go, the newest to stay",
+    )
     wait_for(lambda: (s := served.worker.latest) is not None and s.tick == tick, 5, 0.01)
