@@ -152,6 +152,7 @@ class WorldRuntime:
                 else:  # in memory only: every start is a new world
                     self.world.outbox.begin()
                 self._publish()
+                tick = self.world.tick  # the log's, before the loop thread can move it on
                 self.ticker.start()
             except BaseException:
                 self.lease.release()
@@ -161,7 +162,7 @@ class WorldRuntime:
         log.info(
             "world %r started at tick %d, %.3g Hz, in pid %d",
             self.name,
-            self.world.tick,
+            tick,
             self.ticker.rate_hz,
             os.getpid(),
         )
